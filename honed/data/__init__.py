@@ -1,0 +1,1 @@
+"""The data stage: read -> validate -> report -> split -> render."""

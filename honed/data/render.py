@@ -1,0 +1,155 @@
+"""Render a Conversation into token ids and a loss mask: the single place that decides what is trained on.
+
+The rule: a token is supervised (its `loss_mask` is True) exactly when it belongs to an assistant turn
+whose weight is not 0, from the first token after the template's assistant header up to and including
+the template's end-of-turn marker (so the model learns to stop). System, user and tool turns, template
+headers and weight-0 assistant turns are never supervised. Prompt/completion data is read as one user and
+one assistant turn, so this rule is "completion only" for it.
+
+How: the chat template is rendered to text for growing prefixes of the conversation; the assistant turn i
+spans from the end of `render(messages[:i], add_generation_prompt=True)` to the end of
+`render(messages[:i+1])`. The full text is tokenized once with character offsets, and a token is
+supervised when its characters start inside a supervised span. This works for any template whose
+rendering of a prefix is a prefix of the full rendering (ChatML, Llama 3, Mistral, Gemma, Qwen ...);
+a template that is not raises a clear error instead of guessing.
+
+`loss_mask[t]` marks token t as a *target*: training predicts it from positions < t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from honed.data.types import Conversation
+from honed.errors import ModelError
+
+# Used when a tokenizer has no chat template: ChatML, the format of many open instruct models.
+# Documented in the README; special tokens are added to the tokenizer's text, not its vocabulary.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Token ids and the loss mask for one conversation.
+
+    `full_length` is the length before truncation; `truncated` is True when `max_length` cut it.
+    """
+
+    input_ids: list[int]
+    loss_mask: list[bool]
+    full_length: int
+    truncated: bool
+
+    @property
+    def num_supervised(self) -> int:
+        return sum(self.loss_mask)
+
+
+def ensure_chat_template(tokenizer: Any) -> Any:
+    """Give a tokenizer without a chat template the documented default (ChatML)."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _template_text(tokenizer: Any, conversation: Conversation, end: int, *, generation_prompt: bool) -> str:
+    messages = [m.to_template() for m in conversation.messages[:end]]
+    if not messages and not generation_prompt:
+        return ""
+    return tokenizer.apply_chat_template(
+        messages,
+        tools=conversation.tools,
+        tokenize=False,
+        add_generation_prompt=generation_prompt,
+    )
+
+
+def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
+    """The full template text and the character spans [start, end) that are trained on.
+
+    >>> text, spans = supervised_spans(tok, conv)  # doctest: +SKIP
+    >>> [text[s:e] for s, e in spans]  # doctest: +SKIP
+    ['Paris<|im_end|>\\n']
+    """
+    ensure_chat_template(tokenizer)
+    full = _template_text(tokenizer, conversation, len(conversation.messages), generation_prompt=False)
+    spans: list[tuple[int, int]] = []
+    for i, message in enumerate(conversation.messages):
+        if not message.trainable:
+            continue
+        before = _template_text(tokenizer, conversation, i, generation_prompt=True) if i else ""
+        through = _template_text(tokenizer, conversation, i + 1, generation_prompt=False)
+        if not full.startswith(before) or not full.startswith(through) or len(through) < len(before):
+            raise ModelError(
+                "this tokenizer's chat template does not render a conversation's beginning as a prefix of "
+                "the whole (it rewrites earlier turns), so honed cannot tell which tokens belong to the "
+                "assistant; pass a model with a prefix-stable template or set chat_template on the tokenizer"
+            )
+        spans.append((len(before), len(through)))
+    return full, spans
+
+
+def _mask_from_offsets(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    mask = [False] * len(offsets)
+    span_index = 0
+    for t, (start, end) in enumerate(offsets):
+        while span_index < len(spans) and start >= spans[span_index][1]:
+            span_index += 1
+        if span_index == len(spans):
+            break
+        span_start, span_end = spans[span_index]
+        # Zero-width tokens (start == end) belong where they stand.
+        mask[t] = span_start <= start < span_end or (start == end and span_start <= start < span_end)
+    return mask
+
+
+def _finish(ids: list[int], mask: list[bool], max_length: int | None) -> Rendered:
+    full_length = len(ids)
+    if max_length is not None and full_length > max_length:
+        return Rendered(ids[:max_length], mask[:max_length], full_length, True)
+    return Rendered(ids, mask, full_length, False)
+
+
+def render(conversation: Conversation, tokenizer: Any, *, max_length: int | None = None) -> Rendered:
+    """Render one conversation to input ids and a loss mask, truncated on the right to `max_length`.
+
+    >>> r = render(conv, tokenizer, max_length=512)  # doctest: +SKIP
+    >>> r.num_supervised > 0  # doctest: +SKIP
+    True
+    """
+    return render_batch([conversation], tokenizer, max_length=max_length)[0]
+
+
+def render_batch(
+    conversations: Sequence[Conversation], tokenizer: Any, *, max_length: int | None = None
+) -> list[Rendered]:
+    """Render many conversations; the tokenizer runs once over the whole batch (fast in Rust)."""
+    texts: list[str] = []
+    all_spans: list[list[tuple[int, int]]] = []
+    for conversation in conversations:
+        text, spans = supervised_spans(tokenizer, conversation)
+        texts.append(text)
+        all_spans.append(spans)
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    out: list[Rendered] = []
+    for ids, offsets, spans in zip(encoded["input_ids"], encoded["offset_mapping"], all_spans):
+        out.append(_finish(list(ids), _mask_from_offsets(offsets, spans), max_length))
+    return out
+
+
+def render_prompt(conversation: Conversation, tokenizer: Any) -> list[int]:
+    """Token ids of everything before the last assistant turn plus the assistant header: the input a model
+    generates the answer from at evaluation time (same template as training, so they always agree)."""
+    ensure_chat_template(tokenizer)
+    end = conversation.last_assistant_index()
+    end = len(conversation.messages) if end is None else end
+    text = _template_text(tokenizer, conversation, end, generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

