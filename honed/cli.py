@@ -1,0 +1,55 @@
+"""The honed command line: parse, call one function, print. No logic lives here.
+
+Every HonedError becomes one clear message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from honed.errors import EXIT_USER_ERROR, HonedError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    help="honed: check your data, fine-tune open models correctly, and prove the tuned model is better.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Check, split and preview training data.", no_args_is_help=True)
+runs_app = typer.Typer(help="List and inspect training runs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
+
+err_console = Console(stderr=True, highlight=False)
+MAX_DETAILS_SHOWN = 50
+
+
+def user_errors(func: F) -> F:
+    """Turn HonedError into a clear message and exit 2; Ctrl-C into exit 130 without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HonedError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+            for line in exc.details[:MAX_DETAILS_SHOWN]:
+                err_console.print(f"  {line}", soft_wrap=True, markup=False)
+            if len(exc.details) > MAX_DETAILS_SHOWN:
+                err_console.print(f"  ... and {len(exc.details) - MAX_DETAILS_SHOWN} more")
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Commands are registered below, one block each, grouped by pipeline stage.
