@@ -2,9 +2,10 @@
 
 The rule: a token is supervised (its `loss_mask` is True) exactly when it belongs to an assistant turn
 whose weight is not 0, from the first token after the template's assistant header up to and including
-the template's end-of-turn marker (so the model learns to stop). System, user and tool turns, template
-headers and weight-0 assistant turns are never supervised. Prompt/completion data is read as one user and
-one assistant turn, so this rule is "completion only" for it.
+the template's end-of-turn marker (so the model learns to stop) and what the template writes after it in
+that turn (ChatML's newline). System, user and tool turns, template headers (also of an assistant turn that
+opens a conversation) and weight-0 assistant turns are never supervised. Prompt/completion data is read
+as one user and one assistant turn, so this rule is "completion only" for it.
 
 How: the chat template is rendered to text for growing prefixes of the conversation; the assistant turn i
 spans from the end of `render(messages[:i], add_generation_prompt=True)` to the end of
@@ -21,8 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from jinja2.exceptions import TemplateError
+
 from honed.data.types import Conversation
-from honed.errors import ModelError
+from honed.errors import DataError, ModelError
 
 # Used when a tokenizer has no chat template: ChatML, the format of many open instruct models.
 # Documented in the README; special tokens are added to the tokenizer's text, not its vocabulary.
@@ -62,12 +65,31 @@ def _template_text(tokenizer: Any, conversation: Conversation, end: int, *, gene
     messages = [m.to_template() for m in conversation.messages[:end]]
     if not messages and not generation_prompt:
         return ""
-    return tokenizer.apply_chat_template(
-        messages,
-        tools=conversation.tools,
-        tokenize=False,
-        add_generation_prompt=generation_prompt,
-    )
+    try:
+        return tokenizer.apply_chat_template(
+            messages,
+            tools=conversation.tools,
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+        )
+    except TemplateError as exc:  # e.g. a template that demands alternating user/assistant turns
+        where = conversation.source or "a conversation"
+        raise DataError(
+            f"{where}: the model's chat template refused this conversation ({exc}); "
+            "reorder or fix its turns, or use a model whose template accepts them"
+        ) from exc
+
+
+def _assistant_header(tokenizer: Any) -> str:
+    """The text a template puts before an assistant turn's content (ChatML: '<|im_start|>assistant\\n').
+
+    Needed for an assistant turn that opens a conversation: transformers refuses to render an empty
+    conversation, so the header is measured on a one-user-turn conversation instead.
+    """
+    probe = [{"role": "user", "content": "x"}]
+    without = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)
+    with_prompt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    return with_prompt[len(without):] if with_prompt.startswith(without) else ""
 
 
 def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
@@ -83,8 +105,15 @@ def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, l
     for i, message in enumerate(conversation.messages):
         if not message.trainable:
             continue
-        before = _template_text(tokenizer, conversation, i, generation_prompt=True) if i else ""
         through = _template_text(tokenizer, conversation, i + 1, generation_prompt=False)
+        if i:
+            before = _template_text(tokenizer, conversation, i, generation_prompt=True)
+        else:
+            # An assistant turn that opens the conversation: its header (and any default system prompt the
+            # template adds) must not be supervised, so the content starts after the header's first use.
+            header = _assistant_header(tokenizer)
+            at = through.find(header) if header else -1
+            before = through[: at + len(header)] if at >= 0 else through
         if not full.startswith(before) or not full.startswith(through) or len(through) < len(before):
             raise ModelError(
                 "this tokenizer's chat template does not render a conversation's beginning as a prefix of "
