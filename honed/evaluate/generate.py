@@ -1,0 +1,213 @@
+"""Batched greedy decoding with a KV cache and left padding: the one way honed generates answers.
+
+Every system in an evaluation (tuned, base, few-shot) goes through `generate`, so they share the same
+prompts template, the same greedy decoding and the same stopping rule (the chat template's end-of-turn
+token, e.g. `<|im_end|>` for ChatML).
+
+How: prompts are sorted by length and cut into batches of similar length (less padding); each batch is
+left-padded so every row's last prompt token sits in the last column, and position ids count only real
+tokens, so a padded row computes exactly what it would compute alone. The prompt is encoded once
+(prefill) and then one token per step reuses the KV cache. A row that reaches end-of-turn is dropped
+from the batch and its cache, so finished rows stop costing compute.
+
+The key correctness test (tests/unit/test_generate.py): batched output equals one-by-one output.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from honed.data.render import ensure_chat_template
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The answer to one prompt: its text (stop token and specials removed) and token ids."""
+
+    text: str
+    token_ids: list[int]
+    stopped: bool  # True when the row ended on an end-of-turn token, False when max_new_tokens cut it
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """What a `generate` call cost: prompts, generated tokens (stop tokens included) and seconds."""
+
+    prompts: int
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def stop_token_ids(tokenizer: Any, model: Any | None = None) -> list[int]:
+    """The ids that end an answer: the template's end-of-turn token plus the tokenizer's and model's eos.
+
+    The end-of-turn token is read off the chat template itself (the first token after an assistant
+    message's content), so this works for ChatML (`<|im_end|>`), Llama 3 (`<|eot_id|>`), Gemma, ...
+
+    >>> stop_token_ids(tokenizer)  # doctest: +SKIP
+    [2]
+    """
+    ensure_chat_template(tokenizer)
+    marker = "HONEDMARKER"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    ids: list[int] = []
+    tail = text[text.rfind(marker) + len(marker) :]
+    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+    if tail_ids:
+        ids.append(int(tail_ids[0]))
+    for source in (tokenizer, getattr(model, "generation_config", None)):
+        eos = getattr(source, "eos_token_id", None)
+        for value in eos if isinstance(eos, list) else [eos]:
+            if value is not None and int(value) not in ids:
+                ids.append(int(value))
+    return ids
+
+
+def pad_token_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
+    """Any id works for padding (padded positions are masked out); prefer the tokenizer's own."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else int(stop_ids[0])
+
+
+def length_batches(lengths: Sequence[int], *, batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early).
+
+    >>> length_batches([5, 1, 9, 2], batch_size=2)
+    [[2, 0], [3, 1]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids, attention_mask
+
+
+def _generate_batch(
+    model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: set[int], pad_id: int
+) -> list[tuple[list[int], bool]]:
+    """Greedy-decode one left-padded batch; returns (new token ids without the stop token, stopped)."""
+    import torch
+
+    input_ids, attention_mask = _left_pad(prompts, pad_id)
+    # Position ids count real tokens only: a left-padded row then sees exactly the positions it would alone.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = out.past_key_values
+    results: list[tuple[list[int], bool]] = [([], False) for _ in prompts]
+    active = list(range(len(prompts)))  # original row of each row still in the batch
+    next_pos = position_ids[:, -1:] + 1
+    for _step in range(max_new_tokens):
+        next_tokens = out.logits[:, -1, :].argmax(dim=-1)
+        keep: list[int] = []
+        for row, token in enumerate(next_tokens.tolist()):
+            original = active[row]
+            if token in stop_ids:
+                results[original] = (results[original][0], True)
+            else:
+                results[original][0].append(token)
+                keep.append(row)
+        if not keep or _step == max_new_tokens - 1:
+            break
+        if len(keep) < len(active):  # drop finished rows from the batch and the cache
+            index = torch.tensor(keep, dtype=torch.long)
+            cache.batch_select_indices(index)
+            attention_mask, next_pos, next_tokens = attention_mask[index], next_pos[index], next_tokens[index]
+            active = [active[row] for row in keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
+        out = model(
+            input_ids=next_tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        next_pos = next_pos + 1
+    return results
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    stop_ids: Sequence[int] | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[Generation], GenerationStats]:
+    """Greedy answers for token-id prompts (from `render_prompt`), in the order given.
+
+    `stop_ids` defaults to `stop_token_ids(tokenizer, model)` (end-of-turn and eos).
+
+    >>> ids = [render_prompt(conv, tokenizer) for conv in holdout]  # doctest: +SKIP
+    >>> outputs, stats = generate(model, tokenizer, ids, max_new_tokens=64)  # doctest: +SKIP
+    >>> outputs[0].text, round(stats.tokens_per_s)  # doctest: +SKIP
+    ('{"people": "4"}', 212)
+    """
+    import torch
+
+    stop_ids = list(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer, model)
+    pad_id = pad_token_id(tokenizer, stop_ids)
+    results: list[Generation | None] = [None] * len(prompts)
+    started = time.perf_counter()
+    new_tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in length_batches([len(p) for p in prompts], batch_size=batch_size):
+                decoded = _generate_batch(
+                    model,
+                    [prompts[i] for i in batch],
+                    max_new_tokens=max_new_tokens,
+                    stop_ids=set(stop_ids),
+                    pad_id=pad_id,
+                )
+                for i, (ids, stopped) in zip(batch, decoded):
+                    text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                    results[i] = Generation(text=text, token_ids=ids, stopped=stopped)
+                    new_tokens += len(ids) + int(stopped)
+                if progress is not None:
+                    progress(len(batch))
+    finally:
+        model.train(was_training)
+    stats = GenerationStats(len(prompts), new_tokens, time.perf_counter() - started)
+    return [r for r in results if r is not None], stats
+
+
+def default_max_new_tokens(target_lengths: Sequence[int], *, floor: int = 8, cap: int = 1024) -> int:
+    """Room for the longest reference answer plus a margin (a quarter, at least 8 tokens), capped.
+
+    Derived from the holdout targets so a base model that never stops cannot take forever.
+
+    >>> default_max_new_tokens([10, 20])
+    29
+    """
+    longest = max(target_lengths, default=0)
+    return max(floor, min(cap, longest + max(8, math.ceil(longest / 4)) + 1))

@@ -1,0 +1,82 @@
+"""Batched generation must give exactly what one-by-one greedy decoding gives (left padding, KV cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from honed.data.render import render_prompt
+from honed.data.types import Conversation, Message
+from honed.evaluate.generate import default_max_new_tokens, generate, length_batches, stop_token_ids
+from honed.models import load_model, load_tokenizer
+
+TINY = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[object, object]:
+    return load_model(TINY), load_tokenizer(TINY)
+
+
+def _prompts() -> list[list[int]]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(3, 427, (n,), generator=generator).tolist() for n in [3, 17, 9, 30, 5, 12, 1, 25]]
+
+
+def _one_by_one(model: object, tokenizer: object, prompts: list[list[int]], **kwargs: object) -> list[list[int]]:
+    return [generate(model, tokenizer, [p], batch_size=1, **kwargs)[0][0].token_ids for p in prompts]
+
+
+def test_batched_equals_one_by_one(tiny: tuple[object, object]) -> None:
+    model, tokenizer = tiny
+    prompts = _prompts()
+    batched, stats = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=8)
+    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=12)
+    assert stats.prompts == 8 and stats.new_tokens == sum(len(g.token_ids) + g.stopped for g in batched)
+
+
+def test_batched_equals_transformers_generate(tiny: tuple[object, object]) -> None:
+    model, tokenizer = tiny
+    prompts = _prompts()[:4]
+    ours, _ = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=4, stop_ids=[2])
+    for prompt, mine in zip(prompts, ours):
+        theirs = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=2)
+        assert mine.token_ids == [t for t in theirs[0, len(prompt) :].tolist() if t != 2]
+
+
+def test_rows_that_stop_early_leave_the_batch_and_others_are_unchanged(tiny: tuple[object, object]) -> None:
+    model, tokenizer = tiny
+    prompts = _prompts()
+    free, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=8, stop_ids=[])
+    stop = free[0].token_ids[2]  # a token row 0 emits at step 3: rows now stop at different steps
+    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=8, stop_ids=[stop])
+    assert batched[0].stopped and len(batched[0].token_ids) <= 2
+    assert any(not g.stopped for g in batched), "the test needs rows that run on"
+    assert [g.token_ids for g in batched] == _one_by_one(
+        model, tokenizer, prompts, max_new_tokens=12, stop_ids=[stop]
+    )
+    for cut, full in zip(batched, free):  # a stopped row is the free row's prefix up to the stop token
+        assert full.token_ids[: len(cut.token_ids)] == cut.token_ids
+
+
+def test_stop_token_is_the_templates_end_of_turn(tiny: tuple[object, object]) -> None:
+    model, tokenizer = tiny
+    assert stop_token_ids(tokenizer, model)[0] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_rendered_prompts_in_original_order(tiny: tuple[object, object]) -> None:
+    model, tokenizer = tiny
+    convs = [
+        Conversation(messages=(Message("user", "hello " * n), Message("assistant", "x"))) for n in (1, 6, 3)
+    ]
+    prompts = [render_prompt(c, tokenizer) for c in convs]
+    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=5, batch_size=2)
+    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=5)
+
+
+def test_length_batches_and_max_new_tokens() -> None:
+    assert length_batches([5, 1, 9, 2], batch_size=2) == [[2, 0], [3, 1]]
+    assert default_max_new_tokens([10, 20]) == 29
+    assert default_max_new_tokens([]) == 8
