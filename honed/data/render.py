@@ -19,6 +19,7 @@ a template that is not raises a clear error instead of guessing.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -105,7 +106,9 @@ def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, l
     for i, message in enumerate(conversation.messages):
         if not message.trainable:
             continue
-        through = _template_text(tokenizer, conversation, i + 1, generation_prompt=False)
+        # The last turn's prefix is the whole conversation: reuse `full` instead of rendering it again.
+        last = i + 1 == len(conversation.messages)
+        through = full if last else _template_text(tokenizer, conversation, i + 1, generation_prompt=False)
         if i:
             before = _template_text(tokenizer, conversation, i, generation_prompt=True)
         else:
@@ -125,6 +128,21 @@ def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, l
 
 
 def _mask_from_offsets(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    """True for each token whose first character lies inside a supervised span."""
+    starts = [start for start, _ in offsets]
+    ordered_spans = all(spans[k][1] <= spans[k + 1][0] for k in range(len(spans) - 1))
+    if not ordered_spans or starts != sorted(starts):
+        return _mask_from_offsets_stepwise(offsets, spans)
+    # Sorted token starts and disjoint sorted spans (every real template and tokenizer): each span covers
+    # one contiguous run of tokens, found by bisection instead of a Python loop over every token.
+    mask = [False] * len(starts)
+    for span_start, span_end in spans:
+        first, stop = bisect_left(starts, span_start), bisect_left(starts, span_end)
+        mask[first:stop] = [True] * (stop - first)
+    return mask
+
+
+def _mask_from_offsets_stepwise(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
     mask = [False] * len(offsets)
     span_index = 0
     for t, (start, end) in enumerate(offsets):
@@ -167,11 +185,27 @@ def render_batch(
         all_spans.append(spans)
     if not texts:
         return []
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     out: list[Rendered] = []
-    for ids, offsets, spans in zip(encoded["input_ids"], encoded["offset_mapping"], all_spans):
-        out.append(_finish(list(ids), _mask_from_offsets(offsets, spans), max_length))
+    for (ids, offsets), spans in zip(_encode_with_offsets(tokenizer, texts), all_spans):
+        out.append(_finish(ids, _mask_from_offsets(offsets, spans), max_length))
     return out
+
+
+def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Token ids and character offsets for each text, without special tokens added.
+
+    A fast tokenizer's Rust backend is called directly: `tokenizer(texts, ...)` makes the same
+    `encode_batch` call but then copies every encoding into Python dicts, which costs more than the
+    encoding itself on large datasets. The one-text call first applies the tokenizer's own settings (no
+    truncation or padding, its special-token handling) to the backend, so both paths give the same ids.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch"):
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return [(list(ids), list(offsets)) for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"])]
+    tokenizer(texts[0], add_special_tokens=False)
+    encodings = backend.encode_batch(texts, add_special_tokens=False)
+    return [(encoding.ids, encoding.offsets) for encoding in encodings]
 
 
 def render_prompt(conversation: Conversation, tokenizer: Any) -> list[int]:
