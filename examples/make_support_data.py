@@ -181,13 +181,10 @@ def add_typo(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def make_message(category: str, priority_cue: str | None, tone: str | None, rng: random.Random) -> str:
-    """One message: greeting, maybe a tone cue first, the body, maybe urgency and tone cues, sign-off."""
-    body = fill(rng.choice(BODIES[category]), rng)
-    tone_text = rng.choice(TONE[tone]) if tone else ""
-    urgency_text = rng.choice(URGENCY[priority_cue]) if priority_cue else ""
+def make_message(body: str, tone_text: str, urgency_text: str, rng: random.Random) -> str:
+    """One message: greeting, maybe the tone cue first, the body, urgency and tone cues, sign-off."""
     tone_first = rng.random() < 0.4
-    parts = [rng.choice(GREETINGS), tone_text if tone_first else "", body, urgency_text]
+    parts = [rng.choice(GREETINGS), tone_text if tone_first else "", fill(body, rng), urgency_text]
     parts += ["" if tone_first else tone_text, rng.choice(SIGN_OFFS)]
     text = " ".join(p for p in parts if p)
     for _ in range(rng.choice([0, 0, 0, 0, 0, 0, 1, 1, 2])):
@@ -199,16 +196,20 @@ def make_message(category: str, priority_cue: str | None, tone: str | None, rng:
     return text
 
 
-def make_example(rng: random.Random) -> tuple[str, dict[str, str]]:
+def make_example(rng: random.Random) -> tuple[str, dict[str, str], tuple[str, str, str]]:
+    """A message, its target, and its recipe (body template and cues), used to keep recipes unique."""
     category = rng.choice(list(BODIES))
     priority_cue = rng.choices([None, "high", "low"], weights=[5, 3, 2])[0]
     tone = rng.choices([None, "negative", "positive"], weights=[5, 3, 2])[0]
+    body = rng.choice(BODIES[category])
+    tone_text = rng.choice(TONE[tone]) if tone else ""
+    urgency_text = rng.choice(URGENCY[priority_cue]) if priority_cue else ""
     target = {
         "category": category,
         "priority": priority_cue or DEFAULT_PRIORITY[category],
         "sentiment": tone or "neutral",
     }
-    return make_message(category, priority_cue, tone, rng), target
+    return make_message(body, tone_text, urgency_text, rng), target, (body, tone_text, urgency_text)
 
 
 def row(message: str, target: dict[str, str]) -> dict[str, object]:
@@ -232,12 +233,14 @@ def near_copy(message: str) -> str:
 def generate(rows: int, seed: int) -> list[dict[str, object]]:
     """`rows` examples: unique messages plus 3 exact and 2 near duplicates placed at random positions."""
     rng = random.Random(seed)
-    seen: set[str] = set()
+    # One message per recipe: two messages differing only in greeting or a slot would be near duplicates,
+    # and the dataset should hold only the few it declares.
+    seen: set[tuple[str, str, str]] = set()
     examples: list[tuple[str, dict[str, str]]] = []
     while len(examples) < rows - 5:
-        message, target = make_example(rng)
-        if message.lower() not in seen:
-            seen.add(message.lower())
+        message, target, recipe = make_example(rng)
+        if recipe not in seen:
+            seen.add(recipe)
             examples.append((message, target))
     repeats = [examples[i] for i in rng.sample(range(len(examples)), 5)]
     quirks = repeats[:3] + [(near_copy(m), t) for m, t in repeats[3:]]
