@@ -1,0 +1,82 @@
+"""Rich tables for `honed eval` and `honed compare` (printing only; the numbers come from summary.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _cell(interval: dict[str, float] | None) -> str:
+    if not interval:
+        return "-"
+    return f"{interval['value']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+
+
+def _diff_cell(interval: dict[str, float]) -> str:
+    mark = " *" if interval["low"] > 0 or interval["high"] < 0 else ""
+    return f"{interval['value']:+.3f} [{interval['low']:+.3f}, {interval['high']:+.3f}]{mark}"
+
+
+def eval_table(summary: dict[str, Any]) -> Table:
+    """Metrics x systems (value [95% CI]), then the memorised share and generation tokens/s."""
+    systems = summary["systems"]
+    table = Table(title=f"{summary['n']} holdout examples; main metric {summary['main_metric']}; value [95% CI]")
+    table.add_column("metric")
+    for system in systems:
+        table.add_column(system, justify="right")
+    for name in summary["metrics"]:
+        table.add_row(name, *[_cell(data["metrics"].get(name)) for data in systems.values()])
+    table.add_row("memorised", *[f"{data['memorised']:.1%}" for data in systems.values()])
+    table.add_row("tokens/s", *[f"{data['generation']['tokens_per_s']:.0f}" for data in systems.values()])
+    return table
+
+
+def differences_table(summary: dict[str, Any]) -> Table:
+    """tuned - baseline per metric with the paired 95% CI; * marks an interval that excludes 0."""
+    table = Table(title="paired differences, value [95% CI] (* = significant)")
+    table.add_column("metric")
+    for label in summary["differences"]:
+        table.add_column(label, justify="right")
+    for name in summary["metrics"]:
+        table.add_row(name, *[_diff_cell(diffs[name]) for diffs in summary["differences"].values()])
+    return table
+
+
+def compare_tables(report: dict[str, Any]) -> list[Table]:
+    """Runs (data hashes), config differences, metrics with intervals, and disagreeing examples."""
+    names = report["names"]
+    runs = Table(title="runs")
+    for column in ("run", "model", "method", "train sha256 (count)", "holdout sha256 (count)", "eval holdout"):
+        runs.add_column(column)
+    for name, run in zip(names, report["runs"]):
+        train, hold = run["data"]["train"], run["data"]["holdout"]
+        eval_hold = (run["eval"]["holdout"] or {})
+        runs.add_row(name, str(run["model"]), str(run["method"]),
+                     f"{str(train['sha256'])[:12]} ({train['count']})", f"{str(hold['sha256'])[:12]} ({hold['count']})",
+                     f"{str(eval_hold.get('sha256'))[:12]} ({eval_hold.get('count')})")
+    config = Table(title="config differences")
+    config.add_column("key")
+    for name in names:
+        config.add_column(name)
+    for key, values in report["config_differences"].items():
+        config.add_row(key, *[str(v) for v in values])
+    metrics = Table(title="tuned model, value [95% CI]")
+    metrics.add_column("metric")
+    for name in names:
+        metrics.add_column(name, justify="right")
+    for metric, by_run in report["metrics"].items():
+        metrics.add_row(metric, *[_cell(by_run.get(name)) for name in names])
+    tables = [runs, config, metrics]
+    disagree = report["disagreements"]
+    if disagree["same_holdout"]:
+        examples = Table(title=f"examples where the runs disagree: {disagree['count']} of {disagree['of']}")
+        examples.add_column("id")
+        examples.add_column("prompt")
+        examples.add_column("reference")
+        for name in names:
+            examples.add_column(name)
+        for ex in disagree["examples"]:
+            examples.add_row(str(ex["id"]), ex["prompt"], ex["reference"], *[ex["outputs"][n] for n in names])
+        tables.append(examples)
+    return tables
