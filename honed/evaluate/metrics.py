@@ -60,7 +60,7 @@ def normalize_label(text: str) -> str:
     'card_arrival'
     """
     first = text.strip().splitlines()[0] if text.strip() else ""
-    return normalize_text(first).strip("\"'`").rstrip(".!").strip()
+    return normalize_text(first).strip("\"'`.!").strip()
 
 
 # ---- exact match and labels ------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Every metric on hand-made cases: normalisation, labels, JSON (invalid, missing/extra keys, unicode)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from honed.errors import ConfigError
+from honed.evaluate import metrics as M
+
+
+def test_exact_match_normalises_case_whitespace_and_unicode() -> None:
+    assert M.exact_match("Paris", "  paris\n") == 1.0
+    assert M.exact_match("Café", "Cafe\u0301".replace("e\u0301", "é")) == 1.0
+    assert M.exact_match("ﬁne", "fine") == 1.0  # NFKC folds the ligature
+    assert M.exact_match("Paris", "Paris, France") == 0.0
+
+
+def test_label_accuracy_reads_the_first_line_without_quotes_or_period() -> None:
+    assert M.label_accuracy("card_arrival", '"card_arrival".\nBecause the card ...') == 1.0
+    assert M.label_accuracy("card_arrival", "card_linking") == 0.0
+    assert M.label_accuracy("card_arrival", "") == 0.0
+
+
+def test_macro_f1_by_hand() -> None:
+    # a: tp=1 fp=0 fn=1 -> 2/3; b: tp=1 fp=1 fn=0 -> 2/3
+    assert M.macro_f1(["a", "a", "b"], ["a", "b", "b"]) == pytest.approx(2 / 3)
+    assert M.macro_f1(["a", "b"], ["a", "b"]) == 1.0
+    # an invented label is a miss, not a class of its own: b gets 0, a gets 1 -> 0.5
+    assert M.macro_f1(["a", "b"], ["a", "something else"]) == pytest.approx(0.5)
+    assert M.macro_f1([], []) == 0.0
+
+
+def test_json_valid_accepts_a_fence_rejects_broken_json() -> None:
+    assert M.json_valid("", '{"a": 1}') == 1.0
+    assert M.json_valid("", '```json\n{"a": 1}\n```') == 1.0
+    assert M.json_valid("", '{"a": 1') == 0.0
+    assert M.json_valid("", "Sure! Here is the JSON: {}") == 0.0
+    assert M.json_valid("", "") == 0.0
+
+
+def test_field_scores_missing_and_extra_keys() -> None:
+    ref = '{"date": "Friday", "people": "4"}'
+    assert M.field_scores(ref, ref) == M.FieldScores(1.0, 1.0, 1.0)
+    missing = M.field_scores(ref, '{"date": "friday"}')  # value compared normalised
+    assert (missing.precision, missing.recall) == (1.0, 0.5)
+    assert missing.f1 == pytest.approx(2 / 3)
+    extra = M.field_scores(ref, '{"date": "Friday", "people": "4", "time": "7pm"}')
+    assert (extra.precision, extra.recall) == (pytest.approx(2 / 3), 1.0)
+    wrong_value = M.field_scores(ref, '{"date": "Saturday", "people": "4"}')
+    assert (wrong_value.precision, wrong_value.recall) == (0.5, 0.5)
+
+
+def test_field_scores_invalid_empty_nested_and_unicode() -> None:
+    assert M.field_scores('{"a": "x"}', '{"a": "x"') == M.FieldScores(0.0, 0.0, 0.0)
+    assert M.field_scores("{}", "{}") == M.FieldScores(1.0, 1.0, 1.0)
+    assert M.field_scores('{"a": "x"}', "{}").f1 == 0.0
+    assert M.field_scores("{}", '{"a": "x"}').f1 == 0.0
+    assert M.field_scores('{"n": {"first": "Zoë"}}', '{"n": {"first": "ZOË"}}').f1 == 1.0
+    assert M.field_scores('{"name": "東京"}', '{"name": "東京"}').f1 == 1.0
+    assert M.field_scores('{"tags": ["a", "b"]}', '{"tags": ["a"]}').recall == 0.5
+    assert M.field_scores('{"n": 4}', '{"n": "4"}').f1 == 1.0  # values compare normalised as text
+
+
+def test_schema_inferred_from_targets() -> None:
+    targets = ['{"date": "Friday", "people": "4"}', '{"date": "today"}']
+    schema = M.infer_schema(targets)
+    assert schema["required"] == ["date"] and schema["additionalProperties"] is False
+    valid = M.schema_metric(schema)
+    assert valid("", '{"date": "Monday"}') == 1.0
+    assert valid("", '{"people": "2"}') == 0.0  # required key missing
+    assert valid("", '{"date": "Monday", "colour": "red"}') == 0.0  # extra key
+    assert valid("", '{"date": 5}') == 0.0  # wrong type
+    assert valid("", "not json") == 0.0
+
+
+def test_schema_given_explicitly() -> None:
+    valid = M.schema_metric({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    assert valid("", '{"n": 3}') == 1.0
+    assert valid("", '{"n": "3"}') == 0.0
+
+
+def test_chrf_bounds() -> None:
+    assert M.chrf("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    partial = M.chrf("the cat sat on the mat", "the cat sat")
+    assert 0.0 < partial < 1.0
+    assert M.chrf("the cat sat", "") == 0.0
+
+
+def test_pick_metrics_from_the_targets() -> None:
+    assert M.pick_metrics(['{"a": 1}', '{"b": 2}'])[0] == "field_f1"
+    labels = ["card_arrival", "card_linking"] * 10
+    main, names = M.pick_metrics(labels)
+    assert main == "label_accuracy" and "macro_f1" in names
+    prose = [f"Here is a long answer number {i} that goes on." for i in range(10)]
+    assert M.pick_metrics(prose)[0] == "chrf"
+
+
+def test_user_metric_module_function(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "mymetric.py").write_text(textwrap.dedent("""
+        def starts_same(reference, output):
+            return float(reference[:1] == output[:1])
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    resolved = M.resolve_metrics(["exact_match", "mymetric:starts_same", "macro_f1"], schema={})
+    assert sorted(resolved) == ["exact_match", "starts_same"]
+    assert resolved["starts_same"]("abc", "axe") == 1.0
+    sys.modules.pop("mymetric", None)
+
+
+def test_unknown_user_metric_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="cannot import module"):
+        M.load_user_metric("no_such_module_xyz:score")
+    with pytest.raises(ConfigError, match="module:function"):
+        M.load_user_metric("bleu")
