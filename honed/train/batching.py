@@ -1,0 +1,210 @@
+"""From rendered examples to micro-batches: data order, packing, and collation.
+
+Data order is a pure function of (seed, epoch), so a resumed run replays exactly the same steps.
+Each optimizer step takes `batch_size` examples; they are split into micro-batches under a token budget.
+How they are split never changes the gradient, because the loss is normalised by the supervised-token
+count of the whole step (see loss.py), so the split is free to optimise speed:
+
+- packing on: best-fit decreasing packs examples into rows of at most `row_capacity` tokens; each
+  example keeps its own position ids (0, 1, 2, ...) and a block-diagonal causal mask stops it from
+  attending to its neighbours (position ids alone are not enough with SDPA: measured, see DESIGN.md);
+- packing off: one example per row, rows sorted by length so padding is small.
+
+Targets follow the rendering's loss mask exactly: token t is a target when `loss_mask[t]`, predicted
+from the hidden state at t - 1 of the same example. The mask is never re-derived here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Example:
+    """One rendered training example; `index` is its position in the dataset."""
+
+    index: int
+    input_ids: list[int]
+    loss_mask: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def num_targets(self) -> int:
+        # Token 0 has no previous position to be predicted from, so it can never be a target.
+        return sum(self.loss_mask[1:])
+
+
+@dataclass
+class MicroBatch:
+    """Tensors for one forward/backward pass.
+
+    `attention_mask` is 4D boolean [rows, 1, L, L], True = may attend. `hidden_index` holds flat
+    positions (row * L + t - 1) whose hidden state predicts `targets`; `target_example` names the
+    example each target belongs to (for per-example losses).
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    hidden_index: torch.Tensor
+    targets: torch.Tensor
+    target_example: torch.Tensor
+    num_tokens: int
+
+    @property
+    def num_targets(self) -> int:
+        return int(self.targets.numel())
+
+    def to(self, device: str | torch.device) -> MicroBatch:
+        return MicroBatch(
+            input_ids=self.input_ids.to(device),
+            position_ids=self.position_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            hidden_index=self.hidden_index.to(device),
+            targets=self.targets.to(device),
+            target_example=self.target_example.to(device),
+            num_tokens=self.num_tokens,
+        )
+
+
+def epoch_order(num_examples: int, *, seed: int, epoch: int) -> list[int]:
+    """The shuffled example order of one epoch: the same (seed, epoch) always gives the same order.
+
+    >>> epoch_order(5, seed=0, epoch=0) == epoch_order(5, seed=0, epoch=0)
+    True
+    """
+    order = list(range(num_examples))
+    random.Random(f"honed:{seed}:{epoch}").shuffle(order)
+    return order
+
+
+def step_examples(num_examples: int, *, seed: int, step: int, batch_size: int) -> tuple[int, list[int]]:
+    """The (epoch, example indices) of 1-based optimizer `step`. The last step of an epoch may be short."""
+    steps_per_epoch = steps_in_epoch(num_examples, batch_size=batch_size)
+    epoch, position = divmod(step - 1, steps_per_epoch)
+    order = epoch_order(num_examples, seed=seed, epoch=epoch)
+    return epoch, order[position * batch_size : (position + 1) * batch_size]
+
+
+def steps_in_epoch(num_examples: int, *, batch_size: int) -> int:
+    return max(1, -(-num_examples // batch_size))
+
+
+def shard(indices: Sequence[int], *, rank: int, world_size: int) -> list[int]:
+    """This rank's share of a step's examples (round-robin, so every rank gets a similar count)."""
+    return list(indices[rank::world_size])
+
+
+def pack_best_fit(lengths: Sequence[int], *, capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: put each item (longest first) into the fullest bin it still fits.
+
+    Returns bins as lists of item positions. An item longer than `capacity` gets a bin of its own.
+
+    >>> pack_best_fit([5, 3, 4, 2], capacity=7)
+    [[0, 3], [2, 1]]
+    """
+    bins: list[list[int]] = []
+    free: list[int] = []
+    for item in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        size = lengths[item]
+        best = -1
+        for b, room in enumerate(free):
+            if size <= room and (best < 0 or room < free[best]):
+                best = b
+        if best < 0:
+            bins.append([item])
+            free.append(capacity - size)
+        else:
+            bins[best].append(item)
+            free[best] -= size
+    return bins
+
+
+def plan_rows(examples: Sequence[Example], *, packing: bool, row_capacity: int) -> list[list[Example]]:
+    """Group examples into rows (packed or one per row), longest rows first."""
+    if packing:
+        bins = pack_best_fit([len(e) for e in examples], capacity=row_capacity)
+        rows = [[examples[i] for i in b] for b in bins]
+    else:
+        rows = [[e] for e in examples]
+    return sorted(rows, key=lambda row: -sum(len(e) for e in row))
+
+
+def plan_micro_batches(
+    examples: Sequence[Example], *, max_tokens: int, packing: bool, row_capacity: int
+) -> list[list[list[Example]]]:
+    """Split examples into micro-batches (lists of rows) whose padded size stays within `max_tokens`."""
+    batches: list[list[list[Example]]] = []
+    current: list[list[Example]] = []
+    for row in plan_rows(examples, packing=packing, row_capacity=row_capacity):
+        width = max(sum(len(e) for e in r) for r in [*current, row]) if current else sum(len(e) for e in row)
+        if current and width * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(row)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate(rows: Sequence[Sequence[Example]], *, pad_id: int = 0) -> MicroBatch:
+    """Build the tensors for rows of (possibly packed) examples, right-padded to the longest row."""
+    width = max(sum(len(e) for e in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    segment = torch.zeros((len(rows), width), dtype=torch.long)  # 0 = padding, k = k-th example in the row
+    hidden_index: list[int] = []
+    targets: list[int] = []
+    target_example: list[int] = []
+    for r, row in enumerate(rows):
+        offset = 0
+        for k, example in enumerate(row, start=1):
+            n = len(example)
+            input_ids[r, offset : offset + n] = torch.tensor(example.input_ids, dtype=torch.long)
+            position_ids[r, offset : offset + n] = torch.arange(n)
+            segment[r, offset : offset + n] = k
+            for t in range(1, n):
+                if example.loss_mask[t]:
+                    hidden_index.append(r * width + offset + t - 1)
+                    targets.append(example.input_ids[t])
+                    target_example.append(example.index)
+            offset += n
+    return MicroBatch(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=block_causal_mask(segment),
+        hidden_index=torch.tensor(hidden_index, dtype=torch.long),
+        targets=torch.tensor(targets, dtype=torch.long),
+        target_example=torch.tensor(target_example, dtype=torch.long),
+        num_tokens=sum(len(e) for row in rows for e in row),
+    )
+
+
+def block_causal_mask(segment: torch.Tensor) -> torch.Tensor:
+    """[rows, 1, L, L] boolean: query i may attend key j when both are in the same example and j <= i.
+
+    Padding positions attend only to themselves, so no softmax row is empty (that would give NaN).
+    """
+    width = segment.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    same = segment[:, :, None] == segment[:, None, :]
+    real = (segment != 0)[:, :, None]
+    diagonal = torch.eye(width, dtype=torch.bool)
+    return ((same & causal & real) | diagonal)[:, None, :, :]
+
+
+def micro_batches(
+    examples: Sequence[Example], *, max_tokens: int, packing: bool, row_capacity: int, pad_id: int = 0
+) -> list[MicroBatch]:
+    """Plan and collate in one call.
+
+    >>> batches = micro_batches(examples, max_tokens=4096, packing=True, row_capacity=1024)  # doctest: +SKIP
+    """
+    plan = plan_micro_batches(examples, max_tokens=max_tokens, packing=packing, row_capacity=row_capacity)
+    return [collate(rows, pad_id=pad_id) for rows in plan]

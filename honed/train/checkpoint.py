@@ -1,0 +1,190 @@
+"""Checkpoints: atomic save, exact resume.
+
+A checkpoint folder `checkpoints/step-000100/` holds the weights in Hugging Face layout (LoRA:
+adapter_config.json + adapter_model.safetensors; full: config.json + model.safetensors), the tokenizer,
+`optimizer.pt` (optimizer, scheduler and RNG states: tensors and plain values only, loaded with
+`torch.load(weights_only=True)`, so nothing is unpickled) and `trainer_state.json` (step, early-stopping
+state). It is written to a hidden temp folder and renamed, so a folder named step-N is always complete;
+a kill mid-save leaves only a temp folder, which resume ignores and the next save cleans up.
+
+Data order is a pure function of (seed, epoch), so the step number is all resume needs to replay it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from honed.runs import checkpoint_dirs
+
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "trainer_state.json"
+TEMP_PREFIX = ".tmp-"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_weights(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Weights (adapter for LoRA, whole model for full) and tokenizer, as safetensors."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / "README.md").unlink(missing_ok=True)  # peft writes a model-card stub; nothing in it is ours
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    model: Any,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Write checkpoints/step-N atomically and return its path.
+
+    >>> save_checkpoint("runs/a", 100, model=m, tokenizer=t, optimizer=o, scheduler=s, trainer_state={})  # doctest: +SKIP
+    PosixPath('runs/a/checkpoints/step-000100')
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{checkpoint_name(step)}-", dir=root))
+    try:
+        save_weights(model, tokenizer, tmp)
+        blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+        torch.save(blob, tmp / OPTIMIZER_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **trainer_state}, indent=2), encoding="utf-8")
+        _fsync_folder(tmp)
+        if target.exists():  # same step saved before a kill; the new one replaces it whole
+            old = root / f"{TEMP_PREFIX}old-{checkpoint_name(step)}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _fsync_folder(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+
+
+def clean_temp(run_dir: str | Path) -> None:
+    """Remove temp folders a killed save left behind."""
+    root = Path(run_dir) / "checkpoints"
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(TEMP_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (temp folders are never candidates)."""
+    found = checkpoint_dirs(run_dir)
+    return found[-1] if found else None
+
+
+def load_weights(model: Any, folder: Path) -> None:
+    """Load checkpoint weights into an already built model of the same shape (LoRA or full)."""
+    from safetensors.torch import load_file
+
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        state = load_file(str(folder / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(model, state)
+        unexpected = getattr(result, "unexpected_keys", [])
+        assert not unexpected, f"unexpected adapter keys: {unexpected[:3]}"
+        return
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    assert not unexpected and set(missing) <= tied, f"checkpoint does not match model: {missing[:3]} {unexpected[:3]}"
+
+
+def load_checkpoint(folder: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; return its trainer_state."""
+    load_weights(model, folder)
+    blob = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["rng"]["torch"])
+    if "cuda" in blob["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def prune(run_dir: str | Path, *, keep_last: int, keep: set[str]) -> None:
+    """Delete old checkpoints, keeping the `keep_last` newest and the named ones (the best)."""
+    found = checkpoint_dirs(run_dir)
+    recent = {p.name for p in found[-keep_last:]}
+    for path in found:
+        if path.name not in recent and path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def export_final(source: Path, target: Path) -> Path:
+    """Copy a checkpoint's weights and tokenizer (not optimizer state) to `target`, atomically."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for path in source.iterdir():
+            if path.is_file() and path.name not in (OPTIMIZER_FILE, STATE_FILE):
+                shutil.copy2(path, tmp / path.name)
+        _replace_folder(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _replace_folder(tmp: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def export_merged(model_spec: str, adapter_dir: Path, target: Path) -> Path:
+    """Merge a LoRA adapter into its base model and save whole weights to `target` (HF layout)."""
+    from peft import PeftModel
+
+    from honed.models import load_model, load_tokenizer
+
+    base = load_model(model_spec)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        load_tokenizer(str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else model_spec).save_pretrained(tmp)
+        _replace_folder(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,117 @@
+"""Supervised-only, chunked cross-entropy.
+
+The model body runs once to give hidden states; only the hidden states whose next token is a target are
+gathered, and the output head (lm_head) is applied to them in chunks of `chunk_size` rows. In training
+each chunk is checkpointed, so its [chunk, vocab] logits are freed after the forward pass and recomputed
+in the backward pass: the full [tokens x vocab] logits tensor never exists, and neither does the
+[supervised tokens x vocab] one.
+
+The loss of an optimizer step is sum(token losses over all its micro-batches and ranks) divided by the
+number of supervised tokens of the whole step (see `step_normaliser`), never a mean of micro-batch means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from honed.train.batching import MicroBatch
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """The pieces of a causal LM the loss needs: body (tokens -> hidden states) and head (-> logits)."""
+
+    body: Any
+    head: Any
+    softcap: float | None
+
+
+def model_parts(model: Any) -> ModelParts:
+    """Find the body and head of a transformers causal LM, also inside a peft wrapper.
+
+    >>> parts = model_parts(model)  # doctest: +SKIP
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = base.get_decoder()
+    head = base.get_output_embeddings()
+    # Gemma-2 style models squash logits with tanh; apply it the same way their forward does.
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    return ModelParts(body=body, head=head, softcap=softcap)
+
+
+def hidden_states(parts: ModelParts, batch: MicroBatch) -> torch.Tensor:
+    """Run the body with per-example position ids and the block-diagonal mask; returns [N_targets, H]."""
+    out = parts.body(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.hidden_index)
+
+
+def _chunk_losses(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Any, softcap: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = head(hidden).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    correct = (logits.detach().argmax(dim=-1) == targets).float()
+    return losses, correct
+
+
+def token_losses(
+    model: Any, batch: MicroBatch, *, chunk_size: int = 1024, parts: ModelParts | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target cross-entropy and correctness (argmax == target), computed chunk by chunk.
+
+    >>> losses, correct = token_losses(model, batch)  # doctest: +SKIP
+    >>> losses.shape == (batch.num_targets,)  # doctest: +SKIP
+    True
+    """
+    parts = parts or model_parts(model)
+    selected = hidden_states(parts, batch)
+    if selected.shape[0] == 0:
+        empty = selected.new_zeros(0, dtype=torch.float32)
+        return empty + selected.sum() * 0.0, empty.detach()  # keeps the graph connected for backward
+    all_losses: list[torch.Tensor] = []
+    all_correct: list[torch.Tensor] = []
+    for hidden, targets in zip(selected.split(chunk_size), batch.targets.split(chunk_size)):
+        if torch.is_grad_enabled():
+            losses, correct = checkpoint(_chunk_losses, hidden, targets, parts.head, parts.softcap, use_reentrant=False)
+        else:
+            losses, correct = _chunk_losses(hidden, targets, parts.head, parts.softcap)
+        all_losses.append(losses)
+        all_correct.append(correct)
+    return torch.cat(all_losses), torch.cat(all_correct)
+
+
+def loss_sum(model: Any, batch: MicroBatch, *, chunk_size: int = 1024, parts: ModelParts | None = None) -> torch.Tensor:
+    """Sum of the micro-batch's token losses (divide by the step's supervised-token count)."""
+    losses, _ = token_losses(model, batch, chunk_size=chunk_size, parts=parts)
+    return losses.sum()
+
+
+def step_normaliser(batches: list[MicroBatch], *, device: str | torch.device = "cpu") -> int:
+    """Supervised tokens of the whole optimizer step: this rank's micro-batches, summed over all ranks."""
+    count = torch.tensor(sum(b.num_targets for b in batches), dtype=torch.long, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)
+    return int(count.item())
+
+
+def per_example_losses(model: Any, batch: MicroBatch, *, chunk_size: int = 1024) -> dict[int, float]:
+    """Mean loss of each example in a micro-batch, keyed by example index (used to test packing)."""
+    losses, _ = token_losses(model, batch, chunk_size=chunk_size)
+    out: dict[int, float] = {}
+    for index in batch.target_example.unique().tolist():
+        mask = batch.target_example == index
+        out[int(index)] = float(losses[mask].mean())
+    return out
