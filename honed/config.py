@@ -86,6 +86,10 @@ class TrainConfig(_Strict):
     keep_last: int = Field(1, ge=1, description="recent checkpoints kept besides the best one")
     early_stopping_patience: int | None = Field(3, ge=1, description="evals without improvement; None = off")
     select_by: str = "holdout_loss"
+    # Task metric during training (honed.evaluate.scorer): generated answers on a fixed holdout sample,
+    # logged as holdout_<metric>; `select_by: holdout_field_f1` then picks the checkpoint by it.
+    eval_metric: str | None = Field(None, description="auto, field_f1, label_accuracy, ... or module:function; None = off")
+    eval_metric_examples: int = Field(64, ge=1, description="holdout examples generated for eval_metric")
     final: Literal["best", "last"] = "best"
     merge: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
