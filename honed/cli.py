@@ -132,3 +132,230 @@ def compare_command(
     console = Console(highlight=False)
     for table in compare_tables(report):
         console.print(table)
+
+
+# ---- data: honed data split, honed data show ---------------------------------------------------------------
+
+
+def _column_mapping(prompt_col: str | None, response_col: str | None, system: str | None) -> Any:
+    """A ColumnMapping from --prompt-col/--response-col/--system, or None when no column is named."""
+    from honed.data.read import ColumnMapping
+    from honed.errors import ConfigError
+
+    if prompt_col is None and response_col is None:
+        if system is not None:
+            raise ConfigError("--system applies to column data; pass it with --prompt-col and --response-col")
+        return None
+    if prompt_col is None or response_col is None:
+        raise ConfigError("--prompt-col and --response-col go together; pass both column names")
+    return ColumnMapping(prompt_col, response_col, system=system)
+
+
+@data_app.command("split")
+@user_errors
+def data_split_command(
+    file: str = typer.Argument(..., help="data file: JSONL/JSON (chat, prompt-completion, alpaca), CSV, Parquet"),
+    out: str = typer.Option(..., "--out", help="folder to create with train.jsonl, holdout.jsonl, manifest.json"),
+    holdout_fraction: float = typer.Option(0.1, "--holdout-fraction", help="share of examples held out, in (0, 1)"),
+    seed: int = typer.Option(0, "--seed", help="same file and seed give byte-identical outputs"),
+    near_threshold: float = typer.Option(
+        0.85, "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates"
+    ),
+    fmt: str = typer.Option("auto", "--format", help="auto, chat, prompt-completion, alpaca, csv, parquet"),
+    prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
+    response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
+    system: str = typer.Option(None, "--system", help="system prompt added to column data"),
+    force: bool = typer.Option(False, "--force", help="replace --out if it exists and is not empty"),
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+) -> None:
+    """Split a data file into train and holdout, deterministically and without leaks.
+
+    Near and exact duplicates stay on one side; classification-like data is stratified by label.
+
+    Example: honed data split examples/support_triage.jsonl --holdout-fraction 0.2 --seed 0 --out data/split
+    """
+    import json
+
+    from honed.data.split import split_file
+
+    columns = _column_mapping(prompt_col, response_col, system)
+    with err_console.status("splitting (clustering near duplicates)...", spinner="dots"):
+        manifest = split_file(
+            file, out=out, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold,
+            fmt=fmt, columns=columns, force=force,
+        )
+    if as_json:
+        print(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return
+    counts = manifest["counts"]
+    grouped = counts["input"] - manifest["clusters"]
+    console = Console(highlight=False)
+    console.print(f"{counts['input']} examples ({manifest['format']}) -> {counts['train']} train, "
+                  f"{counts['holdout']} holdout ({counts['holdout'] / counts['input']:.1%})", soft_wrap=True)
+    console.print(f"{manifest['clusters']} clusters: {grouped} examples joined a near or exact duplicate "
+                  "and stayed on its side", soft_wrap=True)
+    strata = f"stratified by {manifest['labels']} labels" if manifest["stratified"] else "not stratified (no labels)"
+    console.print(strata)
+    console.print(f"wrote {out}/train.jsonl, {out}/holdout.jsonl, {out}/manifest.json", soft_wrap=True)
+
+
+@data_app.command("show")
+@user_errors
+def data_show_command(
+    file: str = typer.Argument(..., help="data file to preview"),
+    model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template to use"),
+    n: int = typer.Option(3, "-n", "--num", min=1, help="how many examples to show (from the top)"),
+    max_length: int = typer.Option(None, "--max-length", min=1, help="truncate as training would"),
+    fmt: str = typer.Option("auto", "--format", help="auto, chat, prompt-completion, alpaca, csv, parquet"),
+    prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
+    response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
+    system: str = typer.Option(None, "--system", help="system prompt added to column data"),
+    as_json: bool = typer.Option(False, "--json", help="print every token (text, id, supervised) as JSON"),
+) -> None:
+    """Show examples through the model's chat template, marking the tokens training learns from.
+
+    Supervised tokens (the loss is computed on them) are bold green, masked tokens dim.
+
+    Example: honed data show examples/support_triage.jsonl --model smollm2-135m -n 3
+    """
+    import json
+
+    from honed.data.read import load_or_fail
+    from honed.data.show import has_chat_template, preview, print_preview
+    from honed.models import load_tokenizer
+
+    conversations = load_or_fail(file, fmt=fmt, columns=_column_mapping(prompt_col, response_col, system))
+    tokenizer = load_tokenizer(model)
+    default_template = not has_chat_template(tokenizer)
+    views = preview(conversations.conversations, tokenizer, n=n, max_length=max_length)
+    if as_json:
+        payload = {"model": model, "default_chat_template": default_template, "examples": [v.to_json() for v in views]}
+        print(json.dumps(payload, ensure_ascii=False))
+        return
+    print_preview(Console(highlight=False), views, model=model, default_template=default_template)
+
+
+# ---- train: honed train, honed runs list, honed runs show -------------------------------------------------
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    data: str = typer.Option(None, "--data", help="training data (JSONL/JSON chat, prompt-completion, alpaca, CSV, Parquet)"),
+    out: str = typer.Option(..., "--out", help="run directory to create (or to continue with --resume)"),
+    holdout: str = typer.Option(None, "--holdout", help="holdout data; without it a holdout is split off --data"),
+    model: str = typer.Option(None, "--model", help="built-in alias (smollm2-135m), HF folder, .gguf file or hub id"),
+    config_file: str = typer.Option(None, "--config", help="YAML file with any config field (see README)"),
+    overrides: list[str] = typer.Option(None, "--set", help="override one field, e.g. --set lora.r=8 (repeatable)"),
+    method: str = typer.Option(None, "--method", help="lora (default), full, or qlora (GPU only)"),
+    epochs: str = typer.Option(None, "--epochs", help="number of epochs or 'auto' (default, depends on data size)"),
+    lr: float = typer.Option(None, "--lr", help="learning rate (default 2e-4 for LoRA, 1e-5 for full)"),
+    max_length: int = typer.Option(None, "--max-length", help="tokens per example; longer ones are truncated"),
+    max_steps: int = typer.Option(None, "--max-steps", help="stop after this many optimizer steps"),
+    seed: int = typer.Option(None, "--seed", help="seed of data order and initialisation"),
+    merge: bool = typer.Option(False, "--merge", help="also save LoRA merged into the base weights in merged/"),
+    resume: bool = typer.Option(False, "--resume", help="continue --out from its newest complete checkpoint"),
+    as_json: bool = typer.Option(False, "--json", help="log to stderr and print the result as JSON"),
+) -> None:
+    """Fine-tune a model on your examples; writes a self-describing run directory.
+
+    With --resume, the run's saved config.yaml is used and the other options are ignored.
+
+    Example: honed train --data examples/support_triage.jsonl --model smollm2-135m --out runs/first --epochs 2
+    """
+    import json
+
+    from honed.config import load_config
+    from honed.train import train
+
+    console = err_console if as_json else Console(highlight=False)
+    flags = {
+        "data.train": data,
+        "data.holdout": holdout,
+        "model": model,
+        "method": method,
+        "epochs": int(epochs) if epochs is not None and epochs.isdigit() else epochs,
+        "lr": lr,
+        "max_length": max_length,
+        "max_steps": max_steps,
+        "seed": seed,
+        "merge": True if merge else None,
+    }
+    config = load_config(config_file, overrides=overrides or [], flags=flags)
+    result = train(config, out=out, resume=resume, console=console)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "status": result.status,
+        "steps": result.steps,
+        "best_checkpoint": result.best_checkpoint,
+        "best": result.best,
+        "first_eval": result.first_eval,
+        "last_eval": result.last_eval,
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    before = result.first_eval.get("holdout_loss")
+    after = result.best.get("holdout_loss")
+    if before is not None and after is not None:
+        console.print(f"holdout loss {before:.4f} before training -> {after:.4f} at the best step ({result.best['step']})")
+    console.print(f"run directory: {result.run_dir}  (next: honed eval {result.run_dir})", soft_wrap=True)
+
+
+@runs_app.command("list")
+@user_errors
+def runs_list_command(
+    as_json: bool = typer.Option(False, "--json", help="print the runs as a JSON list"),
+) -> None:
+    """List every training run in the registry ($HONED_HOME/runs.db), newest first.
+
+    Example: honed runs list --json
+    """
+    import json
+
+    from rich.table import Table
+
+    from honed.runs import list_runs
+
+    runs = list_runs()
+    if as_json:
+        print(json.dumps(runs, indent=2, default=str))
+        return
+    table = Table("name", "status", "model", "method", "best holdout_loss", "started", "run_dir")
+    for run in runs:
+        loss = run["best"].get("holdout_loss")
+        table.add_row(
+            run["name"], run["status"], str(run["model"]), str(run["method"]),
+            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", str(run["started_at"] or "-"), run["run_dir"],
+        )
+    Console(highlight=False).print(table)
+
+
+@runs_app.command("show")
+@user_errors
+def runs_show_command(
+    run: str = typer.Argument(..., help="run name or run directory"),
+    as_json: bool = typer.Option(False, "--json", help="print the run record as JSON"),
+) -> None:
+    """Show one run: status, model, data hashes, best metrics and the full config.
+
+    Example: honed runs show runs/first
+    """
+    import json
+
+    from honed.runs import get_run
+
+    record = get_run(run)
+    if as_json:
+        print(json.dumps(record, indent=2, default=str))
+        return
+    console = Console(highlight=False)
+    for key in ("name", "status", "model", "method", "run_dir", "started_at", "finished_at"):
+        console.print(f"[bold]{key}:[/] {record[key]}", soft_wrap=True)
+    console.print("[bold]best:[/] " + json.dumps(record["best"]), soft_wrap=True)
+    for part in ("train", "holdout"):
+        entry = record["data"].get(part) or {}
+        if entry:
+            console.print(f"[bold]{part}:[/] {entry.get('path')} ({entry.get('count')} examples, sha256 {str(entry.get('sha256'))[:12]})", soft_wrap=True)
+    console.print("[bold]config:[/]")
+    console.print(json.dumps(record["config"], indent=2), markup=False)

@@ -135,26 +135,14 @@ def _file_entry(path: str | Path, count: int) -> dict[str, Any]:
 def split_holdout(
     conversations: Sequence[Conversation], *, fraction: float, seed: int
 ) -> tuple[list[Conversation], list[Conversation]]:
-    """Deterministic split: conversations are ordered by a hash of (seed, prompt) and the first
-    `fraction` go to the holdout. Examples with the same prompt land on the same side (no leakage)."""
-    if fraction <= 0 or len(conversations) < 2:
+    """The same deterministic, leak-free split as `honed data split` (near duplicates stay on one side,
+    label-like data is stratified). `fraction` 0 means no holdout."""
+    from honed.data.split import split_conversations
+
+    if fraction <= 0:
         return list(conversations), []
-    n_holdout = max(1, round(fraction * len(conversations)))
-
-    def key(item: tuple[int, Conversation]) -> tuple[str, int]:
-        text = f"{seed}\0{item[1].prompt_text()}".encode("utf-8")
-        return hashlib.sha256(text).hexdigest(), item[0]
-
-    ranked = sorted(enumerate(conversations), key=key)
-    holdout_ids: set[int] = set()
-    for position, (index, conversation) in enumerate(ranked):
-        same_prompt_as_previous = position > 0 and key(ranked[position - 1])[0] == key((index, conversation))[0]
-        if len(holdout_ids) >= n_holdout and not same_prompt_as_previous:
-            break
-        holdout_ids.add(index)
-    train = [c for i, c in enumerate(conversations) if i not in holdout_ids]
-    holdout = [c for i, c in enumerate(conversations) if i in holdout_ids]
-    return train, holdout
+    result = split_conversations(conversations, holdout_fraction=fraction, seed=seed)
+    return result.train, result.holdout
 
 
 def load_datasets(config: TrainConfig, run_dir: Path, *, write: bool, log: Callable[[str], None]) -> Datasets:
