@@ -1,0 +1,366 @@
+"""Split examples into train and holdout: deterministic, leak-free, stratified when the data has labels.
+
+    result = split_conversations(conversations, holdout_fraction=0.1, seed=0)
+    result.train, result.holdout       # lists of Conversation, each in input order
+
+Three rules, in order of importance:
+1. Same input and seed, same split (no dependence on hash seeds, dict order or the machine).
+2. Near duplicates never straddle the split, or the holdout score measures memory, not skill. Examples are
+   clustered by MinHash LSH (`datasketch`) over their non-system text (prompt and response; the system
+   prompt is left out because it is usually the same in every row), joined with union-find; exact
+   duplicates and examples with the same prompt fall into one cluster too. Whole clusters go to one side.
+3. For classification-like data (few distinct, short responses) every label gets about the same holdout
+   share, so a rare label is not missing from the holdout by bad luck.
+
+`split_file` does the same for a file and writes train.jsonl, holdout.jsonl and manifest.json into a new
+folder, all or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from datasketch import MinHash, MinHashLSH
+
+from honed.data.read import ColumnMapping, load_or_fail, write_jsonl
+from honed.data.types import Conversation
+from honed.errors import ConfigError, DataError
+
+DEFAULT_NEAR_THRESHOLD = 0.85
+NUM_PERM = 128  # MinHash permutations: Jaccard estimates within about +-0.03 at 0.85
+SHINGLE_CHARS = 5  # character 5-grams: robust to typos and word order on short texts
+# "Classification-like": every response is a short one-liner and labels repeat.
+MAX_LABEL_CHARS = 100
+MAX_LABELS = 200
+LABEL_SHARE = 0.05
+TRAIN_FILE, HOLDOUT_FILE, MANIFEST_FILE = "train.jsonl", "holdout.jsonl", "manifest.json"
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """The two sides, in input order, and how they were made.
+
+    `holdout_indices` are positions in the input; `cluster_of[i]` is the cluster of input example i
+    (clusters numbered in order of first appearance); `num_labels` is set when the split was stratified.
+    """
+
+    train: list[Conversation]
+    holdout: list[Conversation]
+    holdout_indices: list[int]
+    cluster_of: list[int]
+    num_clusters: int
+    stratified: bool
+    num_labels: int | None
+
+
+def split_conversations(
+    conversations: Sequence[Conversation],
+    *,
+    holdout_fraction: float,
+    seed: int = 0,
+    near_threshold: float = DEFAULT_NEAR_THRESHOLD,
+) -> SplitResult:
+    """Split off about `holdout_fraction` of the examples, keeping near-duplicate clusters whole.
+
+    >>> result = split_conversations(convs, holdout_fraction=0.2, seed=1)  # doctest: +SKIP
+    >>> len(result.holdout) / len(convs)  # doctest: +SKIP
+    0.2
+    """
+    check_split_args(holdout_fraction=holdout_fraction, near_threshold=near_threshold)
+    if len(conversations) < 2:
+        raise DataError(f"{len(conversations)} example(s): need at least 2 to split off a holdout")
+    clusters = near_duplicate_clusters(conversations, threshold=near_threshold)
+    labels = classification_labels(conversations)
+    strata = _strata(clusters, labels)
+    rng = random.Random(seed)
+    total = max(1, round(holdout_fraction * len(conversations)))
+    quotas = _quotas({key: sum(map(len, members)) for key, members in strata.items()}, total, rng)
+    chosen: set[int] = set()
+    for key in sorted(strata):
+        for cluster in _pick_clusters(strata[key], quotas[key], rng):
+            chosen.update(cluster)
+    if not chosen:
+        raise DataError(
+            f"{len(conversations)} examples form only {len(clusters)} near-duplicate cluster(s): too few to "
+            "hold out any without leaking; add more distinct examples"
+        )
+    return _result(conversations, clusters, chosen, labels)
+
+
+def check_split_args(*, holdout_fraction: float, near_threshold: float) -> None:
+    """Raise ConfigError for a fraction outside (0, 1) or a threshold outside (0, 1]."""
+    if not 0 < holdout_fraction < 1:
+        raise ConfigError(
+            f"--holdout-fraction must be between 0 and 1 (exclusive), got {holdout_fraction}; e.g. 0.1"
+        )
+    if not 0 < near_threshold <= 1:
+        raise ConfigError(f"--near-threshold must be in (0, 1], got {near_threshold}; the default is 0.85")
+
+
+def _result(
+    conversations: Sequence[Conversation], clusters: list[list[int]], chosen: set[int], labels: list[str] | None
+) -> SplitResult:
+    cluster_of = [0] * len(conversations)
+    for number, members in enumerate(clusters):
+        for i in members:
+            cluster_of[i] = number
+    return SplitResult(
+        train=[c for i, c in enumerate(conversations) if i not in chosen],
+        holdout=[c for i, c in enumerate(conversations) if i in chosen],
+        holdout_indices=sorted(chosen),
+        cluster_of=cluster_of,
+        num_clusters=len(clusters),
+        stratified=labels is not None,
+        num_labels=None if labels is None else len(set(labels)),
+    )
+
+
+# --- near-duplicate clusters --------------------------------------------------------------------------
+
+
+def normalize(text: str) -> str:
+    """Lower-case and collapse whitespace: 'Hello  World\\n' and 'hello world' are the same example."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def dedup_text(conversation: Conversation) -> str:
+    """The text that makes an example what it is: every non-system turn (prompt and response)."""
+    return normalize("\n".join(m.content for m in conversation.messages if m.role != "system"))
+
+
+def prompt_key(conversation: Conversation) -> str:
+    """The non-system turns before the answer: two examples with the same prompt must not straddle."""
+    end = conversation.last_assistant_index()
+    before = conversation.messages if end is None else conversation.messages[:end]
+    return normalize("\n".join(m.content for m in before if m.role != "system"))
+
+
+def minhash(text: str) -> MinHash:
+    """MinHash over character shingles (a text shorter than a shingle is one shingle)."""
+    grams = {text[i : i + SHINGLE_CHARS] for i in range(max(1, len(text) - SHINGLE_CHARS + 1))}
+    m = MinHash(num_perm=NUM_PERM, seed=1)
+    m.update_batch([g.encode("utf-8") for g in sorted(grams)])
+    return m
+
+
+class _UnionFind:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]  # path halving keeps trees flat
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def near_duplicate_clusters(
+    conversations: Sequence[Conversation], *, threshold: float = DEFAULT_NEAR_THRESHOLD
+) -> list[list[int]]:
+    """Group example indices whose estimated Jaccard similarity is >= threshold (or whose prompts match).
+
+    Clusters are lists of ascending indices, ordered by their first index.
+
+    >>> near_duplicate_clusters(convs)  # doctest: +SKIP
+    [[0, 7], [1], [2], ...]
+    """
+    uf = _UnionFind(len(conversations))
+    _union_equal(uf, [dedup_text(c) for c in conversations])
+    _union_equal(uf, [prompt_key(c) for c in conversations])
+    # MinHash each distinct text once; exact duplicates are already joined above.
+    first_of: dict[str, int] = {}
+    for i, c in enumerate(conversations):
+        first_of.setdefault(dedup_text(c), i)
+    hashes = {i: minhash(text) for text, i in first_of.items()}
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    for i, m in hashes.items():
+        lsh.insert(i, m)
+    for i, m in hashes.items():
+        for j in lsh.query(m):
+            # LSH returns candidates; keep only pairs whose estimated similarity really reaches threshold.
+            if j != i and m.jaccard(hashes[j]) >= threshold:
+                uf.union(i, j)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(conversations)):
+        groups[uf.find(i)].append(i)
+    return sorted(groups.values(), key=lambda members: members[0])
+
+
+def _union_equal(uf: _UnionFind, keys: list[str]) -> None:
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key:
+            uf.union(first.setdefault(key, i), i)
+
+
+# --- stratification --------------------------------------------------------------------------------------
+
+
+def classification_labels(conversations: Sequence[Conversation]) -> list[str] | None:
+    """Each example's response as its label when the data looks like classification, else None.
+
+    Classification-like: every response is a short single line, and there are few distinct ones
+    (at most 200, or at most 5% of the rows), each used twice on average.
+    """
+    labels = [c.response_text().strip() for c in conversations]
+    distinct = len(set(labels))
+    short = all(len(label) <= MAX_LABEL_CHARS and "\n" not in label for label in labels)
+    few = distinct <= max(MAX_LABELS, LABEL_SHARE * len(labels)) and distinct <= len(labels) / 2
+    return labels if short and few and distinct >= 2 else None
+
+
+def _strata(clusters: list[list[int]], labels: list[str] | None) -> dict[str, list[list[int]]]:
+    """Clusters grouped by label (a cluster's label is its most common one), or all in one stratum."""
+    strata: dict[str, list[list[int]]] = defaultdict(list)
+    for members in clusters:
+        if labels is None:
+            strata[""].append(members)
+        else:
+            counts = Counter(labels[i] for i in members)
+            strata[min(counts, key=lambda label: (-counts[label], label))].append(members)
+    return dict(strata)
+
+
+def _quotas(sizes: dict[str, int], total: int, rng: random.Random) -> dict[str, int]:
+    """Holdout rows per stratum, proportional to its size and summing to `total` (largest remainder).
+
+    Ties in the remainders are broken at random (seeded) so no label is always favoured by its name.
+    """
+    grand = sum(sizes.values())
+    exact = {key: total * size / grand for key, size in sizes.items()}
+    quotas = {key: int(value) for key, value in exact.items()}
+    keys = sorted(sizes)
+    tie_break = {key: rng.random() for key in keys}
+    by_remainder = sorted(keys, key=lambda key: (quotas[key] - exact[key], tie_break[key]))
+    for key in by_remainder[: total - sum(quotas.values())]:
+        quotas[key] += 1
+    return quotas
+
+
+def _pick_clusters(clusters: list[list[int]], quota: int, rng: random.Random) -> list[list[int]]:
+    """Clusters for the holdout, in random (seeded) order, while each one brings the count nearer the quota.
+
+    At least one cluster of every stratum stays in train: a label the model never saw cannot be learned.
+    """
+    order = list(clusters)
+    rng.shuffle(order)
+    picked: list[list[int]] = []
+    count = 0
+    for members in order:
+        if len(picked) == len(clusters) - 1:
+            break
+        if abs(count + len(members) - quota) < abs(count - quota):
+            picked.append(members)
+            count += len(members)
+    return picked
+
+
+# --- the file version ----------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_file(
+    path: str | Path,
+    *,
+    out: str | Path,
+    holdout_fraction: float,
+    seed: int = 0,
+    near_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    fmt: str = "auto",
+    columns: ColumnMapping | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Split a data file into OUT/train.jsonl, OUT/holdout.jsonl and OUT/manifest.json; return the manifest.
+
+    All three are written to a temporary folder beside OUT and renamed into place together, so OUT is
+    either complete or untouched. An existing non-empty OUT is refused unless `force`.
+
+    >>> manifest = split_file("data.jsonl", out="split", holdout_fraction=0.1, seed=0)  # doctest: +SKIP
+    >>> manifest["counts"]  # doctest: +SKIP
+    {'input': 400, 'train': 360, 'holdout': 40}
+    """
+    check_split_args(holdout_fraction=holdout_fraction, near_threshold=near_threshold)
+    out = Path(out)
+    _check_out(out, force=force)
+    read = load_or_fail(path, fmt=fmt, columns=columns)
+    result = split_conversations(
+        read.conversations, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold
+    )
+    manifest = {
+        "source": {"path": str(Path(path).resolve()), "sha256": sha256_file(path)},
+        "format": read.format,
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+        "near_threshold": near_threshold,
+        "stratified": result.stratified,
+        "labels": result.num_labels,
+        "clusters": result.num_clusters,
+        "counts": {"input": len(read.conversations), "train": len(result.train), "holdout": len(result.holdout)},
+    }
+    _write_all(out, result, manifest, force=force)
+    return manifest
+
+
+def _check_out(out: Path, *, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder path for the split")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"--out {out} already exists and is not empty; pick a new folder or pass --force")
+
+
+def _write_all(out: Path, result: SplitResult, manifest: dict[str, Any], *, force: bool) -> None:
+    """Write everything to a temp folder beside `out`, then swap it in with renames."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the final folder should be like any other
+    try:
+        files: dict[str, Any] = {}
+        for name, rows in ((TRAIN_FILE, result.train), (HOLDOUT_FILE, result.holdout)):
+            write_jsonl(tmp / name, rows)
+            files[name] = {"rows": len(rows), "sha256": sha256_file(tmp / name)}
+        manifest["files"] = files
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _check_out(out, force=force)  # again: something may have appeared while we worked
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename `tmp` to `out`; an existing `out` is moved aside first and removed only once `tmp` is in place."""
+    if not out.exists() or not any(out.iterdir()):
+        os.replace(tmp, out)  # rename over an empty folder is allowed
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
