@@ -151,6 +151,48 @@ def _column_mapping(prompt_col: str | None, response_col: str | None, system: st
     return ColumnMapping(prompt_col, response_col, system=system)
 
 
+@data_app.command("check")
+@user_errors
+def data_check_command(
+    file: str = typer.Argument(..., help="data file: JSONL/JSON (chat, prompt-completion, alpaca), CSV, Parquet"),
+    holdout: str = typer.Option(None, "--holdout", help="holdout file to check for leakage from the training data"),
+    model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template count tokens"),
+    max_length: int = typer.Option(2048, "--max-length", min=1, help="training sequence length: truncation counts"),
+    near_threshold: float = typer.Option(
+        0.85, "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates"
+    ),
+    fmt: str = typer.Option("auto", "--format", help="auto, chat, prompt-completion, alpaca, csv, parquet"),
+    prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
+    response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
+    system: str = typer.Option(None, "--system", help="system prompt added to column data"),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
+    ),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 when the report has any warning"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object (docs/data-check.md)"),
+) -> None:
+    """Report on training data before training: tokens, truncation, duplicates, conflicts, labels, leakage.
+
+    Exit status: 0 report produced, 1 warnings with --strict, 2 invalid data or options.
+
+    Example: honed data check train.jsonl --holdout test.jsonl --model smollm2-135m --max-length 1024
+    """
+    import json
+
+    from honed.data.check import RichProgress, exit_status, print_report, run_check
+
+    with RichProgress(err_console) as progress:
+        report = run_check(
+            file, holdout=holdout, model=model, max_length=max_length, near_threshold=near_threshold, fmt=fmt,
+            columns=_column_mapping(prompt_col, response_col, system), skip_invalid=skip_invalid, progress=progress,
+        )
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print_report(Console(highlight=False), report)
+    raise typer.Exit(exit_status(report, strict=strict))
+
+
 @data_app.command("split")
 @user_errors
 def data_split_command(

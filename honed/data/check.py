@@ -1,0 +1,231 @@
+"""`honed data check`: read -> validate -> report -> print (rich tables or one JSON object).
+
+Exit status (also in docs/data-check.md):
+    0  the report was produced (findings are warnings)
+    1  --strict and the report has at least one warning
+    2  the data could not be checked: invalid rows (without --skip-invalid), unreadable file, bad option
+
+>>> report = run_check("train.jsonl", model="tests/assets/tiny-llama")  # doctest: +SKIP
+>>> exit_status(report, strict=True)  # doctest: +SKIP
+1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from honed.data.read import ColumnMapping, ReadResult, load_or_fail
+from honed.data.report import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_NEAR_THRESHOLD,
+    Example,
+    Report,
+    build_report,
+    no_progress,
+)
+from honed.errors import ConfigError
+from honed.models import DEFAULT_MODEL, load_tokenizer
+
+EXIT_OK = 0
+EXIT_WARNINGS = 1  # only with --strict
+EXIT_ERRORS = 2  # raised as HonedError; the CLI turns it into this status
+
+
+def run_check(
+    file: str,
+    *,
+    holdout: str | None = None,
+    model: str = DEFAULT_MODEL,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    near_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    fmt: str = "auto",
+    columns: ColumnMapping | None = None,
+    skip_invalid: bool = False,
+    progress: Callable[[str, int], Callable[[int], None]] = no_progress,
+) -> Report:
+    """Read and validate `file` (and `holdout`), then measure everything in the report.
+
+    Invalid rows raise DataError listing them (exit 2) unless `skip_invalid`, which leaves them out,
+    writes them to `<file>.invalid.jsonl` and counts them in the report.
+    """
+    if max_length < 1:
+        raise ConfigError(f"--max-length must be at least 1 (got {max_length})")
+    if not 0.0 < near_threshold <= 1.0:
+        raise ConfigError(f"--near-threshold must be in (0, 1] (got {near_threshold}); 0.85 is a good start")
+    train = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
+    held: ReadResult | None = None
+    if holdout is not None:
+        held = load_or_fail(holdout, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
+    tokenizer = load_tokenizer(model)
+    report = build_report(
+        train.conversations,
+        tokenizer=tokenizer,
+        file=file,
+        format=train.format,
+        model=model,
+        max_length=max_length,
+        near_threshold=near_threshold,
+        holdout=held.conversations if held is not None else None,
+        holdout_file=holdout or "",
+        skipped_invalid=len(train.bad_rows) + (len(held.bad_rows) if held is not None else 0),
+        invalid_files=[str(r.invalid_path) for r in (train, held) if r is not None and r.invalid_path is not None],
+        progress=progress,
+    )
+    return report
+
+
+def exit_status(report: Report, *, strict: bool) -> int:
+    """0, or 1 when `strict` and the report has any warning."""
+    return EXIT_WARNINGS if strict and report.warnings else EXIT_OK
+
+
+class RichProgress:
+    """Progress bars on stderr for the slow passes (tokenizing, duplicates); silent when not a terminal."""
+
+    def __init__(self, console: Console) -> None:
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+
+    def __enter__(self) -> RichProgress:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)
+
+    def __call__(self, name: str, total: int) -> Callable[[int], None]:
+        task = self.bars.add_task(name, total=total)
+        return lambda n: self.bars.advance(task, n)
+
+
+# ---------------------------------------------------------------- terminal output
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _pct(share: float) -> str:
+    return f"{share:.1%}"
+
+
+def _examples_table(title: str, groups: list[list[Example]]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
+    table.add_column("where", style="cyan", no_wrap=True)
+    table.add_column("text", overflow="fold")
+    for number, group in enumerate(groups):
+        if number:
+            table.add_row("", "")
+        for example in group:
+            table.add_row(example.source, example.text)
+    return table
+
+
+def _summary_table(report: Report) -> Table:
+    t = report.tokens
+    table = Table(title=f"{report.file}  ({report.format}, {report.model})", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("examples", _n(report.examples)),
+        ("messages (turns)", _n(report.messages)),
+        ("invalid rows skipped", _n(report.skipped_invalid)),
+        ("tokens, total", _n(t.total)),
+        ("supervised tokens", f"{_n(t.supervised)} ({_pct(t.supervised_share)})"),
+        ("length p50 / p95 / max", f"{t.length.p50:g} / {t.length.p95:g} / {_n(t.length.max)}"),
+        (f"longer than --max-length {t.max_length}", _n(t.truncated)),
+        ("lose every supervised token", _n(t.all_supervised_lost)),
+        ("no supervised token at all", _n(t.no_supervised)),
+        ("tokens per epoch (after truncation)", _n(t.per_epoch)),
+        ("supervised tokens per epoch", _n(t.supervised_per_epoch)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _duplicates_table(report: Report) -> Table:
+    d, c = report.duplicates, report.conflicts
+    table = Table(title="duplicates and conflicts (a repeated row is one whose key appeared on an earlier row)",
+                  title_justify="left")
+    table.add_column("finding")
+    table.add_column("rows", justify="right")
+    table.add_row("repeated whole conversations (exact duplicates)", _n(d.exact))
+    table.add_row("repeated prompts", _n(d.repeated_prompts))
+    table.add_row("repeated (prompt, response) pairs", _n(d.repeated_pairs))
+    table.add_row(f"near-duplicate clusters (>= {d.near_threshold}) / rows in them", f"{_n(d.near_clusters)} / {_n(d.near_rows)}")
+    table.add_row("prompts with conflicting responses / rows", f"{_n(c.prompts)} / {_n(c.rows)}")
+    table.add_row("  the same, lower-cased and trimmed", _n(c.prompts_normalized))
+    table.add_row("refusal-like responses", f"{_n(report.refusals.count)} ({_pct(report.refusals.share)})")
+    return table
+
+
+def _leakage_table(report: Report) -> Table:
+    leak = report.leakage
+    assert leak is not None
+    table = Table(title=f"holdout leakage: {leak.file} ({_n(leak.holdout_examples)} examples)", title_justify="left")
+    table.add_column("holdout rows whose prompt is in train")
+    table.add_column("rows", justify="right")
+    table.add_row(f"exact ({_n(leak.exact_distinct)} distinct prompts)", _n(leak.exact))
+    table.add_row("after lower-casing and trimming (includes exact)", _n(leak.normalized))
+    table.add_row(f"near duplicates only (>= {leak.near_threshold})", _n(leak.near))
+    return table
+
+
+def _labels_table(report: Report) -> Table:
+    labels = report.labels
+    assert labels is not None
+    table = Table(
+        title=f"labels: {labels.distinct} distinct, largest/smallest = {labels.imbalance_ratio}", title_justify="left"
+    )
+    table.add_column("largest classes")
+    table.add_column("n", justify="right")
+    table.add_column("smallest classes")
+    table.add_column("n", justify="right")
+    for k in range(max(len(labels.top[:5]), len(labels.smallest))):
+        top = labels.top[k] if k < len(labels.top[:5]) else None
+        small = labels.smallest[k] if k < len(labels.smallest) else None
+        table.add_row(
+            top.label if top else "", _n(top.count) if top else "", small.label if small else "", _n(small.count) if small else ""
+        )
+    return table
+
+
+def print_report(console: Console, report: Report) -> None:
+    """The report as rich tables, then the warnings (what to fix) and where the evidence is."""
+    console.print(_summary_table(report))
+    console.print(_duplicates_table(report))
+    if report.labels is not None:
+        console.print(_labels_table(report))
+    if report.leakage is not None:
+        console.print(_leakage_table(report))
+    d = report.duplicates
+    sections = [
+        ("exact duplicates", d.exact_examples),
+        ("near duplicates", d.near_examples),
+        ("conflicting responses", report.conflicts.examples),
+        ("refusal-like responses", [[e] for e in report.refusals.examples]),
+    ]
+    if report.leakage is not None:
+        sections += [("leaked holdout prompts (holdout, train)", report.leakage.examples),
+                     ("near-leaked holdout prompts (holdout, train)", report.leakage.near_examples)]
+    for title, groups in sections:
+        if groups:
+            console.print(_examples_table(f"examples: {title}", groups))
+    if not report.warnings:
+        console.print("[green]no warnings[/]")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/] [bold]{warning.code}[/]: {warning.message}", soft_wrap=True)
+    for path in report.invalid_files:
+        console.print(f"invalid rows written to {Path(path)}", soft_wrap=True)

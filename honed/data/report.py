@@ -1,0 +1,550 @@
+"""The data quality report: what `honed data check` measures on a set of conversations.
+
+`build_report(train, tokenizer=..., ...)` returns a `Report` (plain dataclasses; `report.to_json()` is the
+documented `--json` output, see docs/data-check.md). Every count is defined in terms a user can re-check:
+- tokens come from `render_batch`, the same function training uses (real tokenizer and chat template);
+- "repeated" rows are rows whose key already appeared on an earlier row (see honed/data/dedup.py);
+- "normalized" means lower-cased and trimmed, per message.
+
+Heavy per-example work (template rendering + tokenizing, MinHash signatures) runs in chunks over forked
+worker processes; everything else is a single pass with dicts and sets.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from honed.data import dedup
+from honed.data.render import render_batch
+from honed.data.types import Conversation
+
+DEFAULT_MAX_LENGTH = 2048
+DEFAULT_NEAR_THRESHOLD = 0.85
+EXAMPLES_SHOWN = 5  # examples listed per finding; counts always cover every row
+TEXT_SHOWN = 160  # characters of a text shown in an example
+CHUNK = 1000  # conversations per worker task: large enough to amortise the process hop
+
+# Phrases that open or carry a refusal in assistant replies. Matched case-insensitively anywhere in a
+# trained-on assistant turn; a straight or curly apostrophe both match.
+REFUSAL_PATTERNS = [
+    r"\bI[’']m sorry\b",
+    r"\bI am sorry\b",
+    r"\bI apologi[sz]e\b",
+    r"\bI (?:cannot|can[’']t|can not) (?:help|assist|provide|do that|comply|answer|fulfil)",
+    r"\bI[’']m (?:not able|unable) to\b",
+    r"\bI am (?:not able|unable) to\b",
+    r"\bI (?:won[’']t|will not) be able to\b",
+    r"\bAs an AI\b",
+    r"\bas a language model\b",
+    r"\bI[’']m just an AI\b",
+    r"\bI must decline\b",
+    r"\bagainst my (?:guidelines|programming|policy)\b",
+]
+REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
+
+# Classification-like data: few distinct short responses that repeat (labels).
+MAX_LABELS = 200
+MAX_LABEL_SHARE = 0.05
+MAX_LABEL_WORDS = 8
+IMBALANCE_WARNING_RATIO = 10.0
+
+
+# ---------------------------------------------------------------- report sections (the JSON schema)
+
+
+@dataclass
+class Example:
+    """One row shown as evidence: where it is (`file:line`) and an excerpt."""
+
+    source: str
+    text: str
+
+
+@dataclass
+class LengthStats:
+    p50: float
+    p95: float
+    max: int
+    mean: float
+
+
+@dataclass
+class Tokens:
+    """Token counts from the model's tokenizer and chat template (before truncation unless stated)."""
+
+    total: int
+    supervised: int
+    supervised_share: float
+    length: LengthStats
+    max_length: int
+    truncated: int  # examples longer than max_length
+    all_supervised_lost: int  # examples that still had supervised tokens but lose all of them to truncation
+    no_supervised: int  # examples with no supervised token at all, even untruncated
+    per_epoch: int  # tokens one epoch processes after truncation
+    supervised_per_epoch: int
+
+
+@dataclass
+class Duplicates:
+    """Exact repeats (string equality) and near duplicates (MinHash + LSH)."""
+
+    exact: int  # rows whose whole conversation appeared on an earlier row
+    exact_groups: int  # distinct conversations that appear more than once
+    repeated_prompts: int  # rows whose prompt appeared on an earlier row
+    repeated_pairs: int  # rows whose (prompt, response) appeared on an earlier row
+    exact_examples: list[list[Example]]
+    near_threshold: float
+    near_clusters: int  # groups of distinct texts that are near duplicates of each other
+    near_rows: int  # rows whose text belongs to such a group
+    near_examples: list[list[Example]]
+
+
+@dataclass
+class Conflicts:
+    """Prompts that appear with more than one different response."""
+
+    prompts: int  # distinct prompts (exact string) with 2+ different responses
+    rows: int  # rows carrying those prompts
+    prompts_normalized: int  # the same after normalizing prompts and responses
+    examples: list[list[Example]]
+
+
+@dataclass
+class LabelCount:
+    label: str
+    count: int
+
+
+@dataclass
+class Labels:
+    """Present when the data looks like classification: few distinct, short, repeating responses."""
+
+    distinct: int
+    top: list[LabelCount]
+    smallest: list[LabelCount]
+    imbalance_ratio: float  # largest class count / smallest class count
+
+
+@dataclass
+class Refusals:
+    count: int
+    share: float
+    examples: list[Example]
+
+
+@dataclass
+class Leakage:
+    """Holdout examples whose prompt also appears in the training data."""
+
+    file: str
+    holdout_examples: int
+    exact: int  # holdout rows whose prompt equals a train prompt
+    exact_distinct: int  # distinct such prompts
+    normalized: int  # holdout rows equal to a train prompt after normalizing (includes `exact`)
+    near: int  # further holdout rows with a near-duplicate train prompt (MinHash), not counted above
+    near_threshold: float
+    examples: list[list[Example]]  # [holdout row, train row] pairs, one per distinct leaked prompt
+    near_examples: list[list[Example]]  # [holdout row, most similar train row] pairs
+
+
+@dataclass
+class Finding:
+    """A warning: `code` is stable for scripts, `message` says what and how to fix."""
+
+    code: str
+    count: int
+    message: str
+
+
+@dataclass
+class Report:
+    file: str
+    format: str
+    model: str
+    examples: int
+    messages: int
+    skipped_invalid: int  # rows left out by --skip-invalid (train and holdout)
+    invalid_files: list[str]  # where those rows were written
+    tokens: Tokens
+    duplicates: Duplicates
+    conflicts: Conflicts
+    labels: Labels | None
+    refusals: Refusals
+    leakage: Leakage | None
+    warnings: list[Finding] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented `--json` object (docs/data-check.md, honed/data/report.schema.json)."""
+        return {"schema_version": 1, **asdict(self)}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= TEXT_SHOWN else text[: TEXT_SHOWN - 1] + "…"
+
+
+def _where(conversation: Conversation) -> str:
+    return str(conversation.source) if conversation.source is not None else "?"
+
+
+def _example(conversation: Conversation, text: str) -> Example:
+    return Example(_where(conversation), _excerpt(text))
+
+
+def prompt_key(conversation: Conversation, *, normalized: bool = False) -> str:
+    """Everything before the last assistant turn, one `role: content` line per message.
+
+    >>> from honed.data.types import Message
+    >>> c = Conversation((Message("user", " Hi THERE "), Message("assistant", "Hello")))
+    >>> prompt_key(c, normalized=True)
+    'user: hi there'
+    """
+    end = conversation.last_assistant_index()
+    before = conversation.messages if end is None else conversation.messages[:end]
+    fix = dedup.normalize if normalized else (lambda s: s)
+    return "\n".join(f"{m.role}: {fix(m.content)}" for m in before)
+
+
+def dialogue_text(conversation: Conversation, *, prompt_only: bool = False) -> str:
+    """The non-system turns' text: what near-duplicate detection compares.
+
+    System prompts are left out because many datasets share one long system prompt, which would make
+    every pair of short examples look alike.
+    """
+    end = conversation.last_assistant_index()
+    messages = conversation.messages[:end] if prompt_only and end is not None else conversation.messages
+    return "\n".join(m.content for m in messages if m.role != "system")
+
+
+def _conversation_key(conversation: Conversation) -> str:
+    return json.dumps(conversation.to_json(), sort_keys=True, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- parallel chunks
+
+_WORK: tuple[Callable[[Sequence[Any]], Any], Sequence[Any]] | None = None
+
+
+def _run_chunk(bounds: tuple[int, int]) -> Any:
+    assert _WORK is not None
+    func, items = _WORK
+    return func(items[bounds[0] : bounds[1]])
+
+
+def _worker_setup() -> None:
+    # Each worker is one process per core; the tokenizer's own thread pool would only oversubscribe them.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def default_workers() -> int:
+    """Worker processes for the heavy passes: the usable cores (HONED_WORKERS overrides)."""
+    if "HONED_WORKERS" in os.environ:
+        return max(1, int(os.environ["HONED_WORKERS"]))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def map_chunks(
+    func: Callable[[Sequence[Any]], list[Any]],
+    items: Sequence[Any],
+    *,
+    workers: int,
+    advance: Callable[[int], None] = lambda n: None,
+) -> list[Any]:
+    """`func` over `items` in chunks of CHUNK, concatenated in order; forked workers when it pays off.
+
+    Workers are forked so they inherit `items` and `func` (a loaded tokenizer) instead of pickling them;
+    only the small per-chunk results travel back. Without fork (Windows) it runs in this process.
+    """
+    global _WORK
+    bounds = [(start, min(start + CHUNK, len(items))) for start in range(0, len(items), CHUNK)]
+    results: list[Any] = []
+    if workers <= 1 or len(bounds) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for start, stop in bounds:
+            results.extend(func(items[start:stop]))
+            advance(stop - start)
+        return results
+    _WORK = (func, items)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_setup) as pool:
+            for (start, stop), chunk in zip(bounds, pool.imap(_run_chunk, bounds)):
+                results.extend(chunk)
+                advance(stop - start)
+    finally:
+        _WORK = None
+    return results
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def _count_tokens(conversations: Sequence[Conversation], *, tokenizer: Any, max_length: int) -> list[tuple[int, int, int]]:
+    """(length, supervised tokens, supervised tokens kept within max_length) per conversation."""
+    counts = []
+    for rendered in render_batch(conversations, tokenizer):
+        mask = rendered.loss_mask
+        counts.append((len(mask), mask.count(True), mask[:max_length].count(True)))
+    return counts
+
+
+def token_stats(counts: Sequence[tuple[int, int, int]], *, max_length: int) -> Tokens:
+    """Summarise per-example (length, supervised, kept supervised) counts."""
+    lengths = np.array([c[0] for c in counts] or [0], dtype=np.int64)
+    supervised = np.array([c[1] for c in counts] or [0], dtype=np.int64)
+    kept = np.array([c[2] for c in counts] or [0], dtype=np.int64)
+    total = int(lengths.sum())
+    return Tokens(
+        total=total,
+        supervised=int(supervised.sum()),
+        supervised_share=round(float(supervised.sum()) / total, 4) if total else 0.0,
+        length=LengthStats(
+            p50=float(np.percentile(lengths, 50)),
+            p95=float(np.percentile(lengths, 95)),
+            max=int(lengths.max()),
+            mean=round(float(lengths.mean()), 1),
+        ),
+        max_length=max_length,
+        truncated=int((lengths > max_length).sum()),
+        all_supervised_lost=int(((supervised > 0) & (kept == 0)).sum()),
+        no_supervised=int((supervised == 0).sum()) if counts else 0,
+        per_epoch=int(np.minimum(lengths, max_length).sum()),
+        supervised_per_epoch=int(kept.sum()),
+    )
+
+
+# ---------------------------------------------------------------- duplicates, conflicts
+
+
+def duplicates(
+    conversations: Sequence[Conversation], *, near_threshold: float, workers: int, advance: Callable[[int], None]
+) -> Duplicates:
+    """Exact repeats of whole conversations, prompts and pairs; near-duplicate clusters of dialogue text."""
+    prompts = [c.prompt_text() for c in conversations]
+    responses = [c.response_text() for c in conversations]
+    whole = [_conversation_key(c) for c in conversations]
+    exact_groups = [rows for rows in dedup.groups_of(whole).values() if len(rows) > 1]
+    texts = [dialogue_text(c) for c in conversations]
+    by_text = dedup.groups_of(texts)  # near duplicates are searched among distinct texts only
+    distinct = list(by_text)
+    sigs = np.concatenate(
+        map_chunks(lambda chunk: [dedup.signatures(chunk)], distinct, workers=workers, advance=advance)
+        or [np.zeros((0, dedup.NUM_PERM), dtype=np.uint32)]
+    )
+    clusters = dedup.near_duplicate_clusters(sigs, threshold=near_threshold)
+    return Duplicates(
+        exact=len(dedup.repeated_rows(whole)),
+        exact_groups=len(exact_groups),
+        repeated_prompts=len(dedup.repeated_rows(prompts)),
+        repeated_pairs=len(dedup.repeated_rows(zip(prompts, responses))),
+        exact_examples=[[_example(conversations[i], texts[i]) for i in rows[:3]] for rows in exact_groups[:EXAMPLES_SHOWN]],
+        near_threshold=near_threshold,
+        near_clusters=len(clusters),
+        near_rows=sum(len(by_text[distinct[i]]) for cluster in clusters for i in cluster),
+        near_examples=[
+            [_example(conversations[by_text[distinct[i]][0]], distinct[i]) for i in cluster[:3]]
+            for cluster in clusters[:EXAMPLES_SHOWN]
+        ],
+    )
+
+
+def _one_row_per_response(conversations: Sequence[Conversation], rows: list[int]) -> list[Example]:
+    first: dict[str, int] = {}
+    for i in rows:
+        first.setdefault(conversations[i].response_text(), i)
+    return [
+        _example(conversations[i], f"{conversations[i].user_text()} -> {response}")
+        for response, i in list(first.items())[:4]
+    ]
+
+
+def conflicts(conversations: Sequence[Conversation]) -> Conflicts:
+    """Prompts that appear with different responses (exact strings, and after normalizing)."""
+    by_prompt = dedup.groups_of([c.prompt_text() for c in conversations])
+    conflicting = [rows for rows in by_prompt.values() if len({conversations[i].response_text() for i in rows}) > 1]
+    normalized: dict[str, set[str]] = {}
+    for c in conversations:
+        normalized.setdefault(prompt_key(c, normalized=True), set()).add(dedup.normalize(c.response_text()))
+    return Conflicts(
+        prompts=len(conflicting),
+        rows=sum(len(rows) for rows in conflicting),
+        prompts_normalized=sum(1 for responses in normalized.values() if len(responses) > 1),
+        examples=[_one_row_per_response(conversations, rows) for rows in conflicting[:EXAMPLES_SHOWN]],
+    )
+
+
+# ---------------------------------------------------------------- labels, refusals
+
+
+def labels(conversations: Sequence[Conversation]) -> Labels | None:
+    """The label distribution when responses look like class labels, else None."""
+    counts = Counter(c.response_text() for c in conversations)
+    distinct = len(counts)
+    few = distinct <= MAX_LABELS or distinct <= MAX_LABEL_SHARE * len(conversations)
+    repeating = 2 <= distinct <= len(conversations) / 2  # on average each label labels 2+ examples
+    short = all(len(label.split()) <= MAX_LABEL_WORDS for label in counts)
+    if not (few and repeating and short):
+        return None
+    ranked = counts.most_common()
+    return Labels(
+        distinct=distinct,
+        top=[LabelCount(label, n) for label, n in ranked[:10]],
+        smallest=[LabelCount(label, n) for label, n in ranked[::-1][:5]],
+        imbalance_ratio=round(ranked[0][1] / ranked[-1][1], 2),
+    )
+
+
+def refusals(conversations: Sequence[Conversation]) -> Refusals:
+    """Examples with a refusal-like phrase in a trained-on assistant turn."""
+    found: list[tuple[Conversation, str]] = []
+    for c in conversations:
+        for m in c.messages:
+            if m.trainable and REFUSAL_RE.search(m.content):
+                found.append((c, m.content))
+                break
+    return Refusals(
+        count=len(found),
+        share=round(len(found) / len(conversations), 4) if conversations else 0.0,
+        examples=[_example(c, text) for c, text in found[:EXAMPLES_SHOWN]],
+    )
+
+
+# ---------------------------------------------------------------- leakage
+
+
+def leakage(
+    train: Sequence[Conversation],
+    holdout: Sequence[Conversation],
+    *,
+    holdout_file: str,
+    near_threshold: float,
+    workers: int,
+    advance: Callable[[int], None],
+) -> Leakage:
+    """Holdout rows whose prompt appears in train: exactly, after normalizing, or nearly (MinHash)."""
+    train_exact = {prompt_key(c): i for i, c in enumerate(train)}
+    train_normalized = {prompt_key(c, normalized=True): i for i, c in enumerate(train)}
+    exact_rows = [h for h, c in enumerate(holdout) if prompt_key(c) in train_exact]
+    normalized_rows = [h for h, c in enumerate(holdout) if prompt_key(c, normalized=True) in train_normalized]
+    matched = set(normalized_rows)
+    first_per_prompt = {prompt_key(holdout[h], normalized=True): h for h in reversed(normalized_rows)}
+    pairs = [(h, train_normalized[key]) for key, h in first_per_prompt.items()]
+
+    train_texts = [dialogue_text(c, prompt_only=True) for c in train]
+    rest = [h for h in range(len(holdout)) if h not in matched]
+    rest_texts = [dialogue_text(holdout[h], prompt_only=True) for h in rest]
+    signer = lambda chunk: [dedup.signatures(chunk)]  # noqa: E731 - one-line adapter for map_chunks
+    empty = [np.zeros((0, dedup.NUM_PERM), dtype=np.uint32)]
+    train_sigs = np.concatenate(map_chunks(signer, train_texts, workers=workers, advance=advance) or empty)
+    rest_sigs = np.concatenate(map_chunks(signer, rest_texts, workers=workers, advance=advance) or empty)
+    near = dedup.near_matches(rest_sigs, train_sigs, threshold=near_threshold)
+    near_pairs = [(rest[p.left], p.right) for p in near]
+
+    def shown(h: int, t: int) -> list[Example]:
+        return [_example(holdout[h], dialogue_text(holdout[h], prompt_only=True)), _example(train[t], train_texts[t])]
+
+    return Leakage(
+        file=holdout_file,
+        holdout_examples=len(holdout),
+        exact=len(exact_rows),
+        exact_distinct=len({prompt_key(holdout[h]) for h in exact_rows}),
+        normalized=len(normalized_rows),
+        near=len(near),
+        near_threshold=near_threshold,
+        examples=[shown(h, t) for h, t in sorted(pairs)[:EXAMPLES_SHOWN]],
+        near_examples=[shown(h, t) for h, t in near_pairs[:EXAMPLES_SHOWN]],
+    )
+
+
+# ---------------------------------------------------------------- warnings and the whole report
+
+
+def findings(report: Report) -> list[Finding]:
+    """The warnings a report raises (`--strict` turns any of them into exit status 1)."""
+    t, d, c = report.tokens, report.duplicates, report.conflicts
+    checks = [
+        ("skipped_invalid", report.skipped_invalid, "invalid rows were skipped (--skip-invalid); fix them to use them"),
+        ("no_supervised_tokens", t.no_supervised, "examples have no supervised (assistant) token: they teach nothing; add an assistant turn or drop them"),
+        ("all_supervised_lost", t.all_supervised_lost, f"examples lose every supervised token when cut to --max-length {t.max_length}: raise --max-length or shorten their prompts"),
+        ("truncated", t.truncated, f"examples are longer than --max-length {t.max_length} and will be cut"),
+        ("exact_duplicates", d.exact, "rows repeat an earlier conversation exactly: they overweight those examples; deduplicate"),
+        ("near_duplicates", d.near_clusters, f"groups of near-duplicate examples (similarity >= {d.near_threshold}); check they are intended"),
+        ("conflicting_responses", c.prompts, "prompts appear with different responses: the model cannot learn both; fix the labels or add context"),
+        ("refusals", report.refusals.count, "examples contain refusal-like responses; the model will learn to refuse"),
+    ]
+    if report.labels is not None and report.labels.imbalance_ratio >= IMBALANCE_WARNING_RATIO:
+        checks.append(("label_imbalance", report.labels.distinct, f"labels are imbalanced (largest/smallest = {report.labels.imbalance_ratio}); rebalance or expect weak small classes"))
+    if report.leakage is not None:
+        leak = report.leakage
+        checks += [
+            ("holdout_leakage", leak.exact, "holdout prompts also appear in the training data: the evaluation overstates quality; remove them from one side"),
+            ("holdout_leakage_normalized", leak.normalized - leak.exact, "holdout prompts equal a training prompt after lower-casing and trimming"),
+            ("holdout_near_leakage", leak.near, f"holdout prompts are near duplicates of training prompts (similarity >= {leak.near_threshold})"),
+        ]
+    return [Finding(code, count, f"{count} {message}") for code, count, message in checks if count > 0]
+
+
+Progress = Callable[[str, int], Callable[[int], None]]  # progress(stage name, total) -> advance(n)
+
+
+def no_progress(name: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def build_report(
+    train: Sequence[Conversation],
+    *,
+    tokenizer: Any,
+    file: str,
+    format: str,
+    model: str,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    near_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    holdout: Sequence[Conversation] | None = None,
+    holdout_file: str = "",
+    skipped_invalid: int = 0,
+    invalid_files: Sequence[str] = (),
+    workers: int | None = None,
+    progress: Progress = no_progress,
+) -> Report:
+    """Measure everything `honed data check` reports.
+
+    >>> report = build_report(conversations, tokenizer=tok, file="train.jsonl", format="openai-chat",
+    ...                       model="smollm2-135m")  # doctest: +SKIP
+    >>> report.tokens.supervised_share  # doctest: +SKIP
+    0.31
+    """
+    workers = default_workers() if workers is None else workers
+    count = partial(_count_tokens, tokenizer=tokenizer, max_length=max_length)
+    counts = map_chunks(count, train, workers=workers, advance=progress("tokenizing", len(train)))
+    near_total = len(train) * (2 if holdout is not None else 1) + (len(holdout) if holdout is not None else 0)
+    advance = progress("duplicates and leakage", near_total)
+    report = Report(
+        file=file,
+        format=format,
+        model=model,
+        examples=len(train),
+        messages=sum(len(c.messages) for c in train),
+        skipped_invalid=skipped_invalid,
+        invalid_files=list(invalid_files),
+        tokens=token_stats(counts, max_length=max_length),
+        duplicates=duplicates(train, near_threshold=near_threshold, workers=workers, advance=advance),
+        conflicts=conflicts(train),
+        labels=labels(train),
+        refusals=refusals(train),
+        leakage=None
+        if holdout is None
+        else leakage(train, holdout, holdout_file=holdout_file, near_threshold=near_threshold, workers=workers, advance=advance),
+    )
+    report.warnings = findings(report)
+    return report
