@@ -17,6 +17,7 @@ plain per-record checks (a dict lookup or an isinstance each): reading 100k rows
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,7 +152,7 @@ def _message_faults(i: int, message: Any) -> list[Fault]:
     if role is None:
         faults.append((where, f"missing field 'role'; use one of {ALLOWED_ROLES}"))
     elif not isinstance(role, str) or role not in ROLES:
-        shown = repr(role) if isinstance(role, str) else type_name(role)
+        shown = repr(role) if isinstance(role, str) else json.dumps(role, ensure_ascii=False)
         faults.append((f"{where}.role", f"unknown role {clip(shown)}; use one of {ALLOWED_ROLES}"))
     tool_calls = message.get("tool_calls")
     if tool_calls is not None and not isinstance(tool_calls, list):

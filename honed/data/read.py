@@ -177,6 +177,8 @@ def _read_csv(path: Path, container: str, kind: str | None,
               columns: ColumnMapping | None) -> tuple[list[rows_mod.Row], str, str, str]:
     text = rows_mod.read_text(path)
     header, rows = rows_mod.csv_rows(path, text, delimiter="\t" if container == "tsv" else ",")
+    if not rows:
+        return rows, CHAT, container, "line"  # read_conversations says the file has no examples
     kind, label = _tabular_kind(f"{path}:1", container, header, kind, columns)
     return rows, kind, label, "line"
 
