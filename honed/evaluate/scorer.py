@@ -64,3 +64,15 @@ def make_score_fn(
         return {key: sum(per_example(r, o) for r, o in zip(references, outputs)) / len(outputs)}
 
     return score_fn
+
+
+def score_fn_from_config(config: Any, holdout: Sequence[Conversation]) -> ScoreFn | None:
+    """The training config's task-metric hook (`eval_metric`, `eval_metric_examples`), or None when off.
+
+    >>> score_fn_from_config(load_config(None, overrides=["eval_metric=auto"]), holdout)  # doctest: +SKIP
+    <function make_score_fn.<locals>.score_fn at 0x...>
+    """
+    metric = getattr(config, "eval_metric", None)
+    if not metric:
+        return None
+    return make_score_fn(holdout, metric=metric, examples=getattr(config, "eval_metric_examples", 64))
