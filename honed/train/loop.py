@@ -499,13 +499,17 @@ def run_eval(fit: Fit) -> dict[str, float]:
     return metrics
 
 
-def update_best(state: TrainState, metrics: dict[str, float], *, step: int, select_by: str) -> bool:
-    """Record `metrics` as the best when the selected metric improved; return whether it did."""
+def check_select_by(select_by: str, metrics: dict[str, float]) -> None:
     if select_by not in metrics:
         raise ConfigError(
             f"select_by: '{select_by}' is not among the evaluation metrics ({', '.join(sorted(metrics))}); "
             "use holdout_loss or a metric the scoring function returns"
         )
+
+
+def update_best(state: TrainState, metrics: dict[str, float], *, step: int, select_by: str) -> bool:
+    """Record `metrics` as the best when the selected metric improved; return whether it did."""
+    check_select_by(select_by, metrics)
     value = metrics[select_by]
     better = state.best_value is None or (
         value < state.best_value if lower_is_better(select_by) else value > state.best_value
@@ -543,6 +547,7 @@ def fit_loop(fit: Fit, state: TrainState) -> TrainState:
     has_holdout = bool(fit.holdout_batches) or fit.score_fn is not None
     if state.step == 0 and has_holdout:
         state.first_eval = state.last_eval = run_eval(fit)
+        check_select_by(config.select_by, state.first_eval)
         fit.metrics.write({"step": 0, "epoch": 0.0, **state.first_eval})
         _say(fit, "before training: " + _format_metrics(state.first_eval))
     columns = (

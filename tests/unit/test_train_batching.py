@@ -1,0 +1,88 @@
+"""Data order, best-fit-decreasing packing, micro-batch planning and collation."""
+
+from __future__ import annotations
+
+import torch
+
+from honed.train.batching import (
+    Example,
+    block_causal_mask,
+    collate,
+    epoch_order,
+    pack_best_fit,
+    plan_micro_batches,
+    shard,
+    step_examples,
+)
+
+
+def ex(index: int, length: int, targets: tuple[int, ...] = ()) -> Example:
+    mask = [t in targets for t in range(length)]
+    return Example(index=index, input_ids=list(range(10 + index * 100, 10 + index * 100 + length)), loss_mask=mask)
+
+
+def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
+    assert epoch_order(50, seed=1, epoch=2) == epoch_order(50, seed=1, epoch=2)
+    assert sorted(epoch_order(50, seed=1, epoch=2)) == list(range(50))
+    assert epoch_order(50, seed=1, epoch=2) != epoch_order(50, seed=1, epoch=3)
+    assert epoch_order(50, seed=1, epoch=2) != epoch_order(50, seed=2, epoch=2)
+
+
+def test_each_epoch_visits_every_example_once():
+    seen = [i for step in range(1, 5) for i in step_examples(10, seed=0, step=step, batch_size=3)[1]]
+    assert sorted(seen) == list(range(10))  # steps 1..4 = epoch 0 (3+3+3+1)
+    epoch, second = step_examples(10, seed=0, step=5, batch_size=3)
+    assert epoch == 1 and second == epoch_order(10, seed=0, epoch=1)[:3]
+
+
+def test_shard_splits_a_step_across_ranks_without_overlap():
+    indices = list(range(7))
+    parts = [shard(indices, rank=r, world_size=3) for r in range(3)]
+    assert sorted(i for p in parts for i in p) == indices
+
+
+def test_best_fit_decreasing_places_every_item_once_within_capacity():
+    lengths = [9, 2, 7, 3, 5, 5, 1, 8, 4]
+    bins = pack_best_fit(lengths, capacity=10)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 10 for b in bins)
+    assert len(bins) == 5  # total 44 -> at least 5 bins of 10; BFD reaches it
+
+
+def test_oversized_item_gets_its_own_bin():
+    assert pack_best_fit([12, 3], capacity=10) == [[0], [1]]
+
+
+def test_micro_batches_stay_within_the_token_budget():
+    examples = [ex(i, n) for i, n in enumerate([30, 25, 20, 12, 8, 8, 5])]
+    for packing in (True, False):
+        plan = plan_micro_batches(examples, max_tokens=40, packing=packing, row_capacity=32)
+        assert sorted(e.index for mb in plan for row in mb for e in row) == list(range(7))
+        for mb in plan:
+            width = max(sum(len(e) for e in row) for row in mb)
+            assert width * len(mb) <= 40 or len(mb) == 1
+
+
+def test_block_causal_mask_separates_examples_and_pads_attend_to_themselves():
+    segment = torch.tensor([[1, 1, 2, 2, 2, 0]])
+    mask = block_causal_mask(segment)[0, 0]
+    assert mask[1, 0] and not mask[0, 1]  # causal inside example 1
+    assert not mask[2, 1] and not mask[3, 0]  # example 2 cannot see example 1
+    assert mask[4, 2] and mask[4, 4]
+    assert mask[5].tolist() == [False] * 5 + [True]  # padding sees only itself: no empty softmax row
+
+
+def test_collate_positions_and_targets_follow_the_loss_mask():
+    a, b = ex(0, 4, targets=(2, 3)), ex(1, 3, targets=(2,))
+    batch = collate([[a, b]], pad_id=0)
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2]]
+    # target t is predicted from position t - 1 of the same example
+    assert batch.hidden_index.tolist() == [1, 2, 5]
+    assert batch.targets.tolist() == [a.input_ids[2], a.input_ids[3], b.input_ids[2]]
+    assert batch.target_example.tolist() == [0, 0, 1]
+    assert batch.num_tokens == 7
+
+
+def test_first_token_is_never_a_target_even_if_masked():
+    batch = collate([[ex(0, 3, targets=(0, 1))]])
+    assert batch.targets.tolist() == [ex(0, 3).input_ids[1]]

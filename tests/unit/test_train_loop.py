@@ -1,0 +1,184 @@
+"""The fit loop on the tiny model: determinism, batching-independence, guards, checkpoints, selection."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from honed.config import load_config
+from honed.errors import ConfigError, DataError, HonedError
+from honed.train import loop
+from honed.train.loop import train
+
+TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+
+
+@pytest.fixture(autouse=True)
+def _registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+
+
+def write_data(path: Path, n: int = 24, *, weight: int | None = None, long_every: int = 0) -> Path:
+    rows = []
+    for i in range(n):
+        answer = {"role": "assistant", "content": f"{(i * 7) % 50} {'x' * (i % 5)}"}
+        if weight is not None:
+            answer["weight"] = weight
+        question = f"add {i} and {i % 7}" + (" and more words" * 30 if long_every and i % long_every == 0 else "")
+        rows.append({"messages": [{"role": "user", "content": question}, answer]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run(tmp_path: Path, name: str, *overrides: str, data: Path | None = None, **kwargs):
+    data = data or write_data(tmp_path / "train.jsonl")
+    base = [f"model={TINY}", f"data.train={data}", "batch_size=4", "max_length=64", "epochs=1", "seed=3", "num_threads=1"]
+    out = io.StringIO()
+    config = load_config(None, overrides=base + list(overrides))
+    result = train(config, out=tmp_path / name, console=Console(file=out, width=200), **kwargs)
+    return result, out.getvalue()
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+
+def test_same_seed_same_data_same_curve(tmp_path):
+    a, _ = run(tmp_path, "a", "lora.dropout=0.1")
+    b, _ = run(tmp_path, "b", "lora.dropout=0.1")
+    assert losses(a.run_dir) == losses(b.run_dir) and len(losses(a.run_dir)) == 6
+
+
+def test_micro_batching_and_packing_do_not_change_the_curve(tmp_path):
+    one, _ = run(tmp_path, "one", "lora.dropout=0", "micro_batch_tokens=4096", "packing=true")
+    many, _ = run(tmp_path, "many", "lora.dropout=0", "micro_batch_tokens=64", "packing=false")
+    a, b = losses(one.run_dir), losses(many.run_dir)
+    assert a.keys() == b.keys()
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-5)
+
+
+def test_run_directory_follows_the_contract(tmp_path):
+    result, output = run(tmp_path, "r")
+    root = result.run_dir
+    for name in ("config.yaml", "data.json", "metrics.jsonl", "run.json", "final/adapter_model.safetensors",
+                 "data/train.jsonl", "data/holdout.jsonl"):
+        assert (root / name).exists(), name
+    run_json = json.loads((root / "run.json").read_text())
+    assert run_json["status"] == "completed" and run_json["method"] == "lora"
+    assert (root / run_json["best_checkpoint"] / "adapter_model.safetensors").is_file()
+    data = json.loads((root / "data.json").read_text())
+    assert data["split"]["holdout_fraction"] == 0.1 and data["holdout"]["count"] >= 1
+    first = json.loads((root / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 0 and "holdout_loss" in first and "holdout_token_accuracy" in first
+    assert "no --holdout given" in output
+    assert result.first_eval["holdout_loss"] > 0
+
+
+def test_full_fine_tuning_saves_whole_weights(tmp_path):
+    result, _ = run(tmp_path, "full", "method=full", "lr=1e-3")
+    assert (result.run_dir / "final" / "model.safetensors").is_file()
+    assert (result.run_dir / "final" / "config.json").is_file()
+
+
+def test_refuses_data_without_supervised_tokens(tmp_path):
+    # The reader already rejects rows whose assistant turns all have weight 0; truncation can still
+    # remove every answer, and that must stop training before it starts.
+    data = write_data(tmp_path / "long.jsonl", long_every=1)
+    with pytest.raises(DataError, match="no example has a supervised token.*raise --max-length"):
+        run(tmp_path, "none", data=data)
+    assert not (tmp_path / "none" / "checkpoints").exists()
+
+
+def test_reports_truncation_and_shows_the_mask_preview(tmp_path):
+    data = write_data(tmp_path / "long.jsonl", long_every=4)
+    _, output = run(tmp_path, "trunc", data=data, )
+    assert "were truncated" in output and "lost every supervised token" in output
+    assert "first example" in output and "«" in output
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    real = loop.loss_sum
+    monkeypatch.setattr(loop, "loss_sum", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(HonedError, match="loss became nan at step 1"):
+        run(tmp_path, "nan")
+    assert json.loads((tmp_path / "nan" / "run.json").read_text())["status"] == "failed"
+
+
+def test_zero_gradients_and_a_flat_loss_are_warned_about(tmp_path, monkeypatch):
+    real = loop.loss_sum
+    monkeypatch.setattr(loop, "loss_sum", lambda *a, **k: real(*a, **k) * 0.0)
+    _, output = run(tmp_path, "zero", "epochs=4", "max_steps=21")
+    assert "gradients have been zero for 3 steps" in output
+    assert "the loss has not moved for 20 steps" in output
+
+
+def test_task_metric_selects_the_checkpoint_and_early_stopping(tmp_path):
+    scores = iter([0.1, 0.5, 0.4, 0.3, 0.2, 0.9])
+
+    def score_fn(model, tokenizer):
+        assert not model.training
+        return {"holdout_exact_match": next(scores)}
+
+    result, output = run(
+        tmp_path, "sel", "eval_every=1", "early_stopping_patience=2", "select_by=holdout_exact_match",
+        "epochs=3", score_fn=score_fn,
+    )
+    assert result.steps == 3 and "early stop at step 3" in output
+    assert result.best["step"] == 1 and result.best["holdout_exact_match"] == 0.5
+    assert result.best_checkpoint == "checkpoints/step-000001"
+    assert (result.run_dir / "checkpoints" / "step-000001").is_dir()
+    final = (result.run_dir / "final" / "adapter_model.safetensors").read_bytes()
+    assert final == (result.run_dir / "checkpoints" / "step-000001" / "adapter_model.safetensors").read_bytes()
+
+
+def test_unknown_select_by_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="select_by"):
+        run(tmp_path, "bad", "select_by=holdout_bleu")
+
+
+def test_resume_ignores_a_half_written_checkpoint_and_continues_the_curve(tmp_path):
+    full, _ = run(tmp_path, "full", "epochs=2", "save_every=2", "keep_last=20", "lora.dropout=0.1")
+    expected = losses(full.run_dir)
+    # Simulate a kill at step 5 during the save of step 6: checkpoints past 4 gone, a temp folder left.
+    partial = tmp_path / "partial"
+    shutil.copytree(full.run_dir, partial)
+    shutil.rmtree(partial / "final")
+    for ckpt in (partial / "checkpoints").iterdir():
+        if int(ckpt.name.split("-")[1]) > 4:
+            shutil.rmtree(ckpt)
+    temp = partial / "checkpoints" / ".tmp-step-000006-x"
+    temp.mkdir()
+    (temp / "adapter_model.safetensors").write_bytes(b"half")
+    lines = (partial / "metrics.jsonl").read_text().splitlines()
+    (partial / "metrics.jsonl").write_text("\n".join(lines[:6]) + '\n{"step": 6, "lo')  # torn last line
+    config = load_config(None)
+    result = train(config, out=partial, resume=True, console=Console(file=io.StringIO()))
+    assert not temp.exists()
+    got = losses(partial)
+    assert got.keys() == expected.keys()
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], abs=1e-6)
+    assert result.status == "completed"
+
+
+def test_out_must_be_new_unless_resuming(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("mine")
+    with pytest.raises(ConfigError, match="already exists"):
+        run(tmp_path, "taken")
+
+
+def test_gpu_only_options_fail_clearly_on_cpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for option, words in (("method=qlora", "qlora needs a CUDA GPU"), ("precision=bf16", "bf16 needs a CUDA GPU")):
+        with pytest.raises(ConfigError, match=words):
+            run(tmp_path, option.split("=")[1], option)

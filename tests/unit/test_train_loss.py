@@ -1,0 +1,123 @@
+"""The loss is the mean over supervised tokens of the whole step, computed only where needed, in chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from honed.models import load_model
+from honed.train.batching import Example, collate, micro_batches
+from honed.train.loss import loss_sum, model_parts, per_example_losses, step_normaliser, token_losses
+
+TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+
+
+def make_examples(n: int, *, seed: int = 0) -> list[Example]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        length = int(torch.randint(6, 40, (1,), generator=g))
+        ids = torch.randint(3, 427, (length,), generator=g).tolist()
+        # A prompt part, then an answer; some examples get two supervised spans.
+        mask = [False] * length
+        start = length // 2
+        mask[start:] = [True] * (length - start)
+        if i % 3 == 0:
+            mask[2:4] = [True, True]
+        out.append(Example(index=i, input_ids=ids, loss_mask=mask))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = load_model(TINY)
+    m.eval()  # no dropout in the tiny model anyway; eval keeps it explicit
+    return m
+
+
+def step_grads(model, groups: list[list[Example]]) -> dict[str, torch.Tensor]:
+    """Accumulate one optimizer step over micro-batches exactly as the loop does."""
+    model.zero_grad(set_to_none=True)
+    batches = [collate([[e] for e in group]) for group in groups]
+    normaliser = step_normaliser(batches)
+    for batch in batches:
+        (loss_sum(model, batch, chunk_size=7) / normaliser).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_one_micro_batch_of_8_equals_4_micro_batches_of_2(model):
+    examples = make_examples(8)
+    whole = step_grads(model, [examples])
+    split = step_grads(model, [examples[i : i + 2] for i in range(0, 8, 2)])
+    assert whole.keys() == split.keys() and whole
+    for name in whole:
+        torch.testing.assert_close(split[name], whole[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_mean_of_micro_batch_means_would_differ(model):
+    """Guards the test above: the naive normalisation gives different gradients on this data."""
+    examples = make_examples(8)
+    whole = step_grads(model, [examples])
+    model.zero_grad(set_to_none=True)
+    for i in range(0, 8, 2):
+        batch = collate([[e] for e in examples[i : i + 2]])
+        (loss_sum(model, batch) / batch.num_targets / 4).backward()
+    naive = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert any(not torch.allclose(naive[n], whole[n], atol=1e-6) for n in whole)
+
+
+def test_token_losses_match_full_logits_reference(model):
+    examples = make_examples(5, seed=1)
+    batch = collate([[e] for e in examples])
+    with torch.no_grad():
+        losses, _ = token_losses(model, batch, chunk_size=3)
+        expected = []
+        for e in examples:
+            logits = model(torch.tensor([e.input_ids])).logits[0]
+            ids, mask = torch.tensor(e.input_ids), torch.tensor(e.loss_mask)
+            expected.append(F.cross_entropy(logits[:-1][mask[1:]], ids[1:][mask[1:]], reduction="none"))
+    torch.testing.assert_close(losses, torch.cat(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_packed_and_unpacked_give_the_same_per_example_losses(model):
+    examples = make_examples(7, seed=2)
+    with torch.no_grad():
+        unpacked = per_example_losses(model, collate([[e] for e in examples]))
+        (packed_batch,) = micro_batches(examples, max_tokens=4096, packing=True, row_capacity=80)
+        assert packed_batch.input_ids.shape[0] < len(examples)  # several examples share a row
+        packed = per_example_losses(model, packed_batch)
+    assert packed.keys() == unpacked.keys()
+    for index in unpacked:
+        assert packed[index] == pytest.approx(unpacked[index], abs=1e-5)
+
+
+def test_packing_without_the_block_mask_would_leak(model):
+    """Guards the test above: a plain causal mask over a packed row changes the second example's loss."""
+    a, b = make_examples(2, seed=3)
+    with torch.no_grad():
+        good = collate([[a, b]])
+        leaky = collate([[a, b]])
+        leaky.attention_mask = torch.ones_like(leaky.attention_mask).tril()
+        assert per_example_losses(model, leaky)[1] != pytest.approx(per_example_losses(model, good)[1], abs=1e-4)
+
+
+def test_lm_head_only_sees_supervised_positions_in_chunks(model):
+    examples = make_examples(6, seed=4)
+    batch = collate([[e] for e in examples])
+    parts = model_parts(model)
+    seen: list[tuple[int, ...]] = []
+    handle = parts.head.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
+    try:
+        total = loss_sum(model, batch, chunk_size=5)
+        total.backward()
+    finally:
+        handle.remove()
+    hidden = model.config.hidden_size
+    assert seen, "lm_head was never called"
+    assert all(len(s) == 2 and s[0] <= 5 and s[1] == hidden for s in seen)
+    forward_rows = sum(s[0] for s in seen) // 2  # each chunk runs twice: forward, then recomputed in backward
+    assert forward_rows == batch.num_targets < batch.input_ids.numel()
