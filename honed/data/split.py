@@ -25,6 +25,7 @@ import random
 import re
 import shutil
 import tempfile
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +146,16 @@ def prompt_key(conversation: Conversation) -> str:
     return normalize("\n".join(m.content for m in before if m.role != "system"))
 
 
-def minhash(text: str) -> MinHash:
-    """MinHash over character shingles (a text shorter than a shingle is one shingle)."""
+def shingles(text: str) -> list[bytes]:
+    """Character shingles of a text (a text shorter than a shingle is one shingle), sorted for determinism."""
     grams = {text[i : i + SHINGLE_CHARS] for i in range(max(1, len(text) - SHINGLE_CHARS + 1))}
-    m = MinHash(num_perm=NUM_PERM, seed=1)
-    m.update_batch([g.encode("utf-8") for g in sorted(grams)])
-    return m
+    return [g.encode("utf-8") for g in sorted(grams)]
+
+
+def minhashes(texts: Sequence[str]) -> list[MinHash]:
+    """One MinHash per text. crc32 (zlib, C) hashes the shingles: ~3x faster than datasketch's default
+    sha1 (measured on restaurant8k), and 32 bits are plenty for estimating similarity."""
+    return MinHash.bulk([shingles(t) for t in texts], num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)
 
 
 class _UnionFind:
@@ -186,7 +191,7 @@ def near_duplicate_clusters(
     first_of: dict[str, int] = {}
     for i, c in enumerate(conversations):
         first_of.setdefault(dedup_text(c), i)
-    hashes = {i: minhash(text) for text, i in first_of.items()}
+    hashes = dict(zip(first_of.values(), minhashes(list(first_of))))
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
     for i, m in hashes.items():
         lsh.insert(i, m)
