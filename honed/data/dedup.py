@@ -93,6 +93,19 @@ def _similar(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 
+def _index(threshold: float, num_perm: int) -> MinHashLSH:
+    """An empty LSH index tuned for `threshold`.
+
+    datasketch picks bands x rows for the threshold but refuses fewer than 2 bands, which it would need
+    for thresholds near 1; 2 bands of num_perm/2 rows still find every pair that similar, and candidates
+    are checked against the threshold anyway.
+    """
+    try:
+        return MinHashLSH(threshold=threshold, num_perm=num_perm)
+    except ValueError:
+        return MinHashLSH(threshold=threshold, num_perm=num_perm, params=(2, num_perm // 2))
+
+
 @dataclass(frozen=True)
 class NearPair:
     """Two rows whose texts are near duplicates, with the estimated Jaccard similarity."""
@@ -112,7 +125,7 @@ def near_duplicate_clusters(sigs: np.ndarray, *, threshold: float) -> list[list[
     [[0, 1]]
     """
     num_perm = sigs.shape[1] if len(sigs) else NUM_PERM
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = _index(threshold, num_perm)
     parent = list(range(len(sigs)))
 
     def root(i: int) -> int:
@@ -139,7 +152,7 @@ def near_matches(queries: np.ndarray, index: np.ndarray, *, threshold: float) ->
     `left` is the query row, `right` the index row (e.g. a holdout example and the train example it leaks).
     """
     num_perm = index.shape[1] if len(index) else NUM_PERM
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = _index(threshold, num_perm)
     with lsh.insertion_session() as session:
         for position, row in enumerate(index):
             session.insert(position, _lean(row), check_duplication=False)
