@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 import tempfile
+import warnings
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -169,7 +170,9 @@ def load_trained_model(run_dir: str | Path, *, checkpoint: str = "best", device:
         from peft import PeftModel
 
         base = load_model(info.model, device=device)
-        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+        with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     else:
         model = load_model(str(folder), device=device)
     model.eval()

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,9 @@ def export_merged(model_spec: str, adapter_dir: Path, target: Path) -> Path:
     from honed.models import load_model, load_tokenizer
 
     base = load_model(model_spec)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         merged.save_pretrained(tmp, safe_serialization=True)

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -266,7 +267,10 @@ def build_model(config: TrainConfig, *, device: str) -> Any:
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; the warning is theirs, not ours.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def _load_4bit(spec: str, *, device: str) -> Any:

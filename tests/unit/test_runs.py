@@ -1,0 +1,85 @@
+"""Run directories, loading a trained model, and the SQLite registry."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from honed.config import load_config
+from honed.errors import ConfigError, HonedError
+from honed.runs import get_run, list_runs, load_run, load_trained_model, registry_path, resolve_checkpoint
+from honed.train.loop import train
+
+TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+
+
+@pytest.fixture(autouse=True)
+def _registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    rows = [{"messages": [{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"{i}!"}]} for i in range(16)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_run(tmp_path: Path, data: Path, name: str, *overrides: str):
+    base = [f"model={TINY}", f"data.train={data}", "batch_size=4", "epochs=1", "lr=0.01", "num_threads=1"]
+    config = load_config(None, overrides=base + list(overrides))
+    return train(config, out=tmp_path / name, console=Console(file=io.StringIO()))
+
+
+def test_load_trained_model_applies_the_adapter(tmp_path, data):
+    result = make_run(tmp_path, data, "lora", "lora.dropout=0")
+    model, tokenizer = load_trained_model(result.run_dir, checkpoint="best")
+    from honed.models import load_model
+
+    ids = torch.tensor([tokenizer("<|im_start|>user\nsay 3<|im_end|>\n")["input_ids"]])
+    with torch.no_grad():
+        tuned = model(ids).logits
+        plain = load_model(TINY)(ids).logits
+    assert not model.training and not hasattr(model, "peft_config")  # merged for inference
+    assert not torch.allclose(tuned, plain)
+
+
+def test_load_trained_model_full_and_checkpoint_names(tmp_path, data):
+    result = make_run(tmp_path, data, "full", "method=full", "save_every=1", "keep_last=10")
+    model, _ = load_trained_model(result.run_dir, checkpoint="checkpoints/step-000002")
+    assert model.config.vocab_size == 427
+    assert resolve_checkpoint(result.run_dir, "final") == result.run_dir / "final"
+    assert resolve_checkpoint(result.run_dir, "last").name == "step-000004"
+    with pytest.raises(HonedError, match="no weights"):
+        resolve_checkpoint(result.run_dir, "checkpoints/step-000099")
+
+
+def test_load_run_reads_the_contract_files(tmp_path, data):
+    result = make_run(tmp_path, data, "info")
+    info = load_run(result.run_dir)
+    assert info.run["status"] == "completed" and info.model == str(Path(TINY).resolve())
+    assert info.config["lr"] == 0.01 and info.config["epochs"] == 1
+    assert info.data["train"]["count"] + info.data["holdout"]["count"] == 16
+    with pytest.raises(ConfigError, match="not a honed run directory"):
+        load_run(tmp_path)
+
+
+def test_registry_records_every_run(tmp_path, data):
+    make_run(tmp_path, data, "first")
+    make_run(tmp_path, data, "second", "method=full")
+    assert registry_path() == tmp_path / "home" / "runs.db"
+    runs = list_runs()
+    assert {r["name"] for r in runs} == {"first", "second"}
+    second = get_run("second")
+    assert second["status"] == "completed" and second["method"] == "full"
+    assert second["config"]["method"] == "full" and len(second["data"]["train"]["sha256"]) == 64
+    assert "holdout_loss" in second["best"]
+    assert get_run(str(tmp_path / "first"))["name"] == "first"
+    with pytest.raises(HonedError, match="no run named"):
+        get_run("third")
