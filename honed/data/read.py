@@ -274,11 +274,10 @@ def load_or_fail(path: str | Path, *, fmt: str = "auto", columns: ColumnMapping 
         return result
     count = len(result.bad_rows)
     if not skip_invalid:
-        details = [str(p) for p in result.problems[:MAX_LISTED]]
-        if len(result.problems) > MAX_LISTED:
-            details.append(f"... and {len(result.problems) - MAX_LISTED} more")
+        # Every problem goes in `details`; the CLI prints the first MAX_LISTED and "... and K more".
         raise DataError(f"{count} invalid row{'s' if count != 1 else ''} in {path} "
-                        f"(first {MAX_LISTED} problems listed); fix them or pass --skip-invalid", details=details)
+                        f"(first {MAX_LISTED} problems listed); fix them or pass --skip-invalid",
+                        details=[str(p) for p in result.problems])
     if not result.conversations:
         raise DataError(f"all {count} rows in {path} are invalid, nothing left to use; first problem: "
                         f"{result.problems[0]}")
