@@ -160,7 +160,9 @@ TONE: dict[str, list[str]] = {
 }
 
 GREETINGS = ["", "", "Hi,", "Hello,", "Hey there,", "Hi team,", "Good morning,", "Hello support,"]
-SIGN_OFFS = ["", "", "", "Thanks.", "Regards, Sam", "- Alex", "Cheers, Dana", "Best, K. Ito", "Sent from my phone"]
+SIGN_OFFS = [
+    "", "", "", "Thanks.", "Regards, Sam", "- Alex", "Cheers, Dana", "Best, K. Ito", "Sent from my phone"
+]
 
 
 def fill(template: str, rng: random.Random) -> str:
@@ -260,7 +262,9 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "support_triage.jsonl")

@@ -115,7 +115,7 @@ def legend() -> Text:
 
 
 def example_text(view: ExampleView) -> Text:
-    """The example's tokens, each styled by its mask; newlines shown as ↵ so trained newlines are visible."""
+    """The example's tokens, styled by their mask; newlines shown as ↵ so trained newlines are visible."""
     out = Text()
     for token in view.tokens:
         shown = token.text.replace("\n", "↵\n")
@@ -124,7 +124,7 @@ def example_text(view: ExampleView) -> Text:
 
 
 def print_preview(console: Console, views: list[ExampleView], *, model: str, default_template: bool) -> None:
-    """Print the legend, then each example with its token counts (no auto-highlighting: styles mean the mask)."""
+    """Print the legend, then each example with its counts (no auto-highlighting: styles mean the mask)."""
     if default_template:
         console.print(
             f"note: {model}'s tokenizer has no chat template; using honed's default (ChatML: "

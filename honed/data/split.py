@@ -109,7 +109,10 @@ def check_split_args(*, holdout_fraction: float, near_threshold: float) -> None:
 
 
 def _result(
-    conversations: Sequence[Conversation], clusters: list[list[int]], chosen: set[int], labels: list[str] | None
+    conversations: Sequence[Conversation],
+    clusters: list[list[int]],
+    chosen: set[int],
+    labels: list[str] | None,
 ) -> SplitResult:
     cluster_of = [0] * len(conversations)
     for number, members in enumerate(clusters):
@@ -322,7 +325,11 @@ def split_file(
         "stratified": result.stratified,
         "labels": result.num_labels,
         "clusters": result.num_clusters,
-        "counts": {"input": len(read.conversations), "train": len(result.train), "holdout": len(result.holdout)},
+        "counts": {
+            "input": len(read.conversations),
+            "train": len(result.train),
+            "holdout": len(result.holdout),
+        },
     }
     _write_all(out, result, manifest, force=force)
     return manifest
@@ -361,7 +368,7 @@ def _umask() -> int:
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing `out` is moved aside first and removed only once `tmp` is in place."""
+    """Rename `tmp` to `out`; an existing `out` is moved aside and removed only once `tmp` is in place."""
     if not out.exists() or not any(out.iterdir()):
         os.replace(tmp, out)  # rename over an empty folder is allowed
         return

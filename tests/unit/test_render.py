@@ -70,9 +70,11 @@ MULTI_TURN = conv(
 
 
 @pytest.mark.parametrize("which", ["tok", "tok_no_template"])
-def test_single_turn_supervises_the_answer_and_end_of_turn_only(which: str, request: pytest.FixtureRequest) -> None:
+def test_single_turn_supervises_the_answer_and_end_of_turn_only(
+    which: str, request: pytest.FixtureRequest
+) -> None:
     tokenizer = request.getfixturevalue(which)
-    c = conv(("system", "Answer with one word."), ("user", "What is the capital of France?"), ("assistant", "Paris"))
+    c = conv(("system", "Answer with one word."), ("user", "Capital of France?"), ("assistant", "Paris"))
     assert trained_on(tokenizer, c) == ["Paris<|im_end|>\n"]
 
 

@@ -29,7 +29,9 @@ def tok() -> Any:
 
 def chat(user: str, answer: str, *, weight: int | None = None, line: int = 1) -> Conversation:
     return Conversation(
-        messages=(Message("system", "Be brief."), Message("user", user), Message("assistant", answer, weight)),
+        messages=(
+            Message("system", "Be brief."), Message("user", user), Message("assistant", answer, weight)
+        ),
         source=Source("data.jsonl", line),
     )
 
@@ -92,7 +94,8 @@ def test_rich_output_colours_supervised_and_masked_tokens_differently(tok: Any) 
     views = preview([chat("What is the capital of France?", "Paris")], tok)
     ansi = render_to_ansi(views)
     example = ansi[ansi.index("example 1") :]
-    assert styled(example, "1;32") == "Paris<|im_end|>↵"  # supervised: bold green (rich puts newlines outside)
+    # Supervised: bold green (rich writes the newline itself outside the styled segment).
+    assert styled(example, "1;32") == "Paris<|im_end|>↵"
     assert "What is the capital of France?" in styled(example, "2")  # masked: dim
     assert "<|im_start|>assistant↵" in styled(example, "2")
     assert "legend:" in ansi and "supervised" in ansi and "masked" in ansi
@@ -107,7 +110,8 @@ def test_rich_output_warns_about_truncation_and_empty_examples(tok: Any) -> None
 
 
 def test_cli_json_lists_every_token(data_file: Path) -> None:
-    result = CliRunner().invoke(app, ["data", "show", str(data_file), "--model", str(TINY), "-n", "2", "--json"])
+    args = ["data", "show", str(data_file), "--model", str(TINY), "-n", "2", "--json"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["default_chat_template"] is False

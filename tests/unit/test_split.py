@@ -18,14 +18,16 @@ from honed.errors import ConfigError, DataError
 
 WORDS = (
     "invoice refund login password export report dashboard crash slow billing team admin seat plan upgrade "
-    "cancel trial browser mobile android iphone sync calendar email alert notice folder upload download share "
+    "cancel trial browser mobile android iphone sync calendar email alert notice folder upload download "
+    "share "
     "link token access error timeout server delete archive restore backup invite member owner role guest "
     "filter chart graph widget theme dark font language region currency tax receipt discount coupon renew"
 ).split()
 
 
 def chat(user: str, answer: str, *, system: str = "Triage the message.") -> Conversation:
-    return Conversation(messages=(Message("system", system), Message("user", user), Message("assistant", answer)))
+    turns = (Message("system", system), Message("user", user), Message("assistant", answer))
+    return Conversation(messages=turns)
 
 
 def sentence(rng: random.Random, n: int = 9) -> str:
@@ -149,7 +151,8 @@ def test_free_text_responses_are_not_stratified() -> None:
 
 
 def test_json_targets_with_few_distinct_values_are_labels() -> None:
-    targets = [json.dumps({"category": c, "priority": p}) for c in ("billing", "bug") for p in ("low", "high")]
+    pairs = [(c, p) for c in ("billing", "bug") for p in ("low", "high")]
+    targets = [json.dumps({"category": c, "priority": p}) for c, p in pairs]
     data = [chat(f"message number {i} " + sentence(random.Random(i)), targets[i % 4]) for i in range(80)]
     assert classification_labels(data) is not None
 
@@ -212,7 +215,8 @@ def test_manifest_describes_the_outputs(data_file: Path, tmp_path: Path) -> None
     assert manifest["stratified"] is True and manifest["labels"] == 3 and manifest["clusters"] == 60
     assert manifest["format"].startswith("openai-chat")
     # The outputs are the input rows, each exactly once, in canonical form.
-    rows = sorted((out / "train.jsonl").read_text().splitlines() + (out / "holdout.jsonl").read_text().splitlines())
+    names = ("train.jsonl", "holdout.jsonl")
+    rows = sorted(line for name in names for line in (out / name).read_text().splitlines())
     assert rows == sorted(json.dumps(json.loads(line)) for line in data_file.read_text().splitlines())
 
 
@@ -236,7 +240,8 @@ def test_an_empty_output_folder_is_used(data_file: Path, tmp_path: Path) -> None
 
 def test_failure_leaves_no_output(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{oops\n')
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    bad.write_text(good + "\n{oops\n")
     with pytest.raises(DataError):
         split_file(bad, out=tmp_path / "split", holdout_fraction=0.2, seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
@@ -244,18 +249,19 @@ def test_failure_leaves_no_output(tmp_path: Path) -> None:
 
 def test_cli_split_writes_the_folder_and_reports(data_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "split"
-    result = CliRunner().invoke(app, ["data", "split", str(data_file), "--holdout-fraction", "0.2", "--out", str(out)])
+    args = ["data", "split", str(data_file), "--holdout-fraction", "0.2", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "48 train, 12 holdout" in result.output
     assert "stratified by 3 labels" in result.output
-    as_json = CliRunner().invoke(
-        app, ["data", "split", str(data_file), "--holdout-fraction", "0.2", "--out", str(out), "--force", "--json"]
-    )
+    as_json = CliRunner().invoke(app, args + ["--force", "--json"])
     assert json.loads(as_json.stdout)["counts"]["holdout"] == 12
 
 
 @pytest.mark.parametrize("fraction", ["0", "1", "1.5", "-0.2"])
-def test_cli_bad_fraction_exits_2_with_a_clear_message(data_file: Path, tmp_path: Path, fraction: str) -> None:
+def test_cli_bad_fraction_exits_2_with_a_clear_message(
+    data_file: Path, tmp_path: Path, fraction: str
+) -> None:
     result = CliRunner().invoke(
         app, ["data", "split", str(data_file), "--holdout-fraction", fraction, "--out", str(tmp_path / "s")]
     )
