@@ -81,19 +81,30 @@ def split_conversations(
     if len(conversations) < 2:
         raise DataError(f"{len(conversations)} example(s): need at least 2 to split off a holdout")
     clusters = near_duplicate_clusters(conversations, threshold=near_threshold)
+    if len(clusters) < 2:
+        raise DataError(
+            f"{len(conversations)} examples form only {len(clusters)} near-duplicate cluster: too few to hold "
+            "out any without leaking; add more distinct examples"
+        )
     labels = classification_labels(conversations)
     strata = _strata(clusters, labels)
+    # Only a stratum with two or more clusters can give some to the holdout and keep some for training.
+    sizes = {key: sum(map(len, members)) for key, members in strata.items() if len(members) > 1}
+    if not sizes:  # no label has two clusters: stratifying cannot work, so split the clusters as a whole
+        labels, strata = None, _strata(clusters, None)
+        sizes = {"": len(conversations)}
     rng = random.Random(seed)
-    total = max(1, round(holdout_fraction * len(conversations)))
-    quotas = _quotas({key: sum(map(len, members)) for key, members in strata.items()}, total, rng)
+    quotas = _quotas(sizes, max(1, round(holdout_fraction * len(conversations))), rng)
     chosen: set[int] = set()
-    for key in sorted(strata):
+    for key in sorted(sizes):
         for cluster in _pick_clusters(strata[key], quotas[key], rng):
             chosen.update(cluster)
     if not chosen:
+        smallest = min(map(len, clusters))
         raise DataError(
-            f"{len(conversations)} examples form only {len(clusters)} near-duplicate cluster(s): too few to "
-            "hold out any without leaking; add more distinct examples"
+            f"every near-duplicate cluster is too large to hold out about {holdout_fraction:.0%} of "
+            f"{len(conversations)} examples (the smallest has {smallest}); raise --holdout-fraction, or "
+            "raise --near-threshold if the examples are not really duplicates"
         )
     return _result(conversations, clusters, chosen, labels)
 

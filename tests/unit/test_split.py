@@ -167,8 +167,23 @@ def test_too_few_distinct_examples_is_a_data_error() -> None:
     with pytest.raises(DataError, match="at least 2"):
         split_conversations(distinct_chats(1), holdout_fraction=0.5, seed=0)
     twins = [chat("same text here", "same"), chat("same text here", "same")]
-    with pytest.raises(DataError, match="1 near-duplicate cluster"):
+    with pytest.raises(DataError, match="only 1 near-duplicate cluster"):
         split_conversations(twins, holdout_fraction=0.5, seed=0)
+
+
+def test_clusters_too_large_for_the_fraction_is_a_data_error() -> None:
+    # Two clusters of 30 copies each: 5% would be 3 examples, but a cluster only moves whole.
+    data = [chat("refund the duplicate charge on my invoice", "ok")] * 30 + [chat("the app crashes", "ok")] * 30
+    with pytest.raises(DataError, match="too large"):
+        split_conversations(data, holdout_fraction=0.05, seed=0)
+
+
+def test_labels_without_two_clusters_fall_back_to_an_unstratified_split() -> None:
+    # Every label's examples are near duplicates of each other: one cluster per label.
+    data = [chat(f"{sentence(random.Random(k), 12)}", f"label-{k}") for k in range(20) for _ in range(2)]
+    result = split_conversations(data, holdout_fraction=0.2, seed=0)
+    assert not result.stratified and result.num_clusters == 20
+    assert len(result.holdout) == 8
 
 
 def test_tiny_dataset_still_holds_one_out() -> None:
