@@ -83,8 +83,8 @@ def split_conversations(
     clusters = near_duplicate_clusters(conversations, threshold=near_threshold)
     if len(clusters) < 2:
         raise DataError(
-            f"{len(conversations)} examples form only {len(clusters)} near-duplicate cluster: too few to hold "
-            "out any without leaking; add more distinct examples"
+            f"{len(conversations)} examples form only {len(clusters)} near-duplicate cluster: too few to "
+            "hold out any without leaking; add more distinct examples"
         )
     labels = classification_labels(conversations)
     strata = _strata(clusters, labels)

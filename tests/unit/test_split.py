@@ -173,7 +173,7 @@ def test_too_few_distinct_examples_is_a_data_error() -> None:
 
 def test_clusters_too_large_for_the_fraction_is_a_data_error() -> None:
     # Two clusters of 30 copies each: 5% would be 3 examples, but a cluster only moves whole.
-    data = [chat("refund the duplicate charge on my invoice", "ok")] * 30 + [chat("the app crashes", "ok")] * 30
+    data = [chat("refund the extra charge on my invoice", "ok")] * 30 + [chat("the app crashes", "ok")] * 30
     with pytest.raises(DataError, match="too large"):
         split_conversations(data, holdout_fraction=0.05, seed=0)
 
