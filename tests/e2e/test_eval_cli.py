@@ -1,0 +1,98 @@
+"""train -> eval -> compare through the real CLI on the tiny model; user errors exit 2 in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from honed.cli import app
+
+ROOT = Path(__file__).parents[2]
+TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
+DATA = str(ROOT / "examples" / "support_triage.jsonl")
+FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for name, lr in (("a", "2e-4"), ("b", "1e-3")):
+        out = root / name
+        result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), "--lr", lr, *FAST, "--json")
+        assert result.exit_code == 0, result.output
+        runs.append(out)
+    return runs[0], runs[1]
+
+
+def test_eval_writes_every_system_and_a_summary(two_runs) -> None:
+    run_a, _ = two_runs
+    result = cli("eval", str(run_a), "--limit", "12", "--baselines", "base,few-shot:2", "--batch-size", "4", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 12 and summary["main_metric"] == "field_f1"  # JSON targets picked JSON metrics
+    assert set(summary["systems"]) == {"tuned", "base", "few-shot-2"}
+    assert {"json_valid", "schema_valid", "field_f1", "exact_match"} <= set(summary["metrics"])
+    assert set(summary["differences"]) == {"tuned - base", "tuned - few-shot-2"}
+    interval = summary["systems"]["tuned"]["metrics"]["field_f1"]
+    assert interval["low"] <= interval["value"] <= interval["high"]
+    assert summary["verdict"].startswith("Too small to tell: 12 holdout examples")
+    assert len(summary["holdout"]["sha256"]) == 64
+    for system in ("tuned", "base", "few-shot-2"):
+        rows = [json.loads(line) for line in (run_a / "eval" / f"{system}.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == list(range(12))
+        assert {"prompt", "reference", "output", "scores"} <= set(rows[0])
+    assert json.loads((run_a / "eval" / "summary.json").read_text())["verdict"] == summary["verdict"]
+
+
+def test_eval_tables_and_metric_override(two_runs) -> None:
+    _, run_b = two_runs
+    result = cli("eval", str(run_b), "--limit", "6", "--baselines", "none", "--metrics", "exact_match,chrf")
+    assert result.exit_code == 0, result.output
+    assert "exact_match" in result.stdout and "chrf" in result.stdout and "Too small to tell" in result.stdout
+    summary = json.loads((run_b / "eval" / "summary.json").read_text())
+    assert summary["metrics"] == ["exact_match", "chrf"] and summary["main_metric"] == "exact_match"
+
+
+def test_compare_two_evaluated_runs(two_runs) -> None:
+    run_a, run_b = two_runs
+    for run in two_runs:  # the same holdout sample for both, so examples can be compared
+        assert cli("eval", str(run), "--limit", "6", "--baselines", "none").exit_code == 0
+    result = cli("compare", str(run_a), str(run_b), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["names"] == ["a", "b"]
+    assert report["config_differences"]["lr"] == [0.0002, 0.001]
+    assert report["runs"][0]["data"]["train"]["sha256"] == report["runs"][1]["data"]["train"]["sha256"]
+    assert report["disagreements"]["same_holdout"] and report["disagreements"]["of"] == 6
+    assert set(report["metrics"]["field_f1"]) == {"a", "b"}
+    table = cli("compare", str(run_a), str(run_b))
+    assert table.exit_code == 0 and "config differences" in table.stdout
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path, two_runs) -> None:
+    run_a, _ = two_runs
+    cases = [
+        (["eval", str(tmp_path / "nope")], "not a honed run directory"),
+        (["eval", str(run_a), "--baselines", "zero"], "unknown baseline"),
+        (["eval", str(run_a), "--metrics", "bleu"], "unknown metric"),
+        (["eval", str(run_a), "--data", str(tmp_path / "missing.jsonl")], "no such file"),
+        (["compare", str(run_a)], "at least two"),
+        (["compare", str(run_a), str(tmp_path)], "not a honed run directory"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
