@@ -298,6 +298,7 @@ def train_command(
     merge: bool = typer.Option(False, "--merge", help="also save LoRA merged into the base weights in merged/"),
     resume: bool = typer.Option(False, "--resume", help="continue --out from its newest complete checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="log to stderr and print the result as JSON"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="training processes on this machine (torchrun; gloo on CPU, nccl on GPUs)"),
 ) -> None:
     """Fine-tune a model on your examples; writes a self-describing run directory.
 
@@ -308,7 +309,7 @@ def train_command(
     import json
 
     from honed.config import load_config
-    from honed.train import train
+    from honed.train import distributed, train
 
     console = err_console if as_json else Console(highlight=False)
     flags = {
@@ -324,7 +325,13 @@ def train_command(
         "merge": True if merge else None,
     }
     config = load_config(config_file, overrides=overrides or [], flags=flags)
-    result = train(config, out=out, resume=resume, console=console)
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        # The config was checked above, once; the same command now runs as `nproc` torchrun workers.
+        raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc=nproc))
+    with distributed.process_group(device_setting=config.device):
+        result = train(config, out=out, resume=resume, console=console)
+    if not distributed.is_main_process():
+        return
     summary = {
         "run_dir": str(result.run_dir),
         "status": result.status,

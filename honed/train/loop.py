@@ -41,6 +41,7 @@ from honed.errors import ConfigError, DataError, HonedError
 from honed.runs import now_iso, record_run, write_json_atomic, write_text_atomic
 from honed.train import checkpoint as ckpt
 from honed.train.batching import Example, MicroBatch, micro_batches, shard, step_examples, steps_in_epoch
+from honed.train.distributed import all_reduce_gradients
 from honed.train.guards import DataSummary, Watchdog, mask_preview, require_targets, summarise
 from honed.train.loss import loss_sum, model_parts, step_normaliser, token_losses
 
@@ -104,10 +105,8 @@ def sync_gradients(params: Sequence[torch.nn.Parameter], *, dist: Dist) -> None:
     """Sum gradients over ranks: each rank already divided by the global token count, so a sum is exact."""
     if not dist.active:
         return
-    for param in params:
-        if param.grad is None:  # a rank with no examples this step still has to take part
-            param.grad = torch.zeros_like(param)
-        torch.distributed.all_reduce(param.grad)
+    # One collective over a flat buffer instead of one per parameter (LoRA has ~400 small tensors).
+    all_reduce_gradients(params)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""Several training processes on one machine: torchrun launch, process group, gradient sum, FSDP2.
+
+`honed train --nproc N` (N > 1) does not train in the process the user started. It re-runs the same
+command line under torchrun (`python -m torch.distributed.run --standalone --nproc-per-node N -m honed ...`)
+and waits for it; each of the N workers sees torchrun's RANK / WORLD_SIZE / LOCAL_RANK variables, opens a
+process group (gloo on CPU, nccl on GPUs) and runs the ordinary training loop, which then:
+- takes a disjoint share of every optimizer step's examples (round-robin, `batching.shard`);
+- divides its summed token losses by the supervised-token count of the whole step over all ranks
+  (`loss.step_normaliser` all-reduces it);
+- sums the gradients over ranks (`all_reduce_gradients`), so the update equals the 1-process update;
+- leaves every file (run.json, metrics.jsonl, checkpoints) to rank 0.
+
+Why a plain all-reduce of the gradients after the step's backward passes, not DistributedDataParallel:
+the loss is already normalised by the global token count, so the right combination is a SUM (DDP
+averages, and would need the loss scaled by the world size); a rank may get fewer micro-batches than
+another (or none, on a short last step), which DDP's per-backward hooks would turn into a hang, while
+one collective per optimizer step is the same on every rank; and the model stays unwrapped, so peft,
+checkpointing and the loss code see the same object as in one process. DDP overlaps communication with
+the backward pass; with LoRA's ~5M trainable parameters and gloo on a CPU there is nothing to win.
+The gradients travel as one flat buffer per dtype: one collective, not one per parameter.
+
+FSDP2 (`torch.distributed.fsdp.fully_shard`) shards full fine-tuning of a model too large for one GPU
+(`sharding: fsdp`, or `auto` = FSDP2 for `method: full` on several CUDA GPUs). FSDP2 then reduces the
+gradients itself (reduce-scatter); its divide factor is set to 1 so the result is the same sum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import subprocess
+import sys
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from honed.errors import ConfigError
+
+# torchrun sets these in every worker it starts; their presence means "already launched".
+_TORCHRUN_VARIABLES = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK")
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a worker that torchrun started (so `--nproc` must not launch again)."""
+    return all(name in os.environ for name in _TORCHRUN_VARIABLES)
+
+
+def threads_per_process(nproc: int) -> int:
+    """CPU threads for each of `nproc` workers, so together they use the machine's cores once."""
+    return max(1, (os.cpu_count() or 1) // max(1, nproc))
+
+
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    """`argv` less `--nproc N` / `--nproc=N`: workers know they are workers from torchrun's variables, and
+    torchrun's own parser would take `--nproc` for an abbreviation of its `--nproc-per-node`.
+
+    >>> without_nproc(["train", "--nproc", "2", "--out", "r", "--nproc=3"])
+    ['train', '--out', 'r']
+    """
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def torchrun_command(argv: Sequence[str], *, nproc: int) -> list[str]:
+    """The command that runs `honed <argv>` as `nproc` torchrun workers on this machine.
+
+    >>> torchrun_command(["train", "--data", "d.jsonl", "--nproc", "2"], nproc=2)[1:]
+    ['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m', 'honed', 'train', '--data', 'd.jsonl']
+    """
+    argv = without_nproc(argv)
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a local rendezvous on a free port: one machine, no cluster settings
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "honed",
+        *argv,
+    ]
+
+
+def relaunch(argv: Sequence[str], *, nproc: int) -> int:
+    """Run `honed <argv>` under torchrun with `nproc` workers, wait, and return its exit status.
+
+    >>> status = relaunch(["train", "--data", "d.jsonl", "--out", "runs/x", "--nproc", "2"], nproc=2)  # doctest: +SKIP
+    """
+    if nproc < 2:
+        raise ValueError("relaunch needs at least 2 processes")
+    env = dict(os.environ)
+    # torchrun would otherwise force 1 thread per worker and print a warning about it.
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))
+    return subprocess.run(torchrun_command(argv, nproc=nproc), env=env).returncode
+
+
+def backend_for(device: str) -> str:
+    """The collective backend for a device: nccl between GPUs, gloo on CPU."""
+    return "nccl" if device.startswith("cuda") else "gloo"
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0, or the only process: the one that prints summaries and writes files."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def worker_device(device_setting: str) -> str:
+    """The device this worker trains on: its own GPU (LOCAL_RANK) when CUDA is used, else the CPU."""
+    if device_setting != "cpu" and torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return f"cuda:{local_rank}"
+    if device_setting == "cuda":
+        raise ConfigError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
+    return "cpu"
+
+
+@contextlib.contextmanager
+def process_group(*, device_setting: str = "auto", timeout_s: float = 1800) -> Iterator[None]:
+    """Open the torch.distributed process group when torchrun started this process; close it after.
+
+    Outside torchrun (WORLD_SIZE unset or 1) this does nothing, so one code path serves both.
+
+    >>> with process_group(device_setting="auto"):  # doctest: +SKIP
+    ...     train(config, out="runs/x")
+    """
+    if world_size_from_env() <= 1 or torch.distributed.is_initialized():
+        yield
+        return
+    device = worker_device(device_setting)
+    kwargs: dict[str, Any] = {"backend": backend_for(device), "timeout": dt.timedelta(seconds=timeout_s)}
+    if device.startswith("cuda"):
+        kwargs["device_id"] = torch.device(device)
+    torch.distributed.init_process_group(**kwargs)
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
+    """Sum every parameter's gradient over all ranks, in one collective per dtype.
+
+    A parameter without a gradient on this rank (no examples this step) takes part with zeros, so
+    every rank issues the same collectives and none waits forever.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() == 1:
+        return
+    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+    for param in params:
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        by_dtype.setdefault(param.grad.dtype, []).append(param)
+    for group in by_dtype.values():
+        flat = torch.cat([p.grad.reshape(-1) for p in group])
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for p in group:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
+
+
+def use_fsdp(*, sharding: str, method: str, device: str, world_size: int) -> bool:
+    """Whether to shard the model with FSDP2. `auto`: full fine-tuning on several CUDA GPUs.
+
+    Asked for explicitly where it cannot help (CPU, one process, LoRA), it is a ConfigError that says why.
+
+    >>> use_fsdp(sharding="auto", method="full", device="cuda:0", world_size=2)
+    True
+    >>> use_fsdp(sharding="auto", method="lora", device="cuda:0", world_size=2)
+    False
+    """
+    if sharding == "none":
+        return False
+    wanted = method == "full" and device.startswith("cuda") and world_size > 1
+    if sharding == "auto":
+        return wanted
+    if not device.startswith("cuda"):
+        raise ConfigError(
+            "sharding: fsdp shards a full fine-tune over several GPUs; this run is on the CPU. Use "
+            "sharding: auto (gradients summed over processes, every process holds the whole model)"
+        )
+    if world_size < 2:
+        raise ConfigError("sharding: fsdp needs several processes: add --nproc N (N = number of GPUs)")
+    if method != "full":
+        raise ConfigError("sharding: fsdp is for method: full; LoRA's frozen base is small enough per GPU")
+    return True
+
+
+def shard_with_fsdp2(model: Any, *, mixed_precision: torch.dtype | None = None) -> Any:
+    """Wrap a transformers causal LM with FSDP2: each decoder layer, then the whole model, is sharded.
+
+    Gradients come out summed over ranks (divide factor 1), like `all_reduce_gradients` gives.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    kwargs: dict[str, Any] = {}
+    if mixed_precision is not None:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=mixed_precision, reduce_dtype=torch.float32)
+    for layer in model.get_decoder().layers:
+        fully_shard(layer, **kwargs)
+    fully_shard(model, **kwargs)
+    model.set_gradient_divide_factor(1.0)
+    return model
+
+
+def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict on the CPU; every rank must call it (it gathers the shards)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
