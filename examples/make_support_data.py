@@ -13,7 +13,7 @@ Messages vary in greeting, sign-off, slots (features, plans, amounts, browsers..
 short (about 20-60 tokens) so a small model trains on them in minutes on a CPU.
 
 Like real data it has a few quirks a data check should surface: 3 rows repeated exactly and 2 rows
-repeated with a one-word change. Every row is valid.
+sent again with "Hi," in front (near duplicates). Every row is valid.
 
     python examples/make_support_data.py            # writes examples/support_triage.jsonl
     python examples/make_support_data.py --rows 400 --seed 7 --out my.jsonl
@@ -225,11 +225,11 @@ def row(message: str, target: dict[str, str]) -> dict[str, object]:
 
 
 def near_copy(message: str) -> str:
-    """The same message sent again with one word changed (a customer re-sending, slightly edited)."""
-    for old, new in (("Hi,", "Hello,"), ("Hello,", "Hi,"), ("please", "pls"), ("the ", "our ")):
-        if old in message:
-            return message.replace(old, new, 1)
-    return message + " Thanks"
+    """The same message sent again with a greeting in front (a customer re-sending it, slightly edited).
+
+    One added word keeps it a near duplicate under any reasonable measure (word or character shingles).
+    """
+    return "Hi, " + message[0].lower() + message[1:]
 
 
 def generate(rows: int, seed: int) -> list[dict[str, object]]:
@@ -244,8 +244,14 @@ def generate(rows: int, seed: int) -> list[dict[str, object]]:
         if recipe not in seen:
             seen.add(recipe)
             examples.append((message, target))
-    repeats = [examples[i] for i in rng.sample(range(len(examples)), 5)]
-    quirks = repeats[:3] + [(near_copy(m), t) for m, t in repeats[3:]]
+    exact = [examples[i] for i in rng.sample(range(len(examples)), 3)]
+    # Near copies of longer messages without a greeting, so the copy differs by one word in many.
+    greetings = tuple(g.lower() for g in GREETINGS if g)
+    plain = [
+        i for i, (m, _) in enumerate(examples) if len(m.split()) >= 12 and not m.lower().startswith(greetings)
+    ]
+    near = [(near_copy(examples[i][0]), examples[i][1]) for i in rng.sample(plain, 2)]
+    quirks = exact + near
     for quirk in quirks:
         examples.insert(rng.randrange(len(examples) + 1), quirk)
     return [row(m, t) for m, t in examples]
