@@ -125,7 +125,8 @@ def chat_faults(record: dict[str, Any]) -> list[Fault]:
         return [("messages", "empty list; add at least a user message and the assistant's reply")]
     faults: list[Fault] = []
     for i, message in enumerate(messages):
-        faults.extend(_message_faults(i, message))
+        if not _plain_and_valid(message):  # the full checks only for messages that need them
+            faults.extend(_message_faults(i, message))
     if not faults:  # whole-conversation rules only make sense once every message is well formed
         faults.extend(_conversation_faults(messages))
     tools = record.get("tools")
@@ -141,6 +142,21 @@ def _missing_messages(record: dict[str, Any]) -> str:
                 "use one format per file")
     return (f"missing field 'messages' (keys found: {keys_found(record)}); "
             "each record needs {\"messages\": [{\"role\": ..., \"content\": ...}, ...]}")
+
+
+_PLAIN_KEYS = {"role", "content"}
+_MAY_BE_EMPTY = ("system", "tool")
+
+
+def _plain_and_valid(message: Any) -> bool:
+    """Fast path for the common message: exactly a known role and non-empty text (see _message_faults)."""
+    return (
+        type(message) is dict
+        and message.keys() == _PLAIN_KEYS
+        and message["role"] in ROLES
+        and type(message["content"]) is str
+        and (message["role"] in _MAY_BE_EMPTY or not message["content"].isspace() and message["content"] != "")
+    )
 
 
 def _message_faults(i: int, message: Any) -> list[Fault]:

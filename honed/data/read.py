@@ -247,6 +247,8 @@ def _row_to_chat(row: rows_mod.Row, kind: str, *, columns: ColumnMapping | None,
             value = {**value, "messages": json.loads(value["messages"])}
         except json.JSONDecodeError as exc:
             return None, [("messages", f"invalid JSON in the cell: {exc.msg} at character {exc.pos + 1}")]
+        except RecursionError:
+            return None, [("messages", "invalid JSON in the cell: nested too deeply")]
     return to_chat(value, kind, columns=columns)
 
 

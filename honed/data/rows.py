@@ -186,6 +186,8 @@ def _json_array_rows(path: Path, text: str, start: int) -> list[Row]:
         line, counted = line + text.count("\n", counted, pos), pos
         try:
             value, end = decoder.raw_decode(text, pos)
+        except RecursionError:
+            raise DataError(f"{path}:{line}: invalid JSON: nested too deeply") from None
         except json.JSONDecodeError as exc:
             hint = "a trailing comma? " if rows and text.startswith("]", exc.pos) else ""
             raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno} ({hint}"
@@ -243,7 +245,7 @@ def csv_rows(path: Path, text: Text, *, delimiter: str = ",") -> tuple[list[str]
             if header is None:
                 header = [name.strip() for name in cells]
                 continue
-            raw = lines[first - 1] if first == last else "\n".join(lines[first - 1:last])
+            raw = "\n".join(lines[first - 1:last])  # a slice: safe even where csv counts a bare \r as a line
             rows.append(_csv_row(Source(str(path), first), raw.rstrip("\r"), header, cells, last))
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({exc}); check the quoting on that line") from None
