@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python examples/demo.py
+	bash examples/demo.sh
 
 test: install
 	$(BIN)/python -m pytest -q tests
