@@ -87,15 +87,22 @@ def detect_kind(record: dict[str, Any]) -> str | None:
     return None
 
 
-def to_chat(record: Any, kind: str, *, columns: ColumnMapping | None = None) -> tuple[dict | None, list[Fault]]:
+def to_chat(
+    record: Any, kind: str, *, columns: ColumnMapping | None = None
+) -> tuple[dict | None, list[Fault]]:
     """Convert one record of format `kind` to the canonical chat dict, or return its faults.
 
     >>> to_chat({"prompt": "2+2=", "completion": "4"}, "prompt-completion")
     ({'messages': [{'role': 'user', 'content': '2+2='}, {'role': 'assistant', 'content': '4'}]}, [])
     """
     if not isinstance(record, dict):
-        return None, [(None, f"expected a JSON object like {{\"messages\": [...]}}, got {type_name(record)}; "
-                             "put one example object on each line")]
+        return None, [
+            (
+                None,
+                f'expected a JSON object like {{"messages": [...]}}, got {type_name(record)}; '
+                "put one example object on each line",
+            )
+        ]
     if kind == CHAT:
         faults = chat_faults(record)
         return (None if faults else record), faults
@@ -138,10 +145,14 @@ def chat_faults(record: dict[str, Any]) -> list[Fault]:
 def _missing_messages(record: dict[str, Any]) -> str:
     other = detect_kind(record)
     if other is not None:
-        return (f"this record is {other} but the file is openai-chat (detected from its first record); "
-                "use one format per file")
-    return (f"missing field 'messages' (keys found: {keys_found(record)}); "
-            "each record needs {\"messages\": [{\"role\": ..., \"content\": ...}, ...]}")
+        return (
+            f"this record is {other} but the file is openai-chat (detected from its first record); "
+            "use one format per file"
+        )
+    return (
+        f"missing field 'messages' (keys found: {keys_found(record)}); "
+        'each record needs {"messages": [{"role": ..., "content": ...}, ...]}'
+    )
 
 
 _PLAIN_KEYS = {"role", "content"}
@@ -155,7 +166,9 @@ def _plain_and_valid(message: Any) -> bool:
         and message.keys() == _PLAIN_KEYS
         and message["role"] in ROLES
         and type(message["content"]) is str
-        and (message["role"] in _MAY_BE_EMPTY or not message["content"].isspace() and message["content"] != "")
+        and (
+            message["role"] in _MAY_BE_EMPTY or not message["content"].isspace() and message["content"] != ""
+        )
     )
 
 
@@ -215,19 +228,30 @@ def _conversation_faults(messages: list[dict[str, Any]]) -> list[Fault]:
     if not assistants:
         return [("messages", "no assistant message, so nothing to learn from; add the assistant's reply")]
     if all(m.get("weight") == 0 for m in assistants):
-        return [("messages", "no trainable assistant turn (every assistant message has weight 0); "
-                             "set weight 1 on the turns to learn from")]
+        return [
+            (
+                "messages",
+                "no trainable assistant turn (every assistant message has weight 0); "
+                "set weight 1 on the turns to learn from",
+            )
+        ]
     last = messages[-1]["role"]
     if last != "assistant":
-        return [(f"messages[{len(messages) - 1}]", f"conversation ends on a {last} message; "
-                                                    "end it with the assistant reply to learn from")]
+        return [
+            (
+                f"messages[{len(messages) - 1}]",
+                f"conversation ends on a {last} message; end it with the assistant reply to learn from",
+            )
+        ]
     return []
 
 
 # --- prompt-completion, alpaca, columns ------------------------------------------------------------------
 
 
-def _text_field(record: dict[str, Any], name: str, *, required: bool = True) -> tuple[str | None, Fault | None]:
+def _text_field(
+    record: dict[str, Any], name: str, *, required: bool = True
+) -> tuple[str | None, Fault | None]:
     """A string field: (value, None) or (None, fault). Optional fields may be missing, null or empty."""
     value = record.get(name)
     if value is None:
@@ -247,7 +271,9 @@ def _from_prompt_completion(record: dict[str, Any]) -> tuple[dict | None, list[F
     faults = [f for f in (prompt_fault, completion_fault) if f is not None]
     if faults:
         return None, faults
-    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]}, []
+    return {
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    }, []
 
 
 def _from_alpaca(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from honed.data import rows as rows_mod
 from honed.data.formats import (
@@ -54,12 +55,23 @@ __all__ = [
 ]
 
 FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "csv", "parquet")
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-            ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 TABULAR = ("csv", "tsv", "parquet")
 RECORD_FORMATS = {"chat": CHAT, "openai-chat": CHAT, "prompt-completion": PROMPT_COMPLETION, "alpaca": ALPACA}
 # Columns that tell the format of a CSV/Parquet file without a mapping, and the columns each needs.
-REQUIRED_COLUMNS = {CHAT: ("messages",), PROMPT_COMPLETION: ("prompt", "completion"), ALPACA: ("instruction", "output")}
+REQUIRED_COLUMNS = {
+    CHAT: ("messages",),
+    PROMPT_COMPLETION: ("prompt", "completion"),
+    ALPACA: ("instruction", "output"),
+}
 RAW_CHARS = 10_000  # a bad row's text kept for the side file: enough to see it, never 10 MB
 MAX_LISTED = 50
 COLUMN_FLAGS = "pass --prompt-col NAME --response-col NAME (and optionally --system TEXT)"
@@ -97,10 +109,13 @@ class ReadResult:
     invalid_path: Path | None = None  # set by load_or_fail(skip_invalid=True) when it wrote bad rows
 
 
-def read_conversations(path: str | Path, *, fmt: str = "auto", columns: ColumnMapping | None = None) -> ReadResult:
+def read_conversations(
+    path: str | Path, *, fmt: str = "auto", columns: ColumnMapping | None = None
+) -> ReadResult:
     """Read every row of a data file into Conversations and collect every row problem.
 
-    >>> result = read_conversations("banking77/train.csv", columns=ColumnMapping("text", "category"))
+    >>> mapping = ColumnMapping("text", "category")
+    >>> result = read_conversations("banking77/train.csv", columns=mapping)  # doctest: +SKIP
     >>> result.format, len(result.conversations), result.problems  # doctest: +SKIP
     ('csv (prompt=text, response=category)', 10003, [])
     """
@@ -108,20 +123,34 @@ def read_conversations(path: str | Path, *, fmt: str = "auto", columns: ColumnMa
     container = _container(path, fmt)
     kind = RECORD_FORMATS.get(fmt)
     if kind is not None and columns is not None:
-        raise ConfigError(f"--format {fmt} and --prompt-col/--response-col exclude each other; pass one of them")
+        raise ConfigError(
+            f"--format {fmt} and --prompt-col/--response-col exclude each other; pass one of them"
+        )
     try:
         if container == "parquet":
-            rows, kind, label, unit = _read_parquet(path, kind, columns)
+            parsed = _read_parquet(path, kind, columns)
         elif container in TABULAR:
-            rows, kind, label, unit = _read_csv(path, container, kind, columns)
+            parsed = _read_csv(path, container, kind, columns)
         else:
-            rows, kind, label, unit = _read_json(path, container, kind, columns)
+            parsed = _read_json(path, container, kind, columns)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
-    if not rows:
+        raise DataError(
+            f"{path}: cannot read the file ({exc.strerror or exc}); check its permissions"
+        ) from None
+    if not parsed.rows:
         raise DataError(f"{path}: no examples in the file (it is empty or only blank lines); add examples")
-    return _convert(rows, kind=kind, label=label, unit=unit, columns=columns,
-                    messages_json=container in TABULAR)
+    return _convert(parsed, columns=columns)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A file split into rows, and the record format they are in."""
+
+    rows: list[rows_mod.Row]
+    kind: str  # CHAT, PROMPT_COMPLETION, ALPACA or COLUMNS
+    label: str  # what ReadResult.format says, e.g. "openai-chat (jsonl)"
+    unit: str = "line"  # "row" for Parquet
+    tabular: bool = False  # CSV/Parquet: a `messages` column may hold JSON text
 
 
 def _container(path: Path, fmt: str) -> str:
@@ -140,19 +169,22 @@ def _container(path: Path, fmt: str) -> str:
     if fmt != "auto":
         return "jsonl"  # an explicit record format on an unknown extension: JSON lines
     hint = "; decompress it first" if path.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".zst") else ""
-    raise DataError(f"{path}: unsupported file type {path.suffix or '(no extension)'!r}{hint}; use .jsonl, .json, "
-                    f".csv, .tsv or .parquet, or pass --format {'|'.join(FORMATS[1:])}")
+    raise DataError(
+        f"{path}: unsupported file type {path.suffix or '(no extension)'!r}{hint}; use .jsonl, .json, "
+        f".csv, .tsv or .parquet, or pass --format {'|'.join(FORMATS[1:])}"
+    )
 
 
-def _read_json(path: Path, container: str, kind: str | None,
-               columns: ColumnMapping | None) -> tuple[list[rows_mod.Row], str, str, str]:
+def _read_json(path: Path, container: str, kind: str | None, columns: ColumnMapping | None) -> _Parsed:
     text = rows_mod.read_text(path)
-    rows = rows_mod.json_file_rows(path, text) if container == "json" else rows_mod.json_lines_rows(path, text)
+    rows = (
+        rows_mod.json_file_rows(path, text) if container == "json" else rows_mod.json_lines_rows(path, text)
+    )
     if columns is not None:
-        return rows, COLUMNS, f"{container} ({_mapping_label(columns)})", "line"
+        return _Parsed(rows, COLUMNS, f"{container} ({_mapping_label(columns)})")
     if kind is None:
         kind = _detect_json_kind(path, rows)
-    return rows, kind, f"{kind} ({container})", "line"
+    return _Parsed(rows, kind, f"{kind} ({container})")
 
 
 def _detect_json_kind(path: Path, rows: list[rows_mod.Row]) -> str:
@@ -173,31 +205,35 @@ def _detect_json_kind(path: Path, rows: list[rows_mod.Row]) -> str:
     )
 
 
-def _read_csv(path: Path, container: str, kind: str | None,
-              columns: ColumnMapping | None) -> tuple[list[rows_mod.Row], str, str, str]:
+def _read_csv(path: Path, container: str, kind: str | None, columns: ColumnMapping | None) -> _Parsed:
     text = rows_mod.read_text(path)
     header, rows = rows_mod.csv_rows(path, text, delimiter="\t" if container == "tsv" else ",")
     if not rows:
-        return rows, CHAT, container, "line"  # read_conversations says the file has no examples
+        return _Parsed(rows, CHAT, container)  # read_conversations says the file has no examples
     kind, label = _tabular_kind(f"{path}:1", container, header, kind, columns)
-    return rows, kind, label, "line"
+    return _Parsed(rows, kind, label, tabular=True)
 
 
-def _read_parquet(path: Path, kind: str | None,
-                  columns: ColumnMapping | None) -> tuple[list[rows_mod.Row], str, str, str]:
+def _read_parquet(path: Path, kind: str | None, columns: ColumnMapping | None) -> _Parsed:
     names = rows_mod.parquet_columns(path)
     kind, label = _tabular_kind(str(path), "parquet", names, kind, columns)
     if kind == COLUMNS:
         assert columns is not None
         wanted = [columns.prompt_col, columns.response_col]
     else:
-        wanted = [name for name in names if name in ("messages", "tools", "prompt", "completion", "instruction",
-                                                     "input", "output", "system")]
-    return rows_mod.parquet_rows(path, list(dict.fromkeys(wanted))), kind, label, "row"
+        wanted = [
+            name
+            for name in names
+            if name
+            in ("messages", "tools", "prompt", "completion", "instruction", "input", "output", "system")
+        ]
+    rows = rows_mod.parquet_rows(path, list(dict.fromkeys(wanted)))
+    return _Parsed(rows, kind, label, unit="row", tabular=True)
 
 
-def _tabular_kind(where: str, container: str, header: list[str], kind: str | None,
-                  columns: ColumnMapping | None) -> tuple[str, str]:
+def _tabular_kind(
+    where: str, container: str, header: list[str], kind: str | None, columns: ColumnMapping | None
+) -> tuple[str, str]:
     """Which format a CSV/Parquet file's columns hold; DataError (once) when a needed column is missing."""
     found = ", ".join(clip(name, 40) for name in header) or "none"
     if columns is not None:
@@ -212,8 +248,10 @@ def _tabular_kind(where: str, container: str, header: list[str], kind: str | Non
     if kind is not None:
         needed = " and ".join(repr(n) for n in REQUIRED_COLUMNS[kind])
         raise DataError(f"{where}: --format {kind} needs column {needed}; columns found: {found}")
-    raise DataError(f"{where}: cannot tell which columns hold the prompt and the response (columns found: "
-                    f"{found}); {COLUMN_FLAGS}")
+    raise DataError(
+        f"{where}: cannot tell which columns hold the prompt and the response (columns found: "
+        f"{found}); {COLUMN_FLAGS}"
+    )
 
 
 def _mapping_label(columns: ColumnMapping) -> str:
@@ -221,23 +259,23 @@ def _mapping_label(columns: ColumnMapping) -> str:
     return f"prompt={columns.prompt_col}, response={columns.response_col}{system}"
 
 
-def _convert(rows: list[rows_mod.Row], *, kind: str, label: str, unit: str, columns: ColumnMapping | None,
-             messages_json: bool) -> ReadResult:
+def _convert(parsed: _Parsed, *, columns: ColumnMapping | None) -> ReadResult:
     """Rows -> Conversations; a row with faults becomes a BadRow with one Problem per fault."""
-    result = ReadResult(conversations=[], problems=[], format=label)
-    for row in rows:
-        canonical, faults = _row_to_chat(row, kind, columns=columns, messages_json=messages_json)
+    result = ReadResult(conversations=[], problems=[], format=parsed.label)
+    for row in parsed.rows:
+        canonical, faults = _row_to_chat(row, parsed.kind, columns=columns, messages_json=parsed.tabular)
         if canonical is not None and not faults:
             result.conversations.append(Conversation.from_json(canonical, source=row.source))
             continue
-        problems = [Problem(row.source, message, name, unit) for name, message in faults]
+        problems = [Problem(row.source, message, name, parsed.unit) for name, message in faults]
         result.problems.extend(problems)
         result.bad_rows.append(BadRow(row.source, _raw_text(row), problems))
     return result
 
 
-def _row_to_chat(row: rows_mod.Row, kind: str, *, columns: ColumnMapping | None,
-                 messages_json: bool) -> tuple[dict[str, Any] | None, list[Fault]]:
+def _row_to_chat(
+    row: rows_mod.Row, kind: str, *, columns: ColumnMapping | None, messages_json: bool
+) -> tuple[dict[str, Any] | None, list[Fault]]:
     if row.error is not None:
         return None, [(None, row.error)]
     value = row.value
@@ -260,8 +298,9 @@ def _raw_text(row: rows_mod.Row) -> str:
 # --- for commands: fail clearly, or skip bad rows and say where they went ---------------------------------
 
 
-def load_or_fail(path: str | Path, *, fmt: str = "auto", columns: ColumnMapping | None = None,
-                 skip_invalid: bool = False) -> ReadResult:
+def load_or_fail(
+    path: str | Path, *, fmt: str = "auto", columns: ColumnMapping | None = None, skip_invalid: bool = False
+) -> ReadResult:
     """Read a data file for a command: raise DataError listing the problems, or skip the bad rows.
 
     With `skip_invalid`, bad rows and their reasons go to `<input>.invalid.jsonl` (`result.invalid_path`)
@@ -277,12 +316,16 @@ def load_or_fail(path: str | Path, *, fmt: str = "auto", columns: ColumnMapping 
     count = len(result.bad_rows)
     if not skip_invalid:
         # Every problem goes in `details`; the CLI prints the first MAX_LISTED and "... and K more".
-        raise DataError(f"{count} invalid row{'s' if count != 1 else ''} in {path} "
-                        f"(first {MAX_LISTED} problems listed); fix them or pass --skip-invalid",
-                        details=[str(p) for p in result.problems])
+        raise DataError(
+            f"{count} invalid row{'s' if count != 1 else ''} in {path} "
+            f"(first {MAX_LISTED} problems listed); fix them or pass --skip-invalid",
+            details=[str(p) for p in result.problems],
+        )
     if not result.conversations:
-        raise DataError(f"all {count} rows in {path} are invalid, nothing left to use; first problem: "
-                        f"{result.problems[0]}")
+        raise DataError(
+            f"all {count} rows in {path} are invalid, nothing left to use; first problem: "
+            f"{result.problems[0]}"
+        )
     result.invalid_path = invalid_path_for(path)
     write_invalid(result.invalid_path, result.bad_rows)
     return result
@@ -298,8 +341,13 @@ def write_invalid(path: str | Path, bad_rows: Iterable[BadRow]) -> Path:
 
     Each line: `{"source": "data.jsonl:7", "problems": ["data.jsonl:7: ..."], "raw": "<the row's text>"}`.
     """
-    lines = (json.dumps({"source": str(row.source), "problems": [str(p) for p in row.problems],
-                         "raw": row.raw}, ensure_ascii=False) for row in bad_rows)
+    lines = (
+        json.dumps(
+            {"source": str(row.source), "problems": [str(p) for p in row.problems], "raw": row.raw},
+            ensure_ascii=False,
+        )
+        for row in bad_rows
+    )
     return _write_lines_atomic(Path(path), lines)
 
 

@@ -64,7 +64,7 @@ def read_text(path: Path) -> Text:
     """
     data = path.read_bytes()
     if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM):]
+        data = data[len(UTF8_BOM) :]
     binary = _binary_reason(data)
     if binary is not None:
         line, reason = binary
@@ -80,8 +80,10 @@ def read_text(path: Path) -> Text:
         try:
             lines.append(chunk.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            bad[number] = (f"invalid UTF-8 (byte 0x{chunk[exc.start]:02x} at byte {exc.start + 1} of the line); "
-                           "save the file as UTF-8 (it may be Latin-1 or Windows-1252)")
+            bad[number] = (
+                f"invalid UTF-8 (byte 0x{chunk[exc.start]:02x} at byte {exc.start + 1} of the line); "
+                "save the file as UTF-8 (it may be Latin-1 or Windows-1252)"
+            )
             lines.append(chunk.decode("utf-8", errors="replace"))
     return Text("\n".join(lines), bad)
 
@@ -95,7 +97,10 @@ def _binary_reason(data: bytes) -> tuple[int, str] | None:
     nul = data.find(b"\x00")  # memchr: fast even on big files; JSON and CSV text never holds a raw NUL
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
-        return line, f"it contains NUL bytes (first at byte {nul + 1}); pass a JSONL, JSON, CSV or Parquet file"
+        return (
+            line,
+            f"it contains NUL bytes (first at byte {nul + 1}); pass a JSONL, JSON, CSV or Parquet file",
+        )
     sample = head.decode("utf-8", errors="replace")
     if sample and sample.count("\ufffd") > 0.1 * len(sample):
         return 1, "most of its first bytes are not UTF-8 text; pass a JSONL, JSON, CSV or Parquet file"
@@ -142,13 +147,15 @@ def _refuse_pretty_printed(path: Path, text: str, lines: int) -> None:
     value = _one_json_value(text)
     if isinstance(value, (dict, list)):
         kind = "array" if isinstance(value, list) else "object"
-        raise DataError(f"{path}:1: the file is one JSON {kind} spread over {lines} lines, not JSON lines; "
-                        "put one record per line, or name the file .json (a JSON array of records)")
+        raise DataError(
+            f"{path}:1: the file is one JSON {kind} spread over {lines} lines, not JSON lines; "
+            "put one record per line, or name the file .json (a JSON array of records)"
+        )
 
 
 def _json_line_error(line: str, exc: json.JSONDecodeError, number: int) -> str:
     start = max(0, exc.pos - 30)
-    near = clip(line[start:exc.pos + 30], 60)
+    near = clip(line[start : exc.pos + 30], 60)
     message = f"invalid JSON: {exc.msg} at column {exc.colno} near {near!r}"
     stripped = line.strip()
     if stripped in ("{", "[") or (number == 1 and stripped.startswith("[")):
@@ -190,24 +197,32 @@ def _json_array_rows(path: Path, text: str, start: int) -> list[Row]:
             raise DataError(f"{path}:{line}: invalid JSON: nested too deeply") from None
         except json.JSONDecodeError as exc:
             hint = "a trailing comma? " if rows and text.startswith("]", exc.pos) else ""
-            raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno} ({hint}"
-                            "one error makes the whole JSON array unreadable); fix it and check again") from None
+            raise DataError(
+                f"{path}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno} ({hint}"
+                "one error makes the whole JSON array unreadable); fix it and check again"
+            ) from None
         rows.append(Row(Source(str(path), line), text[pos:end], value))
         pos = _WHITESPACE.match(text, end).end()
         if text.startswith(",", pos):
             comma, pos = pos, _WHITESPACE.match(text, pos + 1).end()
             if text.startswith("]", pos):  # JSON has no trailing commas (JavaScript and Python literals do)
                 where = 1 + text.count("\n", 0, comma)
-                raise DataError(f"{path}:{where}: invalid JSON: trailing comma before the closing ']'; remove it")
+                raise DataError(
+                    f"{path}:{where}: invalid JSON: trailing comma before the closing ']'; remove it"
+                )
         elif not text.startswith("]", pos):
             where = 1 + text.count("\n", 0, pos)
-            raise DataError(f"{path}:{where}: invalid JSON: expected ',' or ']' after the array element; "
-                            "fix it and check again")
-    rest = text[pos + 1:].strip()
+            raise DataError(
+                f"{path}:{where}: invalid JSON: expected ',' or ']' after the array element; "
+                "fix it and check again"
+            )
+    rest = text[pos + 1 :].strip()
     if rest:
         where = 1 + text.count("\n", 0, pos + 1)
-        raise DataError(f"{path}:{where}: invalid JSON: extra data after the closing ']' "
-                        f"near {clip(rest, 40)!r}; a .json file holds one array")
+        raise DataError(
+            f"{path}:{where}: invalid JSON: extra data after the closing ']' "
+            f"near {clip(rest, 40)!r}; a .json file holds one array"
+        )
     return rows
 
 
@@ -245,20 +260,24 @@ def csv_rows(path: Path, text: Text, *, delimiter: str = ",") -> tuple[list[str]
             if header is None:
                 header = [name.strip() for name in cells]
                 continue
-            raw = "\n".join(lines[first - 1:last])  # a slice: safe even where csv counts a bare \r as a line
+            raw = "\n".join(
+                lines[first - 1 : last]
+            )  # a slice: safe even where csv counts a bare \r as a line
             rows.append(_csv_row(Source(str(path), first), raw.rstrip("\r"), header, cells, last))
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({exc}); check the quoting on that line") from None
+        raise DataError(
+            f"{path}:{reader.line_num}: unreadable CSV ({exc}); check the quoting on that line"
+        ) from None
     _mark_bad_lines(rows, text.bad_lines)
     return header or [], rows
 
 
 def _csv_row(source: Source, raw: str, header: list[str], cells: list[str], last: int) -> Row:
     if len(cells) == len(header):
-        return Row(source, raw, dict(zip(header, cells)))
+        return Row(source, raw, dict(zip(header, cells, strict=True)))
     message = f"expected {len(header)} fields ({', '.join(header)}), found {len(cells)}"
     if last > source.line + 1:
-        message += f"; an unclosed quote (\") may have swallowed lines {source.line}-{last}"
+        message += f'; an unclosed quote (") may have swallowed lines {source.line}-{last}'
     else:
         message += "; quote fields that contain the delimiter"
     return Row(source, raw, error=message)
@@ -274,8 +293,10 @@ def parquet_columns(path: Path) -> list[str]:
     try:
         return list(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError ... for a file that is not Parquet
-        raise DataError(f"{path}: not a readable Parquet file ({clip(str(exc), 200)}); "
-                        "check the file or pass --format for its real format") from None
+        raise DataError(
+            f"{path}: not a readable Parquet file ({clip(str(exc), 200)}); "
+            "check the file or pass --format for its real format"
+        ) from None
 
 
 def parquet_rows(path: Path, columns: list[str]) -> list[Row]:

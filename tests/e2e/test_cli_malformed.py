@@ -25,8 +25,9 @@ MODEL = "tests/assets/tiny-llama"
 
 def honed(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "honed", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "honed", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def invoke(*args: str) -> Any:
@@ -72,14 +73,30 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, dict
     return found
 
 
-GENERATED = ["binary.jsonl", "nul_byte.jsonl", "undecodable.jsonl", "utf16.jsonl", "data.jsonl.gz",
-             "huge_garbage_line.jsonl", "parquet_empty_cell.parquet", "parquet_missing_column.parquet",
-             "parquet_no_mapping.parquet", "parquet_named_jsonl.jsonl"]
+GENERATED = [
+    "binary.jsonl",
+    "nul_byte.jsonl",
+    "undecodable.jsonl",
+    "utf16.jsonl",
+    "data.jsonl.gz",
+    "huge_garbage_line.jsonl",
+    "parquet_empty_cell.parquet",
+    "parquet_missing_column.parquet",
+    "parquet_no_mapping.parquet",
+    "parquet_named_jsonl.jsonl",
+]
 ALL_FAULTS = list(MANIFEST["faults"]) + [f"generated/{n}" for n in GENERATED]
 # One of each path through the code, run as separate processes exactly as a user would run them.
-IN_SUBPROCESS = ["invalid_json.jsonl", "invalid_utf8.jsonl", "unknown_role.jsonl", "unknown_format.jsonl",
-                 "csv_missing_column.csv", "generated/binary.jsonl", "generated/huge_garbage_line.jsonl",
-                 "generated/parquet_empty_cell.parquet"]
+IN_SUBPROCESS = [
+    "invalid_json.jsonl",
+    "invalid_utf8.jsonl",
+    "unknown_role.jsonl",
+    "unknown_format.jsonl",
+    "csv_missing_column.csv",
+    "generated/binary.jsonl",
+    "generated/huge_garbage_line.jsonl",
+    "generated/parquet_empty_cell.parquet",
+]
 
 
 def assert_reported(path: str, spec: dict[str, Any], code: int, stdout: str, stderr: str) -> None:
@@ -96,7 +113,9 @@ def test_every_generated_fault_is_covered(cases: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", ALL_FAULTS)
-def test_data_check_reports_the_fault(name: str, cases: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_check_reports_the_fault(
+    name: str, cases: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every file through the real Typer app, in this process (a fresh Python per file costs ~1 s each)."""
     monkeypatch.chdir(ROOT)
     path, spec = cases[name]
@@ -112,15 +131,17 @@ def subprocess_runs(cases: dict[str, Any]) -> dict[str, subprocess.CompletedProc
 
 
 @pytest.mark.parametrize("name", IN_SUBPROCESS)
-def test_data_check_process_reports_the_fault(name: str, cases: dict[str, Any],
-                                              subprocess_runs: dict[str, Any]) -> None:
+def test_data_check_process_reports_the_fault(
+    name: str, cases: dict[str, Any], subprocess_runs: dict[str, Any]
+) -> None:
     path, spec = cases[name]
     run = subprocess_runs[name]
     assert_reported(path, spec, run.returncode, run.stdout, run.stderr)
 
 
-@pytest.mark.xfail(reason="cli.user_errors prints the message as rich markup: '[/x]' in user data crashes it",
-                   strict=False)
+@pytest.mark.xfail(
+    reason="cli.user_errors prints the message as rich markup: '[/x]' in user data crashes it", strict=False
+)
 def test_markup_like_text_in_a_message_is_printed_as_is(tmp_path: Path) -> None:
     path = tmp_path / "keys.jsonl"
     path.write_text('{"[/x]": "a", "[bold]": "b"}\n')
@@ -131,11 +152,18 @@ def test_markup_like_text_in_a_message_is_printed_as_is(tmp_path: Path) -> None:
 def test_valid_oddities_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """BOM, CRLF, blank lines inside and at the end: accepted silently (exit 0, nothing reported)."""
     monkeypatch.chdir(ROOT)
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"Q{i}?"},
-                                      {"role": "assistant", "content": f"A{i}."}]}) for i in range(3)]
+    lines = [
+        json.dumps(
+            {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": f"A{i}."}]}
+        )
+        for i in range(3)
+    ]
     odd = tmp_path / "odd.jsonl"
     odd.write_bytes(b"\xef\xbb\xbf\r\n" + "\r\n\r\n".join(lines).encode() + b"\r\n  \r\n\r\n")
-    for path, fmt in ((odd, "openai-chat (jsonl)"), (CORPUS / "valid" / "bom_crlf.csv", "prompt-completion (csv)")):
+    for path, fmt in (
+        (odd, "openai-chat (jsonl)"),
+        (CORPUS / "valid" / "bom_crlf.csv", "prompt-completion (csv)"),
+    ):
         result = invoke("data", "check", str(path), "--model", MODEL, "--json")
         assert result.exit_code == 0, result.stderr
         report = json.loads(result.stdout)

@@ -26,7 +26,9 @@ def chat(user: str = "Hi", reply: str = "Hello") -> dict[str, Any]:
 
 
 def write_lines(path: Path, records: list[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8"
+    )
     return path
 
 
@@ -42,8 +44,13 @@ def test_chat_jsonl_keeps_everything_and_numbers_lines(tmp_path: Path) -> None:
         "messages": [
             {"role": "system", "content": "Use tools."},
             {"role": "user", "content": "Weather?"},
-            {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function",
-                                                                 "function": {"name": "w", "arguments": "{}"}}]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+                ],
+            },
             {"role": "tool", "content": "18C", "tool_call_id": "c1", "name": "w"},
             {"role": "assistant", "content": "18C.", "weight": 1},
         ],
@@ -63,7 +70,9 @@ def test_chat_jsonl_keeps_everything_and_numbers_lines(tmp_path: Path) -> None:
 
 def test_json_array_elements_keep_their_line(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
-    path.write_text('[\n  {"prompt": "a", "completion": "b"},\n\n  {"prompt": "c",\n   "completion": "d"}\n]\n')
+    path.write_text(
+        '[\n  {"prompt": "a", "completion": "b"},\n\n  {"prompt": "c",\n   "completion": "d"}\n]\n'
+    )
     result = read_conversations(path)
     assert result.format == "prompt-completion (json)"
     assert [c.source.line for c in result.conversations] == [2, 4]
@@ -102,7 +111,9 @@ def test_format_detected_from_the_first_record_with_known_keys(tmp_path: Path) -
     assert result.format == "prompt-completion (jsonl)"
     assert [row.source.line for row in result.bad_rows] == [1, 2]
     assert [str(p).split(": ", 1)[1] for p in result.bad_rows[1].problems] == [
-        "missing field 'prompt' (keys found: id)", "missing field 'completion' (keys found: id)"]
+        "missing field 'prompt' (keys found: id)",
+        "missing field 'completion' (keys found: id)",
+    ]
 
 
 def test_unknown_format_lists_keys_and_flags(tmp_path: Path) -> None:
@@ -121,7 +132,9 @@ def test_column_mapping_on_jsonl(tmp_path: Path) -> None:
 
 def test_every_problem_is_collected_and_good_rows_kept(tmp_path: Path) -> None:
     bad_role = {"messages": [{"role": "bot", "content": "x"}]}
-    path = write_lines(tmp_path / "d.jsonl", [chat(), "{nope", bad_role, chat("a", "b"), "[1]", chat("c", "")])
+    path = write_lines(
+        tmp_path / "d.jsonl", [chat(), "{nope", bad_role, chat("a", "b"), "[1]", chat("c", "")]
+    )
     result = read_conversations(path)
     assert texts(result) == [("Hi", "Hello"), ("a", "b")]
     assert sorted({p.source.line for p in result.problems}) == [2, 3, 5, 6]
@@ -131,8 +144,13 @@ def test_every_problem_is_collected_and_good_rows_kept(tmp_path: Path) -> None:
 
 
 def test_problem_text_names_file_line_field_and_fix(tmp_path: Path) -> None:
-    bad = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                        {"role": "bot", "content": "x"}]}
+    bad = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "bot", "content": "x"},
+        ]
+    }
     path = write_lines(tmp_path / "data.jsonl", [chat()] * 6 + [bad])
     problems = read_conversations(path).problems
     assert [str(p) for p in problems] == [
@@ -157,7 +175,9 @@ def test_bom_crlf_blank_lines_read_the_same(tmp_path: Path) -> None:
 
 def test_invalid_utf8_is_located_per_line(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_bytes(json.dumps(chat()).encode() + b"\n" + b'{"messages": "caf\xe9"}\n' + json.dumps(chat()).encode())
+    path.write_bytes(
+        json.dumps(chat()).encode() + b"\n" + b'{"messages": "caf\xe9"}\n' + json.dumps(chat()).encode()
+    )
     result = read_conversations(path)
     assert len(result.conversations) == 2
     assert str(result.problems[0]).startswith(f"{path}:2: invalid UTF-8 (byte 0xe9")
@@ -227,7 +247,9 @@ def test_csv_auto_mapping_by_obvious_columns(tmp_path: Path) -> None:
 def test_csv_without_obvious_columns_asks_for_flags(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("text,category\na,b\n")
-    with pytest.raises(DataError, match=r"d.csv:1: .*columns found: text, category.*--prompt-col NAME --response-col"):
+    with pytest.raises(
+        DataError, match=r"d.csv:1: .*columns found: text, category.*--prompt-col NAME --response-col"
+    ):
         read_conversations(path)
 
 
@@ -236,7 +258,9 @@ def test_csv_missing_mapped_column_is_reported_once(tmp_path: Path) -> None:
     path.write_text("text,category\n" + "a,b\n" * 100)
     with pytest.raises(DataError) as caught:
         read_conversations(path, columns=ColumnMapping("text", "label"))
-    assert caught.value.message == f"{path}:1: no column 'label' (--response-col); columns found: text, category"
+    assert (
+        caught.value.message == f"{path}:1: no column 'label' (--response-col); columns found: text, category"
+    )
     assert caught.value.details == []
 
 
@@ -382,9 +406,16 @@ def test_write_jsonl_round_trip(tmp_path: Path) -> None:
     conversations = [
         Conversation((Message("user", "é 中文 🙂\u2028x"), Message("assistant", "ok"))),
         Conversation(
-            (Message("system", "s"), Message("user", "u"), Message("assistant", "", tool_calls=[{"id": "1"}]),
-             Message("tool", "r", tool_call_id="1", name="f"), Message("assistant", "a", weight=1),
-             Message("user", "again"), Message("assistant", "b", weight=0), Message("assistant", "c")),
+            (
+                Message("system", "s"),
+                Message("user", "u"),
+                Message("assistant", "", tool_calls=[{"id": "1"}]),
+                Message("tool", "r", tool_call_id="1", name="f"),
+                Message("assistant", "a", weight=1),
+                Message("user", "again"),
+                Message("assistant", "b", weight=0),
+                Message("assistant", "c"),
+            ),
             tools=[{"type": "function", "function": {"name": "f"}}],
         ),
     ]
@@ -397,7 +428,9 @@ def test_write_jsonl_round_trip(tmp_path: Path) -> None:
 
 
 def test_write_jsonl_is_atomic(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "train.jsonl", [Conversation((Message("user", "a"), Message("assistant", "b")))])
+    path = write_jsonl(
+        tmp_path / "train.jsonl", [Conversation((Message("user", "a"), Message("assistant", "b")))]
+    )
     before = path.read_bytes()
 
     def broken() -> Any:
@@ -419,7 +452,7 @@ def test_write_invalid(tmp_path: Path) -> None:
     assert rows[0]["raw"] == "{oops" and rows[0]["problems"][0].startswith(f"{path}:2: invalid JSON")
 
 
-# --- load_or_fail --------------------------------------------------------------------------------------------
+# --- load_or_fail ----------------------------------------------------------------------------------------
 
 
 def test_load_or_fail_lists_problems(tmp_path: Path) -> None:
@@ -427,7 +460,10 @@ def test_load_or_fail_lists_problems(tmp_path: Path) -> None:
     with pytest.raises(DataError) as caught:
         load_or_fail(path)
     error = caught.value
-    assert error.message == f"60 invalid rows in {path} (first 50 problems listed); fix them or pass --skip-invalid"
+    assert (
+        error.message
+        == f"60 invalid rows in {path} (first 50 problems listed); fix them or pass --skip-invalid"
+    )
     assert len(error.details) == 60  # all of them; the CLI shows the first 50 and "... and 10 more"
     assert error.details[0].startswith(f"{path}:2: invalid JSON")
     assert error.details[-1].startswith(f"{path}:61: invalid JSON")

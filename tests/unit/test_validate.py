@@ -33,12 +33,24 @@ VALID_CHATS = {
     "system first": [{"role": "system", "content": "Be brief."}, user(), assistant()],
     "empty system": [{"role": "system", "content": ""}, user(), assistant()],
     "multi-turn weights": [user(), assistant(weight=0), user("More"), assistant("Sure", weight=1)],
-    "tool call without content": [user(), {"role": "assistant", "tool_calls": [CALL]},
-                                  {"role": "tool", "content": "18C"}, assistant("18C")],
-    "tool call null content": [user(), {"role": "assistant", "content": None, "tool_calls": [CALL]},
-                               {"role": "tool", "content": "18C", "tool_call_id": "c1", "name": "weather"},
-                               assistant("18C")],
-    "empty tool result": [user(), assistant("", tool_calls=[CALL]), {"role": "tool", "content": ""}, assistant()],
+    "tool call without content": [
+        user(),
+        {"role": "assistant", "tool_calls": [CALL]},
+        {"role": "tool", "content": "18C"},
+        assistant("18C"),
+    ],
+    "tool call null content": [
+        user(),
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "content": "18C", "tool_call_id": "c1", "name": "weather"},
+        assistant("18C"),
+    ],
+    "empty tool result": [
+        user(),
+        assistant("", tool_calls=[CALL]),
+        {"role": "tool", "content": ""},
+        assistant(),
+    ],
     "trailing weight-0 assistant": [user(), assistant(), user("Again"), assistant("Again", weight=0)],
     "null optional fields": [user(weight=None, name=None), assistant(tool_calls=None, tool_call_id=None)],
 }
@@ -53,44 +65,95 @@ def test_valid_chats_have_no_faults(messages: list[dict[str, Any]]) -> None:
 CHAT_FAULTS = {
     "missing messages": ({"msgs": []}, None, "missing field 'messages' (keys found: msgs)"),
     "other format in chat file": ({"prompt": "a", "completion": "b"}, None, "one format per file"),
-    "messages not a list": ({"messages": {"role": "user"}}, "messages", "must be a list of messages, got object"),
+    "messages not a list": (
+        {"messages": {"role": "user"}},
+        "messages",
+        "must be a list of messages, got object",
+    ),
     "messages empty": ({"messages": []}, "messages", "empty list"),
     "message not an object": ({"messages": ["hi", assistant()]}, "messages[0]", "must be an object"),
     "missing role": ({"messages": [{"content": "Hi"}, assistant()]}, "messages[0]", "missing field 'role'"),
-    "unknown role": ({"messages": [user(), {"role": "bot", "content": "x"}]}, "messages[1].role",
-                     "unknown role 'bot'; use one of system, user, assistant, tool"),
-    "role not a string": ({"messages": [{"role": 1, "content": "x"}, assistant()]}, "messages[0].role",
-                          "unknown role 1; use one of"),
-    "missing content": ({"messages": [{"role": "user"}, assistant()]}, "messages[0]", "missing field 'content'"),
+    "unknown role": (
+        {"messages": [user(), {"role": "bot", "content": "x"}]},
+        "messages[1].role",
+        "unknown role 'bot'; use one of system, user, assistant, tool",
+    ),
+    "role not a string": (
+        {"messages": [{"role": 1, "content": "x"}, assistant()]},
+        "messages[0].role",
+        "unknown role 1; use one of",
+    ),
+    "missing content": (
+        {"messages": [{"role": "user"}, assistant()]},
+        "messages[0]",
+        "missing field 'content'",
+    ),
     "null content": ({"messages": [user(None), assistant()]}, "messages[0].content", "is null"),
-    "content a number": ({"messages": [user(), assistant(4)]}, "messages[1].content",
-                         "must be a string, got number"),
-    "content a list of parts": ({"messages": [user([{"type": "text", "text": "Hi"}]), assistant()]},
-                                "messages[0].content", "join the text parts"),
+    "content a number": (
+        {"messages": [user(), assistant(4)]},
+        "messages[1].content",
+        "must be a string, got number",
+    ),
+    "content a list of parts": (
+        {"messages": [user([{"type": "text", "text": "Hi"}]), assistant()]},
+        "messages[0].content",
+        "join the text parts",
+    ),
     "empty user": ({"messages": [user(""), assistant()]}, "messages[0].content", "empty user message"),
-    "whitespace assistant": ({"messages": [user(), assistant(" \n\t")]}, "messages[1].content",
-                             "empty assistant message"),
+    "whitespace assistant": (
+        {"messages": [user(), assistant(" \n\t")]},
+        "messages[1].content",
+        "empty assistant message",
+    ),
     "weight 2": ({"messages": [user(), assistant(weight=2)]}, "messages[1].weight", "must be 0 or 1, got 2"),
     "weight 0.5": ({"messages": [user(), assistant(weight=0.5)]}, "messages[1].weight", "must be 0 or 1"),
     "weight true": ({"messages": [user(), assistant(weight=True)]}, "messages[1].weight", "must be 0 or 1"),
     "weight string": ({"messages": [user(), assistant(weight="1")]}, "messages[1].weight", "must be 0 or 1"),
-    "weight on user": ({"messages": [user(weight=1), assistant()]}, "messages[0].weight",
-                       "only assistant messages take a weight"),
-    "tool_calls not a list": ({"messages": [user(), assistant(tool_calls=CALL)]}, "messages[1].tool_calls",
-                              "must be a list of tool calls, got object"),
-    "tool call not an object": ({"messages": [user(), assistant(tool_calls=["weather()"])]},
-                                "messages[1].tool_calls", "every tool call must be an object"),
-    "tool_call_id not a string": ({"messages": [user(), assistant(), {"role": "tool", "content": "x",
-                                                                        "tool_call_id": 7}, assistant()]},
-                                  "messages[2].tool_call_id", "must be a string"),
-    "name not a string": ({"messages": [user(name=["x"]), assistant()]}, "messages[0].name", "must be a string"),
-    "no assistant": ({"messages": [{"role": "system", "content": "S"}, user()]}, "messages",
-                     "no assistant message"),
-    "no trainable assistant": ({"messages": [user(), assistant(weight=0)]}, "messages",
-                               "no trainable assistant turn"),
-    "ends on user": ({"messages": [user(), assistant(), user("And?")]}, "messages[2]", "ends on a user message"),
-    "ends on tool": ({"messages": [user(), assistant("", tool_calls=[CALL]), {"role": "tool", "content": "x"}]},
-                     "messages[2]", "ends on a tool message"),
+    "weight on user": (
+        {"messages": [user(weight=1), assistant()]},
+        "messages[0].weight",
+        "only assistant messages take a weight",
+    ),
+    "tool_calls not a list": (
+        {"messages": [user(), assistant(tool_calls=CALL)]},
+        "messages[1].tool_calls",
+        "must be a list of tool calls, got object",
+    ),
+    "tool call not an object": (
+        {"messages": [user(), assistant(tool_calls=["weather()"])]},
+        "messages[1].tool_calls",
+        "every tool call must be an object",
+    ),
+    "tool_call_id not a string": (
+        {"messages": [user(), assistant(), {"role": "tool", "content": "x", "tool_call_id": 7}, assistant()]},
+        "messages[2].tool_call_id",
+        "must be a string",
+    ),
+    "name not a string": (
+        {"messages": [user(name=["x"]), assistant()]},
+        "messages[0].name",
+        "must be a string",
+    ),
+    "no assistant": (
+        {"messages": [{"role": "system", "content": "S"}, user()]},
+        "messages",
+        "no assistant message",
+    ),
+    "no trainable assistant": (
+        {"messages": [user(), assistant(weight=0)]},
+        "messages",
+        "no trainable assistant turn",
+    ),
+    "ends on user": (
+        {"messages": [user(), assistant(), user("And?")]},
+        "messages[2]",
+        "ends on a user message",
+    ),
+    "ends on tool": (
+        {"messages": [user(), assistant("", tool_calls=[CALL]), {"role": "tool", "content": "x"}]},
+        "messages[2]",
+        "ends on a tool message",
+    ),
     "tools not a list": ({"messages": [user(), assistant()], "tools": "weather"}, "tools", "must be a list"),
 }
 
@@ -157,8 +220,10 @@ def test_prompt_completion_faults(record: dict[str, Any], field: str | None, tex
         ({"instruction": "Say hi.", "input": "", "output": "Hi"}, [user("Say hi."), assistant("Hi")]),
         ({"instruction": "Say hi.", "input": None, "output": "Hi"}, [user("Say hi."), assistant("Hi")]),
         ({"instruction": "Add.", "input": "1 1", "output": "2"}, [user("Add.\n\n1 1"), assistant("2")]),
-        ({"instruction": "Add.", "input": "1 1", "output": "2", "system": "Be exact."},
-         [{"role": "system", "content": "Be exact."}, user("Add.\n\n1 1"), assistant("2")]),
+        (
+            {"instruction": "Add.", "input": "1 1", "output": "2", "system": "Be exact."},
+            [{"role": "system", "content": "Be exact."}, user("Add.\n\n1 1"), assistant("2")],
+        ),
         ({"instruction": "Add.", "output": "2", "system": ""}, [user("Add."), assistant("2")]),
     ],
 )
@@ -186,8 +251,9 @@ def test_column_mapping_with_system_and_numeric_label() -> None:
     assert ReadColumnMapping is ColumnMapping  # one type, importable from read.py
     canonical, faults = to_chat({"text": "I lost my card", "label": 7}, "columns", columns=mapping)
     assert faults == []
-    assert canonical == {"messages": [{"role": "system", "content": "Classify."}, user("I lost my card"),
-                                      assistant("7")]}
+    assert canonical == {
+        "messages": [{"role": "system", "content": "Classify."}, user("I lost my card"), assistant("7")]
+    }
 
 
 @pytest.mark.parametrize(
@@ -232,7 +298,9 @@ def _where(name: str, spec: dict[str, Any]) -> str:
     return f"{name}: row {spec['line']}:" if spec.get("unit") == "row" else f"{name}:{spec['line']}:"
 
 
-def _assert_fault_found(folder: Path, name: str, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def _assert_fault_found(
+    folder: Path, name: str, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(folder)  # paths in messages are as given: relative here
     if spec.get("fatal"):
         with pytest.raises(DataError) as caught:
@@ -261,7 +329,9 @@ def test_committed_fault_is_located(name: str, monkeypatch: pytest.MonkeyPatch) 
     _assert_fault_found(CORPUS, name, MANIFEST["faults"][name], monkeypatch)
 
 
-def test_generated_faults_are_located(generated: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generated_faults_are_located(
+    generated: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder, manifest = generated
     for name, spec in manifest["faults"].items():
         _assert_fault_found(folder, name, spec, monkeypatch)

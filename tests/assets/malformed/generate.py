@@ -18,7 +18,9 @@ BIG = 10 * 1024 * 1024  # a 10 MB line
 
 
 def _chat(user: str, assistant: str) -> str:
-    return json.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]})
+    return json.dumps(
+        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+    )
 
 
 GOOD = "\n".join(_chat(f"Question {i}?", f"Answer {i}.") for i in range(2)) + "\n"
@@ -53,13 +55,24 @@ def generate(out: Path) -> dict[str, dict[str, Any]]:
     (out / "huge_valid_line.jsonl").write_text(GOOD + _chat("y" * BIG, "long") + "\n", encoding="utf-8")
     valid["huge_valid_line.jsonl"] = 3
 
-    table = {"text": ["I lost my card", "Where is my money?", "Hi"], "category": ["card_lost", "", "greeting"]}
+    table = {
+        "text": ["I lost my card", "Where is my money?", "Hi"],
+        "category": ["card_lost", "", "greeting"],
+    }
     _parquet(out / "parquet_empty_cell.parquet", table)
-    faults["parquet_empty_cell.parquet"] = {"line": 2, "unit": "row", "expect": "category: is empty",
-                                            "columns": ["text", "category"]}
+    faults["parquet_empty_cell.parquet"] = {
+        "line": 2,
+        "unit": "row",
+        "expect": "category: is empty",
+        "columns": ["text", "category"],
+    }
     _parquet(out / "parquet_missing_column.parquet", table)
-    faults["parquet_missing_column.parquet"] = {"line": None, "expect": "no column 'label'", "fatal": True,
-                                                "columns": ["text", "label"]}
+    faults["parquet_missing_column.parquet"] = {
+        "line": None,
+        "expect": "no column 'label'",
+        "fatal": True,
+        "columns": ["text", "label"],
+    }
     _parquet(out / "parquet_no_mapping.parquet", table)
     faults["parquet_no_mapping.parquet"] = {"line": None, "expect": "--prompt-col", "fatal": True}
     _parquet(out / "parquet_named_jsonl.jsonl", table)
