@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -70,14 +71,21 @@ def generate(n: int, path: Path, *, seed: int = 0) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def run_cli(path: Path) -> tuple[float, dict]:
+def children_cpu() -> float:
+    """CPU seconds used by finished child processes (and their reaped children: the CLI's workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_cli(path: Path) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds (all processes) and the JSON report of one CLI run."""
     command = [sys.executable, "-m", "honed", "data", "check", str(path), "--json"]
-    start = time.perf_counter()
+    cpu, start = children_cpu(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, children_cpu() - cpu
     if done.returncode != 0:
         sys.exit(f"data check failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds, json.loads(done.stdout)
+    return seconds, cpu, json.loads(done.stdout)
 
 
 def honed_tokens(path: Path) -> tuple[float, int]:
@@ -85,14 +93,16 @@ def honed_tokens(path: Path) -> tuple[float, int]:
     from functools import partial
 
     from honed.data.read import read_conversations
-    from honed.data.report import _count_tokens, default_workers, map_chunks
+    from honed.data.report import Chunked, _count_tokens, default_workers
     from honed.models import load_tokenizer
 
     conversations = read_conversations(path).conversations
     tokenizer = load_tokenizer("smollm2-135m")
     start = time.perf_counter()
-    counts = map_chunks(partial(_count_tokens, tokenizer=tokenizer, max_length=2048), conversations,
-                        workers=default_workers())
+    with Chunked(workers=default_workers()) as pool:
+        job = pool.add(partial(_count_tokens, tokenizer=tokenizer, max_length=2048), conversations)
+        pool.start()
+        counts = pool.collect(job)
     return time.perf_counter() - start, sum(c[0] for c in counts)
 
 
@@ -131,7 +141,7 @@ def machine() -> dict[str, str]:
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
-def markdown(n: int, m: dict[str, str], cli_s: float, report: dict, tok_s: float, trl: tuple[float, float, int],
+def markdown(n: int, m: dict[str, str], cli_s: float, cli_cpu: float, report: dict, tok_s: float, trl: tuple[float, float, int],
              load_after: str) -> str:
     t = report["tokens"]
     built, mapped, trl_total = trl
@@ -152,6 +162,7 @@ clusters, {report['refusals']['count']:,} refusals.
 | what | seconds | per 1k conversations |
 | --- | ---: | ---: |
 | honed data check, end to end (read, validate, tokenize + loss mask, duplicates, report) | {cli_s:.1f} | {cli_s / n * 1000:.2f} |
+| the same run's CPU time, all processes (/ {os.cpu_count()} cores = {cli_cpu / (os.cpu_count() or 1):.1f} s: the wall time on idle cores if perfectly parallel) | {cli_cpu:.1f} | {cli_cpu / n * 1000:.2f} |
 | honed token pass alone (render_batch over {os.cpu_count()} forked workers) | {tok_s:.1f} | {tok_s / n * 1000:.2f} |
 | peer: TRL SFT tokenization (`_tokenize` prompt + prompt-completion, `datasets.map(num_proc={os.cpu_count()})`) | {mapped:.1f} | {mapped / n * 1000:.2f} |
 | peer: building the `datasets.Dataset` first | {built:.1f} | {built / n * 1000:.2f} |
@@ -189,14 +200,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "conversations.jsonl"
         generate(args.n, path)
-        cli_s, report = run_cli(path)
-        print(f"honed data check: {cli_s:.1f} s, {report['tokens']['total']:,} tokens", flush=True)
+        cli_s, cli_cpu, report = run_cli(path)
+        print(f"honed data check: {cli_s:.1f} s wall, {cli_cpu:.1f} s CPU, {report['tokens']['total']:,} tokens",
+              flush=True)
         tok_s, total = honed_tokens(path)
         print(f"honed token pass: {tok_s:.1f} s ({total:,} tokens)", flush=True)
         trl = (0.0, 0.0, 0) if args.skip_peer else trl_tokens(path, os.cpu_count() or 1)
         print(f"TRL tokenization: dataset {trl[0]:.1f} s + map {trl[1]:.1f} s ({trl[2]:,} tokens)", flush=True)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = markdown(args.n, m, cli_s, report, tok_s, trl, load_after)
+    text = markdown(args.n, m, cli_s, cli_cpu, report, tok_s, trl, load_after)
     print(text)
     if not args.no_write and not args.skip_peer:
         write_section(text)

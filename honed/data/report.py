@@ -234,18 +234,22 @@ def _conversation_key(conversation: Conversation) -> str:
 
 # ---------------------------------------------------------------- parallel chunks
 
-_WORK: tuple[Callable[[Sequence[Any]], Any], Sequence[Any]] | None = None
+_JOBS: list[tuple[Callable[[Sequence[Any]], list[Any]], Sequence[Any]]] = []  # read by forked workers
 
 
-def _run_chunk(bounds: tuple[int, int]) -> Any:
-    assert _WORK is not None
-    func, items = _WORK
-    return func(items[bounds[0] : bounds[1]])
+def _run_chunk(task: tuple[int, int, int]) -> list[Any]:
+    job, start, stop = task
+    func, items = _JOBS[job]
+    return func(items[start:stop])
 
 
 def _worker_setup() -> None:
-    # Each worker is one process per core; the tokenizer's own thread pool would only oversubscribe them.
+    # One worker process per core; the tokenizer's own thread pool would only oversubscribe the cores.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _bounds(count: int) -> list[tuple[int, int]]:
+    return [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
 
 
 def default_workers() -> int:
@@ -255,35 +259,67 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def map_chunks(
-    func: Callable[[Sequence[Any]], list[Any]],
-    items: Sequence[Any],
-    *,
-    workers: int,
-    advance: Callable[[int], None] = lambda n: None,
-) -> list[Any]:
-    """`func` over `items` in chunks of CHUNK, concatenated in order; forked workers when it pays off.
+class Chunked:
+    """Run functions over sequences in chunks of CHUNK on forked worker processes.
 
-    Workers are forked so they inherit `items` and `func` (a loaded tokenizer) instead of pickling them;
-    only the small per-chunk results travel back. Without fork (Windows) it runs in this process.
+    `add` the jobs, `start()` them, do other work in this process meanwhile, then `collect(job)` each
+    job's results in order. Workers are forked, so they inherit the items and functions (a loaded
+    tokenizer) instead of pickling them; only the small per-chunk results travel back. With one worker,
+    little work or no fork (Windows), `collect` runs the job in this process instead.
+
+    >>> with Chunked(workers=2) as pool:  # doctest: +SKIP
+    ...     job = pool.add(count_tokens, conversations)
+    ...     pool.start()
+    ...     counts = pool.collect(job)
     """
-    global _WORK
-    bounds = [(start, min(start + CHUNK, len(items))) for start in range(0, len(items), CHUNK)]
-    results: list[Any] = []
-    if workers <= 1 or len(bounds) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        for start, stop in bounds:
-            results.extend(func(items[start:stop]))
-            advance(stop - start)
+
+    def __init__(self, *, workers: int) -> None:
+        self.workers = workers
+        self.jobs: list[tuple[Callable[[Sequence[Any]], list[Any]], Sequence[Any]]] = []
+        self.pending: list[Any] = []
+        self.pool: Any = None
+
+    def add(self, func: Callable[[Sequence[Any]], list[Any]], items: Sequence[Any]) -> int:
+        self.jobs.append((func, items))
+        return len(self.jobs) - 1
+
+    def start(self) -> None:
+        global _JOBS
+        chunks = sum(len(_bounds(len(items))) for _, items in self.jobs)
+        if self.workers <= 1 or chunks < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return
+        _JOBS = self.jobs  # set before the fork: the workers see it
+        self.pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_worker_setup)
+        for job, (_, items) in enumerate(self.jobs):  # queue everything now; workers go through it in order
+            self.pending.append(self.pool.imap(_run_chunk, [(job, a, b) for a, b in _bounds(len(items))]))
+
+    def collect(self, job: int, advance: Callable[[int], None] = lambda n: None) -> list[Any]:
+        func, items = self.jobs[job]
+        bounds = _bounds(len(items))
+        chunks = self.pending[job] if self.pool is not None else (func(items[a:b]) for a, b in bounds)
+        results: list[Any] = []
+        for (a, b), chunk in zip(bounds, chunks):
+            results.extend(chunk)
+            advance(b - a)
         return results
-    _WORK = (func, items)
-    try:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_setup) as pool:
-            for (start, stop), chunk in zip(bounds, pool.imap(_run_chunk, bounds)):
-                results.extend(chunk)
-                advance(stop - start)
-    finally:
-        _WORK = None
-    return results
+
+    def __enter__(self) -> Chunked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _JOBS
+        if self.pool is not None:
+            self.pool.terminate()  # every result was collected, or an error is on its way up
+            self.pool.join()
+        _JOBS = []
+
+
+def _signatures(texts: Sequence[str]) -> list[np.ndarray]:
+    return list(dedup.signatures(texts))
+
+
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    return np.stack(rows) if rows else np.zeros((0, dedup.NUM_PERM), dtype=np.uint32)
 
 
 # ---------------------------------------------------------------- tokens
@@ -326,28 +362,37 @@ def token_stats(counts: Sequence[tuple[int, int, int]], *, max_length: int) -> T
 # ---------------------------------------------------------------- duplicates, conflicts
 
 
+def near_texts(conversations: Sequence[Conversation]) -> dict[str, list[int]]:
+    """Rows per distinct dialogue text: near duplicates are searched among distinct texts only."""
+    return dedup.groups_of([dialogue_text(c) for c in conversations])
+
+
 def duplicates(
-    conversations: Sequence[Conversation], *, near_threshold: float, workers: int, advance: Callable[[int], None]
+    conversations: Sequence[Conversation],
+    *,
+    by_text: dict[str, list[int]],
+    sigs: np.ndarray,
+    near_threshold: float,
 ) -> Duplicates:
-    """Exact repeats of whole conversations, prompts and pairs; near-duplicate clusters of dialogue text."""
+    """Exact repeats of whole conversations, prompts and pairs; near-duplicate clusters of dialogue text.
+
+    `by_text` is `near_texts(conversations)` and `sigs` the MinHash signatures of its keys, in order.
+    """
     prompts = [c.prompt_text() for c in conversations]
     responses = [c.response_text() for c in conversations]
     whole = [_conversation_key(c) for c in conversations]
     exact_groups = [rows for rows in dedup.groups_of(whole).values() if len(rows) > 1]
-    texts = [dialogue_text(c) for c in conversations]
-    by_text = dedup.groups_of(texts)  # near duplicates are searched among distinct texts only
     distinct = list(by_text)
-    sigs = np.concatenate(
-        map_chunks(lambda chunk: [dedup.signatures(chunk)], distinct, workers=workers, advance=advance)
-        or [np.zeros((0, dedup.NUM_PERM), dtype=np.uint32)]
-    )
     clusters = dedup.near_duplicate_clusters(sigs, threshold=near_threshold)
     return Duplicates(
         exact=len(dedup.repeated_rows(whole)),
         exact_groups=len(exact_groups),
         repeated_prompts=len(dedup.repeated_rows(prompts)),
         repeated_pairs=len(dedup.repeated_rows(zip(prompts, responses))),
-        exact_examples=[[_example(conversations[i], texts[i]) for i in rows[:3]] for rows in exact_groups[:EXAMPLES_SHOWN]],
+        exact_examples=[
+            [_example(conversations[i], dialogue_text(conversations[i])) for i in rows[:3]]
+            for rows in exact_groups[:EXAMPLES_SHOWN]
+        ],
         near_threshold=near_threshold,
         near_clusters=len(clusters),
         near_rows=sum(len(by_text[distinct[i]]) for cluster in clusters for i in cluster),
@@ -428,10 +473,13 @@ def leakage(
     *,
     holdout_file: str,
     near_threshold: float,
-    workers: int,
-    advance: Callable[[int], None],
+    train_sigs: np.ndarray,
+    holdout_sigs: np.ndarray,
 ) -> Leakage:
-    """Holdout rows whose prompt appears in train: exactly, after normalizing, or nearly (MinHash)."""
+    """Holdout rows whose prompt appears in train: exactly, after normalizing, or nearly (MinHash).
+
+    `train_sigs` and `holdout_sigs` are the signatures of `dialogue_text(c, prompt_only=True)` per row.
+    """
     train_exact = {prompt_key(c): i for i, c in enumerate(train)}
     train_normalized = {prompt_key(c, normalized=True): i for i, c in enumerate(train)}
     exact_rows = [h for h, c in enumerate(holdout) if prompt_key(c) in train_exact]
@@ -442,12 +490,7 @@ def leakage(
 
     train_texts = [dialogue_text(c, prompt_only=True) for c in train]
     rest = [h for h in range(len(holdout)) if h not in matched]
-    rest_texts = [dialogue_text(holdout[h], prompt_only=True) for h in rest]
-    signer = lambda chunk: [dedup.signatures(chunk)]  # noqa: E731 - one-line adapter for map_chunks
-    empty = [np.zeros((0, dedup.NUM_PERM), dtype=np.uint32)]
-    train_sigs = np.concatenate(map_chunks(signer, train_texts, workers=workers, advance=advance) or empty)
-    rest_sigs = np.concatenate(map_chunks(signer, rest_texts, workers=workers, advance=advance) or empty)
-    near = dedup.near_matches(rest_sigs, train_sigs, threshold=near_threshold)
+    near = dedup.near_matches(holdout_sigs[rest], train_sigs, threshold=near_threshold)
     near_pairs = [(rest[p.left], p.right) for p in near]
 
     def shown(h: int, t: int) -> list[Example]:
@@ -525,10 +568,26 @@ def build_report(
     0.31
     """
     workers = default_workers() if workers is None else workers
-    count = partial(_count_tokens, tokenizer=tokenizer, max_length=max_length)
-    counts = map_chunks(count, train, workers=workers, advance=progress("tokenizing", len(train)))
-    near_total = len(train) * (2 if holdout is not None else 1) + (len(holdout) if holdout is not None else 0)
-    advance = progress("duplicates and leakage", near_total)
+    by_text = near_texts(train)
+    with Chunked(workers=workers) as pool:
+        count = partial(_count_tokens, tokenizer=tokenizer, max_length=max_length)
+        token_job = pool.add(count, train)
+        near_job = pool.add(_signatures, list(by_text))
+        if holdout is not None:
+            train_prompts_job = pool.add(_signatures, [dialogue_text(c, prompt_only=True) for c in train])
+            holdout_prompts_job = pool.add(_signatures, [dialogue_text(c, prompt_only=True) for c in holdout])
+        pool.start()
+        # This process works on the cheap single-pass findings while the workers tokenize.
+        conflicts_found, labels_found, refusals_found = conflicts(train), labels(train), refusals(train)
+        counts = pool.collect(token_job, progress("tokenizing", len(train)))
+        advance = progress("near duplicates", sum(len(items) for _, items in pool.jobs[1:]))
+        sigs = _stack(pool.collect(near_job, advance))
+        leaks = None
+        if holdout is not None:
+            train_sigs = _stack(pool.collect(train_prompts_job, advance))
+            holdout_sigs = _stack(pool.collect(holdout_prompts_job, advance))
+            leaks = leakage(train, holdout, holdout_file=holdout_file, near_threshold=near_threshold,
+                            train_sigs=train_sigs, holdout_sigs=holdout_sigs)
     report = Report(
         file=file,
         format=format,
@@ -538,13 +597,11 @@ def build_report(
         skipped_invalid=skipped_invalid,
         invalid_files=list(invalid_files),
         tokens=token_stats(counts, max_length=max_length),
-        duplicates=duplicates(train, near_threshold=near_threshold, workers=workers, advance=advance),
-        conflicts=conflicts(train),
-        labels=labels(train),
-        refusals=refusals(train),
-        leakage=None
-        if holdout is None
-        else leakage(train, holdout, holdout_file=holdout_file, near_threshold=near_threshold, workers=workers, advance=advance),
+        duplicates=duplicates(train, by_text=by_text, sigs=sigs, near_threshold=near_threshold),
+        conflicts=conflicts_found,
+        labels=labels_found,
+        refusals=refusals_found,
+        leakage=leaks,
     )
     report.warnings = findings(report)
     return report
