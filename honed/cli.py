@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from honed.errors import EXIT_USER_ERROR, HonedError
 
@@ -39,7 +40,8 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except HonedError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+            # escape: messages quote user data, which may look like rich markup ("[/x]")
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
             for line in exc.details[:MAX_DETAILS_SHOWN]:
                 err_console.print(f"  {line}", soft_wrap=True, markup=False)
             if len(exc.details) > MAX_DETAILS_SHOWN:

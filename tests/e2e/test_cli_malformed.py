@@ -139,9 +139,6 @@ def test_data_check_process_reports_the_fault(
     assert_reported(path, spec, run.returncode, run.stdout, run.stderr)
 
 
-@pytest.mark.xfail(
-    reason="cli.user_errors prints the message as rich markup: '[/x]' in user data crashes it", strict=False
-)
 def test_markup_like_text_in_a_message_is_printed_as_is(tmp_path: Path) -> None:
     path = tmp_path / "keys.jsonl"
     path.write_text('{"[/x]": "a", "[bold]": "b"}\n')
