@@ -73,6 +73,7 @@ def eval_command(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="prompts decoded together"),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="default: from the longest target"),
     seed: int = typer.Option(0, "--seed", help="seed of the few-shot choice and the bootstrap"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json instead of tables"),
 ) -> None:
     """Evaluate the tuned model against the base model and few-shot prompting on the same holdout.
@@ -89,7 +90,7 @@ def eval_command(
     settings = EvalSettings(
         data=data, limit=limit, baselines=baselines, schema=schema, checkpoint=checkpoint, batch_size=batch_size,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-        max_new_tokens=max_new_tokens, seed=seed,
+        max_new_tokens=max_new_tokens, seed=seed, threads=threads,
     )
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
         tasks: dict[str, Any] = {}

@@ -282,6 +282,7 @@ class EvalSettings:
     max_new_tokens: int | None = None
     seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
+    threads: int | None = None  # torch CPU threads; 1 is much faster on a machine shared with other jobs
 
 
 def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: OnProgress | None = None) -> dict[str, Any]:
@@ -291,8 +292,12 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     >>> summary["verdict"]  # doctest: +SKIP
     'Fine-tuning helped: field_f1 0.812 vs 0.204 for the base model (+0.608, 95% CI +0.561 to +0.655); ...'
     """
+    import torch
+
     from honed.runs import load_run
 
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     info = load_run(run_dir)
     run_path = Path(run_dir)
     hold_path = holdout_path(run_path, info.data, settings.data)

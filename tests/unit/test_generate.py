@@ -78,5 +78,5 @@ def test_rendered_prompts_in_original_order(tiny: tuple[object, object]) -> None
 
 def test_length_batches_and_max_new_tokens() -> None:
     assert length_batches([5, 1, 9, 2], batch_size=2) == [[2, 0], [3, 1]]
-    assert default_max_new_tokens([10, 20]) == 29
-    assert default_max_new_tokens([]) == 9
+    assert default_max_new_tokens([10, 20]) == 37
+    assert default_max_new_tokens([]) == 17

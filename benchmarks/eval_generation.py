@@ -1,0 +1,143 @@
+"""Benchmark: honed's batched greedy generation against one-by-one decoding, same prompts, same model.
+
+Usage:
+    .venv/bin/python benchmarks/eval_generation.py                  # 64 prompts, writes BENCHMARKS.md
+    .venv/bin/python benchmarks/eval_generation.py --prompts 8 --no-write   # quick smoke run
+
+The prompts are the first N user turns of restaurant8k's test.jsonl rendered with the model's chat template
+(system prompt included), exactly as `honed eval` renders them; max_new_tokens is derived from the
+references as `honed eval` does. Systems, one after another in this process on smollm2-135m (fp32, CPU):
+
+- honed batched:     `honed.evaluate.generate.generate(batch_size=B)` (left padding, KV cache, length-sorted
+                     batches, finished rows dropped);
+- honed one-by-one:  the same function with batch_size=1 (KV cache, no padding);
+- transformers one-by-one: `model.generate(do_sample=False)` called once per prompt, eos = <|im_end|> (the
+                     loop most evaluation scripts write).
+
+Throughput = generated tokens (stop token included) / wall seconds. The outputs of the batched run are
+compared token for token with the one-by-one run (they must match: greedy decoding is deterministic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "restaurant8k" / "test.jsonl"
+MODEL = "smollm2-135m"
+SECTION_START = "<!-- eval_generation:start -->"
+SECTION_END = "<!-- eval_generation:end -->"
+
+
+def load_prompts(count: int) -> tuple[Any, Any, list[list[int]], int]:
+    from honed.data.read import read_conversations
+    from honed.data.render import ensure_chat_template, render_prompt
+    from honed.evaluate.generate import default_max_new_tokens
+    from honed.models import load_model, load_tokenizer
+
+    tokenizer = ensure_chat_template(load_tokenizer(MODEL))
+    model = load_model(MODEL)
+    convs = read_conversations(DATA).conversations[:count]
+    prompts = [render_prompt(c, tokenizer) for c in convs]
+    refs = [c.response_text() for c in convs]
+    max_new = default_max_new_tokens([len(ids) for ids in tokenizer(refs, add_special_tokens=False)["input_ids"]])
+    return model, tokenizer, prompts, max_new
+
+
+def run_honed(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new: int, batch_size: int) -> dict[str, Any]:
+    from honed.evaluate.generate import generate
+
+    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size)
+    return {"tokens": stats.new_tokens, "seconds": stats.seconds, "ids": [o.token_ids for o in outputs]}
+
+
+def run_transformers(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new: int) -> dict[str, Any]:
+    import torch
+
+    from honed.evaluate.generate import stop_token_ids
+
+    stops = stop_token_ids(tokenizer, model)
+    started, tokens, ids = time.perf_counter(), 0, []
+    with torch.inference_mode():
+        for prompt in prompts:
+            out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 max_new_tokens=max_new, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=tokenizer.pad_token_id or stops[0])
+            new = out[0, len(prompt):].tolist()
+            tokens += len(new)
+            ids.append([t for t in new if t not in stops])
+    return {"tokens": tokens, "seconds": time.perf_counter() - started, "ids": ids}
+
+
+def render_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, *, max_new: int,
+                  matches: dict[str, int]) -> str:
+    import torch
+
+    one = results["honed one-by-one"]["tokens"] / results["honed one-by-one"]["seconds"]
+    lines = [
+        "## Evaluation: batched vs one-by-one generation",
+        "",
+        f"- Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} cores "
+        f"(shared with other jobs), torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        f"- Command: `.venv/bin/python benchmarks/eval_generation.py --prompts {args.prompts} "
+        f"--batch-size {args.batch_size}`",
+        f"- Work: {MODEL} (fp32, CPU), greedy, the first {args.prompts} prompts of restaurant8k test.jsonl "
+        f"rendered with the chat template, max_new_tokens {max_new} (derived from the references).",
+        "",
+        "| system | generated tokens | seconds | tokens/s | vs honed one-by-one | same tokens as one-by-one |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        rate = r["tokens"] / r["seconds"]
+        lines.append(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {rate:.1f} | {rate / one:.2f}x | "
+                     f"{matches[name]}/{args.prompts} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section of BENCHMARKS.md (between its markers), leaving the rest as it is."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    block = f"{SECTION_START}\n{section.rstrip()}\n{SECTION_END}"
+    if SECTION_START in text and SECTION_END in text:
+        before, rest = text.split(SECTION_START, 1)
+        text = before + block + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    args = parser.parse_args()
+    if not DATA.is_file():
+        sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
+    model, tokenizer, prompts, max_new = load_prompts(args.prompts)
+    run_honed(model, tokenizer, prompts[:2], max_new=4, batch_size=2)  # warm-up (first-call allocations)
+    results = {
+        f"honed batched (batch {args.batch_size})": run_honed(model, tokenizer, prompts, max_new=max_new,
+                                                              batch_size=args.batch_size),
+        "honed one-by-one": run_honed(model, tokenizer, prompts, max_new=max_new, batch_size=1),
+        "transformers generate one-by-one": run_transformers(model, tokenizer, prompts, max_new=max_new),
+    }
+    reference = results["honed one-by-one"]["ids"]
+    matches = {name: sum(a == b for a, b in zip(r["ids"], reference)) for name, r in results.items()}
+    report = render_report(results, args, max_new=max_new, matches=matches)
+    print(report)
+    if not args.no_write:
+        write_section(ROOT / "BENCHMARKS.md", report)
+
+
+if __name__ == "__main__":
+    main()
