@@ -619,6 +619,10 @@ def train(
     dist = dist_info()
     run_dir = Path(out)
     config, datasets = _open_run(config, run_dir, resume=resume, dist=dist, console=console)
+    if score_fn is None:  # `eval_metric` in the config: generate on a holdout sample at each eval (honed.evaluate)
+        from honed.evaluate.scorer import score_fn_from_config
+
+        score_fn = score_fn_from_config(config, datasets.holdout)
     torch.set_num_threads(config.num_threads or max(1, (os.cpu_count() or 1) // max(1, _local_world_size())))
     torch.manual_seed(config.seed)
     run_json = _read_run_json(run_dir) if resume else {}

@@ -96,3 +96,16 @@ def test_user_errors_exit_2_without_traceback(tmp_path, two_runs) -> None:
         result = cli(*args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_task_metric_during_training_selects_the_checkpoint(tmp_path) -> None:
+    out = tmp_path / "by-metric"
+    result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST,
+                 "--set", "eval_metric=auto", "--set", "eval_metric_examples=4", "--set", "select_by=holdout_field_f1",
+                 "--set", "eval_every=1", "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scored = [line for line in lines if "holdout_field_f1" in line]
+    assert len(scored) >= 2 and all(0.0 <= line["holdout_field_f1"] <= 1.0 for line in scored)
+    run = json.loads((out / "run.json").read_text())
+    assert run["selected_by"] == "holdout_field_f1" and "holdout_field_f1" in run["best"]
