@@ -16,6 +16,7 @@ from the hidden state at t - 1 of the same example. The mask is never re-derived
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -73,7 +74,8 @@ class MicroBatch:
         )
 
 
-def epoch_order(num_examples: int, *, seed: int, epoch: int) -> list[int]:
+@functools.lru_cache(maxsize=2)  # every step of an epoch asks for the same order
+def epoch_order(num_examples: int, *, seed: int, epoch: int) -> tuple[int, ...]:
     """The shuffled example order of one epoch: the same (seed, epoch) always gives the same order.
 
     >>> epoch_order(5, seed=0, epoch=0) == epoch_order(5, seed=0, epoch=0)
@@ -81,7 +83,7 @@ def epoch_order(num_examples: int, *, seed: int, epoch: int) -> list[int]:
     """
     order = list(range(num_examples))
     random.Random(f"honed:{seed}:{epoch}").shuffle(order)
-    return order
+    return tuple(order)
 
 
 def step_examples(num_examples: int, *, seed: int, step: int, batch_size: int) -> tuple[int, list[int]]:
@@ -89,7 +91,7 @@ def step_examples(num_examples: int, *, seed: int, step: int, batch_size: int) -
     steps_per_epoch = steps_in_epoch(num_examples, batch_size=batch_size)
     epoch, position = divmod(step - 1, steps_per_epoch)
     order = epoch_order(num_examples, seed=seed, epoch=epoch)
-    return epoch, order[position * batch_size : (position + 1) * batch_size]
+    return epoch, list(order[position * batch_size : (position + 1) * batch_size])
 
 
 def steps_in_epoch(num_examples: int, *, batch_size: int) -> int:

@@ -456,8 +456,9 @@ class Fit:
 
 
 def train_step(fit: Fit, step: int) -> dict[str, Any]:
-    """One optimizer step: accumulate the step's micro-batches, normalise by its supervised tokens, clip,
-    step. Returns the step's metrics; raises on a NaN/inf loss before the update is applied."""
+    """Forward and backward of one optimizer step: accumulate the step's micro-batches, each normalised
+    by the supervised tokens of the whole step, then sum gradients over ranks and clip. The caller checks
+    the numbers and applies the update."""
     config = fit.config
     epoch, indices = step_examples(len(fit.train), seed=config.seed, step=step, batch_size=config.batch_size)
     mine = [fit.train[i] for i in shard(indices, rank=fit.dist.rank, world_size=fit.dist.world_size)]
@@ -466,7 +467,6 @@ def train_step(fit: Fit, step: int) -> dict[str, Any]:
         mine, max_tokens=config.micro_batch_tokens, packing=config.packing, row_capacity=config.max_length, pad_id=pad_id
     )
     normaliser = step_normaliser(batches, device=fit.device)
-    started = time.perf_counter()
     parts = model_parts(fit.model)
     loss_total = 0.0
     for batch in batches:
@@ -480,14 +480,12 @@ def train_step(fit: Fit, step: int) -> dict[str, Any]:
     loss_total, tokens = all_reduce_sum([loss_total, float(tokens)], dist=fit.dist, device=fit.device)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
     lr = fit.scheduler.get_last_lr()[0]
-    elapsed = time.perf_counter() - started
     return {
         "step": step,
         "epoch": round(epoch + ((step - 1) % fit.steps_per_epoch + 1) / fit.steps_per_epoch, 4),
         "loss": loss_total / normaliser,
         "lr": lr,
         "grad_norm": float(grad_norm),
-        "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
         "tokens": int(tokens),
         "supervised_tokens": normaliser,
     }
@@ -562,12 +560,16 @@ def fit_loop(fit: Fit, state: TrainState) -> TrainState:
     with Progress(*columns, console=fit.console, disable=not fit.dist.is_main) as progress:
         task = progress.add_task("train", total=fit.total_steps, completed=state.step, loss="-", tps="-")
         for step in range(state.step + 1, fit.total_steps + 1):
+            started = time.perf_counter()
             record = train_step(fit, step)
+            # Checked before the update, so a NaN never reaches the weights or a checkpoint.
             for warning in watchdog.check(step=step, loss=record["loss"], grad_norm=record["grad_norm"]):
                 _say(fit, f"[yellow]warning:[/] {warning}")
             fit.optimizer.step()
             fit.scheduler.step()
             fit.optimizer.zero_grad(set_to_none=True)
+            # Real (non-padding) tokens over the whole step, optimizer included.
+            record["tokens_per_s"] = round(record["tokens"] / max(time.perf_counter() - started, 1e-9), 1)
             state.step = step
             improved = False
             if has_holdout and (step % fit.eval_every == 0 or step == fit.total_steps):
@@ -615,9 +617,14 @@ def train(
     >>> result.first_eval["holdout_loss"], result.best["holdout_loss"]  # doctest: +SKIP
     (2.31, 0.84)
     """
+    from honed.models import resolve
+
     console = console or Console()
     dist = dist_info()
     run_dir = Path(out)
+    if not resume:  # fail on a bad model spec or a GPU-only option before anything is written
+        resolve(config.model)
+        resolve_device(config, dist=dist)
     config, datasets = _open_run(config, run_dir, resume=resume, dist=dist, console=console)
     if score_fn is None:  # `eval_metric` in the config: generate on a holdout sample at each eval (honed.evaluate)
         from honed.evaluate.scorer import score_fn_from_config
@@ -698,6 +705,8 @@ def _open_run(
         return saved, load_run_datasets(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"--out {run_dir} already exists and is not empty; pass --resume to continue it or choose a new --out")
+    if dist.active:
+        torch.distributed.barrier()  # every rank has seen an empty --out before rank 0 writes into it
     datasets = load_datasets(config, run_dir, write=dist.is_main, log=log)
     if dist.active:
         torch.distributed.barrier()  # rank 0 has written the split files before anyone goes on

@@ -32,7 +32,7 @@ def test_each_epoch_visits_every_example_once():
     seen = [i for step in range(1, 5) for i in step_examples(10, seed=0, step=step, batch_size=3)[1]]
     assert sorted(seen) == list(range(10))  # steps 1..4 = epoch 0 (3+3+3+1)
     epoch, second = step_examples(10, seed=0, step=5, batch_size=3)
-    assert epoch == 1 and second == epoch_order(10, seed=0, epoch=1)[:3]
+    assert epoch == 1 and second == list(epoch_order(10, seed=0, epoch=1)[:3])
 
 
 def test_shard_splits_a_step_across_ranks_without_overlap():

@@ -182,3 +182,4 @@ def test_gpu_only_options_fail_clearly_on_cpu(tmp_path):
     for option, words in (("method=qlora", "qlora needs a CUDA GPU"), ("precision=bf16", "bf16 needs a CUDA GPU")):
         with pytest.raises(ConfigError, match=words):
             run(tmp_path, option.split("=")[1], option)
+        assert not (tmp_path / option.split("=")[1]).exists()  # refused before anything was written
