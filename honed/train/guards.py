@@ -18,6 +18,7 @@ from honed.errors import DataError, HonedError
 ZERO_GRAD_STEPS = 3
 FLAT_LOSS_STEPS = 20
 FLAT_LOSS_TOLERANCE = 1e-6
+HOLDOUT_STILL_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class Watchdog:
     zero_grad_streak: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=FLAT_LOSS_STEPS))
     warned_flat: bool = False
+    warned_still_holdout: bool = False
 
     def check(self, *, step: int, loss: float, grad_norm: float) -> list[str]:
         if not math.isfinite(loss) or not math.isfinite(grad_norm):
@@ -129,3 +131,15 @@ class Watchdog:
                     "check the learning rate and that the model's weights are trainable"
                 )
         return warnings
+
+    def check_eval(self, *, step: int, before: float | None, now: float | None) -> list[str]:
+        """Warn once when the holdout loss is where it was before training (a fixed set, so a clean signal)."""
+        if before is None or now is None or self.warned_still_holdout:
+            return []
+        if abs(now - before) > HOLDOUT_STILL_TOLERANCE * max(1.0, abs(before)):
+            return []
+        self.warned_still_holdout = True
+        return [
+            f"the holdout loss has not moved since training started ({before:.6f} -> {now:.6f} at step {step}): "
+            f"the learning rate ({self.lr:g}) may be far too low, or the trained weights are not used"
+        ]

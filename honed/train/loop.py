@@ -576,6 +576,9 @@ def fit_loop(fit: Fit, state: TrainState) -> TrainState:
                 state.last_eval = run_eval(fit)
                 record.update(state.last_eval)
                 improved = update_best(state, state.last_eval, step=step, select_by=config.select_by)
+                before, now = state.first_eval.get("holdout_loss"), state.last_eval.get("holdout_loss")
+                for warning in watchdog.check_eval(step=step, before=before, now=now):
+                    _say(fit, f"[yellow]warning:[/] {warning}")
                 _say(fit, f"step {step}: " + _format_metrics(state.last_eval) + (" (best)" if improved else ""))
                 patience = config.early_stopping_patience
                 state.stopped_early = patience is not None and state.bad_evals >= patience and step < fit.total_steps

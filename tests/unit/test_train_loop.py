@@ -120,6 +120,13 @@ def test_zero_gradients_and_a_flat_loss_are_warned_about(tmp_path, monkeypatch):
     assert "the loss has not moved for 20 steps" in output
 
 
+def test_a_holdout_loss_that_does_not_move_is_warned_about(tmp_path):
+    _, output = run(tmp_path, "still", "lr=1e-12", "eval_every=3")
+    assert "the holdout loss has not moved since training started" in output
+    _, output = run(tmp_path, "moving", "lr=1e-2", "eval_every=3")
+    assert "has not moved" not in output
+
+
 def test_task_metric_selects_the_checkpoint_and_early_stopping(tmp_path):
     scores = iter([0.1, 0.5, 0.4, 0.3, 0.2, 0.9])
 
