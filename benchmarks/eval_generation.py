@@ -87,7 +87,7 @@ def render_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, 
         f"- Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} cores "
         f"(shared with other jobs), torch {torch.__version__}, {torch.get_num_threads()} threads.",
         f"- Command: `.venv/bin/python benchmarks/eval_generation.py --prompts {args.prompts} "
-        f"--batch-size {args.batch_size}`",
+        f"--batch-size {args.batch_size} --threads {args.threads}`",
         f"- Work: {MODEL} (fp32, CPU), greedy, the first {args.prompts} prompts of restaurant8k test.jsonl "
         f"rendered with the chat template, max_new_tokens {max_new} (derived from the references).",
         "",
@@ -119,8 +119,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
+    # One thread: on a machine shared with other jobs, more torch threads oversubscribe the cores (5-20x slower).
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     if not DATA.is_file():
         sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
     model, tokenizer, prompts, max_new = load_prompts(args.prompts)

@@ -80,3 +80,35 @@ def test_length_batches_and_max_new_tokens() -> None:
     assert length_batches([5, 1, 9, 2], batch_size=2) == [[2, 0], [3, 1]]
     assert default_max_new_tokens([10, 20]) == 37
     assert default_max_new_tokens([]) == 17
+
+
+def _labelled(n: int, labels: str) -> list[Conversation]:
+    return [
+        Conversation(messages=(Message("system", "S"), Message("user", f"q{i}"), Message("assistant", labels[i % len(labels)])))
+        for i in range(n)
+    ]
+
+
+def test_few_shot_choice_is_deterministic_and_stratified() -> None:
+    from honed.evaluate.run_eval import choose_shots
+
+    train = _labelled(40, "abcd")
+    first = choose_shots(train, k=4, seed=0)
+    assert first == choose_shots(train, k=4, seed=0)
+    assert sorted(c.response_text() for c in first) == ["a", "b", "c", "d"]  # one per label
+    assert first != choose_shots(train, k=4, seed=1)
+    assert len(choose_shots(train, k=6, seed=0)) == 6
+    assert len(choose_shots(train[:3], k=5, seed=0)) == 3  # never more than there are
+
+
+def test_few_shot_prompt_keeps_the_system_prompt_first(tiny: tuple[object, object]) -> None:
+    from honed.evaluate.run_eval import with_shots
+
+    _, tokenizer = tiny
+    shots = _labelled(2, "ab")
+    target = Conversation(messages=(Message("system", "S"), Message("user", "question"), Message("assistant", "a")))
+    prompt = with_shots(target, shots)
+    assert [m.role for m in prompt.messages] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    text = tokenizer.decode(render_prompt(prompt, tokenizer))
+    assert text.count("S") >= 1 and text.index("q0") < text.index("q1") < text.index("question")
+    assert text.rstrip().endswith("assistant")

@@ -115,3 +115,25 @@ def test_unknown_user_metric_is_a_clear_error() -> None:
         M.load_user_metric("no_such_module_xyz:score")
     with pytest.raises(ConfigError, match="module:function"):
         M.load_user_metric("bleu")
+
+
+def test_memorised_share_counts_copies_of_training_answers_that_miss_the_reference() -> None:
+    from honed.evaluate.run_eval import memorised_share
+
+    train = ['{"people": "4"}', '{"time": "7pm"}']
+    outputs = ['{"people": "4"}', '{"people": "4"}', '{"date": "today"}', '{"time": "7PM"}']
+    references = ['{"people": "4"}', '{"people": "5"}', '{"date": "today"}', '{"time": "8pm"}']
+    # row 0 copies a training answer but it is right; rows 1 and 3 copy one where the reference differs
+    assert memorised_share(outputs, references, train) == 0.5
+    assert memorised_share([], [], train) == 0.0
+
+
+def test_plan_metrics_override_and_unknown() -> None:
+    from honed.evaluate.run_eval import plan_metrics
+
+    plan = plan_metrics(['{"a": "x"}', '{"a": "y", "b": "z"}'])
+    assert plan.main == "field_f1" and plan.schema["required"] == ["a"]
+    plan = plan_metrics(["yes", "no", "yes", "no"], requested=["macro_f1", "exact_match"])
+    assert plan.main == "macro_f1" and set(plan.corpus) == {"macro_f1"} and set(plan.per_example) == {"exact_match"}
+    with pytest.raises(ConfigError, match="unknown metric"):
+        plan_metrics(["a"], requested=["bleu"])
