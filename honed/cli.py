@@ -299,6 +299,7 @@ def train_command(
     max_steps: int = typer.Option(None, "--max-steps", help="stop after this many optimizer steps"),
     seed: int = typer.Option(None, "--seed", help="seed of data order and initialisation"),
     merge: bool = typer.Option(False, "--merge", help="also save LoRA merged into the base weights in merged/"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="set invalid rows aside instead of stopping"),
     resume: bool = typer.Option(False, "--resume", help="continue --out from its newest complete checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="log to stderr and print the result as JSON"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="training processes on this machine (torchrun; gloo on CPU, nccl on GPUs)"),
@@ -326,7 +327,10 @@ def train_command(
         "max_steps": max_steps,
         "seed": seed,
         "merge": True if merge else None,
+        "data.skip_invalid": True if skip_invalid else None,
     }
+    if resume and (config_file or overrides or any(v is not None for v in flags.values())):
+        console.print("note: --resume continues with the run's saved config.yaml; the other options are ignored")
     config = load_config(config_file, overrides=overrides or [], flags=flags)
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The config was checked above, once; the same command now runs as `nproc` torchrun workers.

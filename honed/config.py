@@ -51,10 +51,20 @@ class LoraSettings(_Strict):
 
 
 class DataSettings(_Strict):
-    """Where the examples come from. Without `holdout`, `holdout_fraction` of train is split off."""
+    """Where the examples come from. Without `holdout`, `holdout_fraction` of train is split off.
+
+    `format`, `prompt_col`, `response_col` and `system` are read as `honed data check` reads them
+    (e.g. banking77's CSV: prompt_col text, response_col category); `skip_invalid` drops bad rows
+    (written to `<input>.invalid.jsonl`) instead of stopping.
+    """
 
     train: str | None = None
     holdout: str | None = None
+    format: str = "auto"
+    prompt_col: str | None = None
+    response_col: str | None = None
+    system: str | None = None
+    skip_invalid: bool = False
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 0
     eval_max_examples: int | None = Field(None, ge=1)
@@ -202,6 +212,8 @@ def _check_cross_field(config: TrainConfig, *, origin: str) -> None:
         problems.append(
             f"micro_batch_tokens: must be at least max_length ({config.max_length}) so the longest example fits"
         )
+    if (config.data.prompt_col is None) != (config.data.response_col is None):
+        problems.append("data.prompt_col: prompt_col and response_col go together; set both column names")
     if config.merge and config.method == "full":
         problems.append("merge: only meaningful for lora/qlora (full fine-tuning already saves whole weights)")
     if problems:

@@ -33,8 +33,8 @@ from typing import Any, Callable, Sequence
 import torch
 from rich.console import Console
 
-from honed.config import TrainConfig, auto_epochs, config_to_yaml, validate_config
-from honed.data.read import load_or_fail, write_jsonl
+from honed.config import DataSettings, TrainConfig, auto_epochs, config_to_yaml, validate_config
+from honed.data.read import ColumnMapping, load_or_fail, write_jsonl
 from honed.data.render import Rendered, ensure_chat_template, render_batch
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError, HonedError
@@ -145,15 +145,26 @@ def split_holdout(
     return result.train, result.holdout
 
 
+def read_data(path: str, settings: DataSettings, *, log: Callable[[str], None]) -> list[Conversation]:
+    """Read one data file as `honed data check` does; with skip_invalid, bad rows are set aside and counted."""
+    columns = None
+    if settings.prompt_col and settings.response_col:
+        columns = ColumnMapping(settings.prompt_col, settings.response_col, system=settings.system)
+    result = load_or_fail(path, fmt=settings.format, columns=columns, skip_invalid=settings.skip_invalid)
+    if result.bad_rows:
+        log(f"skipped {len(result.bad_rows)} invalid row(s) of {path}; they are in {result.invalid_path}")
+    if not result.conversations:
+        raise DataError(f"{path}: no examples found; the file is empty")
+    return result.conversations
+
+
 def load_datasets(config: TrainConfig, run_dir: Path, *, write: bool, log: Callable[[str], None]) -> Datasets:
     """Read train (and holdout) data; split a holdout off train when none is given and say so."""
     if not config.data.train:
         raise ConfigError("data.train: no training data given; pass --data TRAIN.jsonl")
-    train = load_or_fail(config.data.train).conversations
-    if not train:
-        raise DataError(f"{config.data.train}: no examples found; the file is empty")
+    train = read_data(config.data.train, config.data, log=log)
     if config.data.holdout:
-        holdout = load_or_fail(config.data.holdout).conversations
+        holdout = read_data(config.data.holdout, config.data, log=log)
         info = {
             "train": _file_entry(config.data.train, len(train)),
             "holdout": _file_entry(config.data.holdout, len(holdout)),
@@ -178,7 +189,7 @@ def load_datasets(config: TrainConfig, run_dir: Path, *, write: bool, log: Calla
     return Datasets(train_part, holdout_part, info)
 
 
-def load_run_datasets(run_dir: Path) -> Datasets:
+def load_run_datasets(run_dir: Path, settings: DataSettings) -> Datasets:
     """On resume: read exactly the files recorded in data.json and check they have not changed."""
     info = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
     parts: dict[str, list[Conversation]] = {}
@@ -192,7 +203,7 @@ def load_run_datasets(run_dir: Path) -> Datasets:
                 f"{entry['path']} changed since the run started (sha256 differs from data.json); "
                 "resume needs the same data: restore the file or start a new run with another --out"
             )
-        parts[name] = load_or_fail(entry["path"]).conversations
+        parts[name] = read_data(entry["path"], settings, log=lambda message: None)
     return Datasets(parts["train"], parts["holdout"], info)
 
 
@@ -705,7 +716,7 @@ def _open_run(
         import yaml
 
         saved = validate_config(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")), origin=str(run_dir / "config.yaml"))
-        return saved, load_run_datasets(run_dir)
+        return saved, load_run_datasets(run_dir, saved.data)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"--out {run_dir} already exists and is not empty; pass --resume to continue it or choose a new --out")
     if dist.active:

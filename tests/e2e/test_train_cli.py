@@ -124,3 +124,23 @@ def test_sigkill_then_resume_reaches_the_same_losses(tmp_path, data):
     for step, loss in expected.items():
         assert got[step] == pytest.approx(loss, abs=1e-5), step
     assert json.loads((killed / "run.json").read_text())["status"] == "completed"
+
+
+def test_csv_with_a_column_mapping_and_skipped_invalid_rows(tmp_path):
+    csv = tmp_path / "intents.csv"
+    csv.write_text("text,category\n" + "".join(f"card {i} was declined,card_declined_{i % 3}\n" for i in range(20)))
+    out = tmp_path / "csv-run"
+    result = cli("train", "--data", str(csv), "--model", TINY, "--out", str(out), "--set", "max_steps=2",
+                 "--set", "data.prompt_col=text", "--set", "data.response_col=category", *FAST)
+    assert result.exit_code == 0, result.output
+
+    jsonl = tmp_path / "some-bad.jsonl"
+    good = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]})
+            for i in range(12)]
+    jsonl.write_text("\n".join(good[:5] + ["{not json"] + good[5:]) + "\n")
+    refused = cli("train", "--data", str(jsonl), "--model", TINY, "--out", str(tmp_path / "bad"), *FAST)
+    assert refused.exit_code == 2 and "some-bad.jsonl:6" in refused.output
+    skipped = cli("train", "--data", str(jsonl), "--model", TINY, "--out", str(tmp_path / "skip"), "--skip-invalid",
+                  "--set", "max_steps=2", *FAST)
+    assert skipped.exit_code == 0, skipped.output
+    assert "skipped 1 invalid row(s)" in skipped.output
