@@ -73,7 +73,7 @@ def run_check(
         holdout=held.conversations if held is not None else None,
         holdout_file=holdout or "",
         skipped_invalid=len(train.bad_rows) + (len(held.bad_rows) if held is not None else 0),
-        invalid_files=[str(r.invalid_path) for r in (train, held) if r is not None and r.invalid_path is not None],
+        invalid_files=[str(r.invalid_path) for r in (train, held) if r is not None and r.invalid_path],
         progress=progress,
     )
     return report
@@ -157,14 +157,15 @@ def _summary_table(report: Report) -> Table:
 
 def _duplicates_table(report: Report) -> Table:
     d, c = report.duplicates, report.conflicts
-    table = Table(title="duplicates and conflicts (a repeated row is one whose key appeared on an earlier row)",
-                  title_justify="left")
+    title = "duplicates and conflicts (a repeated row is one whose key appeared on an earlier row)"
+    table = Table(title=title, title_justify="left")
     table.add_column("finding")
     table.add_column("rows", justify="right")
     table.add_row("repeated whole conversations (exact duplicates)", _n(d.exact))
     table.add_row("repeated prompts", _n(d.repeated_prompts))
     table.add_row("repeated (prompt, response) pairs", _n(d.repeated_pairs))
-    table.add_row(f"near-duplicate clusters (>= {d.near_threshold}) / rows in them", f"{_n(d.near_clusters)} / {_n(d.near_rows)}")
+    near = f"{_n(d.near_clusters)} / {_n(d.near_rows)}"
+    table.add_row(f"near-duplicate clusters (>= {d.near_threshold}) / rows in them", near)
     table.add_row("prompts with conflicting responses / rows", f"{_n(c.prompts)} / {_n(c.rows)}")
     table.add_row("  the same, lower-cased and trimmed", _n(c.prompts_normalized))
     table.add_row("refusal-like responses", f"{_n(report.refusals.count)} ({_pct(report.refusals.share)})")
@@ -174,7 +175,8 @@ def _duplicates_table(report: Report) -> Table:
 def _leakage_table(report: Report) -> Table:
     leak = report.leakage
     assert leak is not None
-    table = Table(title=f"holdout leakage: {leak.file} ({_n(leak.holdout_examples)} examples)", title_justify="left")
+    title = f"holdout leakage: {leak.file} ({_n(leak.holdout_examples)} examples)"
+    table = Table(title=title, title_justify="left")
     table.add_column("holdout rows whose prompt is in train")
     table.add_column("rows", justify="right")
     table.add_row(f"exact ({_n(leak.exact_distinct)} distinct prompts)", _n(leak.exact))
@@ -186,19 +188,18 @@ def _leakage_table(report: Report) -> Table:
 def _labels_table(report: Report) -> Table:
     labels = report.labels
     assert labels is not None
-    table = Table(
-        title=f"labels: {labels.distinct} distinct, largest/smallest = {labels.imbalance_ratio}", title_justify="left"
-    )
+    title = f"labels: {labels.distinct} distinct, largest/smallest = {labels.imbalance_ratio}"
+    table = Table(title=title, title_justify="left")
     table.add_column("largest classes")
     table.add_column("n", justify="right")
     table.add_column("smallest classes")
     table.add_column("n", justify="right")
-    for k in range(max(len(labels.top[:5]), len(labels.smallest))):
-        top = labels.top[k] if k < len(labels.top[:5]) else None
-        small = labels.smallest[k] if k < len(labels.smallest) else None
-        table.add_row(
-            top.label if top else "", _n(top.count) if top else "", small.label if small else "", _n(small.count) if small else ""
-        )
+    largest = labels.top[:5]
+    for k in range(max(len(largest), len(labels.smallest))):
+        cells: list[str] = []
+        for side in (largest, labels.smallest):
+            cells += [side[k].label, _n(side[k].count)] if k < len(side) else ["", ""]
+        table.add_row(*cells)
     return table
 
 

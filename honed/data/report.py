@@ -325,7 +325,9 @@ def _stack(rows: list[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------- tokens
 
 
-def _count_tokens(conversations: Sequence[Conversation], *, tokenizer: Any, max_length: int) -> list[tuple[int, int, int]]:
+def _count_tokens(
+    conversations: Sequence[Conversation], *, tokenizer: Any, max_length: int
+) -> list[tuple[int, int, int]]:
     """(length, supervised tokens, supervised tokens kept within max_length) per conversation."""
     counts = []
     for rendered in render_batch(conversations, tokenizer):
@@ -416,7 +418,9 @@ def _one_row_per_response(conversations: Sequence[Conversation], rows: list[int]
 def conflicts(conversations: Sequence[Conversation]) -> Conflicts:
     """Prompts that appear with different responses (exact strings, and after normalizing)."""
     by_prompt = dedup.groups_of([c.prompt_text() for c in conversations])
-    conflicting = [rows for rows in by_prompt.values() if len({conversations[i].response_text() for i in rows}) > 1]
+    conflicting = [
+        rows for rows in by_prompt.values() if len({conversations[i].response_text() for i in rows}) > 1
+    ]
     normalized: dict[str, set[str]] = {}
     for c in conversations:
         normalized.setdefault(prompt_key(c, normalized=True), set()).add(dedup.normalize(c.response_text()))
@@ -494,7 +498,8 @@ def leakage(
     near_pairs = [(rest[p.left], p.right) for p in near]
 
     def shown(h: int, t: int) -> list[Example]:
-        return [_example(holdout[h], dialogue_text(holdout[h], prompt_only=True)), _example(train[t], train_texts[t])]
+        held = _example(holdout[h], dialogue_text(holdout[h], prompt_only=True))
+        return [held, _example(train[t], train_texts[t])]
 
     return Leakage(
         file=holdout_file,
@@ -514,25 +519,38 @@ def leakage(
 
 def findings(report: Report) -> list[Finding]:
     """The warnings a report raises (`--strict` turns any of them into exit status 1)."""
-    t, d, c = report.tokens, report.duplicates, report.conflicts
+    t, d, c, n = report.tokens, report.duplicates, report.conflicts, report.tokens.max_length
     checks = [
-        ("skipped_invalid", report.skipped_invalid, "invalid rows were skipped (--skip-invalid); fix them to use them"),
-        ("no_supervised_tokens", t.no_supervised, "examples have no supervised (assistant) token: they teach nothing; add an assistant turn or drop them"),
-        ("all_supervised_lost", t.all_supervised_lost, f"examples lose every supervised token when cut to --max-length {t.max_length}: raise --max-length or shorten their prompts"),
-        ("truncated", t.truncated, f"examples are longer than --max-length {t.max_length} and will be cut"),
-        ("exact_duplicates", d.exact, "rows repeat an earlier conversation exactly: they overweight those examples; deduplicate"),
-        ("near_duplicates", d.near_clusters, f"groups of near-duplicate examples (similarity >= {d.near_threshold}); check they are intended"),
-        ("conflicting_responses", c.prompts, "prompts appear with different responses: the model cannot learn both; fix the labels or add context"),
-        ("refusals", report.refusals.count, "examples contain refusal-like responses; the model will learn to refuse"),
+        ("skipped_invalid", report.skipped_invalid,
+         "invalid rows were skipped (--skip-invalid); fix them to use them"),
+        ("no_supervised_tokens", t.no_supervised,
+         "examples have no supervised (assistant) token and teach nothing; add an answer or drop them"),
+        ("all_supervised_lost", t.all_supervised_lost,
+         f"examples lose every supervised token when cut to --max-length {n}; raise it or shorten prompts"),
+        ("truncated", t.truncated, f"examples are longer than --max-length {n} and will be cut"),
+        ("exact_duplicates", d.exact,
+         "rows repeat an earlier conversation exactly: they overweight those examples; deduplicate"),
+        ("near_duplicates", d.near_clusters,
+         f"groups of near-duplicate examples (similarity >= {d.near_threshold}); check they are meant"),
+        ("conflicting_responses", c.prompts,
+         "prompts appear with different responses the model cannot all learn; fix the labels or add context"),
+        ("refusals", report.refusals.count,
+         "examples contain refusal-like responses; the model will learn to refuse"),
     ]
     if report.labels is not None and report.labels.imbalance_ratio >= IMBALANCE_WARNING_RATIO:
-        checks.append(("label_imbalance", report.labels.distinct, f"labels are imbalanced (largest/smallest = {report.labels.imbalance_ratio}); rebalance or expect weak small classes"))
+        checks.append(("label_imbalance", report.labels.distinct,
+                       f"labels are imbalanced (largest/smallest = {report.labels.imbalance_ratio}); "
+                       "rebalance or expect weak small classes"))
     if report.leakage is not None:
         leak = report.leakage
         checks += [
-            ("holdout_leakage", leak.exact, "holdout prompts also appear in the training data: the evaluation overstates quality; remove them from one side"),
-            ("holdout_leakage_normalized", leak.normalized - leak.exact, "holdout prompts equal a training prompt after lower-casing and trimming"),
-            ("holdout_near_leakage", leak.near, f"holdout prompts are near duplicates of training prompts (similarity >= {leak.near_threshold})"),
+            ("holdout_leakage", leak.exact,
+             "holdout prompts also appear in the training data, so the evaluation overstates quality; "
+             "remove them from one side"),
+            ("holdout_leakage_normalized", leak.normalized - leak.exact,
+             "more holdout prompts equal a training prompt after lower-casing and trimming"),
+            ("holdout_near_leakage", leak.near,
+             f"more holdout prompts nearly equal a training prompt (similarity >= {leak.near_threshold})"),
         ]
     return [Finding(code, count, f"{count} {message}") for code, count, message in checks if count > 0]
 
