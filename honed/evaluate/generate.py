@@ -24,6 +24,7 @@ from typing import Any
 from honed.data.render import ensure_chat_template
 
 Progress = Callable[[int], None]
+MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forward pass
 
 
 @dataclass(frozen=True)
@@ -102,26 +103,62 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     return input_ids, attention_mask
 
 
+def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own.
+
+    >>> common_prefix_length([[1, 2, 3, 4], [1, 2, 5]])
+    2
+    """
+    shortest = min(len(p) for p in prompts)
+    length = 0
+    while length < shortest - 1 and all(p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length
+
+
+def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
+    """Encode a batch of prompts: (model output with the cache, attention mask, position ids of the last column).
+
+    A prefix shared by every prompt (the system prompt, the few-shot examples) is encoded once and its
+    cache copied to every row; the rest is left-padded after it. Padding then sits between the prefix and
+    each row's own tokens, which the attention mask hides and the position ids (counting real tokens
+    only) skip, so every row computes what it would compute alone.
+    """
+    import torch
+
+    prefix = common_prefix_length(prompts) if len(prompts) > 1 else 0
+    cache = None
+    if prefix >= MIN_SHARED_PREFIX:
+        cache = model(input_ids=torch.tensor([list(prompts[0][:prefix])]), use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(len(prompts))
+    else:
+        prefix = 0
+    input_ids, own_mask = _left_pad([p[prefix:] for p in prompts], pad_id)
+    attention_mask = torch.cat([own_mask.new_ones((len(prompts), prefix)), own_mask], dim=-1)
+    # Position ids count real tokens only: a left-padded row then sees exactly the positions it would alone.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out, attention_mask, position_ids[:, -1:]
+
+
 def _generate_batch(
     model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: set[int], pad_id: int
 ) -> list[tuple[list[int], bool]]:
     """Greedy-decode one left-padded batch; returns (new token ids without the stop token, stopped)."""
     import torch
 
-    input_ids, attention_mask = _left_pad(prompts, pad_id)
-    # Position ids count real tokens only: a left-padded row then sees exactly the positions it would alone.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    out, attention_mask, last_pos = _prefill(model, prompts, pad_id)
     cache = out.past_key_values
     results: list[tuple[list[int], bool]] = [([], False) for _ in prompts]
     active = list(range(len(prompts)))  # original row of each row still in the batch
-    next_pos = position_ids[:, -1:] + 1
+    next_pos = last_pos + 1
     for _step in range(max_new_tokens):
         next_tokens = out.logits[:, -1, :].argmax(dim=-1)
         keep: list[int] = []

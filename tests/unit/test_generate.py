@@ -112,3 +112,32 @@ def test_few_shot_prompt_keeps_the_system_prompt_first(tiny: tuple[object, objec
     text = tokenizer.decode(render_prompt(prompt, tokenizer))
     assert text.count("S") >= 1 and text.index("q0") < text.index("q1") < text.index("question")
     assert text.rstrip().endswith("assistant")
+
+
+def _shared_prefix_prompts() -> list[list[int]]:
+    generator = torch.Generator().manual_seed(7)
+    prefix = torch.randint(3, 427, (20,), generator=generator).tolist()
+    return [prefix + torch.randint(3, 427, (n,), generator=generator).tolist() for n in [1, 7, 3, 12, 5]]
+
+
+def test_shared_prefix_is_encoded_once_and_gives_the_same_answers(tiny: tuple[object, object]) -> None:
+    from honed.evaluate.generate import common_prefix_length
+
+    model, tokenizer = tiny
+    prompts = _shared_prefix_prompts()
+    assert common_prefix_length(prompts) == 20
+    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=5, stop_ids=[2])
+    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=10, stop_ids=[2])
+    for prompt, mine in zip(prompts, batched):  # and what transformers' own generate gives, prompt by prompt
+        theirs = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=2)
+        assert mine.token_ids == [t for t in theirs[0, len(prompt) :].tolist() if t != 2]
+
+
+def test_shared_prefix_with_rows_stopping_early(tiny: tuple[object, object]) -> None:
+    model, tokenizer = tiny
+    prompts = _shared_prefix_prompts() + [_shared_prefix_prompts()[0][:20] + [5, 6]]
+    free, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=6, stop_ids=[])
+    stop = free[1].token_ids[3]
+    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=6, stop_ids=[stop])
+    assert any(g.stopped for g in batched)
+    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=12, stop_ids=[stop])
