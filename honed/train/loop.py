@@ -173,10 +173,13 @@ def load_datasets(config: TrainConfig, run_dir: Path, *, write: bool, log: Calla
         return Datasets(train, holdout, info)
     fraction, seed = config.data.holdout_fraction, config.data.split_seed
     train_part, holdout_part = split_holdout(train, fraction=fraction, seed=seed)
-    log(
-        f"no --holdout given: split {len(holdout_part)} of {len(train)} examples off as holdout "
-        f"(fraction {fraction}, seed {seed}; written to {run_dir / 'data'})"
-    )
+    if holdout_part:
+        log(
+            f"no --holdout given: split {len(holdout_part)} of {len(train)} examples off as holdout "
+            f"(fraction {fraction}, seed {seed}; written to {run_dir / 'data'})"
+        )
+    else:
+        log("no holdout (data.holdout_fraction is 0): no evaluation, no early stopping; final/ = the last weights")
     train_path, holdout_path = run_dir / "data" / "train.jsonl", run_dir / "data" / "holdout.jsonl"
     if write:
         write_jsonl(train_path, train_part)
@@ -625,6 +628,10 @@ def train(
     console: Console | None = None,
 ) -> RunResult:
     """Train a model as `config` says, into the run directory `out`; see the module docstring.
+
+    `score_fn(model, tokenizer) -> {"holdout_<metric>": value}` is called at every evaluation (rank 0,
+    model in eval mode); its numbers go to metrics.jsonl and `select_by` may name one of them (higher is
+    better, unless the name ends in "loss"). Without it, `eval_metric` in the config builds one.
 
     >>> from honed.config import load_config
     >>> result = train(load_config("run.yaml"), out="runs/first")  # doctest: +SKIP

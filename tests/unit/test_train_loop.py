@@ -190,3 +190,11 @@ def test_gpu_only_options_fail_clearly_on_cpu(tmp_path):
         with pytest.raises(ConfigError, match=words):
             run(tmp_path, option.split("=")[1], option)
         assert not (tmp_path / option.split("=")[1]).exists()  # refused before anything was written
+
+
+def test_no_holdout_trains_and_keeps_the_last_weights(tmp_path):
+    result, output = run(tmp_path, "noholdout", "data.holdout_fraction=0")
+    assert result.first_eval == {} and result.best == {} and result.best_checkpoint is None
+    assert json.loads((result.run_dir / "run.json").read_text())["selected_by"] == "last"
+    assert (result.run_dir / "final" / "adapter_model.safetensors").read_bytes() == (
+        result.run_dir / "checkpoints" / "step-000006" / "adapter_model.safetensors").read_bytes()
