@@ -29,7 +29,6 @@ from honed.evaluate import metrics as M
 from honed.evaluate.generate import default_max_new_tokens, generate
 from honed.evaluate.stats import (
     DEFAULT_RESAMPLES,
-    Interval,
     corpus_difference,
     corpus_interval,
     mean_interval,
