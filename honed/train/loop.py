@@ -330,8 +330,10 @@ def lr_factor(step_index: int, *, total_steps: int, warmup_steps: int, schedule:
 
 def build_optimizer(model: Any, config: TrainConfig, *, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
+    # fused: one kernel for all parameters instead of a dozen ops per tensor (LoRA has ~400 small ones);
+    # measured on 2 shared CPU cores, the per-op thread sync of the unfused step cost up to seconds a step.
     optimizer = torch.optim.AdamW(
-        params, lr=config.resolved_lr(), betas=tuple(config.adam_betas), weight_decay=config.weight_decay
+        params, lr=config.resolved_lr(), betas=tuple(config.adam_betas), weight_decay=config.weight_decay, fused=True
     )
     warmup = max(1, math.ceil(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
 

@@ -86,3 +86,25 @@ def test_collate_positions_and_targets_follow_the_loss_mask():
 def test_first_token_is_never_a_target_even_if_masked():
     batch = collate([[ex(0, 3, targets=(0, 1))]])
     assert batch.targets.tolist() == [ex(0, 3).input_ids[1]]
+
+
+def test_packing_pads_no_more_than_best_fit_decreasing():
+    import random as _random
+
+    from honed.train.batching import pack_balanced, pack_least_padding
+
+    rng = _random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(20, 120) for _ in range(rng.randint(1, 24))]
+        balanced = pack_balanced(lengths, capacity=256)
+        assert sorted(i for b in balanced for i in b) == list(range(len(lengths)))
+        assert max(sum(lengths[i] for i in b) for b in balanced) <= 256
+        chosen, best_fit = pack_least_padding(lengths, capacity=256), pack_best_fit(lengths, capacity=256)
+
+        def padded(bins):
+            return len(bins) * max(sum(lengths[i] for i in b) for b in bins)
+
+        assert padded(chosen) <= padded(best_fit)
+    # 8 short chats, the benchmark's case: best fit leaves a near-empty third row, balanced does not
+    lengths = [70, 68, 66, 66, 65, 64, 62, 60]
+    assert padded(pack_least_padding(lengths, capacity=256)) < padded(pack_best_fit(lengths, capacity=256))
