@@ -57,12 +57,17 @@ def run_check(
         raise ConfigError(f"--max-length must be at least 1 (got {max_length})")
     if not 0.0 < near_threshold <= 1.0:
         raise ConfigError(f"--near-threshold must be in (0, 1] (got {near_threshold}); 0.85 is a good start")
+    files = [file] if holdout is None else [file, holdout]
+    advance = progress("reading and loading the tokenizer", len(files) + 1)
     train = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
+    advance(1)
     held: ReadResult | None = None
     if holdout is not None:
         held = load_or_fail(holdout, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
+        advance(1)
     tokenizer = load_tokenizer(model)
-    report = build_report(
+    advance(1)
+    return build_report(
         train.conversations,
         tokenizer=tokenizer,
         file=file,
@@ -76,7 +81,6 @@ def run_check(
         invalid_files=[str(r.invalid_path) for r in (train, held) if r is not None and r.invalid_path],
         progress=progress,
     )
-    return report
 
 
 def exit_status(report: Report, *, strict: bool) -> int:
