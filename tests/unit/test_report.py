@@ -236,3 +236,18 @@ def test_real_tokenizer_counts_match_render_batch() -> None:
     assert r.tokens.supervised == sum(x.num_supervised for x in rendered)
     # SmolLM2's template adds its default system prompt; the answer and the end-of-turn marker are supervised
     assert r.tokens.total > 30 and 0 < r.tokens.supervised < 12
+
+
+def test_template_error_in_a_worker_is_a_located_data_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from honed.errors import DataError
+
+    tokenizer = load_tokenizer(str(TINY))
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['content'] == 'boom' %}{{ raise_exception('no boom here') }}{% endif %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    monkeypatch.setattr(report_module, "CHUNK", 3)
+    conversations = numbered([(f"question {i}", "answer") for i in range(8)] + [("boom", "answer")])
+    with pytest.raises(DataError, match=r"train.jsonl:9: .*no boom here"):
+        check(conversations, tokenizer, workers=2)
