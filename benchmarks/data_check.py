@@ -94,18 +94,19 @@ def run_cli(path: Path) -> tuple[float, float, dict]:
     return seconds, cpu, json.loads(done.stdout)
 
 
-def honed_tokens(path: Path) -> tuple[float, float, int]:
-    """honed's token pass alone (render_batch in forked workers), as the CLI runs it."""
+def honed_tokens(path: Path, workers: int) -> tuple[float, float, int]:
+    """honed's token pass alone (render_batch in forked workers, as the CLI runs it; 1 = in this process,
+    where the Rust tokenizer's encode_batch still uses its own threads)."""
     from functools import partial
 
     from honed.data.read import read_conversations
-    from honed.data.report import Chunked, _count_tokens, default_workers
+    from honed.data.report import Chunked, _count_tokens
     from honed.models import load_tokenizer
 
     conversations = read_conversations(path).conversations
     tokenizer = load_tokenizer("smollm2-135m")
     cpu, start = all_cpu(), time.perf_counter()
-    with Chunked(workers=default_workers()) as pool:
+    with Chunked(workers=workers) as pool:
         job = pool.add(partial(_count_tokens, tokenizer=tokenizer, max_length=2048), conversations)
         pool.start()
         counts = pool.collect(job)
@@ -148,9 +149,9 @@ def machine() -> dict[str, str]:
 
 
 def markdown(n: int, m: dict[str, str], cli: tuple[float, float], report: dict, tok: tuple[float, float],
-             trl: tuple[float, float, float, int], load_after: str) -> str:
+             one: tuple[float, float], trl: tuple[float, float, float, int], load_after: str) -> str:
     t = report["tokens"]
-    (cli_s, cli_cpu), (tok_s, tok_cpu) = cli, tok
+    (cli_s, cli_cpu), (tok_s, tok_cpu), (one_s, one_cpu) = cli, tok, one
     built, mapped, trl_cpu, trl_total = trl
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""{SECTION_START}
@@ -170,6 +171,7 @@ clusters, {report['refusals']['count']:,} refusals.
 | --- | ---: | ---: |
 | honed data check, end to end (read, validate, tokenize + loss mask, duplicates, report) | {cli_s:.1f} | {cli_cpu:.1f} |
 | honed token pass alone (render_batch over {os.cpu_count()} forked workers) | {tok_s:.1f} | {tok_cpu:.1f} |
+| honed token pass in one process (only the Rust encode_batch is multi-threaded) | {one_s:.1f} | {one_cpu:.1f} |
 | peer: TRL SFT tokenization (`_tokenize` prompt + prompt-completion, `datasets.map(num_proc={os.cpu_count()})`) | {mapped:.1f} | {trl_cpu:.1f} |
 | peer: building the `datasets.Dataset` first | {built:.1f} | |
 
@@ -211,13 +213,15 @@ def main() -> None:
         cli_s, cli_cpu, report = run_cli(path)
         print(f"honed data check: {cli_s:.1f} s wall, {cli_cpu:.1f} s CPU, {report['tokens']['total']:,} tokens",
               flush=True)
-        tok_s, tok_cpu, total = honed_tokens(path)
+        tok_s, tok_cpu, total = honed_tokens(path, os.cpu_count() or 1)
         print(f"honed token pass: {tok_s:.1f} s wall, {tok_cpu:.1f} s CPU ({total:,} tokens)", flush=True)
+        one_s, one_cpu, _ = honed_tokens(path, 1)
+        print(f"honed token pass, one process: {one_s:.1f} s wall, {one_cpu:.1f} s CPU", flush=True)
         trl = (0.0, 0.0, 0.0, 0) if args.skip_peer else trl_tokens(path, os.cpu_count() or 1)
         print(f"TRL tokenization: dataset {trl[0]:.1f} s + map {trl[1]:.1f} s wall, {trl[2]:.1f} s CPU "
               f"({trl[3]:,} tokens)", flush=True)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = markdown(args.n, m, (cli_s, cli_cpu), report, (tok_s, tok_cpu), trl, load_after)
+    text = markdown(args.n, m, (cli_s, cli_cpu), report, (tok_s, tok_cpu), (one_s, one_cpu), trl, load_after)
     print(text)
     if not args.no_write and not args.skip_peer:
         write_section(text)
