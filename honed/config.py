@@ -104,6 +104,9 @@ class TrainConfig(_Strict):
     merge: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    sharding: Literal["auto", "none", "fsdp"] = Field(
+        "auto", description="with --nproc: fsdp shards the model (FSDP2); auto = fsdp for full fine-tuning on GPUs"
+    )
     num_threads: int | None = Field(None, ge=1)
     log_every: int = Field(1, ge=1)
 

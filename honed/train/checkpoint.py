@@ -37,9 +37,11 @@ def is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_weights(model: Any, tokenizer: Any, folder: Path) -> None:
-    """Weights (adapter for LoRA, whole model for full) and tokenizer, as safetensors."""
-    model.save_pretrained(folder, safe_serialization=True)
+def save_weights(model: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, Any] | None = None) -> None:
+    """Weights (adapter for LoRA, whole model for full) and tokenizer, as safetensors.
+    `state_dict`: the whole weights gathered from FSDP2 shards (the model's own tensors are shards)."""
+    extra = {} if state_dict is None else {"state_dict": state_dict}
+    model.save_pretrained(folder, safe_serialization=True, **extra)
     tokenizer.save_pretrained(folder)
     (folder / "README.md").unlink(missing_ok=True)  # peft writes a model-card stub; nothing in it is ours
 
@@ -60,6 +62,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     trainer_state: dict[str, Any],
+    gathered: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> Path:
     """Write checkpoints/step-N atomically and return its path.
 
@@ -71,8 +74,9 @@ def save_checkpoint(
     target = root / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{checkpoint_name(step)}-", dir=root))
     try:
-        save_weights(model, tokenizer, tmp)
-        blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+        save_weights(model, tokenizer, tmp, state_dict=gathered[0] if gathered else None)
+        optimizer_state = gathered[1] if gathered else optimizer.state_dict()
+        blob = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": _rng_state()}
         torch.save(blob, tmp / OPTIMIZER_FILE)
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **trainer_state}, indent=2), encoding="utf-8")
         _fsync_folder(tmp)

@@ -21,7 +21,7 @@ The gradients travel as one flat buffer per dtype: one collective, not one per p
 
 FSDP2 (`torch.distributed.fsdp.fully_shard`) shards full fine-tuning of a model too large for one GPU
 (`sharding: fsdp`, or `auto` = FSDP2 for `method: full` on several CUDA GPUs). FSDP2 then reduces the
-gradients itself (reduce-scatter); its divide factor is set to 1 so the result is the same sum.
+gradients itself (reduce-scatter, a mean), and `all_reduce_gradients` scales the shards to the same sum.
 """
 
 from __future__ import annotations
@@ -161,10 +161,17 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
     """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
-    if torch.distributed.get_world_size() == 1:
+    world_size = torch.distributed.get_world_size()
+    if world_size == 1:
         return
+    from torch.distributed.tensor import DTensor
+
     by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
     for param in params:
+        if isinstance(param, DTensor):  # FSDP2 already reduce-scattered it, as a mean over ranks
+            if param.grad is not None:
+                param.grad.mul_(world_size)
+            continue
         if param.grad is None:
             param.grad = torch.zeros_like(param)
         by_dtype.setdefault(param.grad.dtype, []).append(param)
@@ -181,7 +188,8 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
 def use_fsdp(*, sharding: str, method: str, device: str, world_size: int) -> bool:
     """Whether to shard the model with FSDP2. `auto`: full fine-tuning on several CUDA GPUs.
 
-    Asked for explicitly where it cannot help (CPU, one process, LoRA), it is a ConfigError that says why.
+    `fsdp` asked for explicitly also runs on the CPU (gloo; no memory is saved on one machine, but the
+    same code path can be tested without GPUs). Where it cannot work it is a ConfigError saying why.
 
     >>> use_fsdp(sharding="auto", method="full", device="cuda:0", world_size=2)
     True
@@ -190,25 +198,71 @@ def use_fsdp(*, sharding: str, method: str, device: str, world_size: int) -> boo
     """
     if sharding == "none":
         return False
-    wanted = method == "full" and device.startswith("cuda") and world_size > 1
     if sharding == "auto":
-        return wanted
-    if not device.startswith("cuda"):
-        raise ConfigError(
-            "sharding: fsdp shards a full fine-tune over several GPUs; this run is on the CPU. Use "
-            "sharding: auto (gradients summed over processes, every process holds the whole model)"
-        )
+        return method == "full" and device.startswith("cuda") and world_size > 1
     if world_size < 2:
         raise ConfigError("sharding: fsdp needs several processes: add --nproc N (N = number of GPUs)")
     if method != "full":
-        raise ConfigError("sharding: fsdp is for method: full; LoRA's frozen base is small enough per GPU")
+        raise ConfigError(
+            "sharding: fsdp is for method: full (LoRA's frozen base fits where its adapters do); "
+            "use sharding: auto with method: lora"
+        )
     return True
+
+
+def is_fsdp(model: Any) -> bool:
+    """True when `model` was sharded by FSDP2 (its forward then has to go through the root module)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def prepare_model(
+    model: Any, *, sharding: str, method: str, device: str, world_size: int, resume: bool, task_metric: bool
+) -> Any:
+    """Shard `model` with FSDP2 when `use_fsdp` says so (before the optimizer is built); else return it.
+
+    Not yet with FSDP2: --resume (the optimizer state would have to be resharded) and task-metric
+    selection (generation runs on rank 0 alone, sharded weights need every rank); both refuse clearly.
+    """
+    if not use_fsdp(sharding=sharding, method=method, device=device, world_size=world_size):
+        return model
+    if resume:
+        raise ConfigError("--resume is not supported with sharding: fsdp yet; start a new run or use sharding: none")
+    if task_metric:
+        raise ConfigError("a task metric (select_by) is not supported with sharding: fsdp yet; use holdout_loss")
+    return shard_with_fsdp2(model)
+
+
+def pad_micro_batch_count(batches: list[Any], *, model: Any, pad_id: int) -> list[Any]:
+    """With FSDP2 every rank must run as many forward/backward passes as the others (each one gathers
+    the weights from all ranks), so a rank with fewer micro-batches adds empty ones (no targets, loss 0).
+    Without FSDP2 the list is returned as it is."""
+    if not is_fsdp(model):
+        return batches
+    from honed.train.batching import Example, collate
+
+    count = torch.tensor([len(batches)], dtype=torch.long)
+    torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+    empty = Example(index=-1, input_ids=[pad_id], loss_mask=[False])
+    return batches + [collate([[empty]], pad_id=pad_id) for _ in range(int(count) - len(batches))]
+
+
+def gathered_state(model: Any, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(model, optimizer) state dicts gathered whole onto the CPU when the model is sharded; None if not.
+    Every rank must call it (it all-gathers the shards); rank 0 then writes them."""
+    if not is_fsdp(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def shard_with_fsdp2(model: Any, *, mixed_precision: torch.dtype | None = None) -> Any:
     """Wrap a transformers causal LM with FSDP2: each decoder layer, then the whole model, is sharded.
 
-    Gradients come out summed over ranks (divide factor 1), like `all_reduce_gradients` gives.
+    FSDP2 reduce-scatters the gradients as a MEAN over ranks (a divide factor of 1 would need PREMUL_SUM,
+    which gloo lacks); `all_reduce_gradients` turns that mean into the sum the loop needs.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -218,12 +272,4 @@ def shard_with_fsdp2(model: Any, *, mixed_precision: torch.dtype | None = None) 
     for layer in model.get_decoder().layers:
         fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)
-    model.set_gradient_divide_factor(1.0)
     return model
-
-
-def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The whole (unsharded) state dict on the CPU; every rank must call it (it gathers the shards)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -41,7 +41,7 @@ from honed.errors import ConfigError, DataError, HonedError
 from honed.runs import now_iso, record_run, write_json_atomic, write_text_atomic
 from honed.train import checkpoint as ckpt
 from honed.train.batching import Example, MicroBatch, micro_batches, shard, step_examples, steps_in_epoch
-from honed.train.distributed import all_reduce_gradients
+from honed.train.distributed import all_reduce_gradients, gathered_state, pad_micro_batch_count, prepare_model
 from honed.train.guards import DataSummary, Watchdog, mask_preview, require_targets, summarise
 from honed.train.loss import loss_sum, model_parts, step_normaliser, token_losses
 
@@ -482,6 +482,7 @@ def train_step(fit: Fit, step: int) -> dict[str, Any]:
     batches = micro_batches(
         mine, max_tokens=config.micro_batch_tokens, packing=config.packing, row_capacity=config.max_length, pad_id=pad_id
     )
+    batches = pad_micro_batch_count(batches, model=fit.model, pad_id=pad_id)
     normaliser = step_normaliser(batches, device=fit.device)
     parts = model_parts(fit.model)
     loss_total = 0.0
@@ -495,6 +496,8 @@ def train_step(fit: Fit, step: int) -> dict[str, Any]:
     tokens = sum(b.num_tokens for b in batches)
     loss_total, tokens = all_reduce_sum([loss_total, float(tokens)], dist=fit.dist, device=fit.device)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, the same total norm on every rank
+        grad_norm = grad_norm.full_tensor()
     lr = fit.scheduler.get_last_lr()[0]
     return {
         "step": step,
@@ -540,6 +543,7 @@ def update_best(state: TrainState, metrics: dict[str, float], *, step: int, sele
 
 
 def save(fit: Fit, state: TrainState) -> None:
+    gathered = gathered_state(fit.model, fit.optimizer)  # FSDP2: every rank helps gather the shards
     if not fit.dist.is_main:
         return
     ckpt.save_checkpoint(
@@ -550,6 +554,7 @@ def save(fit: Fit, state: TrainState) -> None:
         optimizer=fit.optimizer,
         scheduler=fit.scheduler,
         trainer_state=state.to_json(),
+        gathered=gathered,
     )
     keep = {ckpt.checkpoint_name(state.best_step)} if state.best_step else set()
     ckpt.prune(fit.run_dir, keep_last=fit.config.keep_last, keep=keep)
@@ -767,6 +772,10 @@ def _prepare(
         console.print(mask_preview(first, tokenizer), soft_wrap=True)
     device, autocast = resolve_device(config, dist=dist)
     model = build_model(config, device=device)
+    model = prepare_model(  # FSDP2 when asked (or full fine-tuning on several GPUs); else unchanged
+        model, sharding=config.sharding, method=config.method, device=device, world_size=dist.world_size,
+        resume=resume, task_metric=score_fn is not None,
+    )
     steps_per_epoch = steps_in_epoch(len(train_examples), batch_size=config.batch_size)
     total_steps = int(config.epochs) * steps_per_epoch
     if config.max_steps is not None:
@@ -781,6 +790,7 @@ def _prepare(
         row_capacity=config.max_length,
         pad_id=pad_id,
     )
+    holdout_batches = pad_micro_batch_count(holdout_batches, model=model, pad_id=pad_id)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=dist.is_main)
     fit = Fit(
         config=config,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from honed.train.batching import MicroBatch
+from honed.train.distributed import is_fsdp
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class ModelParts:
     body: Any
     head: Any
     softcap: float | None
+    # Set when the model is sharded by FSDP2: its hooks gather the weights on the root module's forward,
+    # so the body must be run through it (asking for the hidden states and one position of logits).
+    root: Any = None
 
 
 def model_parts(model: Any) -> ModelParts:
@@ -41,18 +45,16 @@ def model_parts(model: Any) -> ModelParts:
     head = base.get_output_embeddings()
     # Gemma-2 style models squash logits with tanh; apply it the same way their forward does.
     softcap = getattr(base.config, "final_logit_softcapping", None)
-    return ModelParts(body=body, head=head, softcap=softcap)
+    return ModelParts(body=body, head=head, softcap=softcap, root=model if is_fsdp(model) else None)
 
 
 def hidden_states(parts: ModelParts, batch: MicroBatch) -> torch.Tensor:
     """Run the body with per-example position ids and the block-diagonal mask; returns [N_targets, H]."""
-    out = parts.body(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
-    hidden = out.last_hidden_state
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+    if parts.root is not None:
+        hidden = parts.root(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+    else:
+        hidden = parts.body(**inputs, use_cache=False).last_hidden_state
     return hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.hidden_index)
 
 
