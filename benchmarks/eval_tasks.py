@@ -135,6 +135,9 @@ def render_task(result: dict[str, Any]) -> list[str]:
     lines.append("| generation tokens/s | " + " | ".join(f"{s['generation']['tokens_per_s']:.1f}" for s in systems.values())
                  + " |" + " |" * len(diffs))
     lines += ["", f"Verdict: {summary['verdict']}", ""]
+    if "label_accuracy" in summary["metrics"]:
+        lines += ["`memorised` counts outputs equal to a training answer that is not the reference: for a label task",
+                  "that is every wrong but valid label, so here it measures mistakes, not copying.", ""]
     return lines
 
 
