@@ -186,10 +186,27 @@ def test_out_must_be_new_unless_resuming(tmp_path):
 def test_gpu_only_options_fail_clearly_on_cpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    for option, words in (("method=qlora", "qlora needs a CUDA GPU"), ("precision=bf16", "bf16 needs a CUDA GPU")):
+    from honed.train.loop import cpu_has_fast_bf16
+
+    options = [("method=qlora", "qlora needs a CUDA GPU")]
+    if not cpu_has_fast_bf16():  # a CPU with AMX / AVX-512 BF16 runs bf16 autocast (test below)
+        options.append(("precision=bf16", "bf16 needs a CUDA GPU"))
+    for option, words in options:
         with pytest.raises(ConfigError, match=words):
             run(tmp_path, option.split("=")[1], option)
         assert not (tmp_path / option.split("=")[1]).exists()  # refused before anything was written
+
+
+def test_bf16_autocast_trains_on_a_cpu_with_amx(tmp_path):
+    from honed.train.loop import cpu_has_fast_bf16
+
+    if torch.cuda.is_available() or not cpu_has_fast_bf16():
+        pytest.skip("needs a CPU with AMX / AVX-512 BF16 and no GPU")
+    result, _ = run(tmp_path, "bf16", "precision=bf16")
+    fp32, _ = run(tmp_path, "fp32", "precision=fp32")
+    assert result.status == "completed"
+    # bf16 matmuls round differently, but it is the same training: holdout losses stay close
+    assert abs(result.last_eval["holdout_loss"] - fp32.last_eval["holdout_loss"]) < 0.05
 
 
 def test_no_holdout_trains_and_keeps_the_last_weights(tmp_path):

@@ -1,0 +1,466 @@
+"""Benchmark: `honed train` against TRL's SFTTrainer on the same LoRA job, in one run of this script.
+
+Usage:
+    .venv/bin/python benchmarks/train_vs_trl.py                 # full run (~10-15 min on 2 cores), writes BENCHMARKS.md
+    .venv/bin/python benchmarks/train_vs_trl.py --train 40 --holdout 20 --no-write   # quick smoke run
+
+The job: smollm2-135m, LoRA r=16 (alpha 32, no dropout) on every linear layer of the transformer blocks, AdamW,
+constant learning rate, 1 epoch over the same banking77 examples rendered as chat (system prompt, user text,
+assistant label), the same global batch. Systems, each in its own subprocess, one after another (so their
+peak memory and threads do not mix):
+
+- honed:        `honed.train` with its defaults for the loss (assistant tokens only) and batching;
+- trl:          SFTTrainer with its defaults (no packing, bf16 autocast, gradient checkpointing) given a
+                conversational prompt-completion dataset, so it applies the chat template and trains on the
+                completion (the assistant turn) only, like honed;
+- trl-packing:  the same with `packing=True` (best-fit-decreasing packing, padding-free).
+
+For every system: real (non-padding) tokens per second of training, the peak resident memory of its process
+(ru_maxrss), and the holdout loss after training computed by ONE function (`holdout_loss` here: mean
+cross-entropy over the supervised tokens of the same holdout conversations, rendered by honed's renderer).
+The fp32 matmul FLOP/s of this machine is measured in the same run, and honed's model FLOP/s is reported as
+a fraction of it (see `lora_flops_per_token` for the formula).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "banking77"
+MODEL = "smollm2-135m"
+SYSTEM_PROMPT = (
+    "You classify messages sent to a bank's customer support into one of 77 intents. "
+    "Reply with the intent label only."
+)
+SECTION_START = "<!-- train_vs_trl:start -->"
+SECTION_END = "<!-- train_vs_trl:end -->"
+SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def read_banking77(path: Path, *, count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` rows of a banking77 CSV (text, category), a seeded random sample, as chat message lists."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    sample = random.Random(seed).sample(rows, count)
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": row["text"]},
+                {"role": "assistant", "content": row["category"]},
+            ]
+        }
+        for row in sample
+    ]
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def conversations(records: list[dict[str, Any]]) -> list[Any]:
+    from honed.data.types import Conversation
+
+    return [Conversation.from_json(r) for r in records]
+
+
+# ---------------------------------------------------------------------------------------------- shared measures
+
+
+def holdout_loss(model: Any, tokenizer: Any, records: list[dict[str, Any]], *, max_length: int) -> dict[str, float]:
+    """Mean cross-entropy over the supervised (assistant) tokens of `records`, one number for every system.
+
+    Rendered by honed's renderer (the same chat template every system trains with), run one example at a time
+    (no padding, so no system's attention-mask handling can change the figure), logits only where a target is.
+    """
+    import torch
+
+    from honed.data.render import render_batch
+
+    rendered = render_batch(conversations(records), tokenizer, max_length=max_length)
+    decoder = model.get_decoder()
+    head = model.get_output_embeddings()
+    total, count, correct = 0.0, 0, 0
+    model.eval()
+    with torch.inference_mode():
+        for r in rendered:
+            ids = torch.tensor([r.input_ids])
+            hidden = decoder(input_ids=ids).last_hidden_state[0]
+            targets = torch.tensor(r.loss_mask[1:])  # position t predicts token t+1
+            logits = head(hidden[:-1][targets]).float()
+            labels = ids[0, 1:][targets]
+            total += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += int((logits.argmax(-1) == labels).sum())
+            count += int(targets.sum())
+    return {"holdout_loss": total / count, "holdout_token_accuracy": correct / count, "holdout_tokens": count}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def lora_flops_per_token(*, body_params: int, head_params: int, lora_params: int, supervised_share: float) -> float:
+    """Model FLOPs one training token needs for LoRA on frozen base weights (the formula the report states).
+
+    forward:  2*body + 2*lora                  (every token goes through every frozen matmul and adapter)
+    backward: 2*body + 2*lora (activation grads) + 2*lora (adapter weight grads); no frozen weight grads
+    lm head:  (2 forward + 2 backward) * head, only on the supervised share of positions (logits are only
+              needed where a target is)
+    Attention score FLOPs (~4*layers*seq*hidden per token) are left out: under 2% at these lengths.
+    """
+    return 4 * body_params + 6 * lora_params + 4 * head_params * supervised_share
+
+
+# ---------------------------------------------------------------------------------------------- systems
+
+
+def run_trl(work: Path, args: argparse.Namespace, *, packing: bool) -> dict[str, Any]:
+    """Train with TRL's SFTTrainer (its defaults, packing on or off); return the figures."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from honed.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(MODEL)
+    model = load_model(MODEL)
+    train = read_jsonl(work / "train.jsonl")
+    # Conversational prompt-completion: TRL applies the chat template and (its default for this format)
+    # computes the loss on the completion, i.e. the assistant turn with its end-of-turn token, as honed does.
+    dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in train])
+    config = SFTConfig(
+        output_dir=str(work / f"trl-{'packing' if packing else 'default'}"),
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        num_train_epochs=args.epochs,
+        max_length=args.max_length,
+        packing=packing,
+        seed=args.seed,
+        logging_steps=5,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        # Without a GPU TRL's default bf16=True stops with "You need to assign use_cpu if you want to train the
+        # model on CPU"; doing what the message says keeps its other defaults (bf16 autocast, checkpointing).
+        use_cpu=True,
+    )
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    start = time.perf_counter()
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    prepared = time.perf_counter()
+    cpu_start = time.process_time()
+    trainer.train()
+    end = time.perf_counter()
+    cpu_seconds = time.process_time() - cpu_start
+    peak = peak_rss_mib()
+    real_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * args.epochs
+    supervised = sum(sum(1 for x in labels if x != -100) for labels in trainer.train_dataset["labels"]) * args.epochs
+    logged = [h for h in trainer.state.log_history if "num_tokens" in h]
+    result = {
+        "system": "trl-packing" if packing else "trl",
+        "train_seconds": end - prepared,
+        "cpu_seconds": cpu_seconds,
+        "setup_seconds": prepared - start,
+        "real_tokens": real_tokens,
+        "supervised_tokens": supervised,
+        "trl_logged_num_tokens": logged[-1]["num_tokens"] if logged else None,
+        "sequences": len(trainer.train_dataset),
+        "optimizer_steps": trainer.state.global_step,
+        "peak_rss_mib": peak,
+        "final_train_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+        "bf16": config.bf16,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "threads": torch.get_num_threads(),
+    }
+    result.update(holdout_loss(trainer.model, tokenizer, read_jsonl(work / "holdout.jsonl"), max_length=args.max_length))
+    return result
+
+
+def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, Any]:
+    """Train with honed's loop (`honed.train.train`, what `honed train` calls); return the figures.
+
+    The clock covers `fit_loop` (every optimizer step, its batching, and the one checkpoint at the end),
+    like TRL's `trainer.train()`; rendering the data and building the model happen before it in both.
+    No holdout is given to the loop, so it spends no time on evaluations TRL is not asked to do either.
+    """
+    import torch
+    from rich.console import Console
+
+    from honed.config import load_config
+    from honed.train import loop
+
+    config = load_config(
+        None,
+        overrides=[
+            f"model={MODEL}", "method=lora", "lora.r=16", "lora.alpha=32", "lora.dropout=0",
+            "lora.target_modules=all-linear", f"lr={args.lr}", "schedule=constant", "warmup_ratio=0",
+            "weight_decay=0", f"epochs={args.epochs}", f"batch_size={args.batch}", f"max_length={args.max_length}",
+            f"seed={args.seed}", f"num_threads={args.threads}", "data.holdout_fraction=0", "save_every=1000000",
+            f"data.train={work / 'train.jsonl'}", f"precision={'bf16' if bf16 else 'fp32'}", *args.honed_set,
+        ],
+    )
+    captured: dict[str, Any] = {}
+    original_fit_loop = loop.fit_loop
+
+    def timed_fit_loop(fit: Any, state: Any) -> Any:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        state = original_fit_loop(fit, state)
+        captured.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start)
+        captured.update(model=fit.model, tokenizer=fit.tokenizer, fit=fit)
+        return state
+
+    loop.fit_loop = timed_fit_loop
+    os.environ.setdefault("HONED_HOME", str(work / "honed-home"))
+    run_dir = work / ("honed-bf16-run" if bf16 else "honed-run")
+    loop.train(config, out=run_dir, console=Console(quiet=True))
+    peak = peak_rss_mib()
+    fit = captured["fit"]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "loss" in m]
+    model = captured["model"]
+    head = model.get_output_embeddings().weight.numel()
+    result = {
+        "system": "honed-bf16" if bf16 else "honed",
+        "train_seconds": captured["seconds"],
+        "cpu_seconds": captured["cpu_seconds"],
+        # for the FLOP count: matmul weights of the blocks, the output head, the LoRA adapters
+        # (the input embedding is a lookup, not a matmul; with tied weights it is the head's tensor)
+        "body_params": sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+        - head * (1 if model.get_input_embeddings().weight is model.get_output_embeddings().weight else 2),
+        "head_params": head,
+        "lora_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "real_tokens": sum(len(e) for e in fit.train) * args.epochs,
+        "supervised_tokens": sum(e.num_targets for e in fit.train) * args.epochs,
+        "sequences": len(fit.train),
+        "optimizer_steps": len(steps),
+        "peak_rss_mib": peak,
+        "final_train_loss": steps[-1]["loss"] if steps else None,
+        "packing": config.packing,
+        "settings": args.honed_set,
+        "threads": torch.get_num_threads(),
+    }
+    result.update(holdout_loss(captured["model"], captured["tokenizer"], read_jsonl(work / "holdout.jsonl"), max_length=args.max_length))
+    return result
+
+
+def child(system: str, work: Path, args: argparse.Namespace) -> None:
+    """Run one system in this (fresh) process and print its figures as one JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if system.startswith("honed"):
+        result = run_honed(work, args, bf16=system == "honed-bf16")
+    else:
+        result = run_trl(work, args, packing=system == "trl-packing")
+    result["tokens_per_s"] = result["real_tokens"] / result["train_seconds"]
+    result["tokens_per_cpu_s"] = result["real_tokens"] / result["cpu_seconds"]
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_child(system: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", system, "--work", str(work)] + child_flags(args)
+    print(f"== {system}: {' '.join(command[1:])}", flush=True)
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    (work / f"{system}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"{system} failed (exit {proc.returncode}); log: {work / f'{system}.log'}\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
+def child_flags(args: argparse.Namespace) -> list[str]:
+    return [
+        f"--train={args.train}", f"--holdout={args.holdout}", f"--batch={args.batch}", f"--lr={args.lr}",
+        f"--epochs={args.epochs}", f"--max-length={args.max_length}", f"--seed={args.seed}",
+        f"--threads={args.threads}", *[f"--honed-set={kv}" for kv in args.honed_set],
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=200, help="training examples")
+    parser.add_argument("--holdout", type=int, default=100, help="holdout examples")
+    parser.add_argument("--batch", type=int, default=8, help="global batch (examples per optimizer step)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--honed-set", action="append", default=[], help="extra honed config override (key=value)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child(args.child, args.work, args)
+        return
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA} is missing: this benchmark reads banking77 from ../shared/data")
+    with tempfile.TemporaryDirectory(prefix="honed-bench-") as tmp:
+        work = Path(tmp)
+        write_jsonl(work / "train.jsonl", read_banking77(DATA / "train.csv", count=args.train, seed=args.seed))
+        write_jsonl(work / "holdout.jsonl", read_banking77(DATA / "test.csv", count=args.holdout, seed=args.seed))
+        load_before = os.getloadavg()
+        results = [run_child(system, work, args) for system in args.systems.split(",")]
+        flops = matmul_flops(args.threads, "float32")
+        bf16_flops = matmul_flops(args.threads, "bfloat16")
+        load_after = os.getloadavg()
+    report = render_report(results, flops, bf16_flops, args, load=(load_before, load_after))
+    print(report)
+    if not args.no_write:
+        write_section(ROOT / "BENCHMARKS.md", report)
+
+
+def matmul_flops(threads: int, dtype: str) -> float:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "matmul_flops.py"), f"--threads={threads}", f"--dtype={dtype}"],
+        capture_output=True, text=True, check=True,
+    )
+    return float(json.loads(out.stdout.splitlines()[0])["best_flops"])
+
+
+LABELS = {
+    "honed": "honed defaults (`honed.train`: packing, fp32, no checkpointing)",
+    "honed-bf16": "honed, `precision: bf16` (bf16 autocast on AMX, as TRL's default)",
+    "trl": "TRL SFTTrainer defaults (no packing, bf16 autocast, gradient checkpointing)",
+    "trl-packing": "TRL SFTTrainer, `packing=True` (bfd, padding-free)",
+}
+
+
+def render_report(
+    results: list[dict[str, Any]], flops: float, bf16_flops: float, args: argparse.Namespace, *, load: Any
+) -> str:
+    """The BENCHMARKS.md section: machine, command, date, the table, ratios and the FLOP accounting."""
+    import torch
+    import transformers
+    import trl
+
+    by = {r["system"]: r for r in results}
+    command = "python benchmarks/train_vs_trl.py " + " ".join(child_flags(args))
+    lines = [
+        "## Training speed: honed vs TRL SFTTrainer (LoRA r=16, smollm2-135m, banking77 chats)",
+        "",
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, Linux {platform.release()}, no GPU; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, trl {trl.__version__}",
+        f"- command: `{command}`",
+        f"- load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load[0])}, after: "
+        f"{'/'.join(f'{x:.1f}' for x in load[1])} (the 2 cores are shared with other work: compare ratios within "
+        "this run, and the CPU-time column, which contention distorts less)",
+        f"- job: {args.train} training chats (banking77 train.csv, seeded sample), 1 system prompt + user text + "
+        f"assistant label; {args.holdout} holdout chats (test.csv); global batch {args.batch} examples, lr "
+        f"{args.lr:g} constant, AdamW, no weight decay, grad clip 1.0, {args.epochs} epoch, max_length "
+        f"{args.max_length}, LoRA r=16 alpha=32 dropout 0 on all linear layers of the blocks, "
+        f"{args.threads} threads; each system in its own process, one after another",
+        "- loss: every system trains on the assistant turn only (TRL: conversational prompt-completion data, "
+        "its default `completion_only_loss`); a `messages` dataset would make TRL train on every token "
+        "(its `assistant_only_loss` needs `{% generation %}` markers the SmolLM2 template lacks)",
+        "- holdout loss: one function for all (`holdout_loss` in the script): mean cross-entropy over the "
+        "assistant tokens of the same holdout chats, rendered by honed's renderer, after training",
+        "",
+        "| system | optimizer steps | real tokens (supervised) | train s | real tokens/s | tokens/CPU-s | "
+        "peak RSS MiB | holdout loss | holdout token acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {LABELS[r['system']]} | {r['optimizer_steps']} | {r['real_tokens']} ({r['supervised_tokens']}) | "
+            f"{r['train_seconds']:.1f} | **{r['tokens_per_s']:.1f}** | {r['tokens_per_cpu_s']:.1f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['holdout_loss']:.4f} | {r['holdout_token_accuracy']:.3f} |"
+        )
+    lines.append("")
+    for name in ("honed", "honed-bf16"):
+        mine = by.get(name)
+        for peer, target in (("trl", 2.0), ("trl-packing", 1.3)):
+            if mine and peer in by:
+                ratio = mine["tokens_per_s"] / by[peer]["tokens_per_s"]
+                cpu_ratio = mine["tokens_per_cpu_s"] / by[peer]["tokens_per_cpu_s"]
+                loss_ok = "equal or better" if mine["holdout_loss"] <= by[peer]["holdout_loss"] + 1e-3 else "WORSE"
+                lines.append(
+                    f"- {name} / {peer}: **{ratio:.2f}x** real tokens/s (target {target}x), {cpu_ratio:.2f}x per "
+                    f"CPU-second; holdout loss {mine['holdout_loss']:.4f} vs {by[peer]['holdout_loss']:.4f} ({loss_ok})"
+                )
+    honed = by.get("honed")
+    if honed:
+        share = honed["supervised_tokens"] / honed["real_tokens"]
+        per_token = lora_flops_per_token(
+            body_params=honed["body_params"], head_params=honed["head_params"],
+            lora_params=honed["lora_params"], supervised_share=share,
+        )
+        lines += [
+            f"- this machine's matmul peak with {args.threads} threads (`benchmarks/matmul_flops.py`, best of "
+            f"transformer-shaped and square products): fp32 **{flops / 1e9:.0f} GFLOP/s**, bf16 (AMX) "
+            f"**{bf16_flops / 1e9:.0f} GFLOP/s**",
+            f"- LoRA model FLOPs per real token = 4*N_body + 6*N_lora + 4*N_head*s = 4*{honed['body_params'] / 1e6:.1f}M"
+            f" + 6*{honed['lora_params'] / 1e6:.2f}M + 4*{honed['head_params'] / 1e6:.1f}M*{share:.3f} = "
+            f"{per_token / 1e6:.0f} MFLOP: forward 2*N through the frozen blocks and adapters, backward only the "
+            "activation gradients 2*N plus the adapters' weight gradients 2*N_lora (no frozen-weight gradients), "
+            "the output head only on the supervised share s of positions; attention scores left out (<2% here). "
+            "Full fine-tuning would count 6*N.",
+        ]
+        for name, peak, kind in (("honed", flops, "fp32"), ("honed-bf16", bf16_flops, "bf16")):
+            if name in by:
+                achieved = per_token * by[name]["tokens_per_s"]
+                lines.append(
+                    f"- {name} reaches {achieved / 1e9:.1f} GFLOP/s of model FLOPs = **{100 * achieved / peak:.0f}%** "
+                    f"of the {kind} matmul peak"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section of BENCHMARKS.md (between its markers), leaving the rest as it is."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    block = f"{SECTION_START}\n{section.rstrip()}\n{SECTION_END}"
+    if SECTION_START in text and SECTION_END in text:
+        before, rest = text.split(SECTION_START, 1)
+        after = rest.split(SECTION_END, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
