@@ -307,8 +307,12 @@ def train_command(
     """Fine-tune a model on your examples; writes a self-describing run directory.
 
     With --resume, the run's saved config.yaml is used and the other options are ignored.
+    With --nproc N, the same command runs as N torchrun processes that split every step's examples
+    (the loss curve matches one process); add --set sharding=fsdp to shard full fine-tuning (FSDP2).
 
     Example: honed train --data examples/support_triage.jsonl --model smollm2-135m --out runs/first --epochs 2
+
+    Example: honed train --data train.jsonl --out runs/two --nproc 2
     """
     import json
 
