@@ -100,8 +100,36 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
                  "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--json"]
     out, eval_s = honed(*eval_args, log=log)
     summary = json.loads(out)
-    return {"task": task, "train_args": train_args, "eval_args": eval_args, "train_seconds": train_s,
-            "eval_seconds": eval_s, "trained": trained, "summary": summary}
+    result = {"task": task, "train_args": train_args, "eval_args": eval_args, "train_seconds": train_s,
+              "eval_seconds": eval_s, "trained": trained, "summary": summary}
+    if args.long_base:
+        result["long_base"] = run_long_base(run_dir, args, log=log)
+    return result
+
+
+def run_long_base(run_dir: Path, args: argparse.Namespace, *, log: Path) -> dict[str, Any]:
+    """The base model again with room to finish (--long-base tokens), in a copy of the run so the main
+    evaluation's files stay: is the base model's score a matter of the max_new_tokens budget?"""
+    import shutil
+
+    copy = run_dir.parent / "run-long-base"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))
+    long_args = ["eval", str(copy), "--limit", str(args.eval), "--baselines", "base", "--max-new-tokens",
+                 str(args.long_base), "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--json"]
+    out, seconds = honed(*long_args, log=log)
+    return {"args": long_args, "seconds": seconds, "summary": json.loads(out)}
+
+
+def render_long_base(result: dict[str, Any]) -> list[str]:
+    long = result.get("long_base")
+    if not long:
+        return []
+    summary = long["summary"]
+    base = summary["systems"]["base"]
+    metrics = ", ".join(f"{m} {_cell(base['metrics'][m])}" for m in summary["metrics"][:5])
+    return [f"Base model with room to finish (`honed {' '.join(long['args'][:1] + ['RUN_COPY'] + long['args'][2:])}`): "
+            f"{metrics}; {base['unfinished']} of {summary['n']} still unfinished.", ""]
 
 
 def _cell(interval: dict[str, float]) -> str:
@@ -131,10 +159,12 @@ def render_task(result: dict[str, Any]) -> list[str]:
         marks = [f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{' *' if d['low'] > 0 or d['high'] < 0 else ''}"
                  for d in diffs]
         lines.append(f"| {metric} | " + " | ".join(cells) + " | " + " | ".join(marks) + " |")
+    lines.append("| unfinished (hit max_new_tokens) | " + " | ".join(str(s["unfinished"]) for s in systems.values())
+                 + " |" + " |" * len(diffs))
     lines.append("| memorised | " + " | ".join(f"{s['memorised']:.1%}" for s in systems.values()) + " |" + " |" * len(diffs))
     lines.append("| generation tokens/s | " + " | ".join(f"{s['generation']['tokens_per_s']:.1f}" for s in systems.values())
                  + " |" + " |" * len(diffs))
-    lines += ["", f"Verdict: {summary['verdict']}", ""]
+    lines += ["", f"Verdict: {summary['verdict']}", ""] + render_long_base(result)
     if "label_accuracy" in summary["metrics"]:
         lines += ["`memorised` counts outputs equal to a training answer that is not the reference: for a label task",
                   "that is every wrong but valid label, so here it measures mistakes, not copying.", ""]
@@ -150,7 +180,8 @@ def render_report(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"- Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} cores shared with "
         f"other jobs (timings are indicative only), torch {torch.__version__}.",
         f"- Command: `.venv/bin/python benchmarks/eval_tasks.py --tasks {result['task']} --train {args.train} "
-        f"--eval {args.eval} --lr {args.lr} --batch-size {args.batch_size} --threads {args.threads}`",
+        f"--eval {args.eval} --lr {args.lr} --batch-size {args.batch_size} --threads {args.threads}"
+        f"{f' --long-base {args.long_base}' if result.get('long_base') else ''}`",
         f"- Model {MODEL}; LoRA r=16 on all linear layers, {args.train} training examples, 1 epoch, lr {args.lr}, "
         "max_length 256; greedy decoding stopped at <|im_end|>; `*` marks a difference whose 95% CI excludes 0.",
         "",
@@ -185,13 +216,19 @@ def main() -> None:
     # run 5-20x slower (measured: prefill of 70 tokens 0.35 s with 1 thread, 2-11 s with 2).
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="reuse a finished run directory instead of retraining")
+    parser.add_argument("--long-base", type=int, default=0,
+                        help="also evaluate the base model with this max_new_tokens (JSON tasks: restaurant8k)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the sections from runs/bench-eval/*/result.json")
     parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
     for task in args.tasks:
-        result = run_task(task, args)
-        (WORK / task / "result.json").write_text(json.dumps(result, indent=2))
+        if args.render_only:  # re-render BENCHMARKS.md from the saved result, without training again
+            result = json.loads((WORK / task / "result.json").read_text())
+        else:
+            result = run_task(task, args)
+            (WORK / task / "result.json").write_text(json.dumps(result, indent=2))
         report = render_report(result, args)
         print(report, flush=True)
         if not args.no_write:

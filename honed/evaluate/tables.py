@@ -27,6 +27,7 @@ def eval_table(summary: dict[str, Any]) -> Table:
         table.add_column(system, justify="right")
     for name in summary["metrics"]:
         table.add_row(name, *[_cell(data["metrics"].get(name)) for data in systems.values()])
+    table.add_row("unfinished", *[str(data["unfinished"]) for data in systems.values()])
     table.add_row("memorised", *[f"{data['memorised']:.1%}" for data in systems.values()])
     table.add_row("tokens/s", *[f"{data['generation']['tokens_per_s']:.0f}" for data in systems.values()])
     return table
