@@ -284,6 +284,57 @@ class EvalSettings:
     threads: int | None = None  # torch CPU threads; 1 is much faster on a machine shared with other jobs
 
 
+@dataclass
+class EvalData:
+    """The holdout (after --limit), the run's training examples, and where the holdout came from."""
+
+    holdout: list[Conversation]
+    holdout_path: Path
+    train: list[Conversation]
+
+    @property
+    def references(self) -> list[str]:
+        return [c.response_text() for c in self.holdout]
+
+    @property
+    def train_targets(self) -> list[str]:
+        return [c.response_text() for c in self.train]
+
+
+def load_eval_data(run_path: Path, data: dict[str, Any], settings: EvalSettings) -> EvalData:
+    """Read the holdout (--data or the run's) and the training examples the run recorded."""
+    hold_path = holdout_path(run_path, data, settings.data)
+    tpath = train_path(run_path, data)
+    train = read_examples(tpath) if tpath is not None else []
+    return EvalData(read_examples(hold_path)[: settings.limit], hold_path, train)
+
+
+def run_systems(
+    systems: Sequence[System], models: dict[str, Any], data: EvalData, plan: MetricPlan, settings: EvalSettings,
+    *, max_new_tokens: int, on_progress: OnProgress | None,
+) -> list[SystemResult]:
+    """Generate and score every system's answers, one system after another."""
+    results: list[SystemResult] = []
+    references = data.references
+    for system in systems:
+        model, tokenizer = models[system.model]
+        shots = choose_shots(data.train, k=system.shots, seed=settings.seed) if system.shots else []
+        done = [0]
+
+        def progress(count: int, name: str = system.name) -> None:
+            done[0] += count
+            if on_progress is not None:
+                on_progress(name, done[0], len(references))
+
+        outputs, stopped, stats = run_system(
+            system, model, tokenizer, data.holdout, shots=shots, max_new_tokens=max_new_tokens,
+            batch_size=settings.batch_size, progress=progress,
+        )
+        results.append(SystemResult(system, outputs, stopped, score_examples(plan, references, outputs),
+                                    stats.tokens_per_s, stats.new_tokens, stats.seconds))
+    return results
+
+
 def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Evaluate a run's tuned model against the baselines; write RUN_DIR/eval/*.jsonl and summary.json.
 
@@ -299,53 +350,31 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         torch.set_num_threads(settings.threads)
     info = load_run(run_dir)
     run_path = Path(run_dir)
-    hold_path = holdout_path(run_path, info.data, settings.data)
-    holdout = read_examples(hold_path)[: settings.limit]
-    tpath = train_path(run_path, info.data)
-    train = read_examples(tpath) if tpath is not None else []
+    data = load_eval_data(run_path, info.data, settings)
     systems = [System(TUNED, TUNED)] + parse_baselines(settings.baselines)
-    if any(s.shots for s in systems) and not train:
+    if any(s.shots for s in systems) and not data.train:
         raise ConfigError(f"{run_dir}: few-shot needs the training examples, but the run's train file is gone; "
                           "drop few-shot from --baselines")
-    references = [c.response_text() for c in holdout]
-    train_targets = [c.response_text() for c in train]
     schema = json.loads(Path(settings.schema).read_text(encoding="utf-8")) if settings.schema else None
-    plan = plan_metrics(references, train_targets=train_targets, requested=settings.metrics, schema=schema)
+    plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metrics, schema=schema)
     models = _load_models(run_path, systems, checkpoint=settings.checkpoint, model_spec=info.model)
-    tokenizer = next(iter(models.values()))[1]
+    tokenizer = models[TUNED][1]
     max_new = settings.max_new_tokens or default_max_new_tokens(
-        [len(ids) for ids in tokenizer(references, add_special_tokens=False)["input_ids"]]
+        [len(ids) for ids in tokenizer(data.references, add_special_tokens=False)["input_ids"]]
     )
-    results: list[SystemResult] = []
-    for system in systems:
-        model, tok = models[system.model]
-        shots = choose_shots(train, k=system.shots, seed=settings.seed) if system.shots else []
-        done = [0]
-
-        def progress(count: int, name: str = system.name) -> None:
-            done[0] += count
-            if on_progress is not None:
-                on_progress(name, done[0], len(holdout))
-
-        outputs, stopped, stats = run_system(
-            system, model, tok, holdout, shots=shots, max_new_tokens=max_new, batch_size=settings.batch_size,
-            progress=progress,
-        )
-        results.append(SystemResult(system, outputs, stopped, score_examples(plan, references, outputs),
-                                    stats.tokens_per_s, stats.new_tokens, stats.seconds))
-    summary = summarize(
-        plan, holdout, references, results, train_targets=train_targets, seed=settings.seed,
-        resamples=settings.resamples,
-    )
+    results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress)
+    summary = summarize(plan, data.holdout, data.references, results, train_targets=data.train_targets,
+                        seed=settings.seed, resamples=settings.resamples)
     summary.update({
         "run": str(run_path.resolve()),
         "checkpoint": settings.checkpoint,
-        "holdout": {"path": str(hold_path.resolve()), "sha256": file_sha256(hold_path), "count": len(holdout)},
+        "holdout": {"path": str(data.holdout_path.resolve()), "sha256": file_sha256(data.holdout_path),
+                    "count": len(data.holdout)},
         "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size},
         "few_shot_seed": settings.seed,
         "schema": plan.schema or None,
     })
-    write_results(run_path / "eval", holdout, references, results, summary)
+    write_results(run_path / "eval", data.holdout, data.references, results, summary)
     return summary
 
 
