@@ -44,8 +44,8 @@ def differences_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def compare_tables(report: dict[str, Any]) -> list[Table]:
-    """Runs (data hashes), config differences, metrics with intervals, and disagreeing examples."""
+def compare_tables(report: dict[str, Any]) -> list[Any]:
+    """Runs (data hashes), config differences, metrics with intervals, and disagreeing examples (tables or lines)."""
     names = report["names"]
     runs = Table(title="runs")
     for column in ("run", "model", "method", "train sha256 (count)", "holdout sha256 (count)", "eval holdout"):
@@ -68,9 +68,13 @@ def compare_tables(report: dict[str, Any]) -> list[Table]:
         metrics.add_column(name, justify="right")
     for metric, by_run in report["metrics"].items():
         metrics.add_row(metric, *[_cell(by_run.get(name)) for name in names])
-    tables = [runs, config, metrics]
+    tables: list[Any] = [runs, config if report["config_differences"] else "config: identical", metrics]
     disagree = report["disagreements"]
-    if disagree["same_holdout"]:
+    if not disagree["same_holdout"]:
+        tables.append("the runs were evaluated on different holdouts: no example-by-example comparison")
+    elif not disagree["count"]:
+        tables.append(f"the runs agree on all {disagree['of']} holdout examples")
+    else:
         examples = Table(title=f"examples where the runs disagree: {disagree['count']} of {disagree['of']}")
         examples.add_column("id")
         examples.add_column("prompt")
