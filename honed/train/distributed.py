@@ -1,7 +1,7 @@
 """Several training processes on one machine: torchrun launch, process group, gradient sum, FSDP2.
 
 `honed train --nproc N` (N > 1) does not train in the process the user started. It re-runs the same
-command line under torchrun (`python -m torch.distributed.run --standalone --nproc-per-node N -m honed ...`)
+command line under torchrun (`torchrun --standalone --nproc-per-node N -m honed ...`, launched in-process)
 and waits for it; each of the N workers sees torchrun's RANK / WORLD_SIZE / LOCAL_RANK variables, opens a
 process group (gloo on CPU, nccl on GPUs) and runs the ordinary training loop, which then:
 - takes a disjoint share of every optimizer step's examples (round-robin, `batching.shard`);
@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import subprocess
-import sys
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -70,37 +68,48 @@ def without_nproc(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def torchrun_command(argv: Sequence[str], *, nproc: int) -> list[str]:
-    """The command that runs `honed <argv>` as `nproc` torchrun workers on this machine.
+def torchrun_arguments(argv: Sequence[str], *, nproc: int) -> list[str]:
+    """torchrun's arguments that run `honed <argv>` as `nproc` workers on this machine.
 
-    >>> torchrun_command(["train", "--data", "d.jsonl", "--nproc", "2"], nproc=2)[1:]
-    ['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m', 'honed', 'train', '--data', 'd.jsonl']
+    >>> torchrun_arguments(["train", "--data", "d.jsonl", "--nproc", "2"], nproc=2)
+    ['--standalone', '--nproc-per-node', '2', '--local-ranks-filter', '0', '-m', 'honed', 'train', '--data', 'd.jsonl']
     """
-    argv = without_nproc(argv)
     return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
         "--standalone",  # a local rendezvous on a free port: one machine, no cluster settings
         "--nproc-per-node",
         str(nproc),
+        "--local-ranks-filter",  # rank 0 speaks for all: the others print the same progress and errors
+        "0",
         "-m",
         "honed",
-        *argv,
+        *without_nproc(argv),
     ]
 
 
 def relaunch(argv: Sequence[str], *, nproc: int) -> int:
     """Run `honed <argv>` under torchrun with `nproc` workers, wait, and return its exit status.
 
+    torchrun runs in this process (its `run` function), so a worker's user error (exit 2, its message
+    already printed by rank 0) comes back as that exit status instead of torchrun's own traceback.
+
     >>> status = relaunch(["train", "--data", "d.jsonl", "--out", "runs/x", "--nproc", "2"], nproc=2)  # doctest: +SKIP
     """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     if nproc < 2:
         raise ValueError("relaunch needs at least 2 processes")
-    env = dict(os.environ)
     # torchrun would otherwise force 1 thread per worker and print a warning about it.
-    env.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))
-    return subprocess.run(torchrun_command(argv, nproc=nproc), env=env).returncode
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures: reported below
+    try:
+        run(parse_args(torchrun_arguments(argv, nproc=nproc)))
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
 
 
 def backend_for(device: str) -> str:

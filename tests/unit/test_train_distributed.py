@@ -88,10 +88,23 @@ def test_fsdp2_full_fine_tuning_on_two_gloo_processes_matches_one_process(tmp_pa
 
 
 def test_nproc_is_removed_before_torchrun_parses_the_command():
-    command = distributed.torchrun_command(["train", "--out", "r", "--nproc", "2", "--nproc=2"], nproc=2)
-    assert command[:2] == [sys.executable, "-m"]
-    assert command[command.index("--nproc-per-node") + 1] == "2"
-    assert command[command.index("honed") + 1 :] == ["train", "--out", "r"]
+    arguments = distributed.torchrun_arguments(["train", "--out", "r", "--nproc", "2", "--nproc=2"], nproc=2)
+    assert arguments[arguments.index("--nproc-per-node") + 1] == "2"
+    assert arguments[arguments.index("honed") + 1 :] == ["train", "--out", "r"]
+
+
+def test_a_user_error_in_the_workers_is_one_message_and_exit_2(tmp_path):
+    bad = tmp_path / "train.jsonl"
+    # valid config, so the error only shows up inside the workers, when they read the data
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "weight": 0}]}
+    bad.write_text("".join(json.dumps(row) + "\n" for _ in range(4)))
+    command = [sys.executable, "-m", "honed", "train", "--data", str(bad), "--model", TINY, "--out",
+               str(tmp_path / "run"), "--nproc", "2"]
+    env = {**os.environ, "HONED_HOME": str(tmp_path / "home")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.count("error:") == 1 and "no trainable assistant turn" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
 
 
 def test_workers_are_recognised_by_torchrun_variables(monkeypatch):
