@@ -9,7 +9,9 @@ constant learning rate, 1 epoch over the same banking77 examples rendered as cha
 assistant label), the same global batch. Systems, each in its own subprocess, one after another (so their
 peak memory and threads do not mix):
 
-- honed:        `honed.train` with its defaults for the loss (assistant tokens only) and batching;
+- honed:        `honed.train` with its defaults for the loss (assistant tokens only), batching and precision
+                (fp32 on CPU);
+- honed-bf16:   the same with `precision: bf16` (bf16 autocast; needs AMX / AVX-512 BF16 on a CPU);
 - trl:          SFTTrainer with its defaults (no packing, bf16 autocast, gradient checkpointing) given a
                 conversational prompt-completion dataset, so it applies the chat template and trains on the
                 completion (the assistant turn) only, like honed;
