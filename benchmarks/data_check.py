@@ -176,6 +176,8 @@ clusters, {report['refusals']['count']:,} refusals.
 | peer: building the `datasets.Dataset` first | {built:.1f} | |
 
 Token totals agree: honed {t['total']:,}, TRL {trl_total:,}.
+Rows run one after another while other jobs come and go (load before/after above), so single rows are
+noisy; the CPU column is the steadier comparison.
 Ratios (same run): honed's whole report vs the peer's tokenization alone: {cli_s / (built + mapped):.2f}x the wall
 time, {cli_cpu / trl_cpu:.2f}x the CPU; honed's token pass is {mapped / tok_s:.1f}x faster (wall) and uses
 {trl_cpu / tok_cpu:.1f}x less CPU than the peer's. End to end CPU / {os.cpu_count()} cores = {cli_cpu / (os.cpu_count() or 1):.1f} s, the
