@@ -18,6 +18,7 @@ not there) raises DataError. Commands call `load_or_fail`, which raises on row p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -379,3 +380,15 @@ def _write_lines_atomic(path: Path, lines: Iterable[str]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Content hash of a file, read in 1 MiB blocks (recorded in manifests and run dirs).
+
+    >>> sha256_file("examples/support_triage.jsonl")  # doctest: +SKIP
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,7 +18,6 @@ folder, all or nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -33,7 +32,7 @@ from typing import Any, Sequence
 
 from datasketch import MinHash, MinHashLSH
 
-from honed.data.read import ColumnMapping, load_or_fail, write_jsonl
+from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_jsonl
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
 
@@ -290,14 +289,6 @@ def _pick_clusters(clusters: list[list[int]], quota: int, rng: random.Random) ->
 
 
 # --- the file version ----------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split_file(

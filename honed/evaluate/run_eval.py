@@ -13,7 +13,6 @@ data is classification-like), as alternating user/assistant turns after the syst
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from honed.data.read import read_conversations
+from honed.data.read import ColumnMapping, read_conversations, sha256_file
 from honed.data.render import ensure_chat_template, render_prompt
 from honed.data.types import Conversation, Message
 from honed.errors import ConfigError, DataError
@@ -78,12 +77,26 @@ def parse_baselines(text: str) -> list[System]:
 # ---- data ------------------------------------------------------------------------------------------------
 
 
-def read_examples(path: str | Path) -> list[Conversation]:
-    """Conversations of a data file; any bad row is a DataError listing every problem (file:line)."""
+# Tables need a column mapping; JSON/JSONL files describe themselves (and those honed writes are canonical).
+TABULAR_SUFFIXES = (".csv", ".tsv", ".parquet")
+
+
+def read_examples(path: str | Path, *, reading: dict[str, Any] | None = None) -> list[Conversation]:
+    """Conversations of a data file; any bad row is a DataError listing every problem (file:line).
+
+    `reading` is the run's `data` config: a CSV/Parquet file is read with its format and column mapping
+    (prompt_col, response_col, system), as training read it.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; pass the holdout with --data PATH")
-    result = read_conversations(path)
+    fmt, columns = "auto", None
+    reading = reading or {}
+    if path.suffix.lower() in TABULAR_SUFFIXES:
+        fmt = str(reading.get("format") or "auto")
+        if reading.get("prompt_col") and reading.get("response_col"):
+            columns = ColumnMapping(reading["prompt_col"], reading["response_col"], system=reading.get("system"))
+    result = read_conversations(path, fmt=fmt, columns=columns)
     if result.problems:
         raise DataError(
             f"{len(result.problems)} problem(s) in {path}; fix them (see `honed data check {path}`)",
@@ -93,14 +106,6 @@ def read_examples(path: str | Path) -> list[Conversation]:
     if not usable:
         raise DataError(f"{path}: no example has an assistant answer to compare against")
     return usable
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def holdout_path(run_dir: Path, data: dict[str, Any], given: str | None) -> Path:
@@ -301,12 +306,15 @@ class EvalData:
         return [c.response_text() for c in self.train]
 
 
-def load_eval_data(run_path: Path, data: dict[str, Any], settings: EvalSettings) -> EvalData:
-    """Read the holdout (--data or the run's) and the training examples the run recorded."""
+def load_eval_data(
+    run_path: Path, data: dict[str, Any], settings: EvalSettings, *, reading: dict[str, Any] | None = None
+) -> EvalData:
+    """Read the holdout (--data or the run's) and the training examples the run recorded; `reading` is
+    the run's data config (format and column mapping for CSV/Parquet files)."""
     hold_path = holdout_path(run_path, data, settings.data)
     tpath = train_path(run_path, data)
-    train = read_examples(tpath) if tpath is not None else []
-    return EvalData(read_examples(hold_path)[: settings.limit], hold_path, train)
+    train = read_examples(tpath, reading=reading) if tpath is not None else []
+    return EvalData(read_examples(hold_path, reading=reading)[: settings.limit], hold_path, train)
 
 
 def run_systems(
@@ -350,7 +358,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         torch.set_num_threads(settings.threads)
     info = load_run(run_dir)
     run_path = Path(run_dir)
-    data = load_eval_data(run_path, info.data, settings)
+    data = load_eval_data(run_path, info.data, settings, reading=info.config.get("data"))
     systems = [System(TUNED, TUNED)] + parse_baselines(settings.baselines)
     if any(s.shots for s in systems) and not data.train:
         raise ConfigError(f"{run_dir}: few-shot needs the training examples, but the run's train file is gone; "
@@ -368,7 +376,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     summary.update({
         "run": str(run_path.resolve()),
         "checkpoint": settings.checkpoint,
-        "holdout": {"path": str(data.holdout_path.resolve()), "sha256": file_sha256(data.holdout_path),
+        "holdout": {"path": str(data.holdout_path.resolve()), "sha256": sha256_file(data.holdout_path),
                     "count": len(data.holdout)},
         "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size},
         "few_shot_seed": settings.seed,

@@ -20,7 +20,6 @@ examples, the loss normaliser and the gradients are summed over ranks, and only 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -34,7 +33,7 @@ import torch
 from rich.console import Console
 
 from honed.config import DataSettings, TrainConfig, auto_epochs, config_to_yaml, validate_config
-from honed.data.read import ColumnMapping, load_or_fail, write_jsonl
+from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_jsonl
 from honed.data.render import Rendered, ensure_chat_template, render_batch
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError, HonedError
@@ -118,14 +117,6 @@ class Datasets:
     train: list[Conversation]
     holdout: list[Conversation]
     info: dict[str, Any]
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _file_entry(path: str | Path, count: int) -> dict[str, Any]:

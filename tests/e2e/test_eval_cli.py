@@ -109,3 +109,22 @@ def test_task_metric_during_training_selects_the_checkpoint(tmp_path) -> None:
     assert len(scored) >= 2 and all(0.0 <= line["holdout_field_f1"] <= 1.0 for line in scored)
     run = json.loads((out / "run.json").read_text())
     assert run["selected_by"] == "holdout_field_f1" and "holdout_field_f1" in run["best"]
+
+
+def test_eval_reads_csv_holdouts_with_the_runs_column_mapping(tmp_path) -> None:
+    """A run trained on CSV (--prompt-col/--response-col) is evaluated on CSV files read the same way."""
+    rows = [("I lost my card", "card"), ("Reset my password", "password"), ("Refund please", "refund")] * 8
+    for name in ("train.csv", "holdout.csv"):
+        text = "text,label\n" + "".join(f"{prompt} {i},{label}\n" for i, (prompt, label) in enumerate(rows))
+        (tmp_path / name).write_text(text)
+    out = tmp_path / "run"
+    mapping = ["--set", "data.prompt_col=text", "--set", "data.response_col=label", "--set", "data.system=Label it."]
+    result = cli("train", "--data", str(tmp_path / "train.csv"), "--holdout", str(tmp_path / "holdout.csv"),
+                 "--model", TINY, "--out", str(out), *mapping, *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    result = cli("eval", str(out), "--limit", "6", "--baselines", "base", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 6 and summary["main_metric"] == "label_accuracy"
+    first = json.loads((out / "eval" / "base.jsonl").read_text().splitlines()[0])
+    assert first["reference"] == "card"
