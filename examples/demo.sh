@@ -20,8 +20,11 @@ step "2/5 split off a holdout (near duplicates stay on one side)" \
   "$HONED" data split "$DATA" --holdout-fraction 0.15 --seed 0 --out "$OUT-data"
 step "3/5 see exactly which tokens the loss trains on" \
   "$HONED" data show "$OUT-data/train.jsonl" --model "$MODEL" -n 1
+# One epoch in steps of 8 at lr 1e-3 keeps the demo short. Measured on 2 cores (2026-11-22), same
+# 340/60 split: this setting reaches holdout field F1 0.71 in ~3 min of training; the defaults for one
+# epoch (steps of 16, lr 2e-4) only 0.40; two epochs of 16 at 1e-3 reach 0.80 in ~6 min.
 step "4/5 fine-tune with LoRA (holdout loss before and after is logged)" \
   "$HONED" train --data "$OUT-data/train.jsonl" --holdout "$OUT-data/holdout.jsonl" --model "$MODEL" \
-  --out "$OUT" --epochs 1 --max-length 256 ${DEMO_TRAIN_ARGS:-}
+  --out "$OUT" --epochs 1 --lr 1e-3 --set batch_size=8 --max-length 256 ${DEMO_TRAIN_ARGS:-}
 step "5/5 evaluate: tuned vs base model vs few-shot prompting, with confidence intervals" \
   "$HONED" eval "$OUT" --baselines base,few-shot:3 ${DEMO_EVAL_ARGS:-}
