@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench bench-tasks clean
 
 install: $(STAMP)
 
@@ -30,8 +30,16 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow tests
 
+# Each script writes its section of BENCHMARKS.md. data check ~2 min, training vs TRL ~10-15 min,
+# generation ~5 min; the task evaluations (train + eval on restaurant8k and banking77, ~1 h) are
+# `make bench-tasks`.
 bench: install
 	$(BIN)/python benchmarks/data_check.py
+	$(BIN)/python benchmarks/train_vs_trl.py
+	$(BIN)/python benchmarks/eval_generation.py
+
+bench-tasks: install
+	$(BIN)/python benchmarks/eval_tasks.py
 
 clean:
 	rm -rf $(VENV) runs out
