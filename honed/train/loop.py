@@ -583,7 +583,9 @@ def fit_loop(fit: Fit, state: TrainState) -> TrainState:
     )
     with Progress(*columns, console=fit.console, disable=not fit.dist.is_main) as progress:
         task = progress.add_task("train", total=fit.total_steps, completed=state.step, loss="-", tps="-")
-        for step in range(state.step + 1, fit.total_steps + 1):
+        # A run resumed from its early-stop checkpoint (killed while exporting final/) is already done.
+        last_step = state.step if state.stopped_early else fit.total_steps
+        for step in range(state.step + 1, last_step + 1):
             started = time.perf_counter()
             record = train_step(fit, step)
             # Checked before the update, so a NaN never reaches the weights or a checkpoint.

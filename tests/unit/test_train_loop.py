@@ -146,6 +146,23 @@ def test_task_metric_selects_the_checkpoint_and_early_stopping(tmp_path):
     assert final == (result.run_dir / "checkpoints" / "step-000001" / "adapter_model.safetensors").read_bytes()
 
 
+def test_resume_after_an_early_stop_does_not_train_on(tmp_path):
+    # A kill after the early-stop checkpoint was saved (e.g. while exporting final/) must not make
+    # --resume train past the step where the run had already stopped.
+    def score_fn(model, tokenizer):
+        return {"holdout_exact_match": 0.5}  # never improves after the first eval
+
+    args = ("eval_every=1", "early_stopping_patience=1", "select_by=holdout_exact_match", "epochs=3", "keep_last=5")
+    result, output = run(tmp_path, "es", *args, score_fn=score_fn)
+    assert result.steps == 2 and "early stop at step 2" in output
+    shutil.rmtree(result.run_dir / "final")
+    resumed = train(load_config(None), out=result.run_dir, resume=True, console=Console(file=io.StringIO()),
+                    score_fn=score_fn)
+    assert resumed.steps == 2 and resumed.best["step"] == 1
+    assert max(losses(result.run_dir)) == 2
+    assert (result.run_dir / "final" / "adapter_model.safetensors").is_file()
+
+
 def test_unknown_select_by_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="select_by"):
         run(tmp_path, "bad", "select_by=holdout_bleu")
