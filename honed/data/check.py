@@ -18,6 +18,7 @@ from typing import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from honed.data.read import ColumnMapping, ReadResult, load_or_fail
 from honed.data.report import (
@@ -132,13 +133,14 @@ def _examples_table(title: str, groups: list[list[Example]]) -> Table:
         if number:
             table.add_row("", "")
         for example in group:
-            table.add_row(example.source, example.text)
+            # Text, not str: user data like "[/INST]" must print as it is, not be parsed as rich markup
+            table.add_row(Text(example.source), Text(example.text))
     return table
 
 
 def _summary_table(report: Report) -> Table:
     t = report.tokens
-    table = Table(title=f"{report.file}  ({report.format}, {report.model})", title_justify="left")
+    table = Table(title=Text(f"{report.file}  ({report.format}, {report.model})"), title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [
@@ -180,7 +182,7 @@ def _leakage_table(report: Report) -> Table:
     leak = report.leakage
     assert leak is not None
     title = f"holdout leakage: {leak.file} ({_n(leak.holdout_examples)} examples)"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     table.add_column("holdout rows whose prompt is in train")
     table.add_column("rows", justify="right")
     table.add_row(f"exact ({_n(leak.exact_distinct)} distinct prompts)", _n(leak.exact))
@@ -200,9 +202,9 @@ def _labels_table(report: Report) -> Table:
     table.add_column("n", justify="right")
     largest = labels.top[:5]
     for k in range(max(len(largest), len(labels.smallest))):
-        cells: list[str] = []
+        cells: list[str | Text] = []
         for side in (largest, labels.smallest):
-            cells += [side[k].label, _n(side[k].count)] if k < len(side) else ["", ""]
+            cells += [Text(side[k].label), _n(side[k].count)] if k < len(side) else ["", ""]
         table.add_row(*cells)
     return table
 
@@ -233,4 +235,4 @@ def print_report(console: Console, report: Report) -> None:
     for warning in report.warnings:
         console.print(f"[yellow]warning[/] [bold]{warning.code}[/]: {warning.message}", soft_wrap=True)
     for path in report.invalid_files:
-        console.print(f"invalid rows written to {Path(path)}", soft_wrap=True)
+        console.print(f"invalid rows written to {Path(path)}", soft_wrap=True, markup=False)

@@ -140,3 +140,15 @@ def test_restaurant8k_tokens_with_the_real_model() -> None:
     t = json.loads(done.stdout)["tokens"]
     assert t["total"] > 8198 * 50 and 0 < t["supervised_share"] < 0.5
     assert t["truncated"] > 0 and t["per_epoch"] <= 8198 * 128
+
+
+def test_text_that_looks_like_rich_markup_prints_as_it_is(tmp_path: Path) -> None:
+    # Llama-2 style data carries "[INST] ... [/INST]"; labels may be "[positive]". Rich must not parse them.
+    path = write_jsonl(tmp_path / "train[1].jsonl", [("<s>[INST] hi [/INST]", "[positive]"),
+                                                     ("<s>[INST] hi [/INST]", "[negative]"),
+                                                     ("yo", "[positive]"), ("yo2", "[negative]")])
+    done = honed("data", "check", str(path), "--model", MODEL)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "[INST] hi [/INST]" in done.stdout and "[positive]" in done.stdout
+    assert "train[1].jsonl" in done.stdout
