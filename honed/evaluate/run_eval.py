@@ -343,6 +343,18 @@ def run_systems(
     return results
 
 
+def require_finished(info: Any, *, checkpoint: str) -> None:
+    """Refuse `--checkpoint best` on a run that never completed: its best checkpoint was never chosen, and
+    silently evaluating whatever checkpoint a killed run left would pass it off as the best."""
+    status = info.run.get("status")
+    if checkpoint == "best" and status != "completed":
+        raise ConfigError(
+            f"{info.path}: the run never finished (status: {status or 'unknown'}), so it has no best checkpoint; "
+            f"finish it with `honed train --out {info.path} --resume`, or evaluate a checkpoint it saved "
+            "with --checkpoint last or --checkpoint checkpoints/step-N"
+        )
+
+
 def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Evaluate a run's tuned model against the baselines; write RUN_DIR/eval/*.jsonl and summary.json.
 
@@ -357,6 +369,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     if settings.threads:
         torch.set_num_threads(settings.threads)
     info = load_run(run_dir)
+    require_finished(info, checkpoint=settings.checkpoint)
     run_path = Path(run_dir)
     data = load_eval_data(run_path, info.data, settings, reading=info.config.get("data"))
     systems = [System(TUNED, TUNED)] + parse_baselines(settings.baselines)

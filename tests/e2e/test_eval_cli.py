@@ -98,6 +98,23 @@ def test_user_errors_exit_2_without_traceback(tmp_path, two_runs) -> None:
         assert message in result.output and "Traceback" not in result.output
 
 
+def test_eval_of_a_run_that_never_finished_says_so(tmp_path, two_runs) -> None:
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(two_runs[0], killed)
+    run = json.loads((killed / "run.json").read_text())
+    for key in ("best_checkpoint", "best", "finished_at"):
+        run.pop(key, None)
+    (killed / "run.json").write_text(json.dumps({**run, "status": "running"}))
+    shutil.rmtree(killed / "final")
+    result = cli("eval", str(killed), "--limit", "2", "--baselines", "none")
+    assert result.exit_code == 2, result.output
+    assert "never finished (status: running)" in result.output and "Traceback" not in result.output
+    result = cli("eval", str(killed), "--limit", "2", "--baselines", "none", "--checkpoint", "last", "--json")
+    assert result.exit_code == 0, result.output
+
+
 def test_task_metric_during_training_selects_the_checkpoint(tmp_path) -> None:
     out = tmp_path / "by-metric"
     result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST,
