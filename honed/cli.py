@@ -131,6 +131,9 @@ def data_split_command(
     response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
     system: str = typer.Option(None, "--system", help="system prompt added to column data"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists and is not empty"),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
     """Split a data file into train and holdout, deterministically and without leaks.
@@ -147,7 +150,7 @@ def data_split_command(
     with err_console.status("splitting (clustering near duplicates)...", spinner="dots"):
         manifest = split_file(
             file, out=out, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold,
-            fmt=fmt, columns=columns, force=force,
+            fmt=fmt, columns=columns, force=force, skip_invalid=skip_invalid,
         )
     if as_json:
         print(json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -162,6 +165,11 @@ def data_split_command(
     strata = f"stratified by {manifest['labels']} labels" if manifest["stratified"] else "not stratified (no labels)"
     console.print(strata)
     console.print(f"wrote {out}/train.jsonl, {out}/holdout.jsonl, {out}/manifest.json", soft_wrap=True)
+    if manifest["skipped_invalid"]:
+        from honed.data.read import invalid_path_for
+
+        console.print(f"skipped {manifest['skipped_invalid']} invalid rows (written to {invalid_path_for(file)})",
+                      soft_wrap=True, markup=False)
 
 
 @data_app.command("show")

@@ -301,11 +301,14 @@ def split_file(
     fmt: str = "auto",
     columns: ColumnMapping | None = None,
     force: bool = False,
+    skip_invalid: bool = False,
 ) -> dict[str, Any]:
     """Split a data file into OUT/train.jsonl, OUT/holdout.jsonl and OUT/manifest.json; return the manifest.
 
     All three are written to a temporary folder beside OUT and renamed into place together, so OUT is
-    either complete or untouched. An existing non-empty OUT is refused unless `force`.
+    either complete or untouched. An existing non-empty OUT is refused unless `force`, and OUT may never
+    hold the input (`force` would delete it). With `skip_invalid`, bad rows go to `<path>.invalid.jsonl`
+    and the manifest counts them (`skipped_invalid`).
 
     >>> manifest = split_file("data.jsonl", out="split", holdout_fraction=0.1, seed=0)  # doctest: +SKIP
     >>> manifest["counts"]  # doctest: +SKIP
@@ -314,7 +317,11 @@ def split_file(
     check_split_args(holdout_fraction=holdout_fraction, near_threshold=near_threshold)
     out = Path(out)
     _check_out(out, force=force)
-    read = load_or_fail(path, fmt=fmt, columns=columns)
+    if out.resolve() in Path(path).resolve().parents:
+        raise ConfigError(
+            f"--out {out} holds the input file {path}, and --force would delete it; pick another folder"
+        )
+    read = load_or_fail(path, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
     result = split_conversations(
         read.conversations, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold
     )
@@ -332,6 +339,7 @@ def split_file(
             "train": len(result.train),
             "holdout": len(result.holdout),
         },
+        "skipped_invalid": len(read.bad_rows),
     }
     _write_all(out, result, manifest, force=force)
     return manifest

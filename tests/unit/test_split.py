@@ -309,3 +309,22 @@ def test_cli_splits_csv_with_a_column_mapping(tmp_path: Path) -> None:
     assert len(holdout) == 10
     assert holdout[0]["messages"][0] == {"role": "system", "content": "Classify."}
     assert Counter(row["messages"][-1]["content"] for row in holdout) == {"card": 5, "loan": 5}
+
+
+def test_cli_split_skip_invalid_sets_bad_rows_aside(data_file: Path, tmp_path: Path) -> None:
+    with data_file.open("a", encoding="utf-8") as f:
+        f.write('{"messages": [{"role": "bot", "content": "hi"}]}\n')
+    out = tmp_path / "split"
+    failed = CliRunner().invoke(app, ["data", "split", str(data_file), "--out", str(out)])
+    assert failed.exit_code == 2 and "--skip-invalid" in failed.output  # the advice names a real flag
+    result = CliRunner().invoke(app, ["data", "split", str(data_file), "--out", str(out), "--skip-invalid"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["input"] == 60 and manifest["skipped_invalid"] == 1
+    assert Path(f"{data_file}.invalid.jsonl").is_file()
+
+
+def test_force_never_deletes_the_input_file(data_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="holds the input"):
+        split_file(data_file, out=tmp_path, holdout_fraction=0.2, seed=0, force=True)
+    assert data_file.is_file()
