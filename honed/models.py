@@ -169,6 +169,12 @@ def load_tokenizer(spec: str) -> Any:
         if source.is_hub:
             raise _offline_error(spec, exc) from exc
         raise ModelError(f"could not load a tokenizer from {spec}: {exc}") from exc
+    except ValueError as exc:  # transformers' answer to a folder without tokenizer files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"could not load a tokenizer from {spec} ({first_line}); the model needs its tokenizer files "
+            "(tokenizer.json and tokenizer_config.json, as save_pretrained writes them)"
+        ) from exc
 
 
 def _tokenizer_cache(source: ModelSource) -> Any:
