@@ -328,7 +328,13 @@ def load_or_fail(
             f"{result.problems[0]}"
         )
     result.invalid_path = invalid_path_for(path)
-    write_invalid(result.invalid_path, result.bad_rows)
+    try:
+        write_invalid(result.invalid_path, result.bad_rows)
+    except OSError as exc:  # e.g. the data sits in a read-only folder (a shared dataset)
+        raise DataError(
+            f"cannot write the {count} invalid rows to {result.invalid_path} ({exc.strerror or exc}); "
+            "copy the data file to a folder you can write to, or fix the rows"
+        ) from None
     return result
 
 

@@ -504,3 +504,10 @@ def test_real_datasets_read_cleanly() -> None:
     restaurant = read_conversations(SHARED / "restaurant8k" / "test.jsonl")
     assert restaurant.format == "openai-chat (jsonl)"
     assert restaurant.problems == [] and len(restaurant.conversations) == 3731
+
+
+def test_load_or_fail_skip_invalid_unwritable_side_file_is_a_data_error(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "d.jsonl", [chat(), "{bad"])
+    (tmp_path / "d.jsonl.invalid.jsonl").mkdir()  # unwritable as a file even for root (like a read-only folder)
+    with pytest.raises(DataError, match="cannot write the 1 invalid rows"):
+        load_or_fail(path, skip_invalid=True)
