@@ -468,6 +468,9 @@ class Fit:
     console: Console
     metrics: MetricsLog
     score_fn: ScoreFn | None = None
+    # Whether ANY rank has holdout examples: a rank whose share is empty must still join the evaluation's
+    # collectives, so this cannot be read off this rank's own holdout_batches.
+    has_holdout: bool = False
 
     @property
     def steps_per_epoch(self) -> int:
@@ -569,7 +572,7 @@ def fit_loop(fit: Fit, state: TrainState) -> TrainState:
 
     config = fit.config
     watchdog = Watchdog(lr=config.resolved_lr())
-    has_holdout = bool(fit.holdout_batches) or fit.score_fn is not None
+    has_holdout = fit.has_holdout or fit.score_fn is not None
     if state.step == 0 and has_holdout:
         state.first_eval = state.last_eval = run_eval(fit)
         check_select_by(config.select_by, state.first_eval)
@@ -815,6 +818,7 @@ def _prepare(
         console=console,
         metrics=metrics,
         score_fn=score_fn,
+        has_holdout=bool(holdout_examples),
     )
     state = TrainState()
     if resume:

@@ -67,6 +67,21 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert "Traceback" not in two.stderr
 
 
+def test_a_holdout_smaller_than_the_process_count_does_not_hang(tmp_path):
+    # One holdout example over two ranks: rank 1's share is empty, yet it must join the evaluation's
+    # collectives (it used to skip evaluating, and the ranks waited on each other forever).
+    tiny_holdout = ("--set", "data.eval_max_examples=1", "--max-steps", "3")
+    one = honed_train(tmp_path, "one", *tiny_holdout)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = honed_train(tmp_path, "two", *tiny_holdout, "--nproc", "2")
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    a, b = curve(tmp_path / "one"), curve(tmp_path / "two")
+    assert [r["step"] for r in b] == [0, 1, 2, 3]
+    for x, y in zip(a, b):
+        if "holdout_loss" in x:
+            assert abs(x["holdout_loss"] - y["holdout_loss"]) < 1e-5
+
+
 def test_fsdp2_full_fine_tuning_on_two_gloo_processes_matches_one_process(tmp_path):
     full = ["--method", "full", "--lr", "1e-3", "--set", "max_steps=3"]
     one = honed_train(tmp_path, "one", *full)
