@@ -341,7 +341,13 @@ def split_file(
         },
         "skipped_invalid": len(read.bad_rows),
     }
-    _write_all(out, result, manifest, force=force)
+    try:
+        _write_all(out, result, manifest, force=force)
+    except OSError as exc:  # a parent that is a file, a read-only folder, a full disk
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        raise ConfigError(
+            f"--out {out}: cannot write the split there ({reason}); pick a folder you can write to"
+        ) from None
     return manifest
 
 

@@ -328,3 +328,9 @@ def test_force_never_deletes_the_input_file(data_file: Path, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="holds the input"):
         split_file(data_file, out=tmp_path, holdout_fraction=0.2, seed=0, force=True)
     assert data_file.is_file()
+
+
+def test_unwritable_out_is_a_config_error(data_file: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot write the split"):
+        split_file(data_file, out=data_file.parent / "data.jsonl" / "split", holdout_fraction=0.2, seed=0)
+    assert data_file.is_file()
