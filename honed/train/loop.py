@@ -319,7 +319,7 @@ def lr_factor(step_index: int, *, total_steps: int, warmup_steps: int, schedule:
     cosine/linear decay towards 0 (never exactly 0 on the last step) or constant.
 
     >>> [round(lr_factor(i, total_steps=4, warmup_steps=1, schedule="cosine"), 3) for i in range(4)]
-    [1.0, 1.0, 0.75, 0.25]
+    [1.0, 0.854, 0.5, 0.146]
     """
     if step_index < warmup_steps:
         return (step_index + 1) / warmup_steps

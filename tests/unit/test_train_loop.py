@@ -232,3 +232,15 @@ def test_no_holdout_trains_and_keeps_the_last_weights(tmp_path):
     assert json.loads((result.run_dir / "run.json").read_text())["selected_by"] == "last"
     assert (result.run_dir / "final" / "adapter_model.safetensors").read_bytes() == (
         result.run_dir / "checkpoints" / "step-000006" / "adapter_model.safetensors").read_bytes()
+
+
+def test_lr_schedule_warms_up_then_decays_without_reaching_zero():
+    import doctest
+
+    finder = doctest.DocTestFinder()
+    [test] = [t for t in finder.find(loop) if t.name.endswith(".lr_factor")]
+    assert doctest.DocTestRunner(verbose=False).run(test).failed == 0  # the docstring's numbers are real
+    factors = [loop.lr_factor(i, total_steps=10, warmup_steps=3, schedule="cosine") for i in range(10)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert all(a > b for a, b in zip(factors[2:], factors[3:])) and factors[-1] > 0
+    assert loop.lr_factor(5, total_steps=10, warmup_steps=3, schedule="constant") == 1.0
