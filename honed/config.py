@@ -119,6 +119,14 @@ class TrainConfig(_Strict):
             return value
         raise ValueError("must be a whole number of epochs >= 1, or 'auto'")
 
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        # AdamW would otherwise refuse them with a bare ValueError after the model is loaded.
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError("both betas must be in [0, 1), e.g. [0.9, 0.999]")
+        return value
+
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 

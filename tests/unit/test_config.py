@@ -68,3 +68,10 @@ def test_auto_epochs_rule():
     assert auto_epochs(500) == 3  # the usual case
     assert auto_epochs(10_000) == 2  # large sets: about 25,000 examples seen
     assert auto_epochs(100_000) == 1
+
+
+def test_adam_betas_out_of_range_are_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides=["adam_betas=[0.9, 1.5]"])
+    assert any(line.startswith("adam_betas:") and "[0, 1)" in line for line in info.value.details)
+    assert load_config(None, overrides=["adam_betas=[0.8, 0.95]"]).adam_betas == (0.8, 0.95)
