@@ -157,7 +157,7 @@ def data_split_command(
         return
     counts = manifest["counts"]
     grouped = counts["input"] - manifest["clusters"]
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False)  # paths and column names are shown as they are
     console.print(f"{counts['input']} examples ({manifest['format']}) -> {counts['train']} train, "
                   f"{counts['holdout']} holdout ({counts['holdout'] / counts['input']:.1%})", soft_wrap=True)
     console.print(f"{manifest['clusters']} clusters: {grouped} examples joined a near or exact duplicate "

@@ -334,3 +334,10 @@ def test_unwritable_out_is_a_config_error(data_file: Path) -> None:
     with pytest.raises(ConfigError, match="cannot write the split"):
         split_file(data_file, out=data_file.parent / "data.jsonl" / "split", holdout_fraction=0.2, seed=0)
     assert data_file.is_file()
+
+
+def test_cli_prints_paths_with_brackets_as_they_are(data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "[exp1]"
+    result = CliRunner().invoke(app, ["data", "split", str(data_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{out}/train.jsonl" in result.output  # not eaten as rich markup
