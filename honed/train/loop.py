@@ -286,7 +286,14 @@ def build_model(config: TrainConfig, *, device: str) -> Any:
     with warnings.catch_warnings():
         # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; the warning is theirs, not ours.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, lora)
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+            linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+            raise ConfigError(
+                f"lora.target_modules: {str(exc).rstrip('.')}; this model's linear layers are {', '.join(linear)} "
+                "(or use all-linear)"
+            ) from exc
 
 
 def _load_4bit(spec: str, *, device: str) -> Any:

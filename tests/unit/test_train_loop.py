@@ -244,3 +244,8 @@ def test_lr_schedule_warms_up_then_decays_without_reaching_zero():
     assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert all(a > b for a, b in zip(factors[2:], factors[3:])) and factors[-1] > 0
     assert loop.lr_factor(5, total_steps=10, warmup_steps=3, schedule="constant") == 1.0
+
+
+def test_lora_target_modules_the_model_lacks_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"lora.target_modules: .*foo_proj.*q_proj"):
+        run(tmp_path, "tm", "lora.target_modules=[foo_proj]")
