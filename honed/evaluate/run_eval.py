@@ -343,6 +343,24 @@ def run_systems(
     return results
 
 
+def read_schema(path: str | Path) -> dict[str, Any]:
+    """The --schema file: a JSON schema; a missing file, bad JSON or an invalid schema is a ConfigError."""
+    import jsonschema
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--schema {path}: no such file; pass a JSON schema file")
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); --schema needs a JSON schema") from exc
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ConfigError(f"{path}: not a valid JSON schema ({exc.message})") from exc
+    return schema
+
+
 def require_finished(info: Any, *, checkpoint: str) -> None:
     """Refuse `--checkpoint best` on a run that never completed: its best checkpoint was never chosen, and
     silently evaluating whatever checkpoint a killed run left would pass it off as the best."""
@@ -376,7 +394,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     if any(s.shots for s in systems) and not data.train:
         raise ConfigError(f"{run_dir}: few-shot needs the training examples, but the run's train file is gone; "
                           "drop few-shot from --baselines")
-    schema = json.loads(Path(settings.schema).read_text(encoding="utf-8")) if settings.schema else None
+    schema = read_schema(settings.schema) if settings.schema else None
     plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metrics, schema=schema)
     models = _load_models(run_path, systems, checkpoint=settings.checkpoint, model_spec=info.model)
     tokenizer = models[TUNED][1]

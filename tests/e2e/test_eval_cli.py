@@ -115,6 +115,17 @@ def test_eval_of_a_run_that_never_finished_says_so(tmp_path, two_runs) -> None:
     assert result.exit_code == 0, result.output
 
 
+def test_a_bad_schema_file_is_a_user_error(tmp_path, two_runs) -> None:
+    (tmp_path / "bad.json").write_text("{bad")
+    (tmp_path / "wrong.json").write_text('{"type": 5}')
+    cases = [("missing.json", "no such file"), ("bad.json", "bad.json:1: not valid JSON"),
+             ("wrong.json", "not a valid JSON schema")]
+    for name, message in cases:
+        result = cli("eval", str(two_runs[0]), "--limit", "2", "--baselines", "none", "--schema", str(tmp_path / name))
+        assert result.exit_code == 2, (name, result.output)
+        assert message in result.output and "Traceback" not in result.output
+
+
 def test_task_metric_during_training_selects_the_checkpoint(tmp_path) -> None:
     out = tmp_path / "by-metric"
     result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST,
