@@ -192,6 +192,11 @@ def load_run_datasets(run_dir: Path, settings: DataSettings) -> Datasets:
         if not entry:
             parts[name] = []
             continue
+        if not Path(entry["path"]).is_file():
+            raise DataError(
+                f"{entry['path']}: the run's {name} file is gone (recorded in data.json); resume needs the same "
+                "data: restore the file or start a new run with another --out"
+            )
         if sha256_file(entry["path"]) != entry["sha256"]:
             raise DataError(
                 f"{entry['path']} changed since the run started (sha256 differs from data.json); "

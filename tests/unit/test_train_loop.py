@@ -249,3 +249,11 @@ def test_lr_schedule_warms_up_then_decays_without_reaching_zero():
 def test_lora_target_modules_the_model_lacks_are_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"lora.target_modules: .*foo_proj.*q_proj"):
         run(tmp_path, "tm", "lora.target_modules=[foo_proj]")
+
+
+def test_resume_with_a_data_file_gone_is_a_data_error(tmp_path):
+    holdout = write_data(tmp_path / "holdout.jsonl", n=6)
+    result, _ = run(tmp_path, "gone", f"data.holdout={holdout}", "max_steps=1")
+    holdout.unlink()
+    with pytest.raises(DataError, match="holdout file is gone"):
+        train(load_config(None), out=result.run_dir, resume=True, console=Console(file=io.StringIO()))
