@@ -183,6 +183,9 @@ def data_show_command(
     prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
     response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
     system: str = typer.Option(None, "--system", help="system prompt added to column data"),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print every token (text, id, supervised) as JSON"),
 ) -> None:
     """Show examples through the model's chat template, marking the tokens training learns from.
@@ -197,7 +200,8 @@ def data_show_command(
     from honed.data.show import has_chat_template, preview, print_preview
     from honed.models import load_tokenizer
 
-    conversations = load_or_fail(file, fmt=fmt, columns=_column_mapping(prompt_col, response_col, system))
+    columns = _column_mapping(prompt_col, response_col, system)
+    conversations = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
     tokenizer = load_tokenizer(model)
     default_template = not has_chat_template(tokenizer)
     views = preview(conversations.conversations, tokenizer, n=n, max_length=max_length)

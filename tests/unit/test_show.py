@@ -147,3 +147,14 @@ def test_cli_bad_model_is_a_clear_error(data_file: Path, tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["data", "show", str(data_file), "--model", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_cli_skip_invalid_shows_the_valid_rows(data_file: Path) -> None:
+    with data_file.open("a", encoding="utf-8") as f:
+        f.write("{oops\n")
+    failed = CliRunner().invoke(app, ["data", "show", str(data_file), "--model", str(TINY)])
+    assert failed.exit_code == 2 and "--skip-invalid" in failed.output  # the advice names a real flag
+    args = ["data", "show", str(data_file), "--model", str(TINY), "-n", "1", "--skip-invalid", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["examples"]) == 1
