@@ -189,7 +189,7 @@ def load_run_datasets(run_dir: Path, settings: DataSettings) -> Datasets:
     parts: dict[str, list[Conversation]] = {}
     for name in ("train", "holdout"):
         entry = info.get(name) or {}
-        if not entry:
+        if not entry or entry.get("count") == 0:  # holdout_fraction 0 writes an empty holdout file
             parts[name] = []
             continue
         if not Path(entry["path"]).is_file():

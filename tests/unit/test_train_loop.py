@@ -257,3 +257,12 @@ def test_resume_with_a_data_file_gone_is_a_data_error(tmp_path):
     holdout.unlink()
     with pytest.raises(DataError, match="holdout file is gone"):
         train(load_config(None), out=result.run_dir, resume=True, console=Console(file=io.StringIO()))
+
+
+def test_a_run_without_holdout_can_be_resumed(tmp_path):
+    result, _ = run(tmp_path, "nohold", "data.holdout_fraction=0", "max_steps=2", "save_every=1", "keep_last=5")
+    shutil.rmtree(result.run_dir / "checkpoints" / "step-000002")
+    shutil.rmtree(result.run_dir / "final")
+    resumed = train(load_config(None), out=result.run_dir, resume=True, console=Console(file=io.StringIO()))
+    assert resumed.status == "completed" and resumed.steps == 2
+    assert sorted(losses(result.run_dir)) == [1, 2]
