@@ -112,6 +112,8 @@ def holdout_path(run_dir: Path, data: dict[str, Any], given: str | None) -> Path
     """--data, else the holdout the run split off (data/holdout.jsonl), else data.json's holdout path."""
     if given:
         return Path(given)
+    if (data.get("holdout") or {}).get("count") == 0:  # trained with holdout_fraction 0: the file is empty
+        raise ConfigError(f"{run_dir}: the run was trained without a holdout; pass one with --data HOLDOUT.jsonl")
     if (run_dir / "data" / "holdout.jsonl").is_file():
         return run_dir / "data" / "holdout.jsonl"
     recorded = (data.get("holdout") or {}).get("path")

@@ -126,6 +126,16 @@ def test_a_bad_schema_file_is_a_user_error(tmp_path, two_runs) -> None:
         assert message in result.output and "Traceback" not in result.output
 
 
+def test_eval_of_a_run_without_holdout_asks_for_one(tmp_path) -> None:
+    out = tmp_path / "nohold"
+    result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST, "--set", "data.holdout_fraction=0")
+    assert result.exit_code == 0, result.output
+    result = cli("eval", str(out), "--limit", "2", "--baselines", "none")
+    assert result.exit_code == 2 and "trained without a holdout; pass one with --data" in result.output
+    result = cli("eval", str(out), "--limit", "2", "--baselines", "none", "--data", DATA, "--json")
+    assert result.exit_code == 0, result.output
+
+
 def test_task_metric_during_training_selects_the_checkpoint(tmp_path) -> None:
     out = tmp_path / "by-metric"
     result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST,
