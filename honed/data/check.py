@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -233,6 +234,6 @@ def print_report(console: Console, report: Report) -> None:
     if not report.warnings:
         console.print("[green]no warnings[/]")
     for warning in report.warnings:
-        console.print(f"[yellow]warning[/] [bold]{warning.code}[/]: {warning.message}", soft_wrap=True)
+        console.print(f"[yellow]warning[/] [bold]{warning.code}[/]: {escape(warning.message)}", soft_wrap=True)
     for path in report.invalid_files:
         console.print(f"invalid rows written to {Path(path)}", soft_wrap=True, markup=False)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from honed.data import dedup
-from honed.data.render import render_batch
+from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation
 
 DEFAULT_MAX_LENGTH = 2048
@@ -468,6 +468,27 @@ def refusals(conversations: Sequence[Conversation]) -> Refusals:
     )
 
 
+def unrendered_tool_calls(conversations: Sequence[Conversation], *, tokenizer: Any) -> int:
+    """Examples with a trained-on tool call that the chat template does not write out.
+
+    Many templates (ChatML, SmolLM2's) ignore `tool_calls`: such a turn is trained as an empty reply, so
+    the model learns to answer nothing instead of calling the tool. Only examples with tool calls are
+    rendered here; a call counts as written when its function name appears in its supervised span.
+    """
+    count = 0
+    for c in conversations:
+        trainable = [m for m in c.messages if m.trainable]
+        if not any(m.tool_calls for m in trainable):
+            continue
+        text, spans = supervised_spans(tokenizer, c)
+        for message, (start, end) in zip(trainable, spans):
+            names = [str((call.get("function") or {}).get("name", "")) for call in message.tool_calls or []]
+            if any(name not in text[start:end] for name in names):
+                count += 1
+                break
+    return count
+
+
 # ---------------------------------------------------------------- leakage
 
 
@@ -622,4 +643,11 @@ def build_report(
         leakage=leaks,
     )
     report.warnings = findings(report)
+    dropped = unrendered_tool_calls(train, tokenizer=tokenizer)
+    if dropped:
+        report.warnings.append(Finding(
+            "tool_calls_not_rendered", dropped,
+            f"{dropped} examples have trained-on tool calls that {model}'s chat template does not write out, "
+            "so those turns teach an empty reply; use a model whose template renders tool_calls",
+        ))
     return report

@@ -251,3 +251,29 @@ def test_template_error_in_a_worker_is_a_located_data_error(monkeypatch: pytest.
     conversations = numbered([(f"question {i}", "answer") for i in range(8)] + [("boom", "answer")])
     with pytest.raises(DataError, match=r"train.jsonl:9: .*no boom here"):
         check(conversations, tokenizer, workers=2)
+
+
+def test_tool_calls_the_template_drops_are_a_warning(tok: Any) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    with_call = Conversation((Message("user", "Weather?"), Message("assistant", "", tool_calls=[call]),
+                              Message("tool", "sunny"), Message("assistant", "Sunny.")), source=Source("t.jsonl", 1))
+    r = check([with_call, chat("hi", "hello", line=2)], tok)
+    codes = {w.code: w.count for w in r.warnings}
+    assert codes.get("tool_calls_not_rendered") == 1  # the tiny ChatML template ignores tool_calls
+    jsonschema.validate(json.loads(json.dumps(r.to_json())), json.loads(SCHEMA.read_text()))
+    masked = Conversation(with_call.messages[:1] + (Message("assistant", "", weight=0, tool_calls=[call]),)
+                          + with_call.messages[2:])
+    assert "tool_calls_not_rendered" not in {w.code for w in check([masked], tok).warnings}  # not trained on
+
+
+def test_tool_calls_a_template_writes_out_raise_no_warning() -> None:
+    tok = load_tokenizer(str(TINY))
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "{% for c in m.get('tool_calls') or [] %}<call>{{ c['function']['name'] }}</call>{% endfor %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    convo = Conversation((Message("user", "Weather?"), Message("assistant", "", tool_calls=[call]),
+                          Message("tool", "sunny"), Message("assistant", "Sunny.")))
+    assert "tool_calls_not_rendered" not in {w.code for w in check([convo], tok).warnings}
