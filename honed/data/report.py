@@ -26,6 +26,7 @@ import numpy as np
 from honed.data import dedup
 from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation
+from honed.errors import ConfigError
 
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_NEAR_THRESHOLD = 0.85
@@ -255,7 +256,10 @@ def _bounds(count: int) -> list[tuple[int, int]]:
 def default_workers() -> int:
     """Worker processes for the heavy passes: the usable cores (HONED_WORKERS overrides)."""
     if "HONED_WORKERS" in os.environ:
-        return max(1, int(os.environ["HONED_WORKERS"]))
+        value = os.environ["HONED_WORKERS"]
+        if not value.strip().isdigit():
+            raise ConfigError(f"HONED_WORKERS must be a whole number of processes, got {value!r}; e.g. 2")
+        return max(1, int(value))
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 

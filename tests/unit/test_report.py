@@ -277,3 +277,13 @@ def test_tool_calls_a_template_writes_out_raise_no_warning() -> None:
     convo = Conversation((Message("user", "Weather?"), Message("assistant", "", tool_calls=[call]),
                           Message("tool", "sunny"), Message("assistant", "Sunny.")))
     assert "tool_calls_not_rendered" not in {w.code for w in check([convo], tok).warnings}
+
+
+def test_bad_honed_workers_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from honed.errors import ConfigError
+
+    monkeypatch.setenv("HONED_WORKERS", "two")
+    with pytest.raises(ConfigError, match="HONED_WORKERS"):
+        report_module.default_workers()
+    monkeypatch.setenv("HONED_WORKERS", "3")
+    assert report_module.default_workers() == 3
