@@ -32,7 +32,9 @@ from typing import Any, Sequence
 
 from datasketch import MinHash, MinHashLSH
 
+from honed.data import dedup
 from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_jsonl
+from honed.data.report import dialogue_text
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
 
@@ -213,6 +215,12 @@ def near_duplicate_clusters(
             # LSH returns candidates; keep only pairs whose estimated similarity really reaches threshold.
             if j != i and m.jaccard(hashes[j]) >= threshold:
                 uf.union(i, j)
+    # Also join what `data check --holdout` calls near leakage (word shingles of the prompt alone), so a
+    # split never fails the check: prompts that nearly match stay together even when responses differ.
+    prompt_sigs = dedup.signatures([dialogue_text(c, prompt_only=True) for c in conversations])
+    for cluster in dedup.near_duplicate_clusters(prompt_sigs, threshold=threshold):
+        for i in cluster[1:]:
+            uf.union(cluster[0], i)
     groups: dict[int, list[int]] = defaultdict(list)
     for i in range(len(conversations)):
         groups[uf.find(i)].append(i)

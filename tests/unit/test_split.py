@@ -341,3 +341,27 @@ def test_cli_prints_paths_with_brackets_as_they_are(data_file: Path, tmp_path: P
     result = CliRunner().invoke(app, ["data", "split", str(data_file), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert f"{out}/train.jsonl" in result.output  # not eaten as rich markup
+
+
+def test_split_leaves_no_near_leakage_by_data_checks_prompt_test() -> None:
+    """`data check --holdout` compares prompts only (word shingles); split must keep those pairs together
+    even when their different, long responses make the whole examples look unalike."""
+    import random as _random
+
+    from honed.data import dedup
+    from honed.data.report import dialogue_text
+
+    rng = _random.Random(0)
+    vocabulary = [f"w{k}" for k in range(500)]
+    conversations = []
+    for family in range(10):  # 10 unrelated prompts, each sent in 12 variants differing in one last word
+        base = " ".join(rng.choice(vocabulary) for _ in range(20))
+        for variant in range(12):
+            prompt = f"{base} {rng.choice(vocabulary)}"
+            response = " ".join(rng.choice(vocabulary) for _ in range(40))  # long, unrelated responses
+            conversations.append(Conversation((Message("user", prompt), Message("assistant", response))))
+    result = split_conversations(conversations, holdout_fraction=0.2, seed=0)
+    train_sigs = dedup.signatures([dialogue_text(c, prompt_only=True) for c in result.train])
+    holdout_sigs = dedup.signatures([dialogue_text(c, prompt_only=True) for c in result.holdout])
+    assert result.holdout
+    assert dedup.near_matches(holdout_sigs, train_sigs, threshold=0.85) == []
