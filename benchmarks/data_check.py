@@ -32,6 +32,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks_md import write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION_START = "<!-- data-check benchmark: start -->"
 SECTION_END = "<!-- data-check benchmark: end -->"
@@ -185,20 +187,6 @@ wall time on otherwise idle cores if perfectly parallel. Target: under 60 s wall
 {SECTION_END}"""
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if SECTION_START in current and SECTION_END in current:
-        before, rest = current.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1]
-        current = before + text + after
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(current, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -226,7 +214,8 @@ def main() -> None:
     text = markdown(args.n, m, (cli_s, cli_cpu), report, (tok_s, tok_cpu), (one_s, one_cpu), trl, load_after)
     print(text)
     if not args.no_write and not args.skip_peer:
-        write_section(text)
+        inner = text.removeprefix(SECTION_START).removesuffix(SECTION_END)
+        write_section(ROOT / "BENCHMARKS.md", inner, start=SECTION_START, end=SECTION_END)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks_md import write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "restaurant8k" / "test.jsonl"
 MODEL = "smollm2-135m"
@@ -113,20 +115,6 @@ def render_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, 
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), leaving the rest as it is."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{SECTION_START}\n{section.rstrip()}\n{SECTION_END}"
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + block + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
@@ -153,7 +141,7 @@ def main() -> None:
     report = render_report(results, args, max_new=max_new, matches=matches)
     print(report)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", report)
+        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
 
 
 if __name__ == "__main__":

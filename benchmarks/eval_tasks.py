@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks_md import write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 WORK = ROOT / "runs" / "bench-eval"
@@ -189,21 +191,6 @@ def render_report(result: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines + render_task(result)[2:]) + "\n"
 
 
-def write_section(path: Path, section: str, *, task: str) -> None:
-    """Replace this task's section of BENCHMARKS.md (between its markers), leaving the rest as it is."""
-    start, end = SECTION.format(task=task, edge="start"), SECTION.format(task=task, edge="end")
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{section.rstrip()}\n{end}"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=lambda s: s.split(","), default=["restaurant8k", "banking77"])
@@ -232,7 +219,8 @@ def main() -> None:
         report = render_report(result, args)
         print(report, flush=True)
         if not args.no_write:
-            write_section(ROOT / "BENCHMARKS.md", report, task=task)
+            write_section(ROOT / "BENCHMARKS.md", report, start=SECTION.format(task=task, edge="start"),
+                          end=SECTION.format(task=task, edge="end"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks_md import write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "banking77"
 MODEL = "smollm2-135m"
@@ -349,7 +351,7 @@ def main() -> None:
     report = render_report(results, flops, bf16_flops, args, load=(load_before, load_after))
     print(report)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", report)
+        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
 
 
 def matmul_flops(threads: int, dtype: str) -> float:
@@ -447,21 +449,6 @@ def render_report(
                     f"of the {kind} matmul peak"
                 )
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), leaving the rest as it is."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{SECTION_START}\n{section.rstrip()}\n{SECTION_END}"
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
