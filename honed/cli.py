@@ -307,7 +307,7 @@ def runs_list_command(
 
     from rich.table import Table
 
-    from honed.runs import list_runs
+    from honed.registry import list_runs
 
     runs = list_runs()
     if as_json:
@@ -335,7 +335,7 @@ def runs_show_command(
     """
     import json
 
-    from honed.runs import get_run
+    from honed.registry import get_run
 
     record = get_run(run)
     if as_json:
@@ -398,13 +398,13 @@ def eval_command(
 
         summary = evaluate_run(run_dir, settings, on_progress=on_progress)
     if as_json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        print(json.dumps(summary.to_json(), indent=2, ensure_ascii=False))
         return
     console = Console(highlight=False)
     console.print(eval_table(summary))
-    if summary["differences"]:
+    if summary.differences:
         console.print(differences_table(summary))
-    console.print(summary["verdict"], soft_wrap=True)
+    console.print(summary.verdict, soft_wrap=True)
     console.print(f"per-example outputs: {run_dir}/eval/<system>.jsonl", soft_wrap=True)
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from honed.atomic import atomic_folder
 from honed.errors import ModelError
+from honed.rundir import RunDir
 
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     # alias: (python package that ships the file, GGUF file name inside it)
@@ -122,21 +123,12 @@ def convert_builtin(alias: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(alias)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype="float32")
         _drop_quantization_marker(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process won the race; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -186,13 +178,8 @@ def _tokenizer_cache(source: ModelSource) -> Any:
     if (folder / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{source.builtin}-", dir=folder.parent))
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        tokenizer.save_pretrained(tmp)
     return AutoTokenizer.from_pretrained(folder)
 
 
@@ -219,3 +206,30 @@ def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any
     if gguf_file is not None:
         _drop_quantization_marker(model)
     return model.to(device)
+
+
+def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu") -> tuple[Any, Any]:
+    """The model and tokenizer of a training run, ready for generation (LoRA merged in).
+
+    LoRA folders are loaded onto the run's base model through peft and merged for fast inference;
+    full fine-tuning folders are complete models. Weights come from safetensors only.
+
+    >>> model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")  # doctest: +SKIP
+    """
+    from honed.data.render import ensure_chat_template
+
+    base_spec = str(run.read_config().get("model") or run.read_run().model)
+    folder = run.resolve_checkpoint(checkpoint)
+    tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base_spec
+    tokenizer = ensure_chat_template(load_tokenizer(tokenizer_source))
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_model(base_spec, device=device)
+        with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    else:
+        model = load_model(str(folder), device=device)
+    model.eval()
+    return model, tokenizer

@@ -19,6 +19,7 @@ from typing import Any
 
 from honed.errors import ConfigError
 from honed.evaluate.metrics import normalize_text
+from honed.rundir import EvalSummary, RunDir
 
 TUNED = "tuned"
 
@@ -50,25 +51,20 @@ def config_differences(configs: Sequence[dict[str, Any]]) -> dict[str, list[Any]
     return {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1}
 
 
-def _load_eval(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    summary_path = run_dir / "eval" / "summary.json"
-    if not summary_path.is_file():
-        raise ConfigError(f"{run_dir}: no evaluation yet ({summary_path} is missing); run `honed eval {run_dir}` first")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    rows_path = run_dir / "eval" / f"{TUNED}.jsonl"
-    rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return summary, rows
+def _load_eval(run: RunDir) -> tuple[EvalSummary, list[dict[str, Any]]]:
+    return run.read_summary(), run.read_eval_rows(TUNED)
 
 
-def _run_entry(info: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    data = {part: {k: (info.data.get(part) or {}).get(k) for k in ("path", "sha256", "count")}
-            for part in ("train", "holdout")}
+def _run_entry(run: RunDir, summary: EvalSummary) -> dict[str, Any]:
+    record, data, config = run.read_run(), run.read_data(), run.read_config()
+    files = {part: {k: getattr(entry, k, None) for k in ("path", "sha256", "count")}
+             for part, entry in (("train", data.train), ("holdout", data.holdout))}
     return {
-        "name": info.name, "path": str(info.path), "model": info.model, "method": info.method,
-        "status": info.run.get("status"), "best_checkpoint": info.run.get("best_checkpoint"),
-        "data": data,
-        "eval": {"holdout": summary.get("holdout"), "main_metric": summary.get("main_metric"),
-                 "verdict": summary.get("verdict"), "checkpoint": summary.get("checkpoint")},
+        "name": record.name or run.name, "path": str(run.path), "model": config.get("model"),
+        "method": config.get("method"), "status": record.status, "best_checkpoint": record.best_checkpoint,
+        "data": files,
+        "eval": {"holdout": summary.holdout.model_dump() if summary.holdout else None,
+                 "main_metric": summary.main_metric, "verdict": summary.verdict, "checkpoint": summary.checkpoint},
     }
 
 
@@ -85,9 +81,9 @@ def disagreements(names: Sequence[str], rows: Sequence[Sequence[dict[str, Any]]]
     return {"count": len(differing), "of": n, "examples": examples}
 
 
-def _unique_names(infos: Sequence[Any]) -> list[str]:
-    names = [i.name for i in infos]
-    return [f"{n} ({i.path})" if names.count(n) > 1 else n for n, i in zip(names, infos)]
+def _unique_names(runs: Sequence[RunDir]) -> list[str]:
+    names = [r.read_run().name or r.name for r in runs]
+    return [f"{n} ({r.path})" if names.count(n) > 1 else n for n, r in zip(names, runs)]
 
 
 def compare_runs(run_dirs: Sequence[str | Path], *, limit: int = 10) -> dict[str, Any]:
@@ -97,27 +93,29 @@ def compare_runs(run_dirs: Sequence[str | Path], *, limit: int = 10) -> dict[str
     >>> report["disagreements"]["count"]  # doctest: +SKIP
     17
     """
-    from honed.runs import load_run
-
     if len(run_dirs) < 2:
         raise ConfigError("compare needs at least two run directories, e.g. honed compare runs/a runs/b")
-    infos = [load_run(d) for d in run_dirs]
-    loaded = [_load_eval(Path(d)) for d in run_dirs]
-    names = _unique_names(infos)
-    metric_names = list(dict.fromkeys(m for summary, _ in loaded for m in summary.get("metrics", [])))
+    runs = [RunDir(d).require_run() for d in run_dirs]
+    loaded = [_load_eval(run) for run in runs]
+    names = _unique_names(runs)
+    metric_names = list(dict.fromkeys(m for summary, _ in loaded for m in summary.metrics))
     metrics = {
-        m: {name: summary["systems"][TUNED]["metrics"].get(m) for name, (summary, _) in zip(names, loaded)}
-        for m in metric_names
+        m: {name: _interval(summary, m) for name, (summary, _) in zip(names, loaded)} for m in metric_names
     }
-    holdout_hashes = {(summary.get("holdout") or {}).get("sha256") for summary, _ in loaded}
-    same = len(holdout_hashes) == 1 and len({summary.get("n") for summary, _ in loaded}) == 1
+    holdout_hashes = {summary.holdout.sha256 if summary.holdout else None for summary, _ in loaded}
+    same = len(holdout_hashes) == 1 and len({summary.n for summary, _ in loaded}) == 1
     disagree = disagreements(names, [rows for _, rows in loaded], limit=limit) if same else {
         "count": None, "of": None, "examples": []}
     disagree["same_holdout"] = same
     return {
-        "runs": [_run_entry(info, summary) for info, (summary, _) in zip(infos, loaded)],
+        "runs": [_run_entry(run, summary) for run, (summary, _) in zip(runs, loaded)],
         "names": names,
-        "config_differences": config_differences([info.config for info in infos]),
+        "config_differences": config_differences([run.read_config() for run in runs]),
         "metrics": metrics,
         "disagreements": disagree,
     }
+
+
+def _interval(summary: EvalSummary, metric: str) -> dict[str, float] | None:
+    found = summary.systems[TUNED].metrics.get(metric)
+    return found.model_dump() if found else None

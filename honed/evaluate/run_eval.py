@@ -6,7 +6,7 @@
 
 Every system answers the same holdout prompts (rendered with the training template by `render_prompt`)
 with the same greedy decoding (`generate`). The base systems load `honed.models.load_model(config.model)`;
-the tuned system loads the run's best checkpoint through `honed.runs.load_trained_model` (LoRA merged).
+the tuned system loads the run's best checkpoint through `honed.models.load_run_model` (LoRA merged).
 Few-shot prompts put k training examples, chosen deterministically (seeded, one per label first when the
 data is classification-like), as alternating user/assistant turns after the system prompt.
 """
@@ -35,6 +35,7 @@ from honed.evaluate.stats import (
     resample_indices,
 )
 from honed.evaluate.verdict import Comparison, verdict
+from honed.rundir import EvalSummary, FileEntry, RunDir
 
 TUNED = "tuned"
 OnProgress = Callable[[str, int, int], None]  # (system, examples done, total)
@@ -106,28 +107,6 @@ def read_examples(path: str | Path, *, reading: dict[str, Any] | None = None) ->
     if not usable:
         raise DataError(f"{path}: no example has an assistant answer to compare against")
     return usable
-
-
-def holdout_path(run_dir: Path, data: dict[str, Any], given: str | None) -> Path:
-    """--data, else the holdout the run split off (data/holdout.jsonl), else data.json's holdout path."""
-    if given:
-        return Path(given)
-    if (data.get("holdout") or {}).get("count") == 0:  # trained with holdout_fraction 0: the file is empty
-        raise ConfigError(f"{run_dir}: the run was trained without a holdout; pass one with --data HOLDOUT.jsonl")
-    if (run_dir / "data" / "holdout.jsonl").is_file():
-        return run_dir / "data" / "holdout.jsonl"
-    recorded = (data.get("holdout") or {}).get("path")
-    if recorded:
-        return Path(recorded)
-    raise ConfigError(f"{run_dir}: the run recorded no holdout; pass one with --data HOLDOUT.jsonl")
-
-
-def train_path(run_dir: Path, data: dict[str, Any]) -> Path | None:
-    """The examples the run trained on (for few-shot examples and the memorisation check)."""
-    if (run_dir / "data" / "train.jsonl").is_file():
-        return run_dir / "data" / "train.jsonl"
-    recorded = (data.get("train") or {}).get("path")
-    return Path(recorded) if recorded and Path(recorded).is_file() else None
 
 
 # ---- few-shot --------------------------------------------------------------------------------------------
@@ -249,13 +228,12 @@ class SystemResult:
     seconds: float
 
 
-def _load_models(run_dir: Path, systems: Sequence[System], *, checkpoint: str, model_spec: str) -> dict[str, Any]:
-    from honed.models import load_model, load_tokenizer
-    from honed.runs import load_trained_model
+def _load_models(run: RunDir, systems: Sequence[System], *, checkpoint: str, model_spec: str) -> dict[str, Any]:
+    from honed.models import load_model, load_run_model, load_tokenizer
 
     loaded: dict[str, Any] = {}
     if any(s.model == TUNED for s in systems):
-        loaded[TUNED] = load_trained_model(run_dir, checkpoint=checkpoint)
+        loaded[TUNED] = load_run_model(run, checkpoint=checkpoint)
     if any(s.model == "base" for s in systems):
         loaded["base"] = (load_model(model_spec), ensure_chat_template(load_tokenizer(model_spec)))
     return loaded
@@ -308,13 +286,11 @@ class EvalData:
         return [c.response_text() for c in self.train]
 
 
-def load_eval_data(
-    run_path: Path, data: dict[str, Any], settings: EvalSettings, *, reading: dict[str, Any] | None = None
-) -> EvalData:
+def load_eval_data(run: RunDir, settings: EvalSettings, *, reading: dict[str, Any] | None = None) -> EvalData:
     """Read the holdout (--data or the run's) and the training examples the run recorded; `reading` is
     the run's data config (format and column mapping for CSV/Parquet files)."""
-    hold_path = holdout_path(run_path, data, settings.data)
-    tpath = train_path(run_path, data)
+    hold_path = run.holdout_file(settings.data)
+    tpath = run.train_file()
     train = read_examples(tpath, reading=reading) if tpath is not None else []
     return EvalData(read_examples(hold_path, reading=reading)[: settings.limit], hold_path, train)
 
@@ -363,42 +339,40 @@ def read_schema(path: str | Path) -> dict[str, Any]:
     return schema
 
 
-def require_finished(info: Any, *, checkpoint: str) -> None:
+def require_finished(run: RunDir, *, checkpoint: str) -> None:
     """Refuse `--checkpoint best` on a run that never completed: its best checkpoint was never chosen, and
     silently evaluating whatever checkpoint a killed run left would pass it off as the best."""
-    status = info.run.get("status")
+    status = run.read_run().status
     if checkpoint == "best" and status != "completed":
         raise ConfigError(
-            f"{info.path}: the run never finished (status: {status or 'unknown'}), so it has no best checkpoint; "
-            f"finish it with `honed train --out {info.path} --resume`, or evaluate a checkpoint it saved "
+            f"{run.path}: the run never finished (status: {status}), so it has no best checkpoint; "
+            f"finish it with `honed train --out {run.path} --resume`, or evaluate a checkpoint it saved "
             "with --checkpoint last or --checkpoint checkpoints/step-N"
         )
 
 
-def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: OnProgress | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: OnProgress | None = None) -> EvalSummary:
     """Evaluate a run's tuned model against the baselines; write RUN_DIR/eval/*.jsonl and summary.json.
 
     >>> summary = evaluate_run("runs/demo", EvalSettings(limit=200))  # doctest: +SKIP
-    >>> summary["verdict"]  # doctest: +SKIP
+    >>> summary.verdict  # doctest: +SKIP
     'Fine-tuning helped: field_f1 0.812 vs 0.204 for the base model (+0.608, 95% CI +0.561 to +0.655); ...'
     """
     import torch
 
-    from honed.runs import load_run
-
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    info = load_run(run_dir)
-    require_finished(info, checkpoint=settings.checkpoint)
-    run_path = Path(run_dir)
-    data = load_eval_data(run_path, info.data, settings, reading=info.config.get("data"))
+    run = RunDir(run_dir).require_run()
+    config = run.read_config()
+    require_finished(run, checkpoint=settings.checkpoint)
+    data = load_eval_data(run, settings, reading=config.get("data"))
     systems = [System(TUNED, TUNED)] + parse_baselines(settings.baselines)
     if any(s.shots for s in systems) and not data.train:
         raise ConfigError(f"{run_dir}: few-shot needs the training examples, but the run's train file is gone; "
                           "drop few-shot from --baselines")
     schema = read_schema(settings.schema) if settings.schema else None
     plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metrics, schema=schema)
-    models = _load_models(run_path, systems, checkpoint=settings.checkpoint, model_spec=info.model)
+    models = _load_models(run, systems, checkpoint=settings.checkpoint, model_spec=str(config.get("model")))
     tokenizer = models[TUNED][1]
     max_new = settings.max_new_tokens or default_max_new_tokens(
         [len(ids) for ids in tokenizer(data.references, add_special_tokens=False)["input_ids"]]
@@ -406,23 +380,23 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress)
     summary = summarize(plan, data.holdout, data.references, results, train_targets=data.train_targets,
                         seed=settings.seed, resamples=settings.resamples)
-    summary.update({
-        "run": str(run_path.resolve()),
+    summary = summary.model_copy(update={
+        "run": str(run.path.resolve()),
         "checkpoint": settings.checkpoint,
-        "holdout": {"path": str(data.holdout_path.resolve()), "sha256": sha256_file(data.holdout_path),
-                    "count": len(data.holdout)},
+        "holdout": FileEntry(path=str(data.holdout_path.resolve()), sha256=sha256_file(data.holdout_path),
+                             count=len(data.holdout)),
         "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size},
         "few_shot_seed": settings.seed,
-        "schema": plan.schema or None,
+        "schema_": plan.schema or None,
     })
-    write_results(run_path / "eval", data.holdout, data.references, results, summary)
+    write_results(run, data.holdout, data.references, results, summary)
     return summary
 
 
 def summarize(
     plan: MetricPlan, holdout: Sequence[Conversation], references: Sequence[str], results: Sequence[SystemResult],
     *, train_targets: Sequence[str], seed: int, resamples: int,
-) -> dict[str, Any]:
+) -> EvalSummary:
     """Metrics with intervals per system, paired differences against the tuned model, and the verdict."""
     indices = resample_indices(len(references), resamples=resamples, seed=seed)
     systems: dict[str, Any] = {}
@@ -451,23 +425,22 @@ def summarize(
                                       diffs[plan.main]))
     line = verdict(metric=plan.main, n=len(references), tuned=systems[TUNED]["metrics"][plan.main]["value"],
                    comparisons=comparisons)
-    return {"n": len(references), "main_metric": plan.main, "metrics": plan.names, "systems": systems,
-            "differences": differences, "verdict": line, "resamples": resamples}
+    return EvalSummary.model_validate({
+        "n": len(references), "main_metric": plan.main, "metrics": plan.names, "systems": systems,
+        "differences": differences, "verdict": line, "resamples": resamples,
+    })
 
 
 def write_results(
-    eval_dir: Path, holdout: Sequence[Conversation], references: Sequence[str], results: Sequence[SystemResult],
-    summary: dict[str, Any],
+    run: RunDir, holdout: Sequence[Conversation], references: Sequence[str], results: Sequence[SystemResult],
+    summary: EvalSummary,
 ) -> None:
     """eval/<system>.jsonl (one line per example) and eval/summary.json, each written atomically."""
-    from honed.runs import write_json_atomic, write_text_atomic
-
     for r in results:
-        lines = []
-        for i, (conv, ref, out, stopped, scores) in enumerate(zip(holdout, references, r.outputs, r.stopped, r.scores)):
-            lines.append(json.dumps({
-                "id": i, "source": str(conv.source) if conv.source else None, "prompt": conv.user_text(),
-                "reference": ref, "output": out, "stopped": stopped, "scores": scores,
-            }, ensure_ascii=False))
-        write_text_atomic(eval_dir / f"{r.system.name}.jsonl", "\n".join(lines) + "\n")
-    write_json_atomic(eval_dir / "summary.json", summary)
+        rows = [
+            {"id": i, "source": str(conv.source) if conv.source else None, "prompt": conv.user_text(),
+             "reference": ref, "output": out, "stopped": stopped, "scores": scores}
+            for i, (conv, ref, out, stopped, scores) in enumerate(zip(holdout, references, r.outputs, r.stopped, r.scores))
+        ]
+        run.write_eval_rows(r.system.name, rows)
+    run.write_summary(summary)

@@ -6,41 +6,44 @@ from typing import Any
 
 from rich.table import Table
 
+from honed.rundir import EvalSummary, Interval
 
-def _cell(interval: dict[str, float] | None) -> str:
+
+def _cell(interval: Interval | dict[str, float] | None) -> str:
     if not interval:
         return "-"
-    return f"{interval['value']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+    value = interval if isinstance(interval, Interval) else Interval.model_validate(interval)
+    return f"{value.value:.3f} [{value.low:.3f}, {value.high:.3f}]"
 
 
-def _diff_cell(interval: dict[str, float]) -> str:
-    mark = " *" if interval["low"] > 0 or interval["high"] < 0 else ""
-    return f"{interval['value']:+.3f} [{interval['low']:+.3f}, {interval['high']:+.3f}]{mark}"
+def _diff_cell(interval: Interval) -> str:
+    mark = " *" if interval.low > 0 or interval.high < 0 else ""
+    return f"{interval.value:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]{mark}"
 
 
-def eval_table(summary: dict[str, Any]) -> Table:
+def eval_table(summary: EvalSummary) -> Table:
     """Metrics x systems (value [95% CI]), then the memorised share and generation tokens/s."""
-    systems = summary["systems"]
-    table = Table(title=f"{summary['n']} holdout examples; main metric {summary['main_metric']}; value [95% CI]")
+    systems = summary.systems
+    table = Table(title=f"{summary.n} holdout examples; main metric {summary.main_metric}; value [95% CI]")
     table.add_column("metric")
     for system in systems:
         table.add_column(system, justify="right")
-    for name in summary["metrics"]:
-        table.add_row(name, *[_cell(data["metrics"].get(name)) for data in systems.values()])
-    table.add_row("unfinished", *[str(data["unfinished"]) for data in systems.values()])
-    table.add_row("memorised", *[f"{data['memorised']:.1%}" for data in systems.values()])
-    table.add_row("tokens/s", *[f"{data['generation']['tokens_per_s']:.0f}" for data in systems.values()])
+    for name in summary.metrics:
+        table.add_row(name, *[_cell(data.metrics.get(name)) for data in systems.values()])
+    table.add_row("unfinished", *[str(data.unfinished) for data in systems.values()])
+    table.add_row("memorised", *[f"{data.memorised:.1%}" for data in systems.values()])
+    table.add_row("tokens/s", *[f"{data.generation.get('tokens_per_s', 0):.0f}" for data in systems.values()])
     return table
 
 
-def differences_table(summary: dict[str, Any]) -> Table:
+def differences_table(summary: EvalSummary) -> Table:
     """tuned - baseline per metric with the paired 95% CI; * marks an interval that excludes 0."""
     table = Table(title="paired differences, value [95% CI] (* = significant)")
     table.add_column("metric")
-    for label in summary["differences"]:
+    for label in summary.differences:
         table.add_column(label, justify="right")
-    for name in summary["metrics"]:
-        table.add_row(name, *[_diff_cell(diffs[name]) for diffs in summary["differences"].values()])
+    for name in summary.metrics:
+        table.add_row(name, *[_diff_cell(diffs[name]) for diffs in summary.differences.values()])
     return table
 
 

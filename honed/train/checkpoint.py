@@ -13,24 +13,19 @@ Data order is a pure function of (seed, epoch), so the step number is all resume
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from honed.runs import checkpoint_dirs
+from honed.atomic import atomic_folder
+from honed.rundir import RunDir, checkpoint_name
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
 TEMP_PREFIX = ".tmp-"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 def is_peft(model: Any) -> bool:
@@ -69,34 +64,15 @@ def save_checkpoint(
     >>> save_checkpoint("runs/a", 100, model=m, tokenizer=t, optimizer=o, scheduler=s, trainer_state={})  # doctest: +SKIP
     PosixPath('runs/a/checkpoints/step-000100')
     """
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{checkpoint_name(step)}-", dir=root))
-    try:
+    target = RunDir(run_dir).checkpoint(step)
+    # A folder named step-N is always complete; a kill mid-save leaves only a .tmp- folder (clean_temp).
+    with atomic_folder(target, prefix=f"{TEMP_PREFIX}{checkpoint_name(step)}-") as tmp:
         save_weights(model, tokenizer, tmp, state_dict=gathered[0] if gathered else None)
         optimizer_state = gathered[1] if gathered else optimizer.state_dict()
         blob = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": _rng_state()}
         torch.save(blob, tmp / OPTIMIZER_FILE)
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **trainer_state}, indent=2), encoding="utf-8")
-        _fsync_folder(tmp)
-        if target.exists():  # same step saved before a kill; the new one replaces it whole
-            old = root / f"{TEMP_PREFIX}old-{checkpoint_name(step)}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _fsync_folder(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with path.open("rb") as f:
-                os.fsync(f.fileno())
 
 
 def clean_temp(run_dir: str | Path) -> None:
@@ -110,8 +86,7 @@ def clean_temp(run_dir: str | Path) -> None:
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint (temp folders are never candidates)."""
-    found = checkpoint_dirs(run_dir)
-    return found[-1] if found else None
+    return RunDir(run_dir).latest_checkpoint()
 
 
 def load_weights(model: Any, folder: Path) -> None:
@@ -146,7 +121,7 @@ def load_checkpoint(folder: Path, *, model: Any, optimizer: torch.optim.Optimize
 
 def prune(run_dir: str | Path, *, keep_last: int, keep: set[str]) -> None:
     """Delete old checkpoints, keeping the `keep_last` newest and the named ones (the best)."""
-    found = checkpoint_dirs(run_dir)
+    found = RunDir(run_dir).checkpoint_dirs()
     recent = {p.name for p in found[-keep_last:]}
     for path in found:
         if path.name not in recent and path.name not in keep:
@@ -155,25 +130,11 @@ def prune(run_dir: str | Path, *, keep_last: int, keep: set[str]) -> None:
 
 def export_final(source: Path, target: Path) -> Path:
     """Copy a checkpoint's weights and tokenizer (not optimizer state) to `target`, atomically."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         for path in source.iterdir():
             if path.is_file() and path.name not in (OPTIMIZER_FILE, STATE_FILE):
                 shutil.copy2(path, tmp / path.name)
-        _replace_folder(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _replace_folder(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, target)
 
 
 def export_merged(model_spec: str, adapter_dir: Path, target: Path) -> Path:
@@ -186,12 +147,7 @@ def export_merged(model_spec: str, adapter_dir: Path, target: Path) -> Path:
     with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else model_spec).save_pretrained(tmp)
-        _replace_folder(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

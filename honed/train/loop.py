@@ -37,7 +37,9 @@ from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_json
 from honed.data.render import Rendered, ensure_chat_template, render_batch
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError, HonedError
-from honed.runs import now_iso, record_run, write_json_atomic, write_text_atomic
+from honed.atomic import write_text_atomic
+from honed.registry import record_run
+from honed.rundir import DataRecord, FileEntry, RunDir, RunRecord, SplitRecord, now_iso
 from honed.train import checkpoint as ckpt
 from honed.train.batching import Example, MicroBatch, micro_batches, shard, step_examples, steps_in_epoch
 from honed.train.distributed import all_reduce_gradients, gathered_state, pad_micro_batch_count, prepare_model
@@ -116,11 +118,11 @@ def sync_gradients(params: Sequence[torch.nn.Parameter], *, dist: Dist) -> None:
 class Datasets:
     train: list[Conversation]
     holdout: list[Conversation]
-    info: dict[str, Any]
+    info: DataRecord
 
 
-def _file_entry(path: str | Path, count: int) -> dict[str, Any]:
-    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "count": count}
+def _file_entry(path: str | Path, count: int) -> FileEntry:
+    return FileEntry(path=str(Path(path).resolve()), sha256=sha256_file(path), count=count)
 
 
 def split_holdout(
@@ -156,11 +158,9 @@ def load_datasets(config: TrainConfig, run_dir: Path, *, write: bool, log: Calla
     train = read_data(config.data.train, config.data, log=log)
     if config.data.holdout:
         holdout = read_data(config.data.holdout, config.data, log=log)
-        info = {
-            "train": _file_entry(config.data.train, len(train)),
-            "holdout": _file_entry(config.data.holdout, len(holdout)),
-            "split": None,
-        }
+        info = DataRecord(
+            train=_file_entry(config.data.train, len(train)), holdout=_file_entry(config.data.holdout, len(holdout))
+        )
         return Datasets(train, holdout, info)
     fraction, seed = config.data.holdout_fraction, config.data.split_seed
     train_part, holdout_part = split_holdout(train, fraction=fraction, seed=seed)
@@ -175,34 +175,33 @@ def load_datasets(config: TrainConfig, run_dir: Path, *, write: bool, log: Calla
     if write:
         write_jsonl(train_path, train_part)
         write_jsonl(holdout_path, holdout_part)
-    info = {
-        "train": _file_entry(train_path, len(train_part)) if write else {},
-        "holdout": _file_entry(holdout_path, len(holdout_part)) if write else {},
-        "split": {"seed": seed, "holdout_fraction": fraction, "source": _file_entry(config.data.train, len(train))},
-    }
+    info = DataRecord(
+        train=_file_entry(train_path, len(train_part)) if write else None,
+        holdout=_file_entry(holdout_path, len(holdout_part)) if write else None,
+        split=SplitRecord(seed=seed, holdout_fraction=fraction, source=_file_entry(config.data.train, len(train))),
+    )
     return Datasets(train_part, holdout_part, info)
 
 
 def load_run_datasets(run_dir: Path, settings: DataSettings) -> Datasets:
     """On resume: read exactly the files recorded in data.json and check they have not changed."""
-    info = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+    info = RunDir(run_dir).read_data()
     parts: dict[str, list[Conversation]] = {}
-    for name in ("train", "holdout"):
-        entry = info.get(name) or {}
-        if not entry or entry.get("count") == 0:  # holdout_fraction 0 writes an empty holdout file
+    for name, entry in (("train", info.train), ("holdout", info.holdout)):
+        if entry is None or entry.count == 0:  # holdout_fraction 0 writes an empty holdout file
             parts[name] = []
             continue
-        if not Path(entry["path"]).is_file():
+        if not Path(entry.path).is_file():
             raise DataError(
-                f"{entry['path']}: the run's {name} file is gone (recorded in data.json); resume needs the same "
+                f"{entry.path}: the run's {name} file is gone (recorded in data.json); resume needs the same "
                 "data: restore the file or start a new run with another --out"
             )
-        if sha256_file(entry["path"]) != entry["sha256"]:
+        if sha256_file(entry.path) != entry.sha256:
             raise DataError(
-                f"{entry['path']} changed since the run started (sha256 differs from data.json); "
+                f"{entry.path} changed since the run started (sha256 differs from data.json); "
                 "resume needs the same data: restore the file or start a new run with another --out"
             )
-        parts[name] = read_data(entry["path"], settings, log=lambda message: None)
+        parts[name] = read_data(entry.path, settings, log=lambda message: None)
     return Datasets(parts["train"], parts["holdout"], info)
 
 
@@ -680,25 +679,27 @@ def train(
         score_fn = score_fn_from_config(config, datasets.holdout)
     torch.set_num_threads(config.num_threads or max(1, (os.cpu_count() or 1) // max(1, _local_world_size())))
     torch.manual_seed(config.seed)
-    run_json = _read_run_json(run_dir) if resume else {}
-    run_json.update({"name": run_dir.name, "status": "running", "model": config.model, "method": config.method})
-    run_json.setdefault("started_at", now_iso())
-    run_json.pop("finished_at", None)
-    _write_run(run_dir, run_json, dist=dist)
+    run = RunDir(run_dir)
+    record = run.read_run() if resume else RunRecord(name=run.name)
+    record = record.model_copy(update={"name": run.name, "status": "running", "model": config.model,
+                                       "method": config.method, "started_at": record.started_at or now_iso(),
+                                       "finished_at": None})
+    _write_run(run, record, dist=dist)
     try:
         fit, state = _prepare(config, run_dir, datasets, resume=resume, dist=dist, console=console, score_fn=score_fn)
         state = fit_loop(fit, state)
         final_dir = _finish(fit, state)
     except KeyboardInterrupt:
-        _write_run(run_dir, {**run_json, "status": "stopped", "finished_at": now_iso()}, dist=dist)
+        _write_run(run, record.model_copy(update={"status": "stopped", "finished_at": now_iso()}), dist=dist)
         raise
     except BaseException as exc:
-        _write_run(run_dir, {**run_json, "status": "failed", "finished_at": now_iso(), "error": _message(exc)}, dist=dist)
+        failed = {"status": "failed", "finished_at": now_iso(), "error": _message(exc)}
+        _write_run(run, record.model_copy(update=failed), dist=dist)
         raise
     best_checkpoint = f"checkpoints/{ckpt.checkpoint_name(state.best_step)}" if state.best_step else None
     best = {"step": state.best_step, **state.best_metrics} if state.best_step else {}
-    run_json.update(
-        {
+    record = record.model_copy(
+        update={
             "status": "completed",
             "finished_at": now_iso(),
             "steps": state.step,
@@ -710,7 +711,7 @@ def train(
             "last_eval": state.last_eval,
         }
     )
-    _write_run(run_dir, run_json, dist=dist)
+    _write_run(run, record, dist=dist)
     return RunResult(run_dir, "completed", state.step, best, best_checkpoint, final_dir, state.first_eval, state.last_eval)
 
 
@@ -722,16 +723,11 @@ def _local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 
 
-def _read_run_json(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _write_run(run_dir: Path, run_json: dict[str, Any], *, dist: Dist) -> None:
+def _write_run(run: RunDir, record: RunRecord, *, dist: Dist) -> None:
     if not dist.is_main:
         return
-    write_json_atomic(run_dir / "run.json", run_json)
-    record_run(run_dir)
+    run.write_run(record)
+    record_run(run)
 
 
 def _open_run(
@@ -745,11 +741,10 @@ def _open_run(
             console.print(message)
 
     if resume:
-        if not (run_dir / "config.yaml").is_file():
+        run = RunDir(run_dir)
+        if not run.is_run():
             raise ConfigError(f"--resume: {run_dir} has no config.yaml; it is not a run started by `honed train`")
-        import yaml
-
-        saved = validate_config(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")), origin=str(run_dir / "config.yaml"))
+        saved = validate_config(run.read_config(), origin=str(run.config_yaml))
         return saved, load_run_datasets(run_dir, saved.data)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"--out {run_dir} already exists and is not empty; pass --resume to continue it or choose a new --out")
@@ -760,8 +755,8 @@ def _open_run(
         torch.distributed.barrier()  # rank 0 has written the split files before anyone goes on
     resolved = resolve_config(config, num_train=len(datasets.train))
     if dist.is_main:
-        write_text_atomic(run_dir / "config.yaml", config_to_yaml(resolved))
-        write_json_atomic(run_dir / "data.json", datasets.info)
+        RunDir(run_dir).write_config(config_to_yaml(resolved))
+        RunDir(run_dir).write_data(datasets.info)
     return resolved, datasets
 
 

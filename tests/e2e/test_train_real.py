@@ -38,9 +38,10 @@ def test_a_few_steps_lower_the_holdout_loss_and_the_run_loads(tmp_path, monkeypa
     from honed.data.render import render_prompt
     from honed.data.types import Conversation
     from honed.models import load_model
-    from honed.runs import load_trained_model
+    from honed.models import load_run_model
+    from honed.rundir import RunDir
 
-    model, tokenizer = load_trained_model(out)
+    model, tokenizer = load_run_model(RunDir(out))
     merged = load_model(str(out / "merged"))
     conversation = Conversation.from_json(json.loads(lines[-1]))
     ids = torch.tensor([render_prompt(conversation, tokenizer)])

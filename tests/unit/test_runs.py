@@ -1,4 +1,4 @@
-"""Run directories, loading a trained model, and the SQLite registry."""
+"""Run directories (honed.rundir), loading a trained model, and the SQLite registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from rich.console import Console
 
 from honed.config import load_config
 from honed.errors import ConfigError, HonedError
-from honed.runs import get_run, list_runs, load_run, load_trained_model, registry_path, resolve_checkpoint
+from honed.models import load_run_model
+from honed.registry import get_run, list_runs, registry_path
+from honed.rundir import RunDir
 from honed.train.loop import train
 
 TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
@@ -39,7 +41,7 @@ def make_run(tmp_path: Path, data: Path, name: str, *overrides: str):
 
 def test_load_trained_model_applies_the_adapter(tmp_path, data):
     result = make_run(tmp_path, data, "lora", "lora.dropout=0")
-    model, tokenizer = load_trained_model(result.run_dir, checkpoint="best")
+    model, tokenizer = load_run_model(RunDir(result.run_dir), checkpoint="best")
     from honed.models import load_model
 
     ids = torch.tensor([tokenizer("<|im_start|>user\nsay 3<|im_end|>\n")["input_ids"]])
@@ -52,22 +54,27 @@ def test_load_trained_model_applies_the_adapter(tmp_path, data):
 
 def test_load_trained_model_full_and_checkpoint_names(tmp_path, data):
     result = make_run(tmp_path, data, "full", "method=full", "save_every=1", "keep_last=10")
-    model, _ = load_trained_model(result.run_dir, checkpoint="checkpoints/step-000002")
+    run = RunDir(result.run_dir)
+    model, _ = load_run_model(run, checkpoint="checkpoints/step-000002")
     assert model.config.vocab_size == 427
-    assert resolve_checkpoint(result.run_dir, "final") == result.run_dir / "final"
-    assert resolve_checkpoint(result.run_dir, "last").name == "step-000004"
+    assert run.resolve_checkpoint("final") == result.run_dir / "final"
+    assert run.resolve_checkpoint("last").name == "step-000004"
     with pytest.raises(HonedError, match="no weights"):
-        resolve_checkpoint(result.run_dir, "checkpoints/step-000099")
+        run.resolve_checkpoint("checkpoints/step-000099")
+    with pytest.raises(ConfigError, match="must be inside"):
+        run.resolve_checkpoint("../../etc")
 
 
 def test_load_run_reads_the_contract_files(tmp_path, data):
     result = make_run(tmp_path, data, "info")
-    info = load_run(result.run_dir)
-    assert info.run["status"] == "completed" and info.model == str(Path(TINY).resolve())
-    assert info.config["lr"] == 0.01 and info.config["epochs"] == 1
-    assert info.data["train"]["count"] + info.data["holdout"]["count"] == 16
+    run = RunDir(result.run_dir)
+    record, config, data = run.read_run(), run.read_config(), run.read_data()
+    assert record.status == "completed" and config["model"] == str(Path(TINY).resolve())
+    assert config["lr"] == 0.01 and config["epochs"] == 1
+    assert data.train.count + data.holdout.count == 16
+    assert record.schema_version == data.schema_version == 2
     with pytest.raises(ConfigError, match="not a honed run directory"):
-        load_run(tmp_path)
+        RunDir(tmp_path).read_config()
 
 
 def test_registry_records_every_run(tmp_path, data):

@@ -1,0 +1,87 @@
+"""Atomic writes: a reader (or a process killed mid-write) sees the old file or folder or the whole new one.
+
+Every file or folder honed writes goes through here:
+
+    write_text_atomic(path, text)          temp file in the same folder, fsync, rename over `path`
+    write_json_atomic(path, obj)           the same, as indented JSON
+    with atomic_folder(target) as tmp:     fill `tmp`; on success it is fsynced and swapped in for `target`
+        ...                                (an existing `target` is replaced whole); on error `tmp` is removed
+
+Same-folder temp names keep the rename on one file system, where `os.replace` is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the whole new one, never half.
+
+    >>> write_text_atomic("runs/a/note.txt", "hello\\n")  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """`obj` as indented JSON (keys in insertion order), written atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush every file directly in `folder` to disk (before the folder is renamed into place)."""
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+
+
+def replace_folder(tmp: Path, target: Path, *, old_prefix: str = ".") -> None:
+    """Swap the complete folder `tmp` in for `target` (which may exist: it is moved aside as
+    `<old_prefix>old-<name>`, then removed)."""
+    if target.exists():
+        old = target.with_name(f"{old_prefix}old-{target.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path, *, prefix: str | None = None) -> Iterator[Path]:
+    """A temp folder beside `target` to fill; on success it replaces `target` whole, on error it is removed.
+
+    `prefix` starts the names of the temp folder and of the old `target` while it is being removed
+    (default `.`), so a reader that lists `target.parent` can tell complete folders from temp ones.
+
+    >>> with atomic_folder("runs/a/final") as tmp:  # doctest: +SKIP
+    ...     model.save_pretrained(tmp)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        fsync_folder(tmp)
+        replace_folder(tmp, target, old_prefix=prefix or ".")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,110 @@
+"""The run registry: one SQLite file, `$HONED_HOME/runs.db` (default `~/.cache/honed/runs.db`).
+
+One row per run directory: its name, status, model, method, times, config, data hashes and best metrics,
+copied from the run directory's own files (which stay the source of truth). `honed runs list/show` read it.
+
+>>> record_run(RunDir("runs/demo"))  # doctest: +SKIP
+>>> [r["name"] for r in list_runs()]  # doctest: +SKIP
+['demo']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from honed.errors import HonedError
+from honed.rundir import RunDir
+
+
+def honed_home() -> Path:
+    """$HONED_HOME, else ~/.cache/honed (tests point HONED_HOME at a temp folder)."""
+    return Path(os.environ.get("HONED_HOME", Path.home() / ".cache" / "honed"))
+
+
+def registry_path() -> Path:
+    return honed_home() / "runs.db"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_dir     TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    model       TEXT,
+    method      TEXT,
+    started_at  TEXT,
+    finished_at TEXT,
+    config_json TEXT,
+    data_json   TEXT,
+    best_json   TEXT
+)
+"""
+
+
+def _connect() -> sqlite3.Connection:
+    path = registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute(_SCHEMA)
+    return conn
+
+
+def record_run(run: RunDir) -> None:
+    """Insert or update the registry row of a run from the files in its directory."""
+    record = run.read_run()
+    config = run.read_config()
+    row = {
+        "run_dir": str(run.path.resolve()),
+        "name": record.name or run.name,
+        "status": record.status,
+        "model": str(config.get("model") or record.model),
+        "method": str(config.get("method") or record.method or "lora"),
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "config_json": json.dumps(config),
+        "data_json": json.dumps(run.read_data().model_dump(mode="json")),
+        "best_json": json.dumps(record.best),
+    }
+    columns = ", ".join(row)
+    marks = ", ".join(f":{k}" for k in row)
+    updates = ", ".join(f"{k}=excluded.{k}" for k in row if k != "run_dir")
+    with closing(_connect()) as conn, conn:
+        conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT(run_dir) DO UPDATE SET {updates}", row)
+
+
+def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("config_json", "data_json", "best_json"):
+        out[key.removesuffix("_json")] = json.loads(out.pop(key) or "{}")
+    return out
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Every registered run, newest first.
+
+    >>> [r["name"] for r in list_runs()]  # doctest: +SKIP
+    ['demo']
+    """
+    with closing(_connect()) as conn:
+        rows = conn.execute("SELECT * FROM runs ORDER BY started_at DESC, name").fetchall()
+    return [_row_to_dict(r) for r in rows]
+
+
+def get_run(name_or_path: str) -> dict[str, Any]:
+    """One registered run by run directory path or by name (the newest with that name)."""
+    path = str(Path(name_or_path).resolve())
+    with closing(_connect()) as conn:
+        row = conn.execute("SELECT * FROM runs WHERE run_dir = ?", (path,)).fetchone()
+        if row is None:
+            row = conn.execute(
+                "SELECT * FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1", (name_or_path,)
+            ).fetchone()
+    if row is None:
+        raise HonedError(f"no run named '{name_or_path}' in {registry_path()}; see `honed runs list`")
+    return _row_to_dict(row)
