@@ -223,6 +223,11 @@ class Checkpointer:
         saved = load_checkpoint(latest, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         return latest, saved
 
+    def load(self, step: int) -> None:
+        """Put the weights of checkpoints/step-N into the model (every rank, once rank 0 has written them)."""
+        self.dist.barrier()
+        load_weights(self.model, self.run.checkpoint(step))
+
     def export(
         self, *, step: int, best_step: int | None, final: str, merge_with: str | None, trainer_state: dict[str, Any]
     ) -> Path | None:

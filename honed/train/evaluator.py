@@ -7,7 +7,12 @@
   numbers of an optional task-metric hook `score_fn(model, tokenizer) -> {"holdout_<metric>": value}`
   (run on rank 0, its numbers shared, so every rank decides alike);
 - best tracking by `select_by` (lower is better for a name ending in "loss", else higher), and early
-  stopping after `early_stopping_patience` evaluations without improvement.
+  stopping after `early_stopping_patience` evaluations without improvement;
+- on which examples: with a holdout larger than `eval_subsample` (default `auto`: about 10% of the
+  training compute, at least 200 examples), the intermediate evaluations use a fixed seeded sample of the
+  holdout (the same examples every time, so they compare with each other; metrics.jsonl marks them with
+  `holdout_examples`); step 0 uses the full holdout, and at the end the last weights and the best
+  checkpoint are evaluated on the full holdout (run.json's `first_eval`, `last_eval` and `best`).
 
 Its state (best step, patience count, first/last evaluation) goes into every checkpoint's
 trainer_state.json, so a resumed run decides exactly as the uninterrupted one would have.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -37,6 +43,8 @@ from honed.train.loss import model_parts, token_losses
 
 ScoreFn = Callable[[Any, Any], dict[str, float]]
 EVALS_PER_RUN = 5
+SUBSAMPLE_MIN = 200  # examples: below this a holdout loss is too noisy to pick checkpoints by
+EVAL_SHARE_PERCENT = 10  # `eval_subsample: auto` keeps the intermediate evaluations near this share of training
 
 
 def eval_interval(config: TrainConfig, *, total_steps: int) -> int:
@@ -46,6 +54,42 @@ def eval_interval(config: TrainConfig, *, total_steps: int) -> int:
     4
     """
     return config.eval_every or max(1, math.ceil(total_steps / EVALS_PER_RUN))
+
+
+def subsample_size(
+    setting: int | str | None, *, holdout: int, total_steps: int, batch_size: int, eval_every: int
+) -> int | None:
+    """Holdout examples per intermediate evaluation, or None when every evaluation uses the whole holdout.
+
+    `auto`: a forward pass costs about a third of a training step's forward + backward, so n examples at
+    each of the run's evaluations cost about EVAL_SHARE_PERCENT of training when n = 3 * share * (examples
+    trained) / (evaluations); never fewer than SUBSAMPLE_MIN.
+
+    >>> subsample_size("auto", holdout=5000, total_steps=1000, batch_size=16, eval_every=200)
+    960
+    >>> subsample_size("auto", holdout=150, total_steps=1000, batch_size=16, eval_every=200) is None
+    True
+    """
+    if setting is None:
+        return None
+    if setting == "auto":
+        evaluations = math.ceil(total_steps / eval_every)
+        budget = 3 * EVAL_SHARE_PERCENT * total_steps * batch_size
+        size = max(SUBSAMPLE_MIN, -(-budget // (100 * evaluations)))  # integer ceil: no float rounding
+    else:
+        size = int(setting)
+    return size if size < holdout else None
+
+
+def holdout_sample(examples: list[Any], *, size: int | None, seed: int) -> list[Any]:
+    """A fixed seeded sample of `size` examples, in their holdout order (all of them when `size` is None).
+
+    >>> holdout_sample(list(range(10)), size=3, seed=0)
+    [0, 6, 9]
+    """
+    if size is None or size >= len(examples):
+        return list(examples)
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), size))]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -111,6 +155,11 @@ class Evaluation:
     step: int
     metrics: dict[str, float]
     improved: bool
+    sample_size: int | None = None  # holdout examples when a sample was evaluated; None = the full holdout
+
+    def record(self) -> dict[str, Any]:
+        """The evaluation's part of the step's metrics.jsonl line."""
+        return {**self.metrics, "holdout_examples": self.sample_size} if self.sample_size else dict(self.metrics)
 
 
 @dataclass
@@ -124,6 +173,7 @@ class EvalState:
     stopped_early: bool = False
     first_eval: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
+    first_sample: dict[str, float] = field(default_factory=dict)  # step 0 on the sample (when sampling)
 
 
 class HoldoutEvaluator:
@@ -133,6 +183,7 @@ class HoldoutEvaluator:
         self,
         batches: list[MicroBatch],
         *,
+        sample: tuple[int, list[MicroBatch]] | None = None,
         config: TrainConfig,
         total_steps: int,
         dist: Dist,
@@ -142,6 +193,8 @@ class HoldoutEvaluator:
         has_holdout: bool,
     ) -> None:
         self.batches = batches  # this rank's share of the holdout
+        # (size, this rank's share of the fixed sample) for the intermediate evaluations; None = full holdout
+        self.sample_size, self.sample_batches = sample if sample is not None else (None, batches)
         self.select_by = config.select_by
         self.patience = config.early_stopping_patience
         self.chunk_size = config.loss_chunk_size
@@ -161,10 +214,12 @@ class HoldoutEvaluator:
     def best_step(self) -> int | None:
         return self.state.best_step
 
-    def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
-        """Holdout loss and token accuracy, plus the task metric's numbers when a hook is set."""
+    def evaluate(self, model: Any, tokenizer: Any, *, full: bool = True) -> dict[str, float]:
+        """Holdout loss and token accuracy (on the whole holdout, or on the sample when `full` is False),
+        plus the task metric's numbers when a hook is set."""
         metrics = holdout_loss(
-            model, self.batches, chunk_size=self.chunk_size, device=self.device, dtype=self.dtype, dist=self.dist
+            model, self.batches if full else self.sample_batches, chunk_size=self.chunk_size, device=self.device,
+            dtype=self.dtype, dist=self.dist,
         )
         metrics.update(task_scores(self.score_fn, model, tokenizer, dist=self.dist))
         return metrics
@@ -176,7 +231,16 @@ class HoldoutEvaluator:
         metrics = self.evaluate(model, tokenizer)
         check_select_by(self.select_by, metrics)
         self.state.first_eval = self.state.last_eval = metrics
+        if self.sample_size:  # the reference the intermediate (sampled) evaluations are compared with
+            self.state.first_sample = holdout_loss(
+                model, self.sample_batches, chunk_size=self.chunk_size, device=self.device, dtype=self.dtype,
+                dist=self.dist,
+            )
         return metrics
+
+    def reference(self) -> dict[str, float]:
+        """Step 0's numbers on the examples the intermediate evaluations use."""
+        return self.state.first_sample or self.state.first_eval
 
     def due(self, step: int) -> bool:
         return self.enabled and (step % self.eval_every == 0 or step == self.total_steps)
@@ -185,12 +249,26 @@ class HoldoutEvaluator:
         """Evaluate when due; record the best step and decide early stopping. None when not due."""
         if not self.due(step):
             return None
-        metrics = self.evaluate(model, tokenizer)
+        metrics = self.evaluate(model, tokenizer, full=self.sample_size is None)
         self.state.last_eval = metrics
         improved = self._update_best(metrics, step=step)
         patience = self.patience
         self.state.stopped_early = patience is not None and self.state.bad_evals >= patience and step < self.total_steps
-        return Evaluation(step=step, metrics=metrics, improved=improved)
+        return Evaluation(step=step, metrics=metrics, improved=improved, sample_size=self.sample_size)
+
+    def evaluate_at_end(self, model: Any, tokenizer: Any, *, step: int, load_best: Callable[[int], None]) -> None:
+        """With sampled evaluations: the last weights, then the best checkpoint (`load_best(step)` puts its
+        weights into `model`), on the full holdout; their numbers become last_eval and best. Every rank calls it."""
+        if not (self.enabled and self.sample_size):
+            return
+        self.state.last_eval = self.evaluate(model, tokenizer)
+        best_step = self.state.best_step
+        if best_step is None:
+            return
+        if best_step != step:
+            load_best(best_step)
+        full = self.state.last_eval if best_step == step else self.evaluate(model, tokenizer)
+        self.state.best_metrics = dict(full)
 
     def _update_best(self, metrics: dict[str, float], *, step: int) -> bool:
         check_select_by(self.select_by, metrics)

@@ -46,8 +46,10 @@ from honed.train.batching import Example, micro_batches, shard, step_examples, s
 from honed.train.build import build_model, build_optimizer, quiet_transformers, resolve_config, resolve_device, total_steps
 from honed.train.checkpoint import Checkpointer
 from honed.train.data import Datasets, load_datasets, load_run_datasets, to_examples
-from honed.train.distributed import Dist, all_reduce_gradients, pad_micro_batch_count, prepare_model
-from honed.train.evaluator import Evaluation, HoldoutEvaluator, ScoreFn, autocast
+from honed.train.distributed import Dist, all_reduce_gradients, is_fsdp, pad_micro_batch_count, prepare_model
+from honed.train.evaluator import (
+    Evaluation, HoldoutEvaluator, ScoreFn, autocast, eval_interval, holdout_sample, subsample_size,
+)
 from honed.train.guards import Watchdog, mask_preview, require_targets
 from honed.train.loss import loss_sum, model_parts, step_normaliser
 from honed.train.metrics_log import MetricsLog, TrainProgress
@@ -93,11 +95,7 @@ class Trainer:
         )
         self.total_steps = total_steps(config, num_examples=len(self.examples))
         self.optimizer, self.scheduler = build_optimizer(self.model, config, total_steps=self.total_steps)
-        self.evaluator = HoldoutEvaluator(
-            self.micro_batches(shard(holdout, rank=dist.rank, world_size=dist.world_size)), config=config,
-            total_steps=self.total_steps, dist=dist, device=self.device, autocast=self.autocast, score_fn=score_fn,
-            has_holdout=bool(holdout),
-        )
+        self.evaluator = self.build_evaluator(holdout, score_fn=score_fn)
         self.checkpointer = Checkpointer(
             run.path, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer, scheduler=self.scheduler,
             save_every=config.save_every or self.evaluator.eval_every, keep_last=config.keep_last,
@@ -114,10 +112,32 @@ class Trainer:
                 f"{config.epochs} epoch(s), {self.total_steps} steps of {config.batch_size}, "
                 f"lr {config.resolved_lr():g}, {len(holdout)} holdout examples, device {self.device}"
             )
+        if self.evaluator.sample_size:
+            self.say(f"intermediate evaluations on a fixed sample of {self.evaluator.sample_size} holdout examples "
+                     "(eval_subsample); step 0, the last step and the best checkpoint on all of them")
 
     def say(self, message: str) -> None:
         if self.dist.is_main:
             self.console.print(message)
+
+    def build_evaluator(self, holdout: list[Example], *, score_fn: ScoreFn | None) -> HoldoutEvaluator:
+        """The holdout evaluator over this rank's share of the holdout (and of its fixed sample)."""
+        config, dist = self.config, self.dist
+        size = subsample_size(
+            config.eval_subsample, holdout=len(holdout), total_steps=self.total_steps, batch_size=config.batch_size,
+            eval_every=eval_interval(config, total_steps=self.total_steps),
+        )
+        if is_fsdp(self.model):  # the best checkpoint cannot be loaded back into sharded weights (yet)
+            size = None
+        sample = None
+        if size is not None:
+            chosen = holdout_sample(holdout, size=size, seed=config.seed)
+            sample = (size, self.micro_batches(shard(chosen, rank=dist.rank, world_size=dist.world_size)))
+        return HoldoutEvaluator(
+            self.micro_batches(shard(holdout, rank=dist.rank, world_size=dist.world_size)), sample=sample,
+            config=config, total_steps=self.total_steps, dist=dist, device=self.device, autocast=self.autocast,
+            score_fn=score_fn, has_holdout=bool(holdout),
+        )
 
     def micro_batches(self, examples: list[Example]) -> list[Any]:
         """`examples` as micro-batches of at most `micro_batch_tokens` (the same count on every rank under FSDP2)."""
@@ -156,7 +176,7 @@ class Trainer:
                 record = self.train_step(step)
                 evaluation = self.evaluator.maybe_evaluate(self.model, self.tokenizer, step=step)
                 if evaluation is not None:
-                    record.update(evaluation.metrics)
+                    record.update(evaluation.record())
                     self.report(evaluation)
                 self.metrics.write(record)
                 progress.update(step, loss=record["loss"], tokens_per_s=record["tokens_per_s"])
@@ -177,7 +197,7 @@ class Trainer:
 
     def report(self, evaluation: Evaluation) -> None:
         """Print an evaluation and the guards' warnings about it (a holdout loss that never moves)."""
-        before = self.evaluator.state.first_eval.get("holdout_loss")
+        before = self.evaluator.reference().get("holdout_loss")  # step 0 on the same examples
         now = evaluation.metrics.get("holdout_loss")
         for warning in self.watchdog.check_eval(step=evaluation.step, before=before, now=now):
             self.say(f"[yellow]warning:[/] {warning}")
@@ -233,7 +253,9 @@ class Trainer:
         }
 
     def finish(self) -> Path | None:
-        """Export final/ (the best or the last checkpoint, as config.final says) and merged/ on request."""
+        """Evaluate the full holdout when the evaluations were sampled; export final/ (the best or the last
+        checkpoint, as config.final says) and merged/ on request."""
+        self.evaluator.evaluate_at_end(self.model, self.tokenizer, step=self.step, load_best=self.checkpointer.load)
         return self.checkpointer.export(
             step=self.step, best_step=self.evaluator.best_step, final=self.config.final,
             merge_with=self.config.model if self.config.merge else None, trainer_state=self.trainer_state(),

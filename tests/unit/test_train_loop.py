@@ -298,3 +298,52 @@ def test_make_score_fn_gets_the_resolved_config_and_the_holdout(tmp_path):
     assert seen["holdout"] == holdout > 0
     assert isinstance(seen["epochs"], int)  # `auto` already resolved, as config.yaml records it
     assert result.best["holdout_exact_match"] == 0.25
+
+
+def evals(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if "holdout_loss" in r]
+
+
+def test_intermediate_evaluations_use_a_fixed_sample_and_the_end_the_full_holdout(tmp_path):
+    holdout = write_data(tmp_path / "holdout.jsonl", n=12)
+    common = (f"data.holdout={holdout}", "eval_every=2", "early_stopping_patience=null", "lora.dropout=0.1")
+    full, _ = run(tmp_path, "full", *common, "eval_subsample=null")
+    sampled, output = run(tmp_path, "sampled", *common, "eval_subsample=4")
+    assert "fixed sample of 4 holdout examples" in output
+    assert losses(sampled.run_dir) == losses(full.run_dir)  # evaluating never changes training
+    full_evals = {r["step"]: r for r in evals(full.run_dir)}
+    lines = evals(sampled.run_dir)
+    assert lines[0]["step"] == 0 and "holdout_examples" not in lines[0]  # step 0: the full holdout
+    assert lines[0]["holdout_loss"] == pytest.approx(full_evals[0]["holdout_loss"], abs=1e-6)
+    assert [r["holdout_examples"] for r in lines[1:]] == [4, 4, 4]
+    assert all(r["holdout_loss"] != pytest.approx(full_evals[r["step"]]["holdout_loss"], abs=1e-9) for r in lines[1:])
+    # selection ran on the sample; the best checkpoint and the last weights were then scored on all 12
+    best_step = min(lines[1:], key=lambda r: r["holdout_loss"])["step"]
+    assert sampled.best["step"] == best_step
+    assert sampled.best["holdout_loss"] == pytest.approx(full_evals[best_step]["holdout_loss"], abs=1e-6)
+    assert sampled.last_eval["holdout_loss"] == pytest.approx(full_evals[6]["holdout_loss"], abs=1e-6)
+    assert sampled.first_eval == pytest.approx(full.first_eval)
+
+
+def test_early_stopping_and_the_best_checkpoint_work_on_the_sample(tmp_path):
+    holdout = write_data(tmp_path / "holdout.jsonl", n=12)
+    result, output = run(tmp_path, "es", f"data.holdout={holdout}", "eval_subsample=4", "eval_every=1",
+                         "early_stopping_patience=1", "lr=0.05", "epochs=3", "keep_last=1")
+    lines = evals(result.run_dir)[1:]
+    # replay the rule on the sampled numbers metrics.jsonl recorded: best = lowest, stop at the first worse
+    best, stop = lines[0], None
+    for line in lines[1:]:
+        if line["holdout_loss"] < best["holdout_loss"]:
+            best = line
+        else:
+            stop = line["step"]
+            break
+    assert stop is not None and best["step"] < stop  # lr 0.05 overshoots: this seed stops at step 2
+    assert result.best["step"] == best["step"]
+    assert result.steps == stop
+    assert (f"early stop at step {stop}" in output) == (stop is not None)
+    best_dir = result.run_dir / "checkpoints" / f"step-{best['step']:06d}"
+    assert result.best_checkpoint == f"checkpoints/{best_dir.name}"
+    assert (result.run_dir / "final" / "adapter_model.safetensors").read_bytes() == (
+        best_dir / "adapter_model.safetensors").read_bytes()
