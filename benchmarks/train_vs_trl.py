@@ -211,7 +211,7 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool) -> dict[str,
 def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, Any]:
     """Train with honed's loop (`honed.train.train`, what `honed train` calls); return the figures.
 
-    The clock covers `fit_loop` (every optimizer step, its batching, and the one checkpoint at the end),
+    The clock covers `Trainer.fit` (every optimizer step, its batching, and the one checkpoint at the end),
     like TRL's `trainer.train()`; rendering the data and building the model happen before it in both.
     No holdout is given to the loop, so it spends no time on evaluations TRL is not asked to do either.
     """
@@ -232,21 +232,20 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
         ],
     )
     captured: dict[str, Any] = {}
-    original_fit_loop = loop.fit_loop
+    original_fit = loop.Trainer.fit
 
-    def timed_fit_loop(fit: Any, state: Any) -> Any:
+    def timed_fit(trainer: Any) -> None:
         start, cpu_start = time.perf_counter(), time.process_time()
-        state = original_fit_loop(fit, state)
+        original_fit(trainer)
         captured.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start)
-        captured.update(model=fit.model, tokenizer=fit.tokenizer, fit=fit)
-        return state
+        captured.update(model=trainer.model, tokenizer=trainer.tokenizer, trainer=trainer)
 
-    loop.fit_loop = timed_fit_loop
+    loop.Trainer.fit = timed_fit  # type: ignore[method-assign]
     os.environ.setdefault("HONED_HOME", str(work / "honed-home"))
     run_dir = work / ("honed-bf16-run" if bf16 else "honed-run")
     loop.train(config, out=run_dir, console=Console(quiet=True))
     peak = peak_rss_mib()
-    fit = captured["fit"]
+    examples = captured["trainer"].examples
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
     model = captured["model"]
@@ -261,9 +260,9 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
         - head * (1 if model.get_input_embeddings().weight is model.get_output_embeddings().weight else 2),
         "head_params": head,
         "lora_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "real_tokens": sum(len(e) for e in fit.train) * args.epochs,
-        "supervised_tokens": sum(e.num_targets for e in fit.train) * args.epochs,
-        "sequences": len(fit.train),
+        "real_tokens": sum(len(e) for e in examples) * args.epochs,
+        "supervised_tokens": sum(e.num_targets for e in examples) * args.epochs,
+        "sequences": len(examples),
         "optimizer_steps": len(steps),
         "peak_rss_mib": peak,
         "final_train_loss": steps[-1]["loss"] if steps else None,

@@ -246,9 +246,8 @@ def train_command(
 
     Example: honed train --data train.jsonl --out runs/two --nproc 2
     """
-    import json
-
     from honed.config import load_config
+    from honed.evaluate.scorer import score_fn_from_config
     from honed.train import distributed, train
 
     console = err_console if as_json else Console(highlight=False)
@@ -271,10 +270,19 @@ def train_command(
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The config was checked above, once; the same command now runs as `nproc` torchrun workers.
         raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc=nproc))
-    with distributed.process_group(device_setting=config.device):
-        result = train(config, out=out, resume=resume, console=console)
-    if not distributed.is_main_process():
+    dist = distributed.Dist.from_env()
+    with distributed.process_group(dist, device_setting=config.device):
+        # eval_metric: the scorer (generation + task metrics) lives in honed.evaluate; train gets it injected.
+        result = train(config, out=out, resume=resume, console=console, make_score_fn=score_fn_from_config)
+    if not dist.is_main:
         return
+    _print_train_result(result, console=console, as_json=as_json)
+
+
+def _print_train_result(result: Any, *, console: Console, as_json: bool) -> None:
+    """The run's outcome: JSON for scripts, or the before/after holdout loss and where the run is."""
+    import json
+
     summary = {
         "run_dir": str(result.run_dir),
         "status": result.status,

@@ -1,4 +1,9 @@
-"""Checkpoints: atomic save, exact resume.
+"""Checkpoints: atomic save, exact resume, and the `Checkpointer` that decides when to save.
+
+`Checkpointer` owns everything about checkpoints during a run: when to save (every `save_every` steps,
+at an improved evaluation, at the last step and at an early stop), pruning to the `keep_last` newest
+(the best one always survives), finding the newest complete one on resume, and exporting final/ (the
+best or the last weights, as `final` says) and merged/ on request.
 
 A checkpoint folder `checkpoints/step-000100/` holds the weights in Hugging Face layout (LoRA:
 adapter_config.json + adapter_model.safetensors; full: config.json + model.safetensors), the tokenizer,
@@ -8,20 +13,25 @@ state). It is written to a hidden temp folder and renamed, so a folder named ste
 a kill mid-save leaves only a temp folder, which resume ignores and the next save cleans up.
 
 Data order is a pure function of (seed, epoch), so the step number is all resume needs to replay it.
+
+>>> checkpointer = Checkpointer(run_dir, model=m, tokenizer=t, optimizer=o, scheduler=s, save_every=4,
+...                             keep_last=1, total_steps=18, dist=Dist.current(), log=print)  # doctest: +SKIP
+>>> checkpointer.maybe_save(8, trainer_state={"step": 8}, best_step=4, improved=False, stopping=False)  # doctest: +SKIP
+True
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from honed.atomic import atomic_folder
 from honed.rundir import RunDir, checkpoint_name
+from honed.train.distributed import Dist, gathered_state
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
@@ -143,11 +153,96 @@ def export_merged(model_spec: str, adapter_dir: Path, target: Path) -> Path:
 
     from honed.models import load_model, load_tokenizer
 
-    base = load_model(model_spec)
-    with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    from honed.train.build import quiet_transformers
+
+    with quiet_transformers():  # no "Loading weights" bar, no peft FutureWarning in train's output
+        base = load_model(model_spec)
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     with atomic_folder(target) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else model_spec).save_pretrained(tmp)
     return target
+
+
+class Checkpointer:
+    """Saves, prunes, restores and exports one run's checkpoints (every rank calls it; rank 0 writes)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        model: Any,
+        tokenizer: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        save_every: int,
+        keep_last: int,
+        total_steps: int,
+        dist: Dist,
+        log: Callable[[str], None],
+    ) -> None:
+        self.run = RunDir(run_dir)
+        self.model, self.tokenizer, self.optimizer, self.scheduler = model, tokenizer, optimizer, scheduler
+        self.save_every, self.keep_last, self.total_steps = save_every, keep_last, total_steps
+        self.dist, self.log = dist, log
+
+    def due(self, step: int, *, improved: bool, stopping: bool) -> bool:
+        """Save at every `save_every` steps, at a new best, at the last step and when stopping early."""
+        return improved or stopping or step % self.save_every == 0 or step == self.total_steps
+
+    def maybe_save(
+        self, step: int, *, trainer_state: dict[str, Any], best_step: int | None, improved: bool, stopping: bool
+    ) -> bool:
+        """Save checkpoints/step-N when `due`; return whether it did."""
+        if not self.due(step, improved=improved, stopping=stopping):
+            return False
+        self.save(step, trainer_state=trainer_state, best_step=best_step)
+        return True
+
+    def save(self, step: int, *, trainer_state: dict[str, Any], best_step: int | None) -> None:
+        """Write checkpoints/step-N, then prune to `keep_last` (keeping the best step's checkpoint)."""
+        gathered = gathered_state(self.model, self.optimizer)  # FSDP2: every rank helps gather the shards
+        if not self.dist.is_main:
+            return
+        save_checkpoint(
+            self.run.path, step, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer,
+            scheduler=self.scheduler, trainer_state=trainer_state, gathered=gathered,
+        )
+        keep = {checkpoint_name(best_step)} if best_step else set()
+        prune(self.run.path, keep_last=self.keep_last, keep=keep)
+
+    def restore(self) -> tuple[Path, dict[str, Any]] | None:
+        """Load the newest complete checkpoint (temp folders of a killed save are removed first);
+        return its folder and trainer_state, or None when there is none yet."""
+        if self.dist.is_main:
+            clean_temp(self.run.path)
+        self.dist.barrier()
+        latest = self.run.latest_checkpoint()
+        if latest is None:
+            return None
+        saved = load_checkpoint(latest, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        return latest, saved
+
+    def load(self, step: int) -> None:
+        """Put the weights of checkpoints/step-N into the model (every rank, once rank 0 has written them)."""
+        self.dist.barrier()
+        load_weights(self.model, self.run.checkpoint(step))
+
+    def export(
+        self, *, step: int, best_step: int | None, final: str, merge_with: str | None, trainer_state: dict[str, Any]
+    ) -> Path | None:
+        """final/ = the best checkpoint (`final: best` and a best exists) or the last; merged/ when
+        `merge_with` names the base model. Rank 0 only; returns final/ (None on other ranks)."""
+        if not self.dist.is_main:
+            return None
+        use_best = final == "best" and best_step is not None
+        source = self.run.checkpoint(best_step if use_best and best_step else step)
+        if not source.is_dir():  # the last step is always saved; this only guards odd configs
+            self.save(step, trainer_state=trainer_state, best_step=best_step)
+            source = self.run.checkpoint(step)
+        final_dir = export_final(source, self.run.final)
+        self.log(f"final weights ({'best' if use_best else 'last'} checkpoint, {source.name}) in {final_dir}")
+        if merge_with is not None:
+            merged = export_merged(merge_with, final_dir, self.run.merged)
+            self.log(f"merged weights in {merged}")
+        return final_dir

@@ -1,4 +1,11 @@
-"""Several training processes on one machine: torchrun launch, process group, gradient sum, FSDP2.
+"""Several training processes on one machine: which process this is (`Dist`), torchrun launch, process
+group, gradient sum, FSDP2.
+
+`Dist` is the one source of rank and device information: `Dist.from_env()` (torchrun's variables, for the
+CLI before a process group exists) and `Dist.current()` (the open group, for the training loop) give
+rank, world size and local rank; `dist.is_main` says who prints and writes, `dist.device(setting)` which
+device this process uses (the only place that refuses `device: cuda` without a GPU), and
+`all_reduce_sum` / `broadcast` / `barrier` do nothing when there is one process.
 
 `honed train --nproc N` (N > 1) does not train in the process the user started. It re-runs the same
 command line under torchrun (`torchrun --standalone --nproc-per-node N -m honed ...`, launched in-process)
@@ -29,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -117,41 +125,110 @@ def backend_for(device: str) -> str:
     return "nccl" if device.startswith("cuda") else "gloo"
 
 
-def world_size_from_env() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among the training processes: the one source of rank and device.
 
+    `Dist.from_env()` is what torchrun told the process (before any process group exists; the CLI uses
+    it to open one and to decide who prints); `Dist.current()` is the open process group's view, which
+    the training loop uses (a plain `train(...)` call without a group is one process).
 
-def is_main_process() -> bool:
-    """Rank 0, or the only process: the one that prints summaries and writes files."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    >>> Dist().is_main, Dist(rank=1, world_size=2).is_main, Dist(rank=1, world_size=2).active
+    (True, False, True)
+    """
 
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
 
-def worker_device(device_setting: str) -> str:
-    """The device this worker trains on: its own GPU (LOCAL_RANK) when CUDA is used, else the CPU."""
-    if device_setting != "cpu" and torch.cuda.is_available():
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        return f"cuda:{local_rank}"
-    if device_setting == "cuda":
-        raise ConfigError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
-    return "cpu"
+    @classmethod
+    def from_env(cls) -> Dist:
+        """torchrun's RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE; one process when they are unset."""
+        return cls(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+        )
+
+    @classmethod
+    def current(cls) -> Dist:
+        """The initialised process group's rank and size; one process when no group is open."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return cls()
+        env = cls.from_env()
+        return cls(
+            rank=torch.distributed.get_rank(),
+            world_size=torch.distributed.get_world_size(),
+            local_rank=env.local_rank,
+            local_world_size=env.local_world_size,
+        )
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, or the only process: the one that prints and writes files."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """True when there are other processes to exchange numbers with."""
+        return self.world_size > 1
+
+    def device(self, setting: str) -> str:
+        """The device this process runs on for the config's `device` setting: its own GPU (local rank)
+        when CUDA is used, else the CPU. `cuda` without a visible GPU is a ConfigError.
+
+        >>> Dist().device("cpu")
+        'cpu'
+        """
+        has_cuda = torch.cuda.is_available()
+        if setting == "cuda" and not has_cuda:
+            raise ConfigError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
+        if setting == "cpu" or not has_cuda:
+            return "cpu"
+        torch.cuda.set_device(self.local_rank)
+        return f"cuda:{self.local_rank}"
+
+    def threads(self) -> int:
+        """CPU threads for this process, so the processes on this machine use its cores once."""
+        return threads_per_process(self.local_world_size)
+
+    def barrier(self) -> None:
+        """Wait for every process (nothing to wait for when alone)."""
+        if self.active:
+            torch.distributed.barrier()
+
+    def all_reduce_sum(self, values: list[float], *, device: str) -> list[float]:
+        """Sum a few numbers over the processes (the numbers themselves when alone)."""
+        if not self.active:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every process (a picklable object; the value itself when alone)."""
+        if not self.active:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 @contextlib.contextmanager
-def process_group(*, device_setting: str = "auto", timeout_s: float = 1800) -> Iterator[None]:
+def process_group(dist: Dist, *, device_setting: str = "auto", timeout_s: float = 1800) -> Iterator[None]:
     """Open the torch.distributed process group when torchrun started this process; close it after.
 
-    Outside torchrun (WORLD_SIZE unset or 1) this does nothing, so one code path serves both.
+    Outside torchrun (`dist.world_size` 1) this does nothing, so one code path serves both.
 
-    >>> with process_group(device_setting="auto"):  # doctest: +SKIP
+    >>> with process_group(Dist.from_env(), device_setting="auto"):  # doctest: +SKIP
     ...     train(config, out="runs/x")
     """
-    if world_size_from_env() <= 1 or torch.distributed.is_initialized():
+    if not dist.active or torch.distributed.is_initialized():
         yield
         return
-    device = worker_device(device_setting)
+    device = dist.device(device_setting)
     kwargs: dict[str, Any] = {"backend": backend_for(device), "timeout": dt.timedelta(seconds=timeout_s)}
     if device.startswith("cuda"):
         kwargs["device_id"] = torch.device(device)

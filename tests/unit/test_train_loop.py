@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from honed.config import load_config
 from honed.errors import ConfigError, DataError, HonedError
-from honed.train import loop
+from honed.train import build, loop
 from honed.train.loop import train
 
 TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
@@ -203,7 +204,7 @@ def test_out_must_be_new_unless_resuming(tmp_path):
 def test_gpu_only_options_fail_clearly_on_cpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from honed.train.loop import cpu_has_fast_bf16
+    from honed.train.build import cpu_has_fast_bf16
 
     options = [("method=qlora", "qlora needs a CUDA GPU")]
     if not cpu_has_fast_bf16():  # a CPU with AMX / AVX-512 BF16 runs bf16 autocast (test below)
@@ -215,7 +216,7 @@ def test_gpu_only_options_fail_clearly_on_cpu(tmp_path):
 
 
 def test_bf16_autocast_trains_on_a_cpu_with_amx(tmp_path):
-    from honed.train.loop import cpu_has_fast_bf16
+    from honed.train.build import cpu_has_fast_bf16
 
     if torch.cuda.is_available() or not cpu_has_fast_bf16():
         pytest.skip("needs a CPU with AMX / AVX-512 BF16 and no GPU")
@@ -238,12 +239,12 @@ def test_lr_schedule_warms_up_then_decays_without_reaching_zero():
     import doctest
 
     finder = doctest.DocTestFinder()
-    [test] = [t for t in finder.find(loop) if t.name.endswith(".lr_factor")]
+    [test] = [t for t in finder.find(build) if t.name.endswith(".lr_factor")]
     assert doctest.DocTestRunner(verbose=False).run(test).failed == 0  # the docstring's numbers are real
-    factors = [loop.lr_factor(i, total_steps=10, warmup_steps=3, schedule="cosine") for i in range(10)]
+    factors = [build.lr_factor(i, total_steps=10, warmup_steps=3, schedule="cosine") for i in range(10)]
     assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert all(a > b for a, b in zip(factors[2:], factors[3:])) and factors[-1] > 0
-    assert loop.lr_factor(5, total_steps=10, warmup_steps=3, schedule="constant") == 1.0
+    assert build.lr_factor(5, total_steps=10, warmup_steps=3, schedule="constant") == 1.0
 
 
 def test_lora_target_modules_the_model_lacks_are_a_config_error(tmp_path):
@@ -266,3 +267,83 @@ def test_a_run_without_holdout_can_be_resumed(tmp_path):
     resumed = train(load_config(None), out=result.run_dir, resume=True, console=Console(file=io.StringIO()))
     assert resumed.status == "completed" and resumed.steps == 2
     assert sorted(losses(result.run_dir)) == [1, 2]
+
+
+def test_output_is_honeds_own_progress_not_transformers_bars(tmp_path, capfd):
+    result, output = run(tmp_path, "quiet")
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out  # transformers' own tqdm bar
+    assert "FutureWarning" not in captured.err
+    # the console is a StringIO (not a terminal): plain progress lines, first and last step at least
+    assert re.search(r"^step 1/6  loss \d+\.\d{4}  \d+ tok/s  elapsed 0:00:\d\d  eta ", output, re.M)
+    assert re.search(r"^step 6/6  .* eta 0:00:00$", output, re.M)
+
+
+def test_eval_metric_without_a_scoring_function_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="eval_metric: auto is set but no scoring function"):
+        run(tmp_path, "noscorer", "eval_metric=auto")
+    assert not (tmp_path / "noscorer").exists()
+
+
+def test_make_score_fn_gets_the_resolved_config_and_the_holdout(tmp_path):
+    seen = {}
+
+    def make_score_fn(config, holdout):
+        seen.update(epochs=config.epochs, holdout=len(holdout))
+        return lambda model, tokenizer: {"holdout_exact_match": 0.25}
+
+    result, _ = run(tmp_path, "made", "epochs=auto", "eval_metric=auto", "select_by=holdout_exact_match",
+                    make_score_fn=make_score_fn)
+    holdout = json.loads((result.run_dir / "data.json").read_text())["holdout"]["count"]
+    assert seen["holdout"] == holdout > 0
+    assert isinstance(seen["epochs"], int)  # `auto` already resolved, as config.yaml records it
+    assert result.best["holdout_exact_match"] == 0.25
+
+
+def evals(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if "holdout_loss" in r]
+
+
+def test_intermediate_evaluations_use_a_fixed_sample_and_the_end_the_full_holdout(tmp_path):
+    holdout = write_data(tmp_path / "holdout.jsonl", n=12)
+    common = (f"data.holdout={holdout}", "eval_every=2", "early_stopping_patience=null", "lora.dropout=0.1")
+    full, _ = run(tmp_path, "full", *common, "eval_subsample=null")
+    sampled, output = run(tmp_path, "sampled", *common, "eval_subsample=4")
+    assert "fixed sample of 4 holdout examples" in output
+    assert losses(sampled.run_dir) == losses(full.run_dir)  # evaluating never changes training
+    full_evals = {r["step"]: r for r in evals(full.run_dir)}
+    lines = evals(sampled.run_dir)
+    assert lines[0]["step"] == 0 and "holdout_examples" not in lines[0]  # step 0: the full holdout
+    assert lines[0]["holdout_loss"] == pytest.approx(full_evals[0]["holdout_loss"], abs=1e-6)
+    assert [r["holdout_examples"] for r in lines[1:]] == [4, 4, 4]
+    assert all(r["holdout_loss"] != pytest.approx(full_evals[r["step"]]["holdout_loss"], abs=1e-9) for r in lines[1:])
+    # selection ran on the sample; the best checkpoint and the last weights were then scored on all 12
+    best_step = min(lines[1:], key=lambda r: r["holdout_loss"])["step"]
+    assert sampled.best["step"] == best_step
+    assert sampled.best["holdout_loss"] == pytest.approx(full_evals[best_step]["holdout_loss"], abs=1e-6)
+    assert sampled.last_eval["holdout_loss"] == pytest.approx(full_evals[6]["holdout_loss"], abs=1e-6)
+    assert sampled.first_eval == pytest.approx(full.first_eval)
+
+
+def test_early_stopping_and_the_best_checkpoint_work_on_the_sample(tmp_path):
+    holdout = write_data(tmp_path / "holdout.jsonl", n=12)
+    result, output = run(tmp_path, "es", f"data.holdout={holdout}", "eval_subsample=4", "eval_every=1",
+                         "early_stopping_patience=1", "lr=0.05", "epochs=3", "keep_last=1")
+    lines = evals(result.run_dir)[1:]
+    # replay the rule on the sampled numbers metrics.jsonl recorded: best = lowest, stop at the first worse
+    best, stop = lines[0], None
+    for line in lines[1:]:
+        if line["holdout_loss"] < best["holdout_loss"]:
+            best = line
+        else:
+            stop = line["step"]
+            break
+    assert stop is not None and best["step"] < stop  # lr 0.05 overshoots: this seed stops at step 2
+    assert result.best["step"] == best["step"]
+    assert result.steps == stop
+    assert (f"early stop at step {stop}" in output) == (stop is not None)
+    best_dir = result.run_dir / "checkpoints" / f"step-{best['step']:06d}"
+    assert result.best_checkpoint == f"checkpoints/{best_dir.name}"
+    assert (result.run_dir / "final" / "adapter_model.safetensors").read_bytes() == (
+        best_dir / "adapter_model.safetensors").read_bytes()

@@ -1,0 +1,126 @@
+"""What a run tells as it goes: metrics.jsonl (one JSON object per step and evaluation) and the progress
+of the optimizer steps on the console.
+
+Progress: a rich bar on a terminal; when the console is not one (a log file, CI), a plain line for the
+first step, then at least every `interval_s` seconds (30 by default), and for the last step:
+
+    step 12/18  loss 5.9404  953 tok/s  elapsed 0:00:11  eta 0:00:05
+
+>>> log = MetricsLog(Path("runs/a/metrics.jsonl"), enabled=True)  # doctest: +SKIP
+>>> log.write({"step": 1, "loss": 2.3})  # doctest: +SKIP
+>>> with TrainProgress(Console(), total=18, start_step=0) as progress:  # doctest: +SKIP
+...     progress.update(1, loss=2.3, tokens_per_s=950.0)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from honed.atomic import write_text_atomic
+
+PLAIN_INTERVAL_S = 30.0
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, flushed as written (rank 0 only)."""
+
+    def __init__(self, path: Path, *, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines past `step` (written by a run killed after its last checkpoint) and torn lines."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept: list[str] = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _clock_text(seconds: float) -> str:
+    return str(dt.timedelta(seconds=round(seconds)))
+
+
+class TrainProgress:
+    """Progress of the optimizer steps `start_step + 1 .. total`: a rich bar on a terminal, else plain
+    lines (first step, every `interval_s` seconds, last step). Silent when not `enabled` (ranks > 0)."""
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        total: int,
+        start_step: int,
+        enabled: bool = True,
+        interval_s: float = PLAIN_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console, self.total, self.start_step = console, total, start_step
+        self.enabled, self.interval_s, self.clock = enabled, interval_s, clock
+        self.started = self.last_line = clock()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> TrainProgress:
+        if self.enabled and self.console.is_terminal:
+            self.bar = self._rich_bar()
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.total, completed=self.start_step, loss="-", tps="-")
+        self.started = self.last_line = self.clock()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def _rich_bar(self) -> Any:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        columns = (
+            TextColumn("step {task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        return Progress(*columns, console=self.console)
+
+    def update(self, step: int, *, loss: float, tokens_per_s: float) -> None:
+        """Step `step` is done, with this loss and throughput."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:.0f}")
+            return
+        now = self.clock()
+        if step == self.start_step + 1 or step == self.total or now - self.last_line >= self.interval_s:
+            self.last_line = now
+            self.console.print(self.line(step, loss=loss, tokens_per_s=tokens_per_s, now=now), markup=False, highlight=False)
+
+    def line(self, step: int, *, loss: float, tokens_per_s: float, now: float) -> str:
+        """The plain progress line: step, loss, tokens/s, elapsed and the estimated time left."""
+        elapsed = now - self.started
+        done = step - self.start_step
+        eta = elapsed / done * (self.total - step) if done > 0 else 0.0
+        return (
+            f"step {step}/{self.total}  loss {loss:.4f}  {tokens_per_s:.0f} tok/s  "
+            f"elapsed {_clock_text(elapsed)}  eta {_clock_text(eta)}"
+        )
