@@ -47,9 +47,10 @@ def user_errors(func: F) -> F:
             if len(exc.details) > MAX_DETAILS_SHOWN:
                 err_console.print(f"  ... and {len(exc.details) - MAX_DETAILS_SHOWN} more")
             sys.exit(EXIT_USER_ERROR)
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            terminated = type(exc).__name__ == "Terminated"  # SIGTERM during training (honed.train.loop)
+            err_console.print("terminated" if terminated else "interrupted")
+            sys.exit(143 if terminated else 130)
 
     return wrapper  # type: ignore[return-value]
 

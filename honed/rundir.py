@@ -182,6 +182,9 @@ def _read_record(path: Path, kind: type[Record], *, what: str) -> Any:
 # ---- the run directory -------------------------------------------------------------------------------------
 
 
+LOCK_NAME = ".lock"
+
+
 class RunDir:
     """One run directory: its paths, and typed reads and atomic writes of its records.
 
@@ -257,7 +260,7 @@ class RunDir:
 
     @property
     def lock_file(self) -> Path:
-        return self.path / ".lock"
+        return self.path / LOCK_NAME
 
     def eval_rows_path(self, system: str) -> Path:
         """eval/<system>.jsonl: one line per holdout example for one evaluated system."""
@@ -276,6 +279,10 @@ class RunDir:
         return "stale" if status == "running" and not is_locked(self) else status
 
     # -- what is there
+    def is_empty(self) -> bool:
+        """True when the folder is missing or holds nothing but its lock file."""
+        return not self.path.exists() or all(p.name == LOCK_NAME for p in self.path.iterdir())
+
     def is_run(self) -> bool:
         """True when `honed train` started here (config.yaml exists)."""
         return self.config_yaml.is_file()
@@ -475,8 +482,12 @@ class RunLock:
         import os
         import socket
 
-        self.run.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.run.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"{self.run.path}: cannot write here ({exc.strerror or exc}); "
+                              "choose an --out in a folder you can write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -86,12 +86,14 @@ def save_checkpoint(
 
 
 def clean_temp(run_dir: str | Path) -> None:
-    """Remove temp folders a killed save left behind."""
-    root = Path(run_dir) / "checkpoints"
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(TEMP_PREFIX):
-                shutil.rmtree(path, ignore_errors=True)
+    """Remove temp folders a killed save left behind: checkpoints/.tmp-*, and the run root's half-written
+    final/ and merged/ exports (.final-*, .merged-*, .old-final, .old-merged, from honed.atomic)."""
+    root = Path(run_dir)
+    for folder, prefixes in ((root / "checkpoints", (TEMP_PREFIX,)), (root, (".final-", ".merged-", ".old-"))):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_dir() and path.name.startswith(prefixes):
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -28,7 +28,12 @@ evaluate stage; train does not import it (stages only meet through the run direc
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -323,6 +328,47 @@ def train(
     run = RunDir(out)
     if not resume:  # fail on a bad model spec, a GPU-only option or a missing scorer before anything is written
         check_before_writing(config, dist=dist, has_scorer=score_fn is not None or make_score_fn is not None)
+    with owning(run, command="train --resume" if resume else "train", dist=dist):
+        return _train(config, run, resume=resume, score_fn=score_fn, make_score_fn=make_score_fn, dist=dist,
+                      console=console)
+
+
+@contextlib.contextmanager
+def owning(run: RunDir, *, command: str, dist: Dist) -> Iterator[None]:
+    """Hold the run directory's lock (rank 0) while training; SIGTERM stops the run like Ctrl-C. A folder
+    this call created and left holding nothing but the lock (a failure before the first write) is removed."""
+    created = not run.path.exists()
+    lock = run.lock(command) if dist.is_main else None
+    if lock is not None:
+        lock.acquire()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
+    try:
+        yield
+    except BaseException:
+        if created and dist.is_main and run.is_empty():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if lock is not None:
+            lock.release()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run is marked stopped, its checkpoints kept (the CLI exits 143)."""
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn | None,
+           make_score_fn: MakeScoreFn | None, dist: Dist, console: Console) -> RunResult:
     config, datasets = open_run(config, run, resume=resume, dist=dist, console=console)
     if score_fn is None and make_score_fn is not None:
         score_fn = make_score_fn(config, datasets.holdout)
@@ -418,7 +464,7 @@ def open_run(
             raise ConfigError(f"--resume: {run.path} has no config.yaml; it is not a run started by `honed train`")
         saved = validate_config(run.read_config(), origin=str(run.config_yaml))
         return saved, load_run_datasets(run.path, saved.data)
-    if run.path.exists() and any(run.path.iterdir()):
+    if not run.is_empty():
         raise ConfigError(f"--out {run.path} already exists and is not empty; pass --resume to continue it or choose a new --out")
     dist.barrier()  # every rank has seen an empty --out before rank 0 writes into it
     datasets = load_datasets(config, run.path, write=dist.is_main, log=log)
