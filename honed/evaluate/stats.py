@@ -107,3 +107,38 @@ def corpus_difference(
     )
     value = statistic(references, outputs_a) - statistic(references, outputs_b)
     return _interval(value, samples)
+
+
+PooledValue = Callable[[np.ndarray], np.ndarray]
+
+
+def _resampled_sums(counts: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """[resamples, k]: the counts of each resample's examples summed (one row at a time: n x k memory)."""
+    return np.stack([counts[row].sum(axis=0) for row in indices]) if len(indices) else np.zeros((0, counts.shape[1]))
+
+
+def pooled_interval(counts: np.ndarray, value: PooledValue, *, indices: np.ndarray) -> Interval:
+    """A micro-averaged statistic with its bootstrap interval: resample examples, pool their counts.
+
+    `counts` is [n examples, k] (e.g. matched, predicted and reference pairs); `value` maps summed
+    counts to the statistic.
+
+    >>> counts = np.array([[1, 1, 1], [0, 0, 0], [0, 1, 1]], dtype=float)
+    >>> f1 = lambda s: 2 * s[..., 0] / np.maximum(s[..., 1] + s[..., 2], 1)
+    >>> pooled_interval(counts, f1, indices=resample_indices(3)).value
+    0.5
+    """
+    if len(counts) == 0:
+        return Interval(0.0, 0.0, 0.0)
+    return _interval(float(value(counts.sum(axis=0))), value(_resampled_sums(counts, indices)))
+
+
+def pooled_difference(
+    counts_a: np.ndarray, counts_b: np.ndarray, value: PooledValue, *, indices: np.ndarray
+) -> Interval:
+    """value(pooled a) - value(pooled b) on the same resampled examples, with its paired interval."""
+    if len(counts_a) == 0:
+        return Interval(0.0, 0.0, 0.0)
+    point = float(value(counts_a.sum(axis=0))) - float(value(counts_b.sum(axis=0)))
+    samples = value(_resampled_sums(counts_a, indices)) - value(_resampled_sums(counts_b, indices))
+    return _interval(point, samples)
