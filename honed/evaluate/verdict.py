@@ -13,7 +13,7 @@ Rules (documented in the README and pinned by tests/unit/test_verdict.py):
   ("not significantly better than always answering ...") or worse.
 - Against another system (an endpoint or an exported model): "better than", "worse than" or "no
   significant difference from" it.
-- When most references are one answer, a note says what that constant answer scores (`notes`).
+- When more than half the references are one answer, a note says what that constant answer scores (`notes`).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _short(text: str, limit: int = 40) -> str:
 
 
 def constant_note(references: list[str], *, normalize: Callable[[str], str], threshold: float = 0.5) -> str | None:
-    """A note such as "74% of the references are `{}`: ..." when one answer is `threshold` or more of them.
+    """A note such as "74% of the references are `{}`: ..." when one answer is more than `threshold` of them.
 
     >>> constant_note(["{}", "{}", "{}", '{"a": 1}'], normalize=str.strip)
     '75% of the references are `{}`: a constant answer scores 0.75 exact match'
@@ -110,7 +110,7 @@ def constant_note(references: list[str], *, normalize: Callable[[str], str], thr
     counts = Counter(normalize(r) for r in references)
     key, count = counts.most_common(1)[0]
     share = count / len(references)
-    if share < threshold:
+    if share <= threshold:
         return None
     text = next(r for r in references if normalize(r) == key)
     return f"{share:.0%} of the references are `{_short(text)}`: a constant answer scores {share:.2f} exact match"
