@@ -354,6 +354,7 @@ FIELD_MICRO_METRICS = ["field_precision_micro", "field_recall_micro", "field_f1_
 LEGACY_FIELD_METRICS = {"field_f1": "field_f1_mean"}  # summaries before 0.2 called the per-example mean field_f1
 
 
+@functools.lru_cache(maxsize=65536)  # the three pooled metrics and every paired difference count the same pairs
 def field_counts(reference: str, output: str) -> tuple[int, int, int]:
     """(matched, predicted, reference) (key path, value) pairs of one example: what micro-averaging pools.
 

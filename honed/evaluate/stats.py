@@ -112,33 +112,45 @@ def corpus_difference(
 PooledValue = Callable[[np.ndarray], np.ndarray]
 
 
-def _resampled_sums(counts: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """[resamples, k]: the counts of each resample's examples summed (one row at a time: n x k memory)."""
-    return np.stack([counts[row].sum(axis=0) for row in indices]) if len(indices) else np.zeros((0, counts.shape[1]))
+def _resampled_sums(counts: np.ndarray, indices: np.ndarray, *, chunk: int = 256) -> np.ndarray:
+    """[resamples, k]: each resample's example counts summed, as (times drawn) @ counts, `chunk` rows at a time
+    (a [chunk, n] weight matrix: fast, and memory stays small on large holdouts)."""
+    n = len(counts)
+    sums = [np.zeros((0, counts.shape[1]))]
+    for start in range(0, len(indices), chunk):
+        rows = indices[start : start + chunk]
+        offsets = rows + np.arange(len(rows))[:, None] * n
+        drawn = np.bincount(offsets.ravel(), minlength=len(rows) * n).reshape(len(rows), n)
+        sums.append(drawn.astype(float) @ counts)
+    return np.concatenate(sums)
 
 
-def pooled_interval(counts: np.ndarray, value: PooledValue, *, indices: np.ndarray) -> Interval:
+@dataclass(frozen=True)
+class Pooled:
+    """Per-example counts (e.g. matched, predicted, reference pairs) summed over all examples and over each
+    resample: computed once per system, shared by every pooled metric and paired difference."""
+
+    total: np.ndarray  # [k]
+    resampled: np.ndarray  # [resamples, k]
+
+    @classmethod
+    def of(cls, counts: np.ndarray, *, indices: np.ndarray) -> Pooled:
+        counts = np.asarray(counts, dtype=float).reshape(len(counts), -1)
+        return cls(counts.sum(axis=0), _resampled_sums(counts, indices))
+
+
+def pooled_interval(pooled: Pooled, value: PooledValue) -> Interval:
     """A micro-averaged statistic with its bootstrap interval: resample examples, pool their counts.
-
-    `counts` is [n examples, k] (e.g. matched, predicted and reference pairs); `value` maps summed
-    counts to the statistic.
 
     >>> counts = np.array([[1, 1, 1], [0, 0, 0], [0, 1, 1]], dtype=float)
     >>> f1 = lambda s: 2 * s[..., 0] / np.maximum(s[..., 1] + s[..., 2], 1)
-    >>> pooled_interval(counts, f1, indices=resample_indices(3)).value
+    >>> pooled_interval(Pooled.of(counts, indices=resample_indices(3)), f1).value
     0.5
     """
-    if len(counts) == 0:
-        return Interval(0.0, 0.0, 0.0)
-    return _interval(float(value(counts.sum(axis=0))), value(_resampled_sums(counts, indices)))
+    return _interval(float(value(pooled.total)), value(pooled.resampled))
 
 
-def pooled_difference(
-    counts_a: np.ndarray, counts_b: np.ndarray, value: PooledValue, *, indices: np.ndarray
-) -> Interval:
+def pooled_difference(a: Pooled, b: Pooled, value: PooledValue) -> Interval:
     """value(pooled a) - value(pooled b) on the same resampled examples, with its paired interval."""
-    if len(counts_a) == 0:
-        return Interval(0.0, 0.0, 0.0)
-    point = float(value(counts_a.sum(axis=0))) - float(value(counts_b.sum(axis=0)))
-    samples = value(_resampled_sums(counts_a, indices)) - value(_resampled_sums(counts_b, indices))
-    return _interval(point, samples)
+    point = float(value(a.total)) - float(value(b.total))
+    return _interval(point, value(a.resampled) - value(b.resampled))

@@ -21,6 +21,7 @@ from honed.errors import ConfigError
 from honed.evaluate import metrics as M
 from honed.evaluate.stats import (
     Interval,
+    Pooled,
     corpus_difference,
     corpus_interval,
     mean_interval,
@@ -115,29 +116,47 @@ class SystemResult:
 # ---- intervals ---------------------------------------------------------------------------------------------
 
 
+class PooledCache:
+    """Each system's pooled counts (per count function), computed once for all pooled metrics and pairs."""
+
+    def __init__(self, references: Sequence[str], indices: np.ndarray) -> None:
+        self.references, self.indices = references, indices
+        self._found: dict[tuple[str, int], Pooled] = {}
+
+    def get(self, result: SystemResult, metric: M.PooledMetric) -> Pooled:
+        key = (result.system.name, id(metric.counts))
+        if key not in self._found:
+            counts = metric.count_matrix(self.references, result.outputs)
+            self._found[key] = Pooled.of(counts, indices=self.indices)
+        return self._found[key]
+
+
 def metric_intervals(
-    plan: MetricPlan, references: Sequence[str], result: SystemResult, *, indices: np.ndarray
+    plan: MetricPlan, references: Sequence[str], result: SystemResult, *, indices: np.ndarray,
+    pooled: PooledCache | None = None,
 ) -> dict[str, Interval]:
     """Every planned metric of one system with its bootstrap interval, in plan order."""
+    pooled = pooled or PooledCache(references, indices)
     values = {n: mean_interval([s[n] for s in result.scores], indices=indices) for n in plan.per_example}
     for name, fn in plan.corpus.items():
         if isinstance(fn, M.PooledMetric):
-            values[name] = pooled_interval(fn.count_matrix(references, result.outputs), fn.value, indices=indices)
+            values[name] = pooled_interval(pooled.get(result, fn), fn.value)
         else:
             values[name] = corpus_interval(fn, references, result.outputs, indices=indices)
     return {name: values[name] for name in plan.names}
 
 
 def metric_differences(
-    plan: MetricPlan, references: Sequence[str], a: SystemResult, b: SystemResult, *, indices: np.ndarray
+    plan: MetricPlan, references: Sequence[str], a: SystemResult, b: SystemResult, *, indices: np.ndarray,
+    pooled: PooledCache | None = None,
 ) -> dict[str, Interval]:
     """a - b for every planned metric on the same resampled examples (paired), in plan order."""
+    pooled = pooled or PooledCache(references, indices)
     diffs = {n: paired_difference([s[n] for s in a.scores], [s[n] for s in b.scores], indices=indices)
              for n in plan.per_example}
     for name, fn in plan.corpus.items():
         if isinstance(fn, M.PooledMetric):
-            diffs[name] = pooled_difference(fn.count_matrix(references, a.outputs),
-                                            fn.count_matrix(references, b.outputs), fn.value, indices=indices)
+            diffs[name] = pooled_difference(pooled.get(a, fn), pooled.get(b, fn), fn.value)
         else:
             diffs[name] = corpus_difference(fn, references, a.outputs, b.outputs, indices=indices)
     return {name: diffs[name] for name in plan.names}
@@ -150,11 +169,16 @@ def _all_intervals(
     """({system: {metric: interval}}, {"tuned - X": {metric: interval}}), metric names with `prefix`."""
     indices = resample_indices(len(references), resamples=resamples, seed=seed)
     tuned = next(r for r in results if r.system.name == TUNED)
-    values = {r.system.name: metric_intervals(plan, references, r, indices=indices) for r in results}
-    diffs = {f"{TUNED} - {r.system.name}": metric_differences(plan, references, tuned, r, indices=indices)
+    pooled = PooledCache(references, indices)
+    values = {r.system.name: metric_intervals(plan, references, r, indices=indices, pooled=pooled) for r in results}
+    diffs = {f"{TUNED} - {r.system.name}": metric_differences(plan, references, tuned, r, indices=indices,
+                                                              pooled=pooled)
              for r in results if r.system.name != TUNED}
-    named = lambda table: {k: {prefix + m: v for m, v in row.items()} for k, row in table.items()}  # noqa: E731
-    return named(values), named(diffs)
+    return _prefixed(values, prefix), _prefixed(diffs, prefix)
+
+
+def _prefixed(table: dict[str, dict[str, Interval]], prefix: str) -> dict[str, dict[str, Interval]]:
+    return {key: {prefix + metric: value for metric, value in row.items()} for key, row in table.items()}
 
 
 def nonempty_indices(references: Sequence[str]) -> list[int] | None:
@@ -190,8 +214,8 @@ def _system_entry(result: SystemResult, metrics: dict[str, Interval], *, referen
     return entry
 
 
-def _notes(plan: MetricPlan, references: Sequence[str], values: dict[str, dict[str, Interval]],
-           nonempty: list[int] | None) -> list[str]:
+def _notes(references: Sequence[str], values: dict[str, dict[str, Interval]], nonempty: list[int] | None) -> list[str]:
+    """The verdict's note on a dominant reference, with the tuned model's exact match on the other ones."""
     note = constant_note(list(references), normalize=M.normalize_text)
     if note is None:
         return []
@@ -219,12 +243,13 @@ def summarize(
                 table[key].update(row)
         names += [NONEMPTY + name for name in plan.names]
     comparisons = [
-        Comparison(r.system.name, values[r.system.name][plan.main].value, diffs[f"{TUNED} - {r.system.name}"][plan.main],
-                   kind=r.system.verdict_kind, answer=r.outputs[0] if r.outputs else "")
+        Comparison(r.system.name, values[r.system.name][plan.main].value,
+                   diffs[f"{TUNED} - {r.system.name}"][plan.main], kind=r.system.verdict_kind,
+                   answer=r.outputs[0] if r.outputs else "")
         for r in results if r.system.name != TUNED
     ]
     line = verdict(metric=plan.main, n=len(references), tuned=values[TUNED][plan.main].value,
-                   comparisons=comparisons, notes=_notes(plan, references, values, nonempty))
+                   comparisons=comparisons, notes=_notes(references, values, nonempty))
     systems = {r.system.name: _system_entry(r, values[r.system.name], references=references,
                                             train_targets=train_targets) for r in results}
     return EvalSummary.model_validate({

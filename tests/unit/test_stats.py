@@ -71,7 +71,7 @@ def test_corpus_metric_difference() -> None:
 def test_pooled_interval_resamples_examples_and_pools_their_counts() -> None:
     """Micro-F1 of resampled examples equals the micro-F1 computed from scratch on those examples."""
     from honed.evaluate.metrics import POOLED, micro_f1
-    from honed.evaluate.stats import pooled_difference, pooled_interval
+    from honed.evaluate.stats import Pooled, pooled_difference, pooled_interval
 
     rng = np.random.default_rng(3)
     refs = ['{"a": "1", "b": "2"}' if rng.random() < 0.3 else "{}" for _ in range(80)]
@@ -79,13 +79,14 @@ def test_pooled_interval_resamples_examples_and_pools_their_counts() -> None:
     metric = POOLED["field_f1_micro"]
     counts = metric.count_matrix(refs, outs)
     indices = resample_indices(len(refs), resamples=50, seed=0)
-    interval = pooled_interval(counts, micro_f1, indices=indices)
+    interval = pooled_interval(Pooled.of(counts, indices=indices), micro_f1)
     assert interval.value == pytest.approx(metric(refs, outs))
     by_hand = [metric([refs[i] for i in row], [outs[i] for i in row]) for row in indices]
     assert interval.low == pytest.approx(np.percentile(by_hand, 2.5))
     assert interval.high == pytest.approx(np.percentile(by_hand, 97.5))
-    same = pooled_difference(counts, counts.copy(), micro_f1, indices=indices)
+    pooled = Pooled.of(counts, indices=indices)
+    same = pooled_difference(pooled, Pooled.of(counts.copy(), indices=indices), micro_f1)
     assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
     worse = metric.count_matrix(refs, ["{}"] * len(refs))
-    diff = pooled_difference(counts, worse, micro_f1, indices=indices)
+    diff = pooled_difference(pooled, Pooled.of(worse, indices=indices), micro_f1)
     assert diff.value == pytest.approx(metric(refs, outs)) and diff.low > 0
