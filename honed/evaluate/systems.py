@@ -144,7 +144,11 @@ def parse_baselines(text: str) -> list[System]:
     systems: list[System] = []
     for item in (part.strip() for part in text.split(",")):
         system = _parse_one(item)
-        if system is not None and all(s.name != system.name for s in systems):
+        same_name = next((s for s in systems if system is not None and s.name == system.name), None)
+        if same_name is not None and same_name != system:
+            raise ConfigError(f"--baselines {item!r}: another baseline is already named {same_name.name!r}; "
+                              "name this one with NAME=, e.g. export:mine=PATH")
+        if system is not None and same_name is None:
             systems.append(system)
     if all(s.name != MAJORITY for s in systems):
         systems.append(System(MAJORITY, "", kind="constant"))

@@ -41,6 +41,7 @@ def test_every_baseline_spec_and_majority_always_added() -> None:
     ("export:/no/such/model", "no such file or folder"),
     ("export:", "write export:PATH"),
     ("zero", "unknown baseline 'zero'"),
+    (f"few-shot:5,endpoint:few-shot-5=http://localhost:1/v1", "already named 'few-shot-5'"),
 ])
 def test_bad_specs_are_one_clear_error(spec: str, message: str) -> None:
     with pytest.raises(HonedError, match=re.escape(message)):
