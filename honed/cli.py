@@ -364,7 +364,7 @@ def eval_command(
     limit: int = typer.Option(None, "--limit", min=1, help="evaluate only the first N holdout examples"),
     baselines: str = typer.Option(
         "base,few-shot:5", "--baselines",
-        help="comma-separated: base, few-shot:K, few-shot-knn:K, endpoint:NAME=URL[#model], export:PATH "
+        help="comma-separated: base, few-shot:K, few-shot-knn:K, endpoint:NAME=URL or NAME=URL#MODEL, export:PATH "
              "(or model:PATH), none; the constant majority answer is always added"),
     metrics: str = typer.Option(None, "--metrics", help="comma-separated metrics or module:function (default: picked from the data; the first is the main one)"),
     schema: str = typer.Option(None, "--schema", help="JSON schema file for schema_valid (default: inferred from the targets)"),
