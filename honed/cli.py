@@ -371,7 +371,10 @@ def eval_command(
     run_dir: str = typer.Argument(..., help="a run directory written by `honed train`"),
     data: str = typer.Option(None, "--data", help="holdout file (default: the run's holdout)"),
     limit: int = typer.Option(None, "--limit", min=1, help="evaluate only the first N holdout examples"),
-    baselines: str = typer.Option("base,few-shot:5", "--baselines", help="base, few-shot:K, comma-separated; none"),
+    baselines: str = typer.Option(
+        "base,few-shot:5", "--baselines",
+        help="comma-separated: base, few-shot:K, few-shot-knn:K, endpoint:NAME=URL or NAME=URL#MODEL, export:PATH "
+             "(or model:PATH), none; the constant majority answer is always added"),
     metrics: str = typer.Option(None, "--metrics", help="comma-separated metrics or module:function (default: picked from the data; the first is the main one)"),
     schema: str = typer.Option(None, "--schema", help="JSON schema file for schema_valid (default: inferred from the targets)"),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, final, last or checkpoints/step-N"),
@@ -381,9 +384,12 @@ def eval_command(
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json instead of tables"),
 ) -> None:
-    """Evaluate the tuned model against the base model and few-shot prompting on the same holdout.
+    """Evaluate the tuned model against the base model, prompting and other systems on the same holdout.
 
-    Example: honed eval runs/demo --limit 200 --baselines base,few-shot:5
+    Example: honed eval runs/demo --limit 200 --baselines base,few-shot:5,few-shot-knn:5
+
+    An endpoint's key comes from $HONED_ENDPOINT_API_KEY (else $OPENAI_API_KEY); its timeout in seconds from
+    $HONED_ENDPOINT_TIMEOUT (default 120).
     """
     import json
 

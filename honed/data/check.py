@@ -176,6 +176,11 @@ def _duplicates_table(report: Report) -> Table:
     table.add_row("prompts with conflicting responses / rows", f"{_n(c.prompts)} / {_n(c.rows)}")
     table.add_row("  the same, lower-cased and trimmed", _n(c.prompts_normalized))
     table.add_row("refusal-like responses", f"{_n(report.refusals.count)} ({_pct(report.refusals.share)})")
+    common = report.most_common_response
+    if common is not None:
+        table.add_row(Text(f"most common response: {common.text[:40]}"), f"{_n(common.count)} ({_pct(common.share)})")
+        held = "" if common.holdout_exact_match is None else f" (holdout {common.holdout_exact_match:.2f})"
+        table.add_row("  exact match of always answering it", f"{common.share:.2f}{held}")
     return table
 
 

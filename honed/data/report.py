@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from honed.data import dedup
+from honed.data import dedup, responses
 from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation
 from honed.errors import ConfigError
@@ -181,6 +181,7 @@ class Report:
     labels: Labels | None
     refusals: Refusals
     leakage: Leakage | None
+    most_common_response: responses.MostCommonResponse | None = None
     warnings: list[Finding] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -577,6 +578,9 @@ def findings(report: Report) -> list[Finding]:
             ("holdout_near_leakage", leak.near,
              f"more holdout prompts nearly equal a training prompt (similarity >= {leak.near_threshold})"),
         ]
+    dominant = responses.dominant_warning(report.most_common_response)
+    if dominant is not None:
+        checks.append(dominant)
     return [Finding(code, count, f"{count} {message}") for code, count, message in checks if count > 0]
 
 
@@ -645,6 +649,7 @@ def build_report(
         labels=labels_found,
         refusals=refusals_found,
         leakage=leaks,
+        most_common_response=responses.of_conversations(train, holdout=holdout),
     )
     report.warnings = findings(report)
     dropped = unrendered_tool_calls(train, tokenizer=tokenizer)

@@ -3,7 +3,7 @@
     compare_runs(["runs/a", "runs/b"]) -> {
         "runs": [{name, path, model, method, data: {train: {sha256, count}, holdout: {...}}, eval: {...}}],
         "config_differences": {"lr": [0.0002, 0.0001], ...},
-        "metrics": {"field_f1": {"a": {value, low, high}, "b": {...}}, ...},
+        "metrics": {"field_f1_micro": {"a": {value, low, high}, "b": {...}}, ...},
         "disagreements": {"count": 17, "same_holdout": true, "examples": [{id, prompt, reference, outputs}]},
     }
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import ConfigError
-from honed.evaluate.metrics import normalize_text
+from honed.evaluate.metrics import LEGACY_FIELD_METRICS, normalize_text
 from honed.rundir import EvalSummary, RunDir
 
 TUNED = "tuned"
@@ -98,7 +98,7 @@ def compare_runs(run_dirs: Sequence[str | Path], *, limit: int = 10) -> dict[str
     runs = [RunDir(d).require_run() for d in run_dirs]
     loaded = [_load_eval(run) for run in runs]
     names = _unique_names(runs)
-    metric_names = list(dict.fromkeys(m for summary, _ in loaded for m in summary.metrics))
+    metric_names = list(dict.fromkeys(LEGACY_FIELD_METRICS.get(m, m) for summary, _ in loaded for m in summary.metrics))
     metrics = {
         m: {name: _interval(summary, m) for name, (summary, _) in zip(names, loaded)} for m in metric_names
     }
@@ -117,5 +117,8 @@ def compare_runs(run_dirs: Sequence[str | Path], *, limit: int = 10) -> dict[str
 
 
 def _interval(summary: EvalSummary, metric: str) -> dict[str, float] | None:
-    found = summary.systems[TUNED].metrics.get(metric)
+    """The tuned model's `metric`; a summary of honed 0.1 holds field_f1_mean under its old name field_f1."""
+    metrics = summary.systems[TUNED].metrics
+    old = [name for name, new in LEGACY_FIELD_METRICS.items() if new == metric]
+    found = metrics.get(metric) or next((metrics[name] for name in old if name in metrics), None)
     return found.model_dump() if found else None

@@ -6,8 +6,10 @@ Protocol), so a user metric is just a Python function named `module:function`. C
 
 Which metrics apply (`pick_metrics`):
 - JSON targets (every target parses as a JSON object or array): json_valid, schema_valid (JSON-schema
-  conformance against a given schema or one inferred from the targets), field_precision/recall/f1
-  (flattened key paths with normalised values), exact_match. Main metric: field_f1.
+  conformance against a given schema or one inferred from the targets), field_precision/recall/f1_micro
+  (flattened (key path, normalised value) pairs pooled over the whole holdout, as slot-filling papers
+  report them), field_f1_mean (the per-example mean; `field_f1` in older summaries), exact_match.
+  Main metric: field_f1_micro.
 - classification-like targets (short one-line labels, few distinct values that repeat): label_accuracy,
   macro_f1, exact_match. Main metric: label_accuracy.
 - free text: chrf (sacrebleu's chrF, a well-kept reference implementation), exact_match. Main: chrf.
@@ -27,7 +29,8 @@ from typing import Any, Protocol
 
 from honed.errors import ConfigError
 
-JSON_METRICS = ["json_valid", "schema_valid", "field_precision", "field_recall", "field_f1", "exact_match"]
+JSON_METRICS = ["json_valid", "schema_valid", "field_precision_micro", "field_recall_micro", "field_f1_micro",
+                "field_f1_mean", "exact_match"]
 LABEL_METRICS = ["label_accuracy", "macro_f1", "exact_match"]
 TEXT_METRICS = ["chrf", "exact_match"]
 CORPUS_METRICS = {"macro_f1"}
@@ -276,10 +279,10 @@ def pick_metrics(targets: Sequence[str]) -> tuple[str, list[str]]:
     """(main metric, metric names) for the kind of targets.
 
     >>> pick_metrics(['{"a": 1}', '{"a": 2}'])[0]
-    'field_f1'
+    'field_f1_micro'
     """
     if is_json_task(targets):
-        return "field_f1", list(JSON_METRICS)
+        return "field_f1_micro", list(JSON_METRICS)
     if is_classification(targets):
         return "label_accuracy", list(LABEL_METRICS)
     return "chrf", list(TEXT_METRICS)
@@ -339,3 +342,111 @@ def resolve_metrics(specs: Sequence[str], *, schema: dict[str, Any]) -> dict[str
 
 CorpusMetric = Callable[[Sequence[str], Sequence[str]], float]
 CORPUS: dict[str, CorpusMetric] = {"macro_f1": macro_f1}
+
+
+# ---- pooled (micro-averaged) field scores ----------------------------------------------------------------
+# Slot-filling papers report precision/recall/F1 over all (key, value) pairs of the test set pooled: an
+# example with an empty reference and an empty answer adds nothing, so a data set where most answers are
+# `{}` cannot score well by answering `{}`. The per-example mean (`field_f1_mean`, the old `field_f1`)
+# scores each such example 1.0, which is why it is only a secondary metric.
+
+FIELD_MICRO_METRICS = ["field_precision_micro", "field_recall_micro", "field_f1_micro"]
+LEGACY_FIELD_METRICS = {"field_f1": "field_f1_mean"}  # summaries before 0.2 called the per-example mean field_f1
+
+
+@functools.lru_cache(maxsize=65536)  # the three pooled metrics and every paired difference count the same pairs
+def field_counts(reference: str, output: str) -> tuple[int, int, int]:
+    """(matched, predicted, reference) (key path, value) pairs of one example: what micro-averaging pools.
+
+    An output that is not valid JSON predicts no pair, so every reference pair counts as missed.
+
+    >>> field_counts('{"a": "x", "b": "y"}', '{"a": "X", "c": "z"}')
+    (1, 2, 2)
+    >>> field_counts("{}", "{}")
+    (0, 0, 0)
+    """
+    ref, out = parse_json(reference), parse_json(output)
+    gold = _flatten(ref) if ref is not None else set()
+    pred = _flatten(out) if out is not None else set()
+    return len(gold & pred), len(pred), len(gold)
+
+
+def micro_precision(sums: Any) -> Any:
+    """Pooled precision from summed (matched, predicted, reference) counts (numpy, any leading shape).
+    Nothing predicted: 1.0 when there was nothing to find, else 0."""
+    import numpy as np
+
+    matched, predicted, gold = sums[..., 0], sums[..., 1], sums[..., 2]
+    return np.where(predicted > 0, matched / np.maximum(predicted, 1), (gold == 0).astype(float))
+
+
+def micro_recall(sums: Any) -> Any:
+    """Pooled recall from summed counts; nothing to find: 1.0 when nothing was predicted, else 0."""
+    import numpy as np
+
+    matched, predicted, gold = sums[..., 0], sums[..., 1], sums[..., 2]
+    return np.where(gold > 0, matched / np.maximum(gold, 1), (predicted == 0).astype(float))
+
+
+def micro_f1(sums: Any) -> Any:
+    """Pooled F1 = 2 matched / (predicted + reference); 1.0 when both are 0 (nothing to find, nothing said).
+
+    >>> import numpy as np
+    >>> float(micro_f1(np.array([1.0, 2.0, 2.0])))
+    0.5
+    """
+    import numpy as np
+
+    matched, predicted, gold = sums[..., 0], sums[..., 1], sums[..., 2]
+    total = predicted + gold
+    return np.where(total > 0, 2 * matched / np.maximum(total, 1), 1.0)
+
+
+@dataclass(frozen=True)
+class PooledMetric:
+    """A corpus metric computed from per-example counts summed over the corpus (micro-averaging).
+
+    `counts(reference, output)` gives one example's counts; `value(sums)` turns counts summed over any set
+    of examples into the metric (vectorised over leading axes). The bootstrap sums the counts of the
+    resampled examples instead of re-scoring texts. Called on whole lists it is a plain corpus metric.
+
+    >>> POOLED["field_f1_micro"](['{"a": 1}', '{}', '{}'], ['{"a": 1}', '{}', '{"b": 2}'])
+    0.6666666666666666
+    """
+
+    counts: Callable[[str, str], tuple[int, ...]]
+    value: Callable[[Any], Any]
+
+    def count_matrix(self, references: Sequence[str], outputs: Sequence[str]) -> Any:
+        """[n examples, k counts] float array."""
+        import numpy as np
+
+        rows = [self.counts(r, o) for r, o in zip(references, outputs)]
+        return np.array(rows, dtype=float).reshape(len(rows), -1)
+
+    def __call__(self, references: Sequence[str], outputs: Sequence[str]) -> float:
+        return float(self.value(self.count_matrix(references, outputs).sum(axis=0)))
+
+
+POOLED: dict[str, PooledMetric] = {
+    "field_precision_micro": PooledMetric(field_counts, micro_precision),
+    "field_recall_micro": PooledMetric(field_counts, micro_recall),
+    "field_f1_micro": PooledMetric(field_counts, micro_f1),
+}
+CORPUS.update(POOLED)
+CORPUS_METRICS.update(POOLED)
+BUILTIN["field_f1_mean"] = field_f1
+# The per-example means keep their old names for --metrics and eval_metric (field_f1 = field_f1_mean).
+KNOWN_METRICS.update({"field_precision", "field_recall", "field_f1"})
+
+
+def is_empty_reference(reference: str) -> bool:
+    """True for a reference with nothing in it: blank text, or JSON without a single (key, value) pair.
+
+    >>> [is_empty_reference(r) for r in ["{}", "[]", " ", '{"a": 1}', "no"]]
+    [True, True, True, False, False]
+    """
+    if not normalize_text(reference):
+        return True
+    value = parse_json(reference)
+    return isinstance(value, (dict, list)) and not _flatten(value)

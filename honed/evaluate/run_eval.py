@@ -1,78 +1,53 @@
-"""`honed eval`: the tuned model, the base model and few-shot prompting on the same holdout, side by side.
+"""`honed eval`: the tuned model against the base model, prompting and other systems on the same holdout.
 
-    evaluate_run("runs/demo", baselines=["base", "few-shot:5"])
-      -> RUN_DIR/eval/tuned.jsonl, base.jsonl, few-shot-5.jsonl   (one line per holdout example)
-         RUN_DIR/eval/summary.json                                (metrics with 95% CIs, differences, verdict)
+    evaluate_run("runs/demo", EvalSettings(baselines="base,few-shot:5,few-shot-knn:5"))
+      -> RUN_DIR/eval/tuned.jsonl, base.jsonl, few-shot-5.jsonl, majority.jsonl, ...  (one line per example)
+         RUN_DIR/eval/summary.json                          (metrics with 95% CIs, differences, verdict)
 
-Every system answers the same holdout prompts (rendered with the training template by `render_prompt`)
+Every local model answers the same holdout prompts (rendered with its chat template by `render_prompt`)
 with the same greedy decoding (`generate`). The base systems load `honed.models.load_model(config.model)`;
-the tuned system loads the run's best checkpoint through `honed.models.load_run_model` (LoRA merged).
-Few-shot prompts put k training examples, chosen deterministically (seeded, one per label first when the
-data is classification-like), as alternating user/assistant turns after the system prompt.
+the tuned system loads the run's best checkpoint through `honed.models.load_run_model` (LoRA merged);
+exported models load from their path. Endpoints get the same messages over the chat API. Which systems
+there are and how their prompts are built: honed/evaluate/systems.py; scoring and the summary:
+honed/evaluate/summary.py.
 """
 
 from __future__ import annotations
 
 import json
-import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from honed.data.read import ColumnMapping, read_conversations, sha256_file
 from honed.data.render import ensure_chat_template, render_prompt
-from honed.data.types import Conversation, Message
+from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
-from honed.evaluate import metrics as M
 from honed.evaluate.generate import default_max_new_tokens, generate
-from honed.evaluate.stats import (
-    DEFAULT_RESAMPLES,
-    corpus_difference,
-    corpus_interval,
-    mean_interval,
-    paired_difference,
-    resample_indices,
+from honed.evaluate.stats import DEFAULT_RESAMPLES
+from honed.evaluate.summary import (  # noqa: F401  (memorised_share: re-exported for callers of 0.1)
+    MetricPlan,
+    SystemResult,
+    memorised_share,
+    plan_metrics,
+    score_examples,
+    summarize,
 )
-from honed.evaluate.verdict import Comparison, verdict
+from honed.evaluate.systems import (  # noqa: F401  (choose_shots, with_shots: re-exported for callers of 0.1)
+    MAJORITY,
+    TUNED,
+    System,
+    choose_shots,
+    majority_answer,
+    parse_baselines,
+    prompts_for,
+    with_shots,
+)
 from honed.rundir import EvalSummary, FileEntry, RunDir
 
-TUNED = "tuned"
 OnProgress = Callable[[str, int, int], None]  # (system, examples done, total)
-
-
-# ---- systems ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class System:
-    """One thing that answers the holdout: the tuned model, the base model, or base + k-shot prompts."""
-
-    name: str  # "tuned", "base", "few-shot-5": also the file name eval/<name>.jsonl
-    model: str  # "tuned" or "base": which weights
-    shots: int = 0
-
-
-def parse_baselines(text: str) -> list[System]:
-    """`base,few-shot:5` -> the systems to compare with the tuned model ('' or 'none' for none).
-
-    >>> [s.name for s in parse_baselines("base,few-shot:5")]
-    ['base', 'few-shot-5']
-    """
-    systems: list[System] = []
-    for item in (part.strip() for part in text.split(",")):
-        if item in ("", "none"):
-            continue
-        if item in ("base", "zero-shot"):
-            systems.append(System("base", "base"))
-        elif item.startswith("few-shot"):
-            shots = item.partition(":")[2] or "5"
-            if not shots.isdigit() or int(shots) < 1:
-                raise ConfigError(f"--baselines {item!r}: write few-shot:K with K a whole number >= 1, e.g. few-shot:5")
-            systems.append(System(f"few-shot-{int(shots)}", "base", int(shots)))
-        else:
-            raise ConfigError(f"--baselines: unknown baseline {item!r}; use base, few-shot:K, or none")
-    return systems
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -109,143 +84,31 @@ def read_examples(path: str | Path, *, reading: dict[str, Any] | None = None) ->
     return usable
 
 
-# ---- few-shot --------------------------------------------------------------------------------------------
-
-
-def choose_shots(train: Sequence[Conversation], *, k: int, seed: int = 0) -> list[Conversation]:
-    """k training examples, deterministic for a seed; one per label first when the data is classification-like.
-
-    >>> train = [Conversation((Message("user", str(i)), Message("assistant", "ab"[i % 2]))) for i in range(10)]
-    >>> sorted({c.response_text() for c in choose_shots(train, k=2)})
-    ['a', 'b']
-    """
-    rng = random.Random(seed)
-    targets = [c.response_text() for c in train]
-    if not M.is_classification(targets):
-        return [train[i] for i in sorted(rng.sample(range(len(train)), min(k, len(train))))]
-    by_label: dict[str, list[int]] = {}
-    for i, target in enumerate(targets):
-        by_label.setdefault(M.normalize_label(target), []).append(i)
-    labels = sorted(by_label)
-    rng.shuffle(labels)
-    for label in labels:
-        rng.shuffle(by_label[label])
-    # Round-robin over the shuffled labels: one example per label before any label gets a second.
-    chosen: list[Conversation] = []
-    for round_ in range(max(len(v) for v in by_label.values())):
-        for label in labels:
-            if round_ < len(by_label[label]) and len(chosen) < k:
-                chosen.append(train[by_label[label][round_]])
-    rng.shuffle(chosen)  # no label order the model could latch on to
-    return chosen
-
-
-def with_shots(conversation: Conversation, shots: Sequence[Conversation]) -> Conversation:
-    """The conversation with each shot's user/assistant turns inserted after its system prompt.
-
-    >>> conv = Conversation((Message("system", "S"), Message("user", "q"), Message("assistant", "a")))
-    >>> shot = Conversation((Message("system", "S"), Message("user", "q1"), Message("assistant", "a1")))
-    >>> [m.content for m in with_shots(conv, [shot]).messages]
-    ['S', 'q1', 'a1', 'q', 'a']
-    """
-    head = [m for m in conversation.messages[:1] if m.role == "system"]
-    turns: list[Message] = []
-    for shot in shots:
-        end = shot.last_assistant_index()
-        turns += [Message(m.role, m.content) for m in shot.messages[: (end or 0) + 1] if m.role != "system"]
-    rest = list(conversation.messages[len(head) :])
-    return Conversation(messages=tuple(head + turns + rest), tools=conversation.tools, source=conversation.source)
-
-
-# ---- scoring ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MetricPlan:
-    """Which metrics to compute and which one the verdict is about."""
-
-    main: str
-    names: list[str]
-    per_example: dict[str, M.Metric]
-    corpus: dict[str, M.CorpusMetric]
-    schema: dict[str, Any] = field(default_factory=dict)
-
-
-def plan_metrics(
-    references: Sequence[str], *, train_targets: Sequence[str] = (), requested: Sequence[str] | None = None,
-    schema: dict[str, Any] | None = None,
-) -> MetricPlan:
-    """Metrics picked from the targets (or `requested`), the schema given or inferred from the targets."""
-    targets = list(references) + list(train_targets)
-    main, names = M.pick_metrics(list(references))
-    if requested:
-        names = list(dict.fromkeys(requested))
-        main = M.metric_name(names[0])
-    for name in names:
-        if name not in M.KNOWN_METRICS and ":" not in name:
-            raise ConfigError(f"--metrics: unknown metric {name!r}; use {', '.join(sorted(M.KNOWN_METRICS))} "
-                              "or a Python function as module:function")
-    schema = schema if schema is not None else M.infer_schema(targets) if "schema_valid" in names else {}
-    per_example = M.resolve_metrics(names, schema=schema)
-    corpus = {n: M.CORPUS[n] for n in names if n in M.CORPUS}
-    return MetricPlan(main=main, names=[M.metric_name(n) for n in names], per_example=per_example,
-                      corpus=corpus, schema=schema)
-
-
-def score_examples(plan: MetricPlan, references: Sequence[str], outputs: Sequence[str]) -> list[dict[str, float]]:
-    """Per-example scores: one {metric: value} per example (corpus metrics are not per example)."""
-    return [
-        {name: float(metric(ref, out)) for name, metric in plan.per_example.items()}
-        for ref, out in zip(references, outputs)
-    ]
-
-
-def memorised_share(outputs: Sequence[str], references: Sequence[str], train_targets: Sequence[str]) -> float:
-    """Share of outputs that copy a training response verbatim where the reference says something else.
-
-    >>> memorised_share(["a", "b", "c"], ["x", "b", "c"], ["a", "b"])
-    0.3333333333333333
-    """
-    seen = {M.normalize_text(t) for t in train_targets}
-    copies = sum(
-        1 for out, ref in zip(outputs, references)
-        if M.normalize_text(out) in seen and M.normalize_text(out) != M.normalize_text(ref)
-    )
-    return copies / len(outputs) if outputs else 0.0
-
-
 # ---- the evaluation --------------------------------------------------------------------------------------
 
 
-@dataclass
-class SystemResult:
-    system: System
-    outputs: list[str]
-    stopped: list[bool]
-    scores: list[dict[str, float]]
-    tokens_per_s: float
-    new_tokens: int
-    seconds: float
-
-
 def _load_models(run: RunDir, systems: Sequence[System], *, checkpoint: str, model_spec: str) -> dict[str, Any]:
+    """(model, tokenizer) for every set of weights the systems need: tuned, base, and each exported model."""
     from honed.models import load_model, load_run_model, load_tokenizer
 
     loaded: dict[str, Any] = {}
-    if any(s.model == TUNED for s in systems):
-        loaded[TUNED] = load_run_model(run, checkpoint=checkpoint)
-    if any(s.model == "base" for s in systems):
-        loaded["base"] = (load_model(model_spec), ensure_chat_template(load_tokenizer(model_spec)))
+    for system in systems:
+        if not system.model or system.model in loaded:
+            continue
+        if system.model == TUNED:
+            loaded[TUNED] = load_run_model(run, checkpoint=checkpoint)
+        else:
+            spec = model_spec if system.model == "base" else system.model
+            loaded[system.model] = (load_model(spec), ensure_chat_template(load_tokenizer(spec)))
     return loaded
 
 
 def run_system(
-    system: System, model: Any, tokenizer: Any, holdout: Sequence[Conversation], *, shots: Sequence[Conversation],
-    max_new_tokens: int, batch_size: int, progress: Callable[[int], None] | None = None,
+    model: Any, tokenizer: Any, conversations: Sequence[Conversation], *, max_new_tokens: int, batch_size: int,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[str], list[bool], Any]:
-    """Generate one system's answers to the holdout (k-shot prompts when the system has shots)."""
-    convs = [with_shots(c, shots) for c in holdout] if shots else list(holdout)
-    prompts = [render_prompt(c, tokenizer) for c in convs]
+    """Generate one local model's answers to the conversations (already carrying any few-shot turns)."""
+    prompts = [render_prompt(c, tokenizer) for c in conversations]
     generations, stats = generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
     )
@@ -295,6 +158,28 @@ def load_eval_data(run: RunDir, settings: EvalSettings, *, reading: dict[str, An
     return EvalData(read_examples(hold_path, reading=reading)[: settings.limit], hold_path, train)
 
 
+def answer_with(
+    system: System, models: dict[str, Any], data: EvalData, *, settings: EvalSettings, max_new_tokens: int,
+    progress: Callable[[int], None],
+) -> tuple[list[str], list[bool], int, float]:
+    """(outputs, stopped, new tokens, seconds) of one system on the holdout."""
+    started = time.perf_counter()
+    if system.kind == "constant":
+        answer = majority_answer(data.train_targets)
+        progress(len(data.holdout))
+        return [answer] * len(data.holdout), [True] * len(data.holdout), 0, 0.0
+    if system.kind == "endpoint":
+        from honed.evaluate import endpoint
+
+        outputs, stopped, tokens = endpoint.answer(system, data.holdout, max_tokens=max_new_tokens, progress=progress)
+        return outputs, stopped, tokens, time.perf_counter() - started
+    model, tokenizer = models[system.model]
+    conversations = prompts_for(system, data.holdout, data.train, seed=settings.seed)
+    outputs, stopped, stats = run_system(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                         batch_size=settings.batch_size, progress=progress)
+    return outputs, stopped, stats.new_tokens, stats.seconds
+
+
 def run_systems(
     systems: Sequence[System], models: dict[str, Any], data: EvalData, plan: MetricPlan, settings: EvalSettings,
     *, max_new_tokens: int, on_progress: OnProgress | None,
@@ -303,8 +188,6 @@ def run_systems(
     results: list[SystemResult] = []
     references = data.references
     for system in systems:
-        model, tokenizer = models[system.model]
-        shots = choose_shots(data.train, k=system.shots, seed=settings.seed) if system.shots else []
         done = [0]
 
         def progress(count: int, name: str = system.name) -> None:
@@ -312,12 +195,10 @@ def run_systems(
             if on_progress is not None:
                 on_progress(name, done[0], len(references))
 
-        outputs, stopped, stats = run_system(
-            system, model, tokenizer, data.holdout, shots=shots, max_new_tokens=max_new_tokens,
-            batch_size=settings.batch_size, progress=progress,
-        )
+        outputs, stopped, tokens, seconds = answer_with(system, models, data, settings=settings,
+                                                        max_new_tokens=max_new_tokens, progress=progress)
         results.append(SystemResult(system, outputs, stopped, score_examples(plan, references, outputs),
-                                    stats.tokens_per_s, stats.new_tokens, stats.seconds))
+                                    tokens / seconds if seconds > 0 else 0.0, tokens, seconds))
     return results
 
 
@@ -351,12 +232,27 @@ def require_finished(run: RunDir, *, checkpoint: str) -> None:
         )
 
 
+def check_systems(systems: list[System], data: EvalData, *, run_dir: Path) -> list[System]:
+    """Refuse systems that cannot run before any model loads; drop the constant answer without training
+    data; settle each endpoint's model id (checking it answers)."""
+    if any(s.shots for s in systems) and not data.train:
+        raise ConfigError(f"{run_dir}: few-shot needs the training examples, but the run's train file is gone; "
+                          "drop few-shot from --baselines")
+    if not data.train:  # the most common *training* answer; the holdout's own would leak the references
+        systems = [s for s in systems if s.name != MAJORITY]
+    if any(s.kind == "endpoint" for s in systems):
+        from honed.evaluate import endpoint
+
+        systems = [endpoint.resolved(s) if s.kind == "endpoint" else s for s in systems]
+    return systems
+
+
 def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: OnProgress | None = None) -> EvalSummary:
     """Evaluate a run's tuned model against the baselines; write RUN_DIR/eval/*.jsonl and summary.json.
 
     >>> summary = evaluate_run("runs/demo", EvalSettings(limit=200))  # doctest: +SKIP
     >>> summary.verdict  # doctest: +SKIP
-    'Fine-tuning helped: field_f1 0.812 vs 0.204 for the base model (+0.608, 95% CI +0.561 to +0.655); ...'
+    'Fine-tuning helped: field_f1_micro 0.812 vs 0.204 for the base model (+0.608, 95% CI +0.561 to +0.655); ...'
     """
     import torch
 
@@ -365,11 +261,9 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     run = RunDir(run_dir).require_run()
     config = run.read_config()
     require_finished(run, checkpoint=settings.checkpoint)
+    systems = [System(TUNED, TUNED, kind="tuned")] + parse_baselines(settings.baselines)
     data = load_eval_data(run, settings, reading=config.get("data"))
-    systems = [System(TUNED, TUNED)] + parse_baselines(settings.baselines)
-    if any(s.shots for s in systems) and not data.train:
-        raise ConfigError(f"{run_dir}: few-shot needs the training examples, but the run's train file is gone; "
-                          "drop few-shot from --baselines")
+    systems = check_systems(systems, data, run_dir=run.path)
     schema = read_schema(settings.schema) if settings.schema else None
     plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metrics, schema=schema)
     models = _load_models(run, systems, checkpoint=settings.checkpoint, model_spec=str(config.get("model")))
@@ -378,7 +272,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         [len(ids) for ids in tokenizer(data.references, add_special_tokens=False)["input_ids"]]
     )
     results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress)
-    summary = summarize(plan, data.holdout, data.references, results, train_targets=data.train_targets,
+    summary = summarize(plan, data.references, results, train_targets=data.train_targets,
                         seed=settings.seed, resamples=settings.resamples)
     summary = summary.model_copy(update={
         "run": str(run.path.resolve()),
@@ -391,44 +285,6 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     })
     write_results(run, data.holdout, data.references, results, summary)
     return summary
-
-
-def summarize(
-    plan: MetricPlan, holdout: Sequence[Conversation], references: Sequence[str], results: Sequence[SystemResult],
-    *, train_targets: Sequence[str], seed: int, resamples: int,
-) -> EvalSummary:
-    """Metrics with intervals per system, paired differences against the tuned model, and the verdict."""
-    indices = resample_indices(len(references), resamples=resamples, seed=seed)
-    systems: dict[str, Any] = {}
-    for r in results:
-        values = {name: mean_interval([s[name] for s in r.scores], indices=indices).to_json()
-                  for name in plan.per_example}
-        values.update({name: corpus_interval(fn, references, r.outputs, indices=indices).to_json()
-                       for name, fn in plan.corpus.items()})
-        systems[r.system.name] = {
-            "metrics": {name: values[name] for name in plan.names},
-            "memorised": memorised_share(r.outputs, references, train_targets),
-            "unfinished": sum(not s for s in r.stopped),
-            "generation": {"new_tokens": r.new_tokens, "seconds": round(r.seconds, 3),
-                           "tokens_per_s": round(r.tokens_per_s, 2)},
-        }
-    tuned = next(r for r in results if r.system.name == TUNED)
-    differences: dict[str, Any] = {}
-    comparisons: list[Comparison] = []
-    for other in (r for r in results if r.system.name != TUNED):
-        diffs = {name: paired_difference([s[name] for s in tuned.scores], [s[name] for s in other.scores],
-                                         indices=indices) for name in plan.per_example}
-        diffs.update({name: corpus_difference(fn, references, tuned.outputs, other.outputs, indices=indices)
-                      for name, fn in plan.corpus.items()})
-        differences[f"{TUNED} - {other.system.name}"] = {name: diffs[name].to_json() for name in plan.names}
-        comparisons.append(Comparison(other.system.name, systems[other.system.name]["metrics"][plan.main]["value"],
-                                      diffs[plan.main]))
-    line = verdict(metric=plan.main, n=len(references), tuned=systems[TUNED]["metrics"][plan.main]["value"],
-                   comparisons=comparisons)
-    return EvalSummary.model_validate({
-        "n": len(references), "main_metric": plan.main, "metrics": plan.names, "systems": systems,
-        "differences": differences, "verdict": line, "resamples": resamples,
-    })
 
 
 def write_results(

@@ -1,13 +1,13 @@
 """The task metric during training: a `score_fn(model, tokenizer) -> {"holdout_<metric>": value}` hook.
 
-The training loop calls it at every holdout evaluation; with `select_by: holdout_field_f1` (for example)
+The training loop calls it at every holdout evaluation; with `select_by: holdout_field_f1_micro` (for example)
 the best checkpoint is then chosen by the task metric instead of the loss. It generates answers for a
 fixed sample of the holdout (the first `examples` examples, so every evaluation sees the same ones) with
 the same batched greedy decoding `honed eval` uses, and scores them with the same metric functions.
 
 >>> score_fn = make_score_fn(holdout, metric="auto", examples=64)  # doctest: +SKIP
 >>> score_fn(model, tokenizer)  # doctest: +SKIP
-{'holdout_field_f1': 0.71}
+{'holdout_field_f1_micro': 0.71}
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def make_score_fn(
 ) -> ScoreFn:
     """A score_fn for the training loop: `metric` on the first `examples` holdout examples.
 
-    The returned key is `holdout_<metric name>`, e.g. `holdout_field_f1`, which `select_by` can name.
+    The returned key is `holdout_<metric name>`, e.g. `holdout_field_f1_micro`, which `select_by` can name.
     """
     sample = [c for c in holdout if c.last_assistant_index() is not None][:examples]
     if not sample:

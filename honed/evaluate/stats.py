@@ -107,3 +107,50 @@ def corpus_difference(
     )
     value = statistic(references, outputs_a) - statistic(references, outputs_b)
     return _interval(value, samples)
+
+
+PooledValue = Callable[[np.ndarray], np.ndarray]
+
+
+def _resampled_sums(counts: np.ndarray, indices: np.ndarray, *, chunk: int = 256) -> np.ndarray:
+    """[resamples, k]: each resample's example counts summed, as (times drawn) @ counts, `chunk` rows at a time
+    (a [chunk, n] weight matrix: fast, and memory stays small on large holdouts)."""
+    n = len(counts)
+    sums = [np.zeros((0, counts.shape[1]))]
+    for start in range(0, len(indices), chunk):
+        rows = indices[start : start + chunk]
+        offsets = rows + np.arange(len(rows))[:, None] * n
+        drawn = np.bincount(offsets.ravel(), minlength=len(rows) * n).reshape(len(rows), n)
+        sums.append(drawn.astype(float) @ counts)
+    return np.concatenate(sums)
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Per-example counts (e.g. matched, predicted, reference pairs) summed over all examples and over each
+    resample: computed once per system, shared by every pooled metric and paired difference."""
+
+    total: np.ndarray  # [k]
+    resampled: np.ndarray  # [resamples, k]
+
+    @classmethod
+    def of(cls, counts: np.ndarray, *, indices: np.ndarray) -> Pooled:
+        counts = np.asarray(counts, dtype=float).reshape(len(counts), -1)
+        return cls(counts.sum(axis=0), _resampled_sums(counts, indices))
+
+
+def pooled_interval(pooled: Pooled, value: PooledValue) -> Interval:
+    """A micro-averaged statistic with its bootstrap interval: resample examples, pool their counts.
+
+    >>> counts = np.array([[1, 1, 1], [0, 0, 0], [0, 1, 1]], dtype=float)
+    >>> f1 = lambda s: 2 * s[..., 0] / np.maximum(s[..., 1] + s[..., 2], 1)
+    >>> pooled_interval(Pooled.of(counts, indices=resample_indices(3)), f1).value
+    0.5
+    """
+    return _interval(float(value(pooled.total)), value(pooled.resampled))
+
+
+def pooled_difference(a: Pooled, b: Pooled, value: PooledValue) -> Interval:
+    """value(pooled a) - value(pooled b) on the same resampled examples, with its paired interval."""
+    point = float(value(a.total)) - float(value(b.total))
+    return _interval(point, value(a.resampled) - value(b.resampled))

@@ -24,7 +24,11 @@ def _diff_cell(interval: Interval) -> str:
 def eval_table(summary: EvalSummary) -> Table:
     """Metrics x systems (value [95% CI]), then the memorised share and generation tokens/s."""
     systems = summary.systems
-    table = Table(title=f"{summary.n} holdout examples; main metric {summary.main_metric}; value [95% CI]")
+    title = f"{summary.n} holdout examples; main metric {summary.main_metric}; value [95% CI]"
+    nonempty = (summary.model_extra or {}).get("nonempty_n")
+    if nonempty:
+        title += f"; nonempty/ = on the {nonempty} references that are not empty"
+    table = Table(title=title)
     table.add_column("metric")
     for system in systems:
         table.add_column(system, justify="right")

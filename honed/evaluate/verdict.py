@@ -7,10 +7,19 @@ Rules (documented in the README and pinned by tests/unit/test_verdict.py):
 - Against the base model: "helped" (interval above 0), "hurt" (below 0) or "no significant difference".
 - Against each prompting baseline (few-shot): "a significant gain over prompting", "not significantly
   better than prompting", or "prompting is significantly better".
+- Against prompting with retrieved examples (few-shot-knn): the same, and when the tuned model is not
+  significantly better, "prompting with retrieved examples is enough here".
+- Against the constant answer (majority): only when the tuned model is not significantly better than it
+  ("not significantly better than always answering ...") or worse.
+- Against another system (an endpoint or an exported model): "better than", "worse than" or "no
+  significant difference from" it.
+- When more than half the references are one answer, a note says what that constant answer scores (`notes`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from honed.evaluate.stats import Interval
@@ -26,6 +35,8 @@ class Comparison:
     baseline: str  # system name: "base", "few-shot-5", ...
     baseline_value: float
     difference: Interval
+    kind: str = "prompting"  # base | prompting | retrieval | constant | system
+    answer: str = ""  # the constant answer, for kind "constant"
 
 
 def _ci(diff: Interval) -> str:
@@ -52,17 +63,87 @@ def _against_prompting(prompt: Comparison) -> str:
     return f"{numbers}: not significantly better than prompting"
 
 
-def verdict(*, metric: str, n: int, tuned: float, comparisons: list[Comparison]) -> str:
-    """One line saying whether fine-tuning helped on `metric`, by how much, and against prompting.
+def _against_retrieval(prompt: Comparison) -> str:
+    diff = prompt.difference
+    numbers = f"vs {prompt.baseline} (prompting with retrieved examples) {prompt.baseline_value:.3f} ({_ci(diff)})"
+    if diff.low > 0:
+        return f"{numbers}: a significant gain over prompting with retrieved examples"
+    if diff.high < 0:
+        return f"{numbers}: prompting with retrieved examples is significantly better"
+    return f"{numbers}: not significantly better; prompting with retrieved examples is enough here"
 
-    The comparison named "base" is the base model zero-shot; every other one is a prompting baseline.
+
+def _against_constant(constant: Comparison) -> str | None:
+    diff = constant.difference
+    answer = _short(constant.answer)
+    numbers = f"{constant.baseline} {constant.baseline_value:.3f}, {_ci(diff)}"
+    if diff.low > 0:
+        return None  # better than a constant answer is the least to expect; the table shows it
+    if diff.high < 0:
+        return f"worse than always answering `{answer}` ({numbers})"
+    return f"not significantly better than always answering `{answer}` ({numbers})"
+
+
+def _against_system(other: Comparison) -> str:
+    diff = other.difference
+    numbers = f"vs {other.baseline} {other.baseline_value:.3f} ({_ci(diff)})"
+    if diff.low > 0:
+        return f"{numbers}: significantly better than {other.baseline}"
+    if diff.high < 0:
+        return f"{numbers}: {other.baseline} is significantly better"
+    return f"{numbers}: no significant difference from {other.baseline}"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def constant_note(references: list[str], *, normalize: Callable[[str], str], threshold: float = 0.5) -> str | None:
+    """A note such as "74% of the references are `{}`: ..." when one answer is more than `threshold` of them.
+
+    >>> constant_note(["{}", "{}", "{}", '{"a": 1}'], normalize=str.strip)
+    '75% of the references are `{}`: a constant answer scores 0.75 exact match'
+    """
+    if not references:
+        return None
+    counts = Counter(normalize(r) for r in references)
+    key, count = counts.most_common(1)[0]
+    share = count / len(references)
+    if share <= threshold:
+        return None
+    text = next(r for r in references if normalize(r) == key)
+    return f"{share:.0%} of the references are `{_short(text)}`: a constant answer scores {share:.2f} exact match"
+
+
+def _describe(comparison: Comparison) -> str | None:
+    if comparison.kind == "retrieval":
+        return _against_retrieval(comparison)
+    if comparison.kind == "constant":
+        return _against_constant(comparison)
+    if comparison.kind == "system":
+        return _against_system(comparison)
+    return _against_prompting(comparison)
+
+
+def verdict(
+    *, metric: str, n: int, tuned: float, comparisons: list[Comparison], notes: Sequence[str] = ()
+) -> str:
+    """One line saying whether fine-tuning helped on `metric`, by how much, and against each baseline;
+    `notes` (e.g. `constant_note`) are appended. The comparison named "base" (or of kind "base") is the
+    base model zero-shot; every other one is described by its `kind`.
 
     >>> verdict(metric="field_f1", n=200, tuned=0.8,
     ...         comparisons=[Comparison("base", 0.3, Interval(0.5, 0.44, 0.56))])
     'Fine-tuning helped: field_f1 0.800 vs 0.300 for the base model (+0.500, 95% CI +0.440 to +0.560).'
     """
-    base = next((c for c in comparisons if c.baseline == "base"), None)
-    prompts = [c for c in comparisons if c.baseline != "base"]
+    line = _verdict(metric=metric, n=n, tuned=tuned, comparisons=comparisons)
+    return "; ".join([line.removesuffix("."), *notes]) + "." if notes else line
+
+
+def _verdict(*, metric: str, n: int, tuned: float, comparisons: list[Comparison]) -> str:
+    base = next((c for c in comparisons if c.baseline == "base" or c.kind == "base"), None)
+    prompts = [c for c in comparisons if c is not base]
     if n < MIN_EXAMPLES:
         head = f"Too small to tell: {n} holdout examples (need at least {MIN_EXAMPLES})"
         numbers = f"{metric} {tuned:.3f}"
@@ -75,7 +156,7 @@ def verdict(*, metric: str, n: int, tuned: float, comparisons: list[Comparison])
             f"({_ci(base.difference)}, {n} examples); evaluate on more holdout examples."
         )
     parts = [_against_base(metric, tuned, base)] if base is not None else [f"Tuned model: {metric} {tuned:.3f}"]
-    parts += [_against_prompting(p) for p in prompts]
+    parts += [text for text in (_describe(p) for p in prompts) if text]
     if base is None and not prompts:
         parts.append("no baseline was evaluated")
     return "; ".join(parts) + "."

@@ -42,15 +42,15 @@ def test_eval_writes_every_system_and_a_summary(two_runs) -> None:
     result = cli("eval", str(run_a), "--limit", "12", "--baselines", "base,few-shot:2", "--batch-size", "4", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["n"] == 12 and summary["main_metric"] == "field_f1"  # JSON targets picked JSON metrics
-    assert set(summary["systems"]) == {"tuned", "base", "few-shot-2"}
-    assert {"json_valid", "schema_valid", "field_f1", "exact_match"} <= set(summary["metrics"])
-    assert set(summary["differences"]) == {"tuned - base", "tuned - few-shot-2"}
-    interval = summary["systems"]["tuned"]["metrics"]["field_f1"]
+    assert summary["n"] == 12 and summary["main_metric"] == "field_f1_micro"  # JSON targets picked JSON metrics
+    assert set(summary["systems"]) == {"tuned", "base", "few-shot-2", "majority"}  # the constant answer, always
+    assert {"json_valid", "schema_valid", "field_f1_micro", "field_f1_mean", "exact_match"} <= set(summary["metrics"])
+    assert set(summary["differences"]) == {"tuned - base", "tuned - few-shot-2", "tuned - majority"}
+    interval = summary["systems"]["tuned"]["metrics"]["field_f1_micro"]
     assert interval["low"] <= interval["value"] <= interval["high"]
     assert summary["verdict"].startswith("Too small to tell: 12 holdout examples")
     assert len(summary["holdout"]["sha256"]) == 64
-    for system in ("tuned", "base", "few-shot-2"):
+    for system in ("tuned", "base", "few-shot-2", "majority"):
         rows = [json.loads(line) for line in (run_a / "eval" / f"{system}.jsonl").read_text().splitlines()]
         assert [r["id"] for r in rows] == list(range(12))
         assert {"prompt", "reference", "output", "scores"} <= set(rows[0])
@@ -77,7 +77,7 @@ def test_compare_two_evaluated_runs(two_runs) -> None:
     assert report["config_differences"]["lr"] == [0.0002, 0.001]
     assert report["runs"][0]["data"]["train"]["sha256"] == report["runs"][1]["data"]["train"]["sha256"]
     assert report["disagreements"]["same_holdout"] and report["disagreements"]["of"] == 6
-    assert set(report["metrics"]["field_f1"]) == {"a", "b"}
+    assert set(report["metrics"]["field_f1_micro"]) == {"a", "b"}
     table = cli("compare", str(run_a), str(run_b))
     assert table.exit_code == 0 and "config differences" in table.stdout
 
@@ -139,14 +139,14 @@ def test_eval_of_a_run_without_holdout_asks_for_one(tmp_path) -> None:
 def test_task_metric_during_training_selects_the_checkpoint(tmp_path) -> None:
     out = tmp_path / "by-metric"
     result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST,
-                 "--set", "eval_metric=auto", "--set", "eval_metric_examples=4", "--set", "select_by=holdout_field_f1",
+                 "--set", "eval_metric=auto", "--set", "eval_metric_examples=4", "--set", "select_by=holdout_field_f1_micro",
                  "--set", "eval_every=1", "--json")
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    scored = [line for line in lines if "holdout_field_f1" in line]
-    assert len(scored) >= 2 and all(0.0 <= line["holdout_field_f1"] <= 1.0 for line in scored)
+    scored = [line for line in lines if "holdout_field_f1_micro" in line]
+    assert len(scored) >= 2 and all(0.0 <= line["holdout_field_f1_micro"] <= 1.0 for line in scored)
     run = json.loads((out / "run.json").read_text())
-    assert run["selected_by"] == "holdout_field_f1" and "holdout_field_f1" in run["best"]
+    assert run["selected_by"] == "holdout_field_f1_micro" and "holdout_field_f1_micro" in run["best"]
 
 
 def test_eval_reads_csv_holdouts_with_the_runs_column_mapping(tmp_path) -> None:

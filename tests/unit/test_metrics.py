@@ -90,7 +90,7 @@ def test_chrf_bounds() -> None:
 
 
 def test_pick_metrics_from_the_targets() -> None:
-    assert M.pick_metrics(['{"a": 1}', '{"b": 2}'])[0] == "field_f1"
+    assert M.pick_metrics(['{"a": 1}', '{"b": 2}'])[0] == "field_f1_micro"
     labels = ["card_arrival", "card_linking"] * 10
     main, names = M.pick_metrics(labels)
     assert main == "label_accuracy" and "macro_f1" in names
@@ -132,8 +132,39 @@ def test_plan_metrics_override_and_unknown() -> None:
     from honed.evaluate.run_eval import plan_metrics
 
     plan = plan_metrics(['{"a": "x"}', '{"a": "y", "b": "z"}'])
-    assert plan.main == "field_f1" and plan.schema["required"] == ["a"]
+    assert plan.main == "field_f1_micro" and plan.schema["required"] == ["a"]
+    assert {"field_f1_micro", "field_f1_mean"} <= set(plan.names) and "field_f1_micro" in plan.corpus
     plan = plan_metrics(["yes", "no", "yes", "no"], requested=["macro_f1", "exact_match"])
     assert plan.main == "macro_f1" and set(plan.corpus) == {"macro_f1"} and set(plan.per_example) == {"exact_match"}
     with pytest.raises(ConfigError, match="unknown metric"):
         plan_metrics(["a"], requested=["bleu"])
+
+
+def test_micro_field_f1_pools_pairs_so_empty_answers_to_empty_references_earn_nothing() -> None:
+    """The issue's case: 3 of 4 references are {}; answering {} everywhere is perfect on the per-example
+    mean's empty rows (3 x 1.0) but finds none of the pairs that exist."""
+    references = ["{}", "{}", "{}", '{"city": "Paris", "date": "friday"}']
+    constant = ["{}"] * 4
+    assert sum(M.field_f1(r, o) for r, o in zip(references, constant)) / 4 == 0.75  # field_f1_mean
+    assert M.POOLED["field_f1_micro"](references, constant) == 0.0
+    assert M.POOLED["field_recall_micro"](references, constant) == 0.0
+    # a model that finds one of the two pairs and invents one on an empty reference
+    outputs = ['{"city": "Rome"}', "{}", "{}", '{"city": "paris"}']
+    assert M.field_counts(references[0], outputs[0]) == (0, 1, 0)
+    assert M.POOLED["field_precision_micro"](references, outputs) == 0.5  # 1 of 2 predicted pairs right
+    assert M.POOLED["field_recall_micro"](references, outputs) == 0.5  # 1 of 2 reference pairs found
+    assert M.POOLED["field_f1_micro"](references, outputs) == 0.5
+    assert M.POOLED["field_f1_micro"](["{}"], ["{}"]) == 1.0  # nothing to find and nothing said
+    assert M.POOLED["field_f1_micro"](references, ["not json"] * 4) == 0.0
+
+
+def test_legacy_field_metric_names_still_resolve() -> None:
+    resolved = M.resolve_metrics(["field_f1", "field_f1_mean", "field_f1_micro"], schema={})
+    assert set(resolved) == {"field_f1", "field_f1_mean"}  # micro is a corpus metric
+    assert resolved["field_f1"] is resolved["field_f1_mean"] is M.field_f1
+    assert {"field_f1", "field_precision", "field_recall"} <= M.KNOWN_METRICS
+
+
+def test_empty_references() -> None:
+    assert [M.is_empty_reference(r) for r in ["{}", "[]", "", '{"a": {}}', '{"a": 0}', "label"]] == [
+        True, True, True, True, False, False]

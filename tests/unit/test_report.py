@@ -287,3 +287,19 @@ def test_bad_honed_workers_is_a_config_error(monkeypatch: pytest.MonkeyPatch) ->
         report_module.default_workers()
     monkeypatch.setenv("HONED_WORKERS", "3")
     assert report_module.default_workers() == 3
+
+
+def test_most_common_response_and_what_a_constant_answer_scores(tok: Any) -> None:
+    rows = [(f"book {i}", "{}") for i in range(6)] + [("book a table for 4", '{"people": "4"}'), ("x", " {}\n")]
+    holdout = numbered([("h1", "{}"), ("h2", '{"people": "2"}')])
+    r = check(numbered(rows), tok, holdout=holdout, holdout_file="h")
+    common = r.most_common_response
+    assert common is not None and (common.text, common.count, common.share) == ("{}", 7, 0.875)  # " {}\\n" is "{}"
+    assert common.holdout_exact_match == 0.5
+    warning = next(w for w in r.warnings if w.code == "dominant_response")
+    assert warning.count == 7 and warning.message.startswith("7 examples (88%) have the same response `{}`")
+    assert "scores 0.88 exact match" in warning.message
+    assert exit_status(r, strict=True) == 1
+    balanced = check(numbered([("a", "yes"), ("b", "no")]), tok)
+    assert balanced.most_common_response.share == 0.5 and balanced.warnings == []
+    assert balanced.to_json()["most_common_response"]["holdout_exact_match"] is None

@@ -66,3 +66,27 @@ def test_corpus_metric_difference() -> None:
     diff = corpus_difference(macro_f1, refs, perfect, half, indices=resample_indices(100, resamples=300))
     assert diff.value == pytest.approx(1.0 - macro_f1(refs, half))
     assert diff.low > 0
+
+
+def test_pooled_interval_resamples_examples_and_pools_their_counts() -> None:
+    """Micro-F1 of resampled examples equals the micro-F1 computed from scratch on those examples."""
+    from honed.evaluate.metrics import POOLED, micro_f1
+    from honed.evaluate.stats import Pooled, pooled_difference, pooled_interval
+
+    rng = np.random.default_rng(3)
+    refs = ['{"a": "1", "b": "2"}' if rng.random() < 0.3 else "{}" for _ in range(80)]
+    outs = [r if rng.random() < 0.6 else '{"a": "1"}' for r in refs]
+    metric = POOLED["field_f1_micro"]
+    counts = metric.count_matrix(refs, outs)
+    indices = resample_indices(len(refs), resamples=50, seed=0)
+    interval = pooled_interval(Pooled.of(counts, indices=indices), micro_f1)
+    assert interval.value == pytest.approx(metric(refs, outs))
+    by_hand = [metric([refs[i] for i in row], [outs[i] for i in row]) for row in indices]
+    assert interval.low == pytest.approx(np.percentile(by_hand, 2.5))
+    assert interval.high == pytest.approx(np.percentile(by_hand, 97.5))
+    pooled = Pooled.of(counts, indices=indices)
+    same = pooled_difference(pooled, Pooled.of(counts.copy(), indices=indices), micro_f1)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    worse = metric.count_matrix(refs, ["{}"] * len(refs))
+    diff = pooled_difference(pooled, Pooled.of(worse, indices=indices), micro_f1)
+    assert diff.value == pytest.approx(metric(refs, outs)) and diff.low > 0

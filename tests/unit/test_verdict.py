@@ -49,3 +49,26 @@ def test_too_small_by_count_and_by_width() -> None:
 def test_no_baseline() -> None:
     line = verdict(metric="field_f1", n=100, tuned=0.7, comparisons=[])
     assert line == "Tuned model: field_f1 0.700; no baseline was evaluated."
+
+
+def test_constant_answer_retrieval_and_other_systems() -> None:
+    from honed.evaluate.verdict import constant_note
+
+    comparisons = [
+        _base(Interval(0.2, 0.1, 0.3)),
+        Comparison("majority", 0.7, Interval(0.02, -0.04, 0.08), kind="constant", answer="{}"),
+        Comparison("few-shot-knn-5", 0.68, Interval(0.04, -0.02, 0.1), kind="retrieval"),
+        Comparison("gpt", 0.9, Interval(-0.18, -0.25, -0.11), kind="system"),
+    ]
+    notes = [constant_note(["{}"] * 74 + ['{"a": 1}'] * 26, normalize=str.strip)]
+    line = verdict(metric="exact_match", n=100, tuned=0.72, comparisons=comparisons, notes=notes)
+    assert line.startswith("Fine-tuning helped: exact_match 0.720 vs 0.300")
+    assert "not significantly better than always answering `{}` (majority 0.700, +0.020, 95% CI -0.040 to +0.080)" in line
+    assert "few-shot-knn-5 (prompting with retrieved examples) 0.680" in line
+    assert "not significantly better; prompting with retrieved examples is enough here" in line
+    assert "vs gpt 0.900 (-0.180, 95% CI -0.250 to -0.110): gpt is significantly better" in line
+    assert line.endswith("; 74% of the references are `{}`: a constant answer scores 0.74 exact match.")
+    better = verdict(metric="exact_match", n=100, tuned=0.9, comparisons=[
+        Comparison("majority", 0.5, Interval(0.4, 0.3, 0.5), kind="constant", answer="{}")])
+    assert "always answering" not in better  # beating a constant answer is expected, not news
+    assert constant_note(["a", "b", "c", "a"], normalize=str.strip) is None  # half is not most
