@@ -431,3 +431,79 @@ def compare_command(
     console = Console(highlight=False)
     for table in compare_tables(report):
         console.print(table)
+
+
+# ---- monitor: honed monitor ----------------------------------------------------------------------------
+
+
+@app.command("monitor")
+@user_errors
+def monitor_command(
+    run_dir: str = typer.Argument(..., help="the run directory of the served model"),
+    traffic: str = typer.Option(..., "--traffic", help="request log of `honed serve` (RUN/requests.jsonl) or any data file"),
+    window: str = typer.Option("auto", "--window", help="auto, all, a duration (30m, 6h, 1d, 1w) or a request count (200)"),
+    alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="drift test level: a window drifts when p < alpha"),
+    permutations: int = typer.Option(200, "--permutations", min=20, help="permutations of the drift test"),
+    max_reference: int = typer.Option(1000, "--max-reference", min=10, help="training prompts sampled as the reference"),
+    embed_model: str = typer.Option(None, "--embed-model", help="model that embeds prompts (default: the run's tuned model)"),
+    schema: str = typer.Option(None, "--schema", help="JSON schema the outputs must match (JSON tasks)"),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, final, last or checkpoints/step-N"),
+    seed: int = typer.Option(0, "--seed", help="seed of the reference sample and the permutations"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 when any window drifts or is degraded"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Compare production traffic with the training data: input drift, simple shifts, output health.
+
+    Example: honed monitor runs/demo --traffic runs/demo/requests.jsonl --window 1d --strict
+    """
+    import json
+
+    from rich.progress import Progress
+
+    from honed.monitor.watch import MonitorSettings, monitor_run, parse_window
+
+    parse_window(window)  # a bad --window fails before any model loads
+    settings = MonitorSettings(
+        traffic=traffic, window=window, alpha=alpha, permutations=permutations, max_reference=max_reference,
+        embed_model=embed_model, checkpoint=checkpoint, seed=seed,
+        schema=_read_schema_option(schema) if schema else None,
+    )
+    with Progress(console=err_console, transient=True, disable=as_json) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        report = monitor_run(run_dir, settings, on_progress=on_progress)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_monitor(report)
+    if strict and report.alarm:
+        raise typer.Exit(1)
+
+
+def _read_schema_option(path: str) -> dict[str, Any]:
+    from honed.evaluate.run_eval import read_schema
+
+    return read_schema(path)
+
+
+def _print_monitor(report: Any) -> None:
+    console = Console(highlight=False)
+    console.print(f"reference: {report.reference} training prompts; embeddings: {report.embedder}", markup=False)
+    for w in report.windows:
+        drift = f"MMD p {w.drift['p_value']:.4f}" if w.drift else "no drift test"
+        shifts = w.shifts or {}
+        console.print(f"{w.name}: {w.status.upper()}  {w.count} requests, {drift}, unseen words "
+                      f"{shifts.get('oov_share', 0):.1%} (training {shifts.get('train_oov_share', 0):.1%}), "
+                      f"median length {shifts.get('length_median')} words (training {shifts.get('train_length_median')})",
+                      markup=False, soft_wrap=True)
+        for reason in w.reasons:
+            console.print(f"  - {reason}", markup=False, soft_wrap=True)
+        if w.status == "drift":
+            for ex in w.least_like[:3]:
+                console.print(f"  least like training: {ex['where']} (similarity {ex['similarity']:.2f}): "
+                              f"{ex['prompt'][:100]}", markup=False, soft_wrap=True)
