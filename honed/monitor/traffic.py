@@ -33,6 +33,7 @@ class TrafficItem:
     ts: datetime | None = None
     request_id: str | None = None
     model: str | None = None
+    run: str | None = None  # the run directory that answered (request log)
     finish_reason: str | None = None
     latency_ms: float | None = None
     mean_logprob: float | None = None
@@ -115,6 +116,7 @@ def _request_item(record: Any, *, where: str, path: Path) -> TrafficItem:
         ts=_parse_ts(record.get("ts")),
         request_id=record.get("id"),
         model=record.get("model"),
+        run=record.get("run"),
         finish_reason=record.get("finish_reason"),
         latency_ms=record.get("latency_ms"),
         mean_logprob=record.get("mean_logprob"),
