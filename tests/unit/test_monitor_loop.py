@@ -187,3 +187,16 @@ def test_from_traffic_refuses_a_plain_data_file_and_an_existing_out(runs, tmp_pa
     assert result.exit_code == 2 and "not a request log" in result.output
     result = CliRunner().invoke(app, ["data", "from-traffic", str(data), "--out", str(data)])
     assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_compare_old_and_new_versions_gives_paired_intervals_and_a_verdict(runs):
+    from honed.evaluate.compare import compare_runs
+
+    holdout = RunDir(runs["yes"]).holdout_file()
+    evaluate_run(runs["no"], EvalSettings(baselines="none", threads=1, data=str(holdout)))
+    report = compare_runs([runs["yes"], runs["no"]])
+    change = report["changes"]["no - yes"]
+    assert change["differences"]["exact_match"]["value"] == -1.0
+    assert change["verdict"].startswith("worse: label_accuracy")  # the main metric of a label task
+    result = CliRunner().invoke(app, ["compare", str(runs["yes"]), str(runs["no"])])
+    assert result.exit_code == 0 and "no - yes: worse" in result.output
