@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import ConfigError
-from honed.evaluate.metrics import LEGACY_FIELD_METRICS, normalize_text
+from honed.evaluate.metrics import CORPUS, LEGACY_FIELD_METRICS, normalize_text
+from honed.evaluate.stats import corpus_difference, paired_difference, resample_indices
 from honed.rundir import EvalSummary, RunDir
 
 TUNED = "tuned"
@@ -107,13 +108,55 @@ def compare_runs(run_dirs: Sequence[str | Path], *, limit: int = 10) -> dict[str
     disagree = disagreements(names, [rows for _, rows in loaded], limit=limit) if same else {
         "count": None, "of": None, "examples": []}
     disagree["same_holdout"] = same
+    changes = version_changes(names, loaded, main=loaded[0][0].main_metric) if same else {}
     return {
         "runs": [_run_entry(run, summary) for run, (summary, _) in zip(runs, loaded)],
         "names": names,
         "config_differences": config_differences([run.read_config() for run in runs]),
         "metrics": metrics,
         "disagreements": disagree,
+        "changes": changes,
     }
+
+
+def version_changes(names: Sequence[str], loaded: Sequence[tuple[EvalSummary, list[dict[str, Any]]]], *,
+                    main: str, seed: int = 0) -> dict[str, Any]:
+    """Each later run against the first (the old version) on the same holdout: paired differences of every
+    metric both evaluations have (per-example scores, or corpus metrics recomputed on resampled outputs),
+    and a verdict on the main metric: better, worse, or no significant difference."""
+    old_rows = loaded[0][1]
+    references = [r["reference"] for r in old_rows]
+    indices = resample_indices(len(old_rows), seed=seed)
+    out: dict[str, Any] = {}
+    for name, (summary, rows) in zip(names[1:], loaded[1:]):
+        diffs = {}
+        for metric in (m for m in summary.metrics if m in loaded[0][0].metrics):
+            diff = _paired(metric, references, rows, old_rows, indices=indices)
+            if diff is not None:
+                diffs[metric] = diff.to_json()
+        out[f"{name} - {names[0]}"] = {"differences": diffs, "verdict": _change_verdict(main, diffs.get(main))}
+    return out
+
+
+def _paired(metric: str, references: list[str], new: list[dict[str, Any]], old: list[dict[str, Any]], *,
+            indices: Any) -> Any:
+    if metric in new[0].get("scores", {}) and metric in old[0].get("scores", {}):
+        return paired_difference([r["scores"][metric] for r in new], [r["scores"][metric] for r in old], indices=indices)
+    if metric in CORPUS:
+        return corpus_difference(CORPUS[metric], references, [r["output"] for r in new], [r["output"] for r in old],
+                                 indices=indices)
+    return None
+
+
+def _change_verdict(metric: str, diff: dict[str, float] | None) -> str:
+    if diff is None:
+        return f"no paired comparison of {metric} is possible (not scored per example in both runs)"
+    interval = f"{diff['value']:+.3f}, 95% CI {diff['low']:+.3f} to {diff['high']:+.3f}"
+    if diff["low"] > 0:
+        return f"better: {metric} {interval}"
+    if diff["high"] < 0:
+        return f"worse: {metric} {interval}"
+    return f"no significant difference: {metric} {interval}"
 
 
 def _interval(summary: EvalSummary, metric: str) -> dict[str, float] | None:

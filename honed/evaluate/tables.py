@@ -91,4 +91,11 @@ def compare_tables(report: dict[str, Any]) -> list[Any]:
         for ex in disagree["examples"]:
             examples.add_row(str(ex["id"]), ex["prompt"], ex["reference"], *[ex["outputs"][n] for n in names])
         tables.append(examples)
+    for label, change in report.get("changes", {}).items():
+        table = Table(title=f"{label}: paired differences on the same holdout, value [95% CI] (* = significant)")
+        table.add_column("metric")
+        table.add_column("difference", justify="right")
+        for metric, diff in change["differences"].items():
+            table.add_row(metric, _diff_cell(Interval.model_validate(diff)))
+        tables += [table, f"{label}: {change['verdict']}"]
     return tables
