@@ -610,3 +610,56 @@ def data_review_command(
     result = review_file(drafts, out=out, decide=terminal_decider(console))
     console.print(f"{result.accepted} accepted, {result.edited} edited, {result.rejected} rejected, "
                   f"{result.left} left to review; training data in {result.out}", markup=False, soft_wrap=True)
+# ---- curve: honed curve --------------------------------------------------------------------------------
+
+
+@app.command("curve")
+@user_errors
+def curve_command(
+    data: str = typer.Option(..., "--data", help="training data; nested subsets of it are trained"),
+    out: str = typer.Option(..., "--out", help="folder for the runs, the subsets and curve.json"),
+    fractions: str = typer.Option("0.25,0.5,1.0", "--fractions", help="increasing shares of the data, e.g. 0.25,0.5,1"),
+    holdout: str = typer.Option(None, "--holdout", help="holdout data; without it one holdout is split off --data"),
+    model: str = typer.Option(None, "--model", help="built-in alias (smollm2-135m), HF folder, .gguf file or hub id"),
+    config_file: str = typer.Option(None, "--config", help="YAML file with any config field"),
+    overrides: list[str] = typer.Option(None, "--set", help="override one field, e.g. --set lr=1e-3 (repeatable)"),
+    baselines: str = typer.Option("none", "--baselines", help="baselines to evaluate at every point (default none)"),
+    limit: int = typer.Option(None, "--limit", min=1, help="evaluate only the first N holdout examples"),
+    resume: bool = typer.Option(False, "--resume", help="continue --out, reusing finished points"),
+    as_json: bool = typer.Option(False, "--json", help="print curve.json"),
+) -> None:
+    """How much data do I need? Train on nested subsets and evaluate each on the same holdout.
+
+    Example: honed curve --data examples/support_triage.jsonl --model smollm2-135m --out runs/curve --fractions 0.25,0.5,1
+    """
+    import json
+
+    from honed.config import load_config
+    from honed.curve import learning_curve, parse_fractions
+
+    shares = parse_fractions(fractions)
+    config = load_config(config_file, overrides=overrides or [], flags={"data.train": data, "data.holdout": holdout,
+                                                                         "model": model})
+    console = err_console if as_json else Console(highlight=False)
+
+    def on_point(point: Any) -> None:
+        m = point.metric
+        console.print(f"{point.fraction:.0%} of the data ({point.examples} examples): {m.value:.3f} "
+                      f"[{m.low:.3f}, {m.high:.3f}]", markup=False)
+
+    curve = learning_curve(config, out=out, fractions=shares, baselines=baselines, limit=limit, resume=resume,
+                           console=console, on_point=on_point)
+    if as_json:
+        print(json.dumps(curve.model_dump(mode="json"), indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"learning curve: {curve.main_metric} on {curve.points[0].run.rsplit('/', 2)[0]}/data/holdout.jsonl, value [95% CI]")
+    for column in ("share", "examples", curve.main_metric, "holdout loss", "run"):
+        table.add_column(column)
+    for p in curve.points:
+        loss = f"{p.holdout_loss:.4f}" if p.holdout_loss is not None else "-"
+        table.add_row(f"{p.fraction:.0%}", str(p.examples), f"{p.metric.value:.3f} [{p.metric.low:.3f}, {p.metric.high:.3f}]",
+                      loss, p.run)
+    Console(highlight=False).print(table)
+    Console(highlight=False).print(curve.sentence(), markup=False, soft_wrap=True)
