@@ -23,7 +23,8 @@ from honed.errors import ConfigError
 from honed.evaluate.metrics import resolve_metrics
 from honed.evaluate.run_eval import read_examples
 from honed.evaluate.stats import paired_difference, resample_indices
-from honed.monitor.endpoint import chat_once, client_for
+from honed.evaluate.endpoint import answer
+from honed.evaluate.systems import System
 from honed.rundir import EvalSummary, RunDir
 
 
@@ -53,15 +54,10 @@ def run_canary(run_dir: str | Path, *, endpoint: str, model: str | None = None, 
     metric = canary_metric(summary, rows)
     conversations = _holdout(run, summary)
     score = resolve_metrics([metric], schema=summary.schema_ or {})[metric]
-    client, name = client_for(endpoint), model or run.read_run().name or run.name
+    name = model or run.read_run().name or run.name
+    system = System(name="served", model="", kind="endpoint", url=endpoint, endpoint_model=name)
     max_tokens = int(summary.decoding.get("max_new_tokens") or 256)
-    outputs = []
-    for row in rows:
-        conversation = conversations[row["id"]]
-        messages = [m.to_template() for m in conversation.messages[: conversation.last_assistant_index()]]
-        outputs.append(chat_once(endpoint, messages, model=name, max_tokens=max_tokens, client=client))
-        if progress is not None:
-            progress(1)
+    outputs = answer(system, [conversations[row["id"]] for row in rows], max_tokens=max_tokens, progress=progress)[0]
     served = [float(score(r["reference"], o)) for r, o in zip(rows, outputs)]
     evaluated = [float(r["scores"][metric]) for r in rows]
     diff = paired_difference(served, evaluated, indices=resample_indices(len(rows), seed=seed))

@@ -26,10 +26,11 @@ from typing import Any
 from honed.atomic import write_text_atomic
 from honed.data.read import load_or_fail
 from honed.errors import ConfigError
-from honed.monitor.traffic import TrafficItem, is_request_log, read_traffic
+from honed.monitor.traffic import TrafficItem, content_text, is_request_log, read_traffic
 from honed.rundir import RunDir
 
 UNREVIEWED = "unreviewed"
+DRAFT_MAX_TOKENS = 512
 
 
 @dataclass
@@ -164,6 +165,10 @@ class Drafter:
     def draft(self, item: TrafficItem) -> str:
         if self.url is None:
             return item.output or ""
-        from honed.monitor.endpoint import chat_once
+        from honed.data.types import Conversation, Message
+        from honed.evaluate.endpoint import answer
+        from honed.evaluate.systems import System
 
-        return chat_once(self.url, list(item.messages), model=self.model)
+        messages = tuple(Message(str(m.get("role")), content_text(m.get("content"))) for m in item.messages)
+        system = System(name="teacher", model="", kind="endpoint", url=self.url, endpoint_model=self.model)
+        return answer(system, [Conversation(messages)], max_tokens=DRAFT_MAX_TOKENS)[0][0]

@@ -110,7 +110,7 @@ def _request_item(record: Any, *, where: str, path: Path) -> TrafficItem:
     users = [m for m in messages if m.get("role") == "user"]
     return TrafficItem(
         where=where,
-        prompt=_content_text(users[-1].get("content")) if users else "",
+        prompt=content_text(users[-1].get("content")) if users else "",
         output=record.get("output"),
         messages=messages,
         ts=_parse_ts(record.get("ts")),
@@ -123,7 +123,7 @@ def _request_item(record: Any, *, where: str, path: Path) -> TrafficItem:
     )
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     """A message's text: a string, or the text parts of an OpenAI content-parts list."""
     if isinstance(content, str):
         return content
