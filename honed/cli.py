@@ -236,6 +236,8 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="continue --out from its newest complete checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="log to stderr and print the result as JSON"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="training processes on this machine (torchrun; gloo on CPU, nccl on GPUs)"),
+    from_run: str = typer.Option(None, "--from-run", help="continue from this run's best weights and settings (new data in --data)"),
+    mix_old: float = typer.Option(0.0, "--mix-old", min=0.0, max=10.0, help="with --from-run: also train on this share (x new examples) of the parent's data"),
 ) -> None:
     """Fine-tune a model on your examples; writes a self-describing run directory.
 
@@ -246,6 +248,8 @@ def train_command(
     Example: honed train --data examples/support_triage.jsonl --model smollm2-135m --out runs/first --epochs 2
 
     Example: honed train --data train.jsonl --out runs/two --nproc 2
+
+    Example: honed train --from-run runs/first --data reviewed.jsonl --mix-old 0.5 --out runs/first-v2
     """
     from honed.config import load_config
     from honed.evaluate.scorer import score_fn_from_config
@@ -267,7 +271,7 @@ def train_command(
     }
     if resume and (config_file or overrides or any(v is not None for v in flags.values())):
         console.print("note: --resume continues with the run's saved config.yaml; the other options are ignored")
-    config = load_config(config_file, overrides=overrides or [], flags=flags)
+    config = load_config(config_file, overrides=overrides or [], flags=flags, base=_parent_base(from_run, mix_old))
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The config was checked above, once; the same command now runs as `nproc` torchrun workers.
         raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc=nproc))
@@ -278,6 +282,19 @@ def train_command(
     if not dist.is_main:
         return
     _print_train_result(result, console=console, as_json=as_json)
+
+
+def _parent_base(from_run: str | None, mix_old: float) -> dict[str, Any] | None:
+    """--from-run: the parent's settings and weights as the base config (honed.train.from_run)."""
+    from honed.errors import ConfigError
+    from honed.rundir import RunDir
+    from honed.train.from_run import parent_config
+
+    if from_run is None:
+        if mix_old:
+            raise ConfigError("--mix-old mixes in a parent run's data; use it with --from-run RUN")
+        return None
+    return parent_config(RunDir(from_run), mix_ratio=mix_old)
 
 
 def _print_train_result(result: Any, *, console: Console, as_json: bool) -> None:
@@ -322,12 +339,16 @@ def runs_list_command(
     if as_json:
         print(json.dumps(runs, indent=2, default=str))
         return
-    table = Table("name", "status", "model", "method", "best holdout_loss", "started", "run_dir")
+    table = Table("name", "status", "model", "method", "best holdout_loss", "started", "parent", "run_dir")
+    names = {run["run_dir"]: run["name"] for run in runs}
     for run in runs:
         loss = run["best"].get("holdout_loss")
+        status = {"stale": "stale (the process is gone)", "missing": "missing (folder deleted)"}.get(run["status"], run["status"])
+        parent = names.get(run["parent"], run["parent"]) if run.get("parent") else "-"
         table.add_row(
-            run["name"], run["status"], str(run["model"]), str(run["method"]),
-            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", str(run["started_at"] or "-"), run["run_dir"],
+            run["name"], status, str(run["model"]), str(run["method"]),
+            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", str(run["started_at"] or "-"), parent,
+            run["run_dir"],
         )
     Console(highlight=False).print(table)
 
@@ -351,7 +372,7 @@ def runs_show_command(
         print(json.dumps(record, indent=2, default=str))
         return
     console = Console(highlight=False)
-    for key in ("name", "status", "model", "method", "run_dir", "started_at", "finished_at"):
+    for key in ("name", "status", "model", "method", "run_dir", "started_at", "finished_at", "parent"):
         console.print(f"[bold]{key}:[/] {record[key]}", soft_wrap=True)
     console.print("[bold]best:[/] " + json.dumps(record["best"]), soft_wrap=True)
     for part in ("train", "holdout"):

@@ -68,6 +68,10 @@ class DataSettings(_Strict):
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 0
     eval_max_examples: int | None = Field(None, ge=1)
+    # Continuing a run with new data (train --from-run): this share of the new examples' count is drawn
+    # (seeded) from `mix_from`, the parent's training data, and trained on too, against forgetting.
+    mix_from: str | None = None
+    mix_ratio: float = Field(0.0, ge=0.0, le=10.0)
 
 
 class TrainConfig(_Strict):
@@ -75,6 +79,10 @@ class TrainConfig(_Strict):
 
     model: str = "smollm2-135m"
     method: Literal["lora", "full", "qlora"] = "lora"
+    # Start from these weights instead of fresh LoRA / the base model: a run's checkpoint folder (an adapter
+    # for lora, a whole model for full). `parent_run` is that run's directory, recorded as the lineage.
+    init_from: str | None = None
+    parent_run: str | None = None
     data: DataSettings = DataSettings()
     lora: LoraSettings = LoraSettings()
     lr: float | None = Field(None, gt=0, lt=1)
@@ -244,20 +252,30 @@ def _check_cross_field(config: TrainConfig, *, origin: str) -> None:
 
 
 def load_config(
-    path: str | Path | None, *, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
+    path: str | Path | None, *, overrides: list[str] | None = None, flags: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults <- YAML file <- `--set` overrides <- CLI flags (None flags are ignored).
+    """Defaults <- `base` (a parent run's config) <- YAML file <- `--set` overrides <- CLI flags (None
+    flags are ignored).
 
     >>> load_config(None, flags={"method": "full"}).resolved_lr()
     1e-05
     """
-    data = read_yaml(path) if path is not None else {}
+    data = _deep_merge(base or {}, read_yaml(path) if path is not None else {})
     data = apply_overrides(data, list(overrides or []))
     for key, value in (flags or {}).items():
         if value is not None:
             _set_dotted(data, key, value)
     origin = str(path) if path is not None else "config"
     return validate_config(data, origin=origin)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `top`'s values over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT,
     config_json TEXT,
     data_json   TEXT,
-    best_json   TEXT
+    best_json   TEXT,
+    parent      TEXT
 )
 """
 
@@ -52,6 +53,9 @@ def _connect() -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.execute(_SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "parent" not in columns:  # a registry written before lineage was recorded
+        conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
     return conn
 
 
@@ -70,6 +74,7 @@ def record_run(run: RunDir) -> None:
         "config_json": json.dumps(config),
         "data_json": json.dumps(run.read_data().model_dump(mode="json")),
         "best_json": json.dumps(record.best),
+        "parent": record.parent,
     }
     columns = ", ".join(row)
     marks = ", ".join(f":{k}" for k in row)
@@ -82,7 +87,19 @@ def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     for key in ("config_json", "data_json", "best_json"):
         out[key.removesuffix("_json")] = json.loads(out.pop(key) or "{}")
+    out["status"] = live_status(out)
     return out
+
+
+def live_status(row: dict[str, Any]) -> str:
+    """The recorded status, checked against the disk: `missing` when the run directory is gone, `stale`
+    when it says running but no process holds it any more (killed)."""
+    run = RunDir(row["run_dir"])
+    if not run.path.is_dir():
+        return "missing"
+    if row["status"] == "running":
+        return run.status()
+    return str(row["status"])
 
 
 def list_runs() -> list[dict[str, Any]]:

@@ -78,12 +78,21 @@ class SplitRecord(BaseModel):
     source: FileEntry
 
 
+class MixRecord(BaseModel):
+    """Examples of a parent run's training data mixed into a continued run (train --from-run)."""
+
+    source: FileEntry
+    count: int
+    ratio: float
+
+
 class DataRecord(Record):
     """data.json: the exact data the run trained and evaluated on."""
 
     train: FileEntry | None = None
     holdout: FileEntry | None = None
     split: SplitRecord | None = None
+    mixed: MixRecord | None = None
 
     @field_validator("train", "holdout", "split", mode="before")
     @classmethod

@@ -103,12 +103,30 @@ def build_model(config: TrainConfig, *, device: str) -> Any:
     """Base model plus, for LoRA/QLoRA, a peft adapter on `lora.target_modules`; weights in fp32."""
     from honed.models import load_model
 
+    full_start = config.init_from if config.method == "full" and config.init_from else config.model
     with quiet_transformers():
-        model = _load_4bit(config.model, device=device) if config.method == "qlora" else load_model(config.model, device=device)
+        model = _load_4bit(config.model, device=device) if config.method == "qlora" else load_model(full_start, device=device)
         if config.method == "full":
             model.requires_grad_(True)
             return model
-        return _add_lora(model, config)
+        model = _add_lora(model, config)
+    if config.init_from:
+        _load_adapter(model, Path(config.init_from))
+    return model
+
+
+def _load_adapter(model: Any, folder: Path) -> None:
+    """Start LoRA from a parent run's adapter (train --from-run); its rank and target layers must match."""
+    from honed.train.checkpoint import load_weights
+
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"init_from {folder}: no LoRA adapter there (adapter_model.safetensors); continue a LoRA "
+                          "run from a LoRA run, or use --method full with a full fine-tuning run")
+    try:
+        load_weights(model, folder)
+    except (AssertionError, RuntimeError) as exc:  # shapes or names differ: another rank or other targets
+        raise ConfigError(f"init_from {folder}: the adapter does not fit this run's LoRA settings ({exc}); keep the "
+                          "parent's lora.r and lora.target_modules") from None
 
 
 def _add_lora(model: Any, config: TrainConfig) -> Any:

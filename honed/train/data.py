@@ -8,6 +8,8 @@ exactly which files were used (data.json), and render the examples once for the 
 
 from __future__ import annotations
 
+import random
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,7 +19,7 @@ from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_json
 from honed.data.render import Rendered, render_batch
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
-from honed.rundir import DataRecord, FileEntry, RunDir, SplitRecord
+from honed.rundir import DataRecord, FileEntry, MixRecord, RunDir, SplitRecord
 from honed.train.batching import Example
 from honed.train.guards import DataSummary, summarise
 
@@ -72,8 +74,32 @@ def load_datasets(config: TrainConfig, run_dir: Path, *, write: bool, log: Calla
         info = DataRecord(
             train=_file_entry(config.data.train, len(train)), holdout=_file_entry(config.data.holdout, len(holdout))
         )
-        return Datasets(train, holdout, info)
-    return _split_off_holdout(config, train, run_dir=run_dir, write=write, log=log)
+        datasets = Datasets(train, holdout, info)
+    else:
+        datasets = _split_off_holdout(config, train, run_dir=run_dir, write=write, log=log)
+    if config.data.mix_from and config.data.mix_ratio > 0:
+        datasets = _mix_in(config, datasets, run_dir=run_dir, write=write, log=log)
+    return datasets
+
+
+def _mix_in(config: TrainConfig, datasets: Datasets, *, run_dir: Path, write: bool, log: Callable[[str], None]) -> Datasets:
+    """Add `mix_ratio` x len(train) examples drawn (seeded) from `mix_from`; the combined training set is
+    written to RUN_DIR/data/train.jsonl and recorded, so --resume reads exactly it."""
+    settings = config.data
+    old = read_data(str(settings.mix_from), settings.model_copy(update={"format": "auto", "prompt_col": None,
+                                                                         "response_col": None}), log=log)
+    count = min(len(old), round(settings.mix_ratio * len(datasets.train)))
+    drawn = random.Random(settings.split_seed).sample(old, count)
+    train = datasets.train + drawn
+    log(f"mixed in {count} of the {len(old)} examples of {settings.mix_from} (ratio {settings.mix_ratio:g})")
+    path = RunDir(run_dir).data_dir / "train.jsonl"
+    if write:
+        write_jsonl(path, train)
+    info = datasets.info.model_copy(update={
+        "train": _file_entry(path, len(train)) if write else None,
+        "mixed": MixRecord(source=_file_entry(str(settings.mix_from), len(old)), count=count, ratio=settings.mix_ratio),
+    })
+    return Datasets(train, datasets.holdout, info)
 
 
 def _split_off_holdout(

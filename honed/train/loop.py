@@ -418,7 +418,7 @@ def started_record(run: RunDir, config: TrainConfig, *, resume: bool) -> RunReco
     record = run.read_run() if resume else RunRecord(name=run.name)
     return record.model_copy(update={
         "name": run.name, "status": "running", "model": config.model, "method": config.method,
-        "started_at": record.started_at or now_iso(), "finished_at": None,
+        "started_at": record.started_at or now_iso(), "finished_at": None, "parent": config.parent_run,
     })
 
 

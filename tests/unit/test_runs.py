@@ -90,3 +90,58 @@ def test_registry_records_every_run(tmp_path, data):
     assert get_run(str(tmp_path / "first"))["name"] == "first"
     with pytest.raises(HonedError, match="no run named"):
         get_run("third")
+
+
+def test_from_run_continues_from_the_parents_weights_mixes_old_data_and_records_lineage(tmp_path, data):
+    from typer.testing import CliRunner
+
+    from honed.cli import app
+
+    parent = make_run(tmp_path, data, "v1", "lora.dropout=0")
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"new {i}"},
+                                                      {"role": "assistant", "content": f"{i}?"}]}) + "\n" for i in range(8)))
+    args = ["train", "--from-run", str(parent.run_dir), "--data", str(more), "--mix-old", "0.5",
+            "--out", str(tmp_path / "v2"), "--max-steps", "1", "--set", "num_threads=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    child = RunDir(tmp_path / "v2")
+    config, data_record = child.read_config(), child.read_data()
+    assert child.read_run().parent == str(parent.run_dir.resolve())
+    assert config["init_from"].endswith("checkpoints/step-000004") and config["lr"] == 0.01  # inherited
+    assert data_record.mixed.count == 4 and data_record.train.count == 12  # 8 new + 4 of the parent's
+    assert data_record.holdout.path == str((parent.run_dir / "data" / "holdout.jsonl").resolve())  # same holdout
+    listed = CliRunner().invoke(app, ["runs", "list"])
+    assert "v1" in listed.output.split("v2", 1)[1]  # v2's row names its parent
+    before_training = [json.loads(line) for line in child.metrics_jsonl.read_text().splitlines()][0]
+    assert before_training["holdout_loss"] == pytest.approx(parent.best["holdout_loss"], rel=1e-5)  # parent's weights
+
+
+def test_from_run_refuses_an_unfinished_parent_and_mix_old_alone(tmp_path, data):
+    from typer.testing import CliRunner
+
+    from honed.cli import app
+
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("model: x\n")
+    result = CliRunner().invoke(app, ["train", "--from-run", str(tmp_path / "half"), "--data", str(data),
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "never finished" in result.output
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--mix-old", "0.5", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--from-run" in result.output
+
+
+def test_runs_list_marks_killed_and_deleted_runs(tmp_path, data):
+    import shutil
+
+    from honed.registry import record_run
+    from honed.rundir import RunRecord
+
+    gone = make_run(tmp_path, data, "gone")
+    shutil.rmtree(gone.run_dir)
+    killed = RunDir(tmp_path / "killed")
+    shutil.copytree(make_run(tmp_path, data, "tmp").run_dir, killed.path)
+    killed.write_run(killed.read_run().model_copy(update={"status": "running", "name": "killed"}))
+    record_run(killed)
+    statuses = {r["name"]: r["status"] for r in list_runs()}
+    assert statuses["gone"] == "missing" and statuses["killed"] == "stale" and statuses["tmp"] == "completed"
