@@ -4,12 +4,19 @@ A *record* is one parsed row: a JSON object from a JSONL line or a JSON array el
 `{column: value}` dict from a CSV/Parquet row. Each supported format turns a record into the canonical
 OpenAI chat dict (`{"messages": [...], "tools": [...]}`) or says what is wrong with it:
 
-- openai-chat:        `{"messages": [{"role", "content", "weight"?, "tool_calls"?, ...}], "tools"?}`
+- openai-chat:        `{"messages": [{"role", "content", "weight"?, "tool_calls"?, ...}], "tools"?}`;
+                      `content` may be OpenAI content parts `[{"type": "text", "text": ...}]`, joined with
+                      newlines (an image or audio part is a fault: honed trains on text).
+- sharegpt:           `{"conversations": [{"from", "value"}], "system"?, "tools"?}` (honed.data.sharegpt).
 - prompt-completion:  `{"prompt", "completion"}` -> user + assistant. The chat template renders it and
-                      only the assistant turn (the completion) is trained on.
-- alpaca:             `{"instruction", "input"?, "output", "system"?}` -> (system) + user + assistant;
-                      the user turn is `instruction + "\\n\\n" + input` when input is not empty.
-- columns:            any record + a ColumnMapping (`--prompt-col`, `--response-col`, `--system`).
+                      only the assistant turn (the completion) is trained on. TRL's conversational form
+                      (both are message lists) is the prompt messages, then the completion's, trained on.
+- alpaca:             `{"instruction", "input"?, "output", "system"?, "history"?}` -> (system) + earlier
+                      turns from `history` ([[instruction, response], ...]) + user + assistant; the user
+                      turn is `instruction + "\\n\\n" + input` when input is not empty.
+- text:               `{"text"}` (plus metadata such as `id`): plain text, no chat template, all trained.
+- columns:            any record + a ColumnMapping (`--prompt-col`, `--response-col`, `--system`,
+                      `--system-col`).
 
 A fault is `(field, message)`: `("messages[2].role", "unknown role 'bot'; use one of ...")`. These are
 plain per-record checks (a dict lookup or an isinstance each): reading 100k rows must stay fast.
@@ -26,10 +33,14 @@ from honed.data.types import ROLES
 Fault = tuple[str | None, str]  # (field or None, message saying what is wrong and how to fix it)
 
 CHAT = "openai-chat"
+SHAREGPT = "sharegpt"
 PROMPT_COMPLETION = "prompt-completion"
 ALPACA = "alpaca"
+TEXT = "text"
 COLUMNS = "columns"
-KINDS = (CHAT, PROMPT_COMPLETION, ALPACA, COLUMNS)
+KINDS = (CHAT, SHAREGPT, PROMPT_COMPLETION, ALPACA, TEXT, COLUMNS)
+# Keys that may sit beside `text` in a plain-text record without making it something else.
+TEXT_METADATA = frozenset({"id", "meta", "metadata", "source", "url", "title", "timestamp", "date", "lang", "language"})
 
 ALLOWED_ROLES = ", ".join(ROLES)
 EXCERPT_CHARS = 60
@@ -40,12 +51,13 @@ class ColumnMapping:
     """Which record fields (CSV/Parquet columns, or JSON keys) hold the prompt and the response.
 
     >>> ColumnMapping("text", "category", system="Classify the banking question.")
-    ColumnMapping(prompt_col='text', response_col='category', system='Classify the banking question.')
+    ColumnMapping(prompt_col='text', response_col='category', system='Classify the banking question.', system_col=None)
     """
 
     prompt_col: str
     response_col: str
     system: str | None = None
+    system_col: str | None = None  # a column holding each row's own system prompt (wins over `system`)
 
 
 def clip(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -77,14 +89,63 @@ def keys_found(record: dict[str, Any]) -> str:
 
 
 def detect_kind(record: dict[str, Any]) -> str | None:
-    """The format a record's keys say it is in, or None when no known keys are there."""
+    """The format a record's keys say it is in, or None when no known keys are there.
+
+    >>> detect_kind({"conversations": [{"from": "human", "value": "Hi"}]})
+    'sharegpt'
+    """
+    from honed.data.sharegpt import looks_like_sharegpt_messages
+
     if "messages" in record:
-        return CHAT
+        return SHAREGPT if looks_like_sharegpt_messages(record["messages"]) else CHAT
+    if "conversations" in record:
+        return SHAREGPT
     if "prompt" in record and "completion" in record:
         return PROMPT_COMPLETION
     if "instruction" in record and "output" in record:
         return ALPACA
+    if "text" in record and record.keys() - TEXT_METADATA == {"text"}:
+        return TEXT
     return None
+
+
+PROMPT_NAMES = ("prompt", "question", "instruction", "query", "input", "text", "problem", "context", "source", "human", "user")
+RESPONSE_NAMES = ("completion", "response", "answer", "output", "target", "label", "category", "reply",
+                  "solution", "chosen", "gpt", "assistant", "summary")
+NEEDED_KEYS = {
+    CHAT: ("messages",),
+    SHAREGPT: ("conversations",),
+    PROMPT_COMPLETION: ("prompt", "completion"),
+    ALPACA: ("instruction", "output"),
+}
+
+
+def closest_format(keys: list[str]) -> str:
+    """What an unrecognised record's keys (or a table's columns) most look like, and the flag that reads it.
+
+    >>> closest_format(["question", "answer"])
+    'read it with --prompt-col question --response-col answer'
+    >>> closest_format(["prompt", "response"])
+    "closest format: prompt-completion, which needs 'completion'; read it with --prompt-col prompt --response-col response"
+    """
+    lowered = {k.lower(): k for k in keys if isinstance(k, str)}
+    prompt = next((lowered[n] for n in PROMPT_NAMES if n in lowered), None)
+    response = next((lowered[n] for n in RESPONSE_NAMES if n in lowered and lowered[n] != prompt), None)
+    if prompt is not None and response is not None:
+        flag = f"read it with --prompt-col {prompt} --response-col {response}"
+    elif "text" in lowered:
+        flag = "for plain-text (language-model) training pass --format text; else --prompt-col NAME --response-col NAME"
+    else:
+        flag = "read it with --prompt-col NAME --response-col NAME"
+    best, overlap = None, 0
+    for kind, needed in NEEDED_KEYS.items():
+        have = sum(1 for name in needed if name in lowered)
+        if have > overlap:
+            best, overlap = kind, have
+    if best is None:
+        return flag
+    missing = " and ".join(repr(n) for n in NEEDED_KEYS[best] if n not in lowered)
+    return f"closest format: {best}, which needs {missing}; {flag}"
 
 
 def to_chat(
@@ -104,12 +165,17 @@ def to_chat(
             )
         ]
     if kind == CHAT:
-        faults = chat_faults(record)
-        return (None if faults else record), faults
+        return _from_chat(record)
+    if kind == SHAREGPT:
+        from honed.data.sharegpt import from_sharegpt  # here: sharegpt builds on this module's checks
+
+        return from_sharegpt(record)
     if kind == PROMPT_COMPLETION:
         return _from_prompt_completion(record)
     if kind == ALPACA:
         return _from_alpaca(record)
+    if kind == TEXT:
+        return _from_text(record)
     assert kind == COLUMNS and columns is not None, kind
     return _from_columns(record, columns)
 
@@ -140,6 +206,58 @@ def chat_faults(record: dict[str, Any]) -> list[Fault]:
     if tools is not None and not isinstance(tools, list):
         faults.append(("tools", f"must be a list of tool definitions, got {type_name(tools)}"))
     return faults
+
+
+def _from_chat(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    messages = record.get("messages")
+    if isinstance(messages, list) and any(isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages):
+        record, faults = join_content_parts(record)
+        if faults:
+            return None, faults
+    faults = chat_faults(record)
+    return (None if faults else record), faults
+
+
+def join_content_parts(record: dict[str, Any], *, key: str = "messages") -> tuple[dict[str, Any], list[Fault]]:
+    """OpenAI content parts -> one string per message: text parts joined with newlines.
+
+    A part that is not text (image_url, input_audio, file ...) is a fault: honed trains text-only models,
+    and dropping the part would silently train on a prompt that lost what it referred to.
+
+    >>> join_content_parts({"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]})
+    ({'messages': [{'role': 'user', 'content': 'Hi'}]}, [])
+    """
+    faults: list[Fault] = []
+    messages = []
+    for i, message in enumerate(record[key]):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            messages.append(message)
+            continue
+        texts = []
+        for j, part in enumerate(content):
+            text = part if isinstance(part, str) else part.get("text") if isinstance(part, dict) else None
+            kind = part.get("type", "text") if isinstance(part, dict) else "text"
+            if kind == "text" and isinstance(text, str):
+                texts.append(text)
+                continue
+            shown = f"a {clip(str(kind), 30)!r} part" if isinstance(part, dict) else f"a {type_name(part)}"
+            faults.append((f"{key}[{i}].content[{j}]", f"{shown}, not text; honed trains on text only: remove "
+                           "the part (or pass --skip-invalid to leave such rows out)"))
+        messages.append({**message, "content": "\n".join(texts)})
+    return {**record, key: messages}, faults
+
+
+def renamed_faults(faults: list[Fault], where: list[str]) -> list[Fault]:
+    """Faults of a converted record, with `messages[i]` renamed to where message i came from (`where[i]`)."""
+    out: list[Fault] = []
+    for name, message in faults:
+        if name is not None and name.startswith("messages["):
+            index, _, rest = name[len("messages[") :].partition("]")
+            if index.isdigit() and int(index) < len(where):
+                name = where[int(index)] + rest
+        out.append((name, message))
+    return out
 
 
 def _missing_messages(record: dict[str, Any]) -> str:
@@ -266,6 +384,8 @@ def _text_field(
 
 
 def _from_prompt_completion(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    if isinstance(record.get("prompt"), list) or isinstance(record.get("completion"), list):
+        return _from_conversational_pc(record)
     prompt, prompt_fault = _text_field(record, "prompt")
     completion, completion_fault = _text_field(record, "completion")
     faults = [f for f in (prompt_fault, completion_fault) if f is not None]
@@ -276,18 +396,62 @@ def _from_prompt_completion(record: dict[str, Any]) -> tuple[dict | None, list[F
     }, []
 
 
+def _from_conversational_pc(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    """TRL's conversational prompt-completion: the prompt's messages (not trained), then the completion's."""
+    prompt, completion = record.get("prompt"), record.get("completion")
+    if not isinstance(prompt, list) or not isinstance(completion, list):
+        listed, other = ("prompt", "completion") if isinstance(prompt, list) else ("completion", "prompt")
+        return None, [(listed, f"must be a string, got array, while {other} is "
+                       f"{type_name(record.get(other))}; both must be text, or both lists of messages "
+                       "(TRL's conversational form)")]
+    if not completion:
+        return None, [("completion", "empty list; add the assistant message to learn from")]
+    messages: list[Any] = [
+        {**m, "weight": 0} if isinstance(m, dict) and m.get("role") == "assistant" and "weight" not in m else m
+        for m in prompt
+    ]
+    messages += completion
+    where = [f"prompt[{i}]" for i in range(len(prompt))] + [f"completion[{i}]" for i in range(len(completion))]
+    out: dict[str, Any] = {"messages": messages}
+    if record.get("tools") is not None:
+        out["tools"] = record["tools"]
+    converted, faults = _from_chat(out)
+    return converted, renamed_faults(faults, where)
+
+
 def _from_alpaca(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
     instruction, f1 = _text_field(record, "instruction")
     extra, f2 = _text_field(record, "input", required=False)
     output, f3 = _text_field(record, "output")
     system, f4 = _text_field(record, "system", required=False)
-    faults = [f for f in (f1, f2, f3, f4) if f is not None]
+    history, f5 = _alpaca_history(record.get("history"))
+    faults = [f for f in (f1, f2, f3, f4, f5) if f is not None]
     if faults:
         return None, faults
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     messages = [{"role": "system", "content": system}] if system and system.strip() else []
+    messages += history
     messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
     return {"messages": messages}, []
+
+
+def _alpaca_history(history: Any) -> tuple[list[dict[str, str]], Fault | None]:
+    """LLaMA-Factory's `history`: [[instruction, response], ...], the turns before this one (trained on)."""
+    if history is None or history == []:
+        return [], None
+    if not isinstance(history, list):
+        return [], ("history", f"must be a list of [instruction, response] pairs, got {type_name(history)}")
+    turns: list[dict[str, str]] = []
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) and t.strip() for t in pair)):
+            return [], (f"history[{i}]", "must be a pair of non-empty strings [instruction, response]")
+        turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return turns, None
+
+
+def _from_text(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    text, fault = _text_field(record, "text")
+    return (None, [fault]) if fault is not None else ({"text": text}, [])
 
 
 def _cell_text(record: dict[str, Any], column: str) -> tuple[str | None, Fault | None]:
@@ -307,9 +471,26 @@ def _cell_text(record: dict[str, Any], column: str) -> tuple[str | None, Fault |
 def _from_columns(record: dict[str, Any], columns: ColumnMapping) -> tuple[dict | None, list[Fault]]:
     prompt, f1 = _cell_text(record, columns.prompt_col)
     response, f2 = _cell_text(record, columns.response_col)
-    faults = [f for f in (f1, f2) if f is not None]
+    system, f3 = columns.system, None
+    if columns.system_col is not None:
+        system, f3 = _system_cell(record, columns)
+    faults = [f for f in (f1, f2, f3) if f is not None]
     if faults:
         return None, faults
-    messages = [{"role": "system", "content": columns.system}] if columns.system else []
+    messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     return {"messages": messages}, []
+
+
+def _system_cell(record: dict[str, Any], columns: ColumnMapping) -> tuple[str | None, Fault | None]:
+    """The row's own system prompt; an empty cell falls back to `--system` (or none)."""
+    name = columns.system_col
+    assert name is not None
+    if name not in record:
+        return None, (None, f"missing field '{name}' (--system-col; keys found: {keys_found(record)})")
+    value = record[name]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return columns.system, None
+    if not isinstance(value, str):
+        return None, (name, f"must be text, got {type_name(value)}")
+    return value, None
