@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from honed.data import dedup
+from honed.data.notices import Notice
 from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation
 from honed.errors import ConfigError
@@ -578,6 +579,11 @@ def findings(report: Report) -> list[Finding]:
              f"more holdout prompts nearly equal a training prompt (similarity >= {leak.near_threshold})"),
         ]
     return [Finding(code, count, f"{count} {message}") for code, count, message in checks if count > 0]
+
+
+def notice_findings(notices: Sequence[Notice]) -> list[Finding]:
+    """Warnings for content the reader kept but does not train on (images, `<image>`, double-encoded calls)."""
+    return [Finding(n.code, n.count, str(n)) for n in notices]
 
 
 Progress = Callable[[str, int], Callable[[int], None]]  # progress(stage name, total) -> advance(n)
