@@ -17,6 +17,7 @@ from honed.data.types import Source
 
 CONTENT_FIELDS = ("images", "image", "audio", "audios", "videos", "video")
 PLACEHOLDERS = ("<image>", "<video>", "<audio>")
+_CONTENT_FIELDS = frozenset(CONTENT_FIELDS)
 
 
 @dataclass
@@ -46,19 +47,25 @@ MESSAGES = {
 def codes_for(record: Any, canonical: dict[str, Any]) -> list[tuple[str, str]]:
     """(code, field) for each notice one row raises; `record` as read, `canonical` as converted.
 
+    Runs on every row, so it is one pass over the messages with a cheap test first ("<" in the text).
+
     >>> codes_for({"images": ["a.png"]}, {"messages": [{"role": "user", "content": "<image>What is it?"}]})
     [('content_field', 'images'), ('placeholder', '<image>')]
     """
     found: list[tuple[str, str]] = []
-    if isinstance(record, dict):
+    if isinstance(record, dict) and not _CONTENT_FIELDS.isdisjoint(record.keys()):
         found += [("content_field", name) for name in CONTENT_FIELDS if record.get(name)]
-    messages = canonical.get("messages")
-    if not isinstance(messages, list):
-        return found
-    for placeholder in PLACEHOLDERS:
-        if any(placeholder in m.get("content", "") for m in messages if isinstance(m.get("content"), str)):
-            found.append(("placeholder", placeholder))
-    if any(_double_encoded(call) for m in messages for call in (m.get("tool_calls") or [])):
+    placeholders: set[str] = set()
+    double_encoded = False
+    for message in canonical.get("messages") or ():
+        content = message.get("content")
+        if type(content) is str and "<" in content:
+            placeholders.update(p for p in PLACEHOLDERS if p in content)
+        calls = message.get("tool_calls")
+        if calls and not double_encoded:
+            double_encoded = any(_double_encoded(call) for call in calls)
+    found += [("placeholder", p) for p in PLACEHOLDERS if p in placeholders]
+    if double_encoded:
         found.append(("double_encoded_arguments", "arguments"))
     return found
 

@@ -290,3 +290,20 @@ def test_unknown_format_names_the_closest_and_the_flag(tmp_path: Path, record: d
     with pytest.raises(DataError, match="d.jsonl:1: unknown format") as caught:
         read_conversations(path)
     assert expect in caught.value.message
+
+
+def test_plain_text_renders_without_a_template_and_round_trips(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from honed.data.read import write_jsonl
+    from honed.data.render import render, supervised_spans
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
+    conversation = read_conversations(ASSETS / "text.jsonl").conversations[0]
+    text, spans = supervised_spans(tokenizer, conversation)
+    assert text == f"{tokenizer.bos_token}The quick brown fox jumps over the lazy dog.{tokenizer.eos_token}"
+    assert spans == [(len(tokenizer.bos_token), len(text))]
+    rendered = render(conversation, tokenizer)
+    assert rendered.loss_mask[0] is False and all(rendered.loss_mask[1:])
+    write_jsonl(tmp_path / "out.jsonl", [conversation])
+    assert read_conversations(tmp_path / "out.jsonl").conversations == [conversation]
