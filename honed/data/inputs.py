@@ -37,6 +37,7 @@ DEFAULT_MAX_BYTES = 16 << 30
 # Files in a data folder that are not data: save_to_disk metadata and honed's own side files.
 NOT_DATA = ("dataset_info.json", "state.json", "dataset_dict.json")
 SIDE_FILE = ".invalid.jsonl"
+SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev", "eval", "holdout")
 
 
 def max_bytes() -> int:
@@ -94,9 +95,22 @@ def _folder_files(folder: Path) -> list[Path]:
     if len(kinds) > 1:
         raise DataError(f"{folder}: holds data files of different types ({', '.join(sorted(kinds))}); "
                         f"pass a glob such as '{folder}/*.{sorted(kinds)[0]}' to pick one")
+    splits = sorted({split for split in map(lambda p: _split_of(p, folder), files) if split is not None})
+    if len(splits) > 1:
+        raise DataError(f"{folder}: holds several splits ({', '.join(splits)}); reading them together would mix "
+                        f"them, so pass one: e.g. '{folder}/{splits[-1]}*' or its folder")
     for file in files:
         check_regular(file)
     return files
+
+
+def _split_of(path: Path, root: Path) -> str | None:
+    """The split a shard belongs to by Hugging Face naming: `train-00000-of-00002.parquet`, `test/x.jsonl`."""
+    for part in path.relative_to(root).parts:
+        word = part.lower().replace("_", "-").replace(".", "-").split("-")[0]
+        if word in SPLIT_NAMES:
+            return word
+    return None
 
 
 def _saved_dataset_files(folder: Path, state: Path) -> list[Path]:

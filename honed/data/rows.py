@@ -27,6 +27,7 @@ SNIFF_BYTES = 8192
 # Well-known files that are not text, with the fix for each.
 MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PAR1", "it is a Parquet file; name it .parquet or pass --format parquet"),
+    (b"ARROW1", "it is an Arrow file; name it .arrow or pass --format arrow"),
     (b"\x1f\x8b", "it is gzip-compressed; decompress it first (gunzip)"),
     (b"PK\x03\x04", "it is a zip archive (or an Excel file); unzip it or export it as CSV"),
     (b"\xff\xfe", "it is UTF-16 text; save it as UTF-8"),

@@ -307,3 +307,11 @@ def test_plain_text_renders_without_a_template_and_round_trips(tmp_path: Path) -
     assert rendered.loss_mask[0] is False and all(rendered.loss_mask[1:])
     write_jsonl(tmp_path / "out.jsonl", [conversation])
     assert read_conversations(tmp_path / "out.jsonl").conversations == [conversation]
+
+
+def test_a_folder_holding_several_splits_is_refused(tmp_path: Path) -> None:
+    for name in ("train-00000-of-00001.jsonl", "test-00000-of-00001.jsonl"):
+        (tmp_path / name).write_text('{"text": "x"}\n')
+    with pytest.raises(DataError, match=r"holds several splits \(test, train\); .* pass one"):
+        read_conversations(tmp_path)
+    assert len(read_conversations(str(tmp_path / "train*")).conversations) == 1
