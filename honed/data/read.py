@@ -39,13 +39,13 @@ from honed.data.formats import (
     ColumnMapping,
     Fault,
     clip,
-    closest_format,
     detect_kind,
     keys_found,
     to_chat,
 )
 from honed.data.inputs import SUFFIXES, content_hash, input_files
 from honed.data.notices import CONTENT_FIELDS, Notice, Tally, codes_for
+from honed.data.suggest import closest_format
 from honed.data.types import Conversation, Source
 from honed.errors import ConfigError, DataError
 
