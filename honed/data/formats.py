@@ -40,7 +40,9 @@ TEXT = "text"
 COLUMNS = "columns"
 KINDS = (CHAT, SHAREGPT, PROMPT_COMPLETION, ALPACA, TEXT, COLUMNS)
 # Keys that may sit beside `text` in a plain-text record without making it something else.
-TEXT_METADATA = frozenset({"id", "meta", "metadata", "source", "url", "title", "timestamp", "date", "lang", "language"})
+TEXT_METADATA = frozenset(
+    {"id", "meta", "metadata", "source", "url", "title", "timestamp", "date", "lang", "language"}
+)
 
 ALLOWED_ROLES = ", ".join(ROLES)
 EXCERPT_CHARS = 60
@@ -50,8 +52,8 @@ EXCERPT_CHARS = 60
 class ColumnMapping:
     """Which record fields (CSV/Parquet columns, or JSON keys) hold the prompt and the response.
 
-    >>> ColumnMapping("text", "category", system="Classify the banking question.")
-    ColumnMapping(prompt_col='text', response_col='category', system='Classify the banking question.', system_col=None)
+    >>> ColumnMapping("text", "category", system_col="persona")
+    ColumnMapping(prompt_col='text', response_col='category', system=None, system_col='persona')
     """
 
     prompt_col: str
@@ -171,7 +173,10 @@ def chat_faults(record: dict[str, Any]) -> list[Fault]:
 
 def _from_chat(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
     messages = record.get("messages")
-    if isinstance(messages, list) and any(isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages):
+    has_parts = isinstance(messages, list) and any(
+        isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages
+    )
+    if has_parts:
         record, faults = join_content_parts(record)
         if faults:
             return None, faults
@@ -179,7 +184,9 @@ def _from_chat(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
     return (None if faults else record), faults
 
 
-def join_content_parts(record: dict[str, Any], *, key: str = "messages") -> tuple[dict[str, Any], list[Fault]]:
+def join_content_parts(
+    record: dict[str, Any], *, key: str = "messages"
+) -> tuple[dict[str, Any], list[Fault]]:
     """OpenAI content parts -> one string per message: text parts joined with newlines.
 
     A part that is not text (image_url, input_audio, file ...) is a fault: honed trains text-only models,
@@ -203,8 +210,8 @@ def join_content_parts(record: dict[str, Any], *, key: str = "messages") -> tupl
                 texts.append(text)
                 continue
             shown = f"a {clip(str(kind), 30)!r} part" if isinstance(part, dict) else f"a {type_name(part)}"
-            faults.append((f"{key}[{i}].content[{j}]", f"{shown}, not text; honed trains on text only: remove "
-                           "the part (or pass --skip-invalid to leave such rows out)"))
+            fix = "honed trains on text only: remove the part (or pass --skip-invalid to leave such rows out)"
+            faults.append((f"{key}[{i}].content[{j}]", f"{shown}, not text; {fix}"))
         messages.append({**message, "content": "\n".join(texts)})
     return {**record, key: messages}, faults
 
@@ -362,17 +369,20 @@ def _from_conversational_pc(record: dict[str, Any]) -> tuple[dict | None, list[F
     prompt, completion = record.get("prompt"), record.get("completion")
     if not isinstance(prompt, list) or not isinstance(completion, list):
         listed, other = ("prompt", "completion") if isinstance(prompt, list) else ("completion", "prompt")
-        return None, [(listed, f"must be a string, got array, while {other} is "
-                       f"{type_name(record.get(other))}; both must be text, or both lists of messages "
-                       "(TRL's conversational form)")]
+        message = (
+            f"must be a string, got array, while {other} is {type_name(record.get(other))}; "
+            "both must be text, or both lists of messages (TRL's conversational form)"
+        )
+        return None, [(listed, message)]
     if not completion:
         return None, [("completion", "empty list; add the assistant message to learn from")]
+    # An assistant turn inside the prompt is context, not a target (TRL trains on the completion only).
     messages: list[Any] = [
-        {**m, "weight": 0} if isinstance(m, dict) and m.get("role") == "assistant" and "weight" not in m else m
-        for m in prompt
+        {**m, "weight": 0} if _unweighted_assistant(m) else m for m in prompt
     ]
     messages += completion
-    where = [f"prompt[{i}]" for i in range(len(prompt))] + [f"completion[{i}]" for i in range(len(completion))]
+    where = [f"prompt[{i}]" for i in range(len(prompt))]
+    where += [f"completion[{i}]" for i in range(len(completion))]
     out: dict[str, Any] = {"messages": messages}
     if record.get("tools") is not None:
         out["tools"] = record["tools"]
@@ -396,6 +406,10 @@ def _from_alpaca(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
     return {"messages": messages}, []
 
 
+def _unweighted_assistant(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant" and "weight" not in message
+
+
 def _alpaca_history(history: Any) -> tuple[list[dict[str, str]], Fault | None]:
     """LLaMA-Factory's `history`: [[instruction, response], ...], the turns before this one (trained on)."""
     if history is None or history == []:
@@ -404,7 +418,8 @@ def _alpaca_history(history: Any) -> tuple[list[dict[str, str]], Fault | None]:
         return [], ("history", f"must be a list of [instruction, response] pairs, got {type_name(history)}")
     turns: list[dict[str, str]] = []
     for i, pair in enumerate(history):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) and t.strip() for t in pair)):
+        texts = isinstance(pair, list) and all(isinstance(t, str) and t.strip() for t in pair)
+        if not (texts and len(pair) == 2):
             return [], (f"history[{i}]", "must be a pair of non-empty strings [instruction, response]")
         turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
     return turns, None

@@ -18,6 +18,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from honed.errors import DataError
 
@@ -46,15 +47,17 @@ def max_bytes() -> int:
     if not raw:
         return DEFAULT_MAX_BYTES
     if not raw.isdigit() or int(raw) < 1:
-        raise DataError(f"HONED_MAX_DATA_BYTES={raw!r} is not a positive whole number of bytes; fix or unset it")
+        raise DataError(
+            f"HONED_MAX_DATA_BYTES={raw!r} is not a positive whole number of bytes; fix or unset it"
+        )
     return int(raw)
 
 
 def input_files(spec: str | Path) -> list[Path]:
     """The data files a path, folder or glob names, sorted; DataError when it names none.
 
-    >>> input_files("tests/assets/formats/shards")  # doctest: +SKIP
-    [PosixPath('tests/assets/formats/shards/part-0.jsonl'), PosixPath('tests/assets/formats/shards/part-1.jsonl')]
+    >>> input_files("data")  # doctest: +SKIP
+    [PosixPath('data/part-0.jsonl'), PosixPath('data/part-1.jsonl')]
     """
     path = Path(spec)
     if not path.exists() and GLOB_CHARS & set(str(spec)):
@@ -72,7 +75,9 @@ def _glob_files(pattern: str) -> list[Path]:
     files = [p for p in matched if p.is_file() and _is_data(p)]
     if not files:
         found = f" (it matched {len(matched)} paths, none a data file)" if matched else ""
-        raise DataError(f"{pattern}: the pattern matches no data file{found}; check it (quote it in the shell)")
+        raise DataError(
+            f"{pattern}: the pattern matches no data file{found}; check it (quote it in the shell)"
+        )
     for file in files:
         check_regular(file)
     return files
@@ -82,23 +87,31 @@ def _folder_files(folder: Path) -> list[Path]:
     """Every data file under a folder; a save_to_disk folder's own list of .arrow files when it is one."""
     if (folder / "dataset_dict.json").is_file():
         splits = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        raise DataError(f"{folder}: a saved DatasetDict with splits {', '.join(splits) or '(none)'}; "
-                        f"pass one split's folder, e.g. {folder / (splits[0] if splits else 'train')}")
+        raise DataError(
+            f"{folder}: a saved DatasetDict with splits {', '.join(splits) or '(none)'}; "
+            f"pass one split's folder, e.g. {folder / (splits[0] if splits else 'train')}"
+        )
     state = folder / "state.json"
     if state.is_file():
         return _saved_dataset_files(folder, state)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_data(p) and not _hidden(p, folder))
     if not files:
-        raise DataError(f"{folder}: a folder with no data files (.jsonl, .json, .csv, .tsv, .parquet, .arrow) "
-                        "in it; pass a data file, or the folder that holds the shards")
+        raise DataError(
+            f"{folder}: a folder with no data files (.jsonl, .json, .csv, .tsv, .parquet, .arrow) "
+            "in it; pass a data file, or the folder that holds the shards"
+        )
     kinds = {SUFFIXES[p.suffix.lower()] for p in files}
     if len(kinds) > 1:
-        raise DataError(f"{folder}: holds data files of different types ({', '.join(sorted(kinds))}); "
-                        f"pass a glob such as '{folder}/*.{sorted(kinds)[0]}' to pick one")
-    splits = sorted({split for split in map(lambda p: _split_of(p, folder), files) if split is not None})
+        raise DataError(
+            f"{folder}: holds data files of different types ({', '.join(sorted(kinds))}); "
+            f"pass a glob such as '{folder}/*.{sorted(kinds)[0]}' to pick one"
+        )
+    splits = sorted({_split_of(p, folder) for p in files} - {None})
     if len(splits) > 1:
-        raise DataError(f"{folder}: holds several splits ({', '.join(splits)}); reading them together would mix "
-                        f"them, so pass one: e.g. '{folder}/{splits[-1]}*' or its folder")
+        raise DataError(
+            f"{folder}: holds several splits ({', '.join(splits)}); reading them together would mix "
+            f"them, so pass one: e.g. '{folder}/{splits[-1]}*' or its folder"
+        )
     for file in files:
         check_regular(file)
     return files
@@ -118,7 +131,9 @@ def _saved_dataset_files(folder: Path, state: Path) -> list[Path]:
     try:
         names = [entry["filename"] for entry in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{state}: not a readable datasets state.json ({exc}); save the dataset again") from None
+        raise DataError(
+            f"{state}: not a readable datasets state.json ({exc}); save the dataset again"
+        ) from None
     files = [folder / name for name in names]
     for file in files:
         if not file.is_file():
@@ -140,17 +155,31 @@ def check_regular(path: Path) -> None:
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
+        raise DataError(
+            f"{path}: cannot read the file ({exc.strerror or exc}); check its permissions"
+        ) from None
     if not stat.S_ISREG(mode):
-        what = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        what = (
+            "a named pipe (FIFO)"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
         raise DataError(f"{path}: is {what}, not a data file; save the data to a file first and pass that")
     try:
         with open(path, "rb") as f:
             head = f.read(len(LFS_POINTER))
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
+        raise DataError(
+            f"{path}: cannot read the file ({exc.strerror or exc}); check its permissions"
+        ) from None
     if head == LFS_POINTER:
-        raise DataError(f"{path}: this is a Git LFS pointer, not the data; run `git lfs pull` in its repository")
+        raise DataError(
+            f"{path}: this is a Git LFS pointer, not the data; run `git lfs pull` in its repository"
+        )
 
 
 def read_bytes(path: Path) -> bytes:
@@ -159,8 +188,10 @@ def read_bytes(path: Path) -> bytes:
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise DataError(f"{path}: larger than {limit:,} bytes (HONED_MAX_DATA_BYTES); split it into shards "
-                        "in a folder, or raise the limit")
+        raise DataError(
+            f"{path}: larger than {limit:,} bytes (HONED_MAX_DATA_BYTES); split it into shards "
+            "in a folder, or raise the limit"
+        )
     return data
 
 
@@ -175,14 +206,14 @@ def content_hash(spec: str | Path) -> str:
     digest = hashlib.sha256()
     folder = Path(spec) if Path(spec).is_dir() else None
     for file in files:
-        # Names relative to the folder (a glob: the file name), so a moved or re-resolved input hashes the same.
+        # Names relative to the folder (a glob: the file name): a moved or re-resolved input hashes the same.
         name = str(file.relative_to(folder)) if folder is not None else file.name
         digest.update(name.encode("utf-8") + b"\0")
         _file_hash(file, digest)
     return digest.hexdigest()
 
 
-def _file_hash(path: Path, digest: "hashlib._Hash") -> str:
+def _file_hash(path: Path, digest: Any) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

@@ -36,11 +36,11 @@ class Notice:
 
 MESSAGES = {
     "content_field": "carry a field honed does not train on ({field}): the model sees only the text; "
-                     "drop the field, or use a multimodal trainer",
+    "drop the field, or use a multimodal trainer",
     "placeholder": "contain a {field} placeholder that is trained as plain text with nothing behind it; "
-                   "remove it, or use a multimodal trainer",
-    "double_encoded_arguments": "have tool-call arguments encoded twice (a JSON string holding a JSON string): "
-                                "the model would learn to write escaped JSON; decode them once",
+    "remove it, or use a multimodal trainer",
+    "double_encoded_arguments": "have tool-call arguments encoded twice (a JSON string of a JSON string): "
+    "the model would learn to write escaped JSON; decode them once",
 }
 
 

@@ -81,12 +81,13 @@ REQUIRED_COLUMNS = {
     TEXT: ("text",),
 }
 # The columns read from a Parquet/Arrow file when no mapping names them.
-KNOWN_COLUMNS = ("messages", "conversations", "tools", "prompt", "completion", "instruction", "input", "output",
-                 "system", "history", "text", *CONTENT_FIELDS)
-JSON_CELLS = ("messages", "conversations")  # CSV cells (and some Parquet columns) hold these lists as JSON text
+KNOWN_COLUMNS = (
+    *("messages", "conversations", "tools", "prompt", "completion", "instruction", "input", "output"),
+    *("system", "history", "text", *CONTENT_FIELDS),
+)
+JSON_CELLS = ("messages", "conversations")  # CSV cells (some Parquet columns too) hold these lists as JSON
 RAW_CHARS = 10_000  # a bad row's text kept for the side file: enough to see it, never 10 MB
 MAX_LISTED = 50
-COLUMN_FLAGS = "pass --prompt-col NAME --response-col NAME (and optionally --system TEXT or --system-col NAME)"
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class ReadResult:
     format: str
     bad_rows: list[BadRow] = field(default_factory=list)
     invalid_path: Path | None = None  # set by load_or_fail(skip_invalid=True) when it wrote bad rows
-    notices: list[Notice] = field(default_factory=list)  # content read but not trained on (honed.data.notices)
+    notices: list[Notice] = field(default_factory=list)  # content read, not trained on (honed.data.notices)
 
 
 def read_conversations(
@@ -260,7 +261,8 @@ def _read_table(path: Path, container: str, kind: str | None, columns: ColumnMap
     kind, label = _tabular_kind(str(path), container, names, kind, columns)
     if kind == COLUMNS:
         assert columns is not None
-        wanted = [columns.prompt_col, columns.response_col] + ([columns.system_col] if columns.system_col else [])
+        wanted = [columns.prompt_col, columns.response_col]
+        wanted += [columns.system_col] if columns.system_col else []
     else:
         wanted = [name for name in names if name in KNOWN_COLUMNS]
     rows = rows_mod.table_rows(path, container, list(dict.fromkeys(wanted)))

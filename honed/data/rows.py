@@ -303,8 +303,11 @@ def _header(path: Path, line: int, cells: list[str]) -> list[str]:
     header = [name.strip() for name in cells]
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:
-        raise DataError(f"{path}:{line}: the header names column {', '.join(map(repr, twice))} more than once; "
-                        "rename the duplicates so every column has its own name")
+        names = ", ".join(map(repr, twice))
+        raise DataError(
+            f"{path}:{line}: the header names column {names} more than once; "
+            "rename the duplicates so every column has its own name"
+        )
     return header
 
 
@@ -359,7 +362,7 @@ def table_rows(path: Path, container: str, columns: list[str]) -> list[Row]:
 def _arrow_table(path: Path) -> Any:
     """An Arrow IPC file, in the stream layout `datasets` writes or the file (Feather v2) layout."""
     import pyarrow as pa
-    import pyarrow.ipc as ipc
+    from pyarrow import ipc
 
     try:
         with pa.memory_map(str(path)) as source:
@@ -369,4 +372,6 @@ def _arrow_table(path: Path) -> Any:
                 source.seek(0)
                 return ipc.open_stream(source).read_all()
     except Exception as exc:  # ArrowInvalid, OSError ... for a file that is not Arrow
-        raise DataError(f"{path}: not a readable Arrow file ({clip(str(exc), 200)}); check the file") from None
+        raise DataError(
+            f"{path}: not a readable Arrow file ({clip(str(exc), 200)}); check the file"
+        ) from None

@@ -54,7 +54,9 @@ def from_sharegpt(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
     turns = record.get(key)
     if not isinstance(turns, list) or not turns:
         shown = "an empty list" if turns == [] else type_name(turns)
-        return None, [(key, f"must be a non-empty list of turns like {{\"from\": \"human\", \"value\": ...}}, got {shown}")]
+        return None, [
+            (key, f'must be a non-empty list of turns like {{"from": "human", "value": ...}}, got {shown}')
+        ]
     messages: list[dict[str, Any]] = []
     where: list[str] = []
     faults: list[Fault] = []
@@ -104,27 +106,41 @@ def _function_call(where: str, value: str) -> tuple[dict[str, Any] | None, Fault
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
-        return None, (f"{where}.value", f"a function_call value must be JSON like "
-                      f'{{"name": ..., "arguments": {{...}}}} ({exc.msg} at character {exc.pos + 1})')
+        return None, (
+            f"{where}.value",
+            (
+                'a function_call value must be JSON like {"name": ..., "arguments": {...}} '
+                f"({exc.msg} at character {exc.pos + 1})"
+            ),
+        )
     calls = parsed if isinstance(parsed, list) else [parsed]
     if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
-        return None, (f"{where}.value", 'a function_call value must be {"name": ..., "arguments": {...}} '
-                      "(or a list of them)")
+        return None, (
+            f"{where}.value",
+            'a function_call value must be {"name": ..., "arguments": {...}} (or a list of them)',
+        )
     tool_calls = [
-        {"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}} for c in calls
+        {"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}}
+        for c in calls
     ]
     return {"role": "assistant", "content": "", "tool_calls": tool_calls}, None
 
 
 def _tools(tools: Any) -> tuple[list[dict[str, Any]] | None, Fault | None]:
-    """Tool definitions as OpenAI writes them; LLaMA-Factory stores them as a JSON string of bare functions."""
+    """Tool definitions as OpenAI writes them (LLaMA-Factory stores a JSON string of bare functions)."""
     if tools is None or tools == "" or tools == []:
         return None, None
     if isinstance(tools, str):
         try:
             tools = json.loads(tools)
         except json.JSONDecodeError as exc:
-            return None, ("tools", f"a JSON string of tool definitions that does not parse ({exc.msg}); fix it")
+            return None, (
+                "tools",
+                f"a JSON string of tool definitions that does not parse ({exc.msg}); fix it",
+            )
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        return None, ("tools", f"must be a list of tool definitions (or a JSON string of one), got {type_name(tools)}")
+        return None, (
+            "tools",
+            f"must be a list of tool definitions (or a JSON string of one), got {type_name(tools)}",
+        )
     return [t if "type" in t else {"type": "function", "function": t} for t in tools], None

@@ -1,12 +1,37 @@
-"""What an unrecognised record most looks like, and the exact flag that reads it (for the detector's error)."""
+"""What an unrecognised record most looks like, and the exact flag that reads it (the detector's error)."""
 
 from __future__ import annotations
 
 from honed.data.formats import ALPACA, CHAT, PROMPT_COMPLETION, SHAREGPT
 
-PROMPT_NAMES = ("prompt", "question", "instruction", "query", "input", "text", "problem", "context", "source", "human", "user")
-RESPONSE_NAMES = ("completion", "response", "answer", "output", "target", "label", "category", "reply",
-                  "solution", "chosen", "gpt", "assistant", "summary")
+PROMPT_NAMES = (
+    "prompt",
+    "question",
+    "instruction",
+    "query",
+    "input",
+    "text",
+    "problem",
+    "context",
+    "source",
+    "human",
+    "user",
+)
+RESPONSE_NAMES = (
+    "completion",
+    "response",
+    "answer",
+    "output",
+    "target",
+    "label",
+    "category",
+    "reply",
+    "solution",
+    "chosen",
+    "gpt",
+    "assistant",
+    "summary",
+)
 NEEDED_KEYS = {
     CHAT: ("messages",),
     SHAREGPT: ("conversations",),
@@ -20,8 +45,8 @@ def closest_format(keys: list[str]) -> str:
 
     >>> closest_format(["question", "answer"])
     'read it with --prompt-col question --response-col answer'
-    >>> closest_format(["prompt", "response"])
-    "closest format: prompt-completion, which needs 'completion'; read it with --prompt-col prompt --response-col response"
+    >>> closest_format(["instruction", "answer"])[:44]
+    "closest format: alpaca, which needs 'output'"
     """
     lowered = {k.lower(): k for k in keys if isinstance(k, str)}
     prompt = next((lowered[n] for n in PROMPT_NAMES if n in lowered), None)
@@ -29,7 +54,7 @@ def closest_format(keys: list[str]) -> str:
     if prompt is not None and response is not None:
         flag = f"read it with --prompt-col {prompt} --response-col {response}"
     elif "text" in lowered:
-        flag = "for plain-text (language-model) training pass --format text; else --prompt-col NAME --response-col NAME"
+        flag = "for plain-text (language-model) training pass --format text, else --prompt-col/--response-col"
     else:
         flag = "read it with --prompt-col NAME --response-col NAME"
     best, overlap = None, 0

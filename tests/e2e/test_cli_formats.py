@@ -45,8 +45,11 @@ def _at_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("trl_conversational_pc.jsonl", [], "prompt-completion (jsonl)"),
         ("text.jsonl", [], "text (jsonl): plain text, no chat template, every token trained"),
         ("alpaca_history.json", [], "alpaca (json)"),
-        ("columns_system_col.csv", ["--prompt-col", "question", "--response-col", "answer", "--system-col", "persona"],
-         "csv (prompt=question, response=answer, system=persona)"),
+        (
+            "columns_system_col.csv",
+            ["--prompt-col", "question", "--response-col", "answer", "--system-col", "persona"],
+            "csv (prompt=question, response=answer, system=persona)",
+        ),
         ("shards", [], "openai-chat (jsonl), 2 files"),
     ],
 )
@@ -59,7 +62,9 @@ def test_data_check_names_the_format(name: str, extra: list[str], fmt: str) -> N
 
 
 def test_plain_text_trains_every_token_in_check_and_show() -> None:
-    report = json.loads(invoke("data", "check", str(FORMATS / "text.jsonl"), "--model", MODEL, "--json").stdout)
+    report = json.loads(
+        invoke("data", "check", str(FORMATS / "text.jsonl"), "--model", MODEL, "--json").stdout
+    )
     # every token but the BOS the text starts from is supervised
     assert report["tokens"]["total"] - report["tokens"]["supervised"] == report["examples"]
     shown = json.loads(invoke("data", "show", str(FORMATS / "text.jsonl"), "--model", MODEL, "--json").stdout)
@@ -112,10 +117,17 @@ def test_every_bad_input_is_one_message_and_exit_2(tmp_path: Path) -> None:
 def test_a_fifo_does_not_hang_the_real_process(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.jsonl"
     os.mkfifo(fifo)
-    result = subprocess.run([sys.executable, "-m", "honed", "data", "check", str(fifo), "--model", MODEL],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 2 and "named pipe (FIFO)" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "honed", "data", "check", str(fifo), "--model", MODEL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert (
+        result.returncode == 2 and "named pipe (FIFO)" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 def test_split_of_a_shard_folder_refuses_out_equal_to_the_input(tmp_path: Path) -> None:
@@ -123,9 +135,13 @@ def test_split_of_a_shard_folder_refuses_out_equal_to_the_input(tmp_path: Path) 
     folder.mkdir()
     for part in (FORMATS / "shards").iterdir():
         (folder / part.name).write_text(part.read_text())
-    result = invoke("data", "split", str(folder), "--out", str(folder), "--force", "--holdout-fraction", "0.34")
+    result = invoke(
+        "data", "split", str(folder), "--out", str(folder), "--force", "--holdout-fraction", "0.34"
+    )
     assert result.exit_code == 2 and "holds the input" in result.stderr
     assert len(list(folder.iterdir())) == 2
-    result = invoke("data", "split", str(folder), "--out", str(tmp_path / "split"), "--holdout-fraction", "0.34")
+    result = invoke(
+        "data", "split", str(folder), "--out", str(tmp_path / "split"), "--holdout-fraction", "0.34"
+    )
     assert result.exit_code == 0, result.stderr
     assert "openai-chat (jsonl), 2 files" in result.stdout

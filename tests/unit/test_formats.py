@@ -48,8 +48,10 @@ def test_sharegpt_faults_name_the_turn(tmp_path: Path) -> None:
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     problems = [str(p) for p in read_conversations(path).problems]
-    assert problems[0].endswith("bad.jsonl:1: conversations[0].from: unknown speaker 'alien'; use one of "
-                                "human, gpt, system, function_call, observation, tool")
+    assert problems[0].endswith(
+        "bad.jsonl:1: conversations[0].from: unknown speaker 'alien'; use one of "
+        "human, gpt, system, function_call, observation, tool"
+    )
     assert "bad.jsonl:2: conversations[1].content: empty assistant message" in problems[1]
     assert "bad.jsonl:3: conversations[1].value: a function_call value must be JSON" in problems[2]
 
@@ -94,8 +96,15 @@ def test_trl_conversational_prompt_completion_trains_only_the_completion() -> No
 
 def test_trl_conversational_faults_point_into_prompt_or_completion(tmp_path: Path) -> None:
     path = tmp_path / "pc.jsonl"
-    path.write_text(json.dumps({"prompt": [{"role": "usr", "content": "x"}],
-                                "completion": [{"role": "assistant", "content": "y"}]}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "prompt": [{"role": "usr", "content": "x"}],
+                "completion": [{"role": "assistant", "content": "y"}],
+            }
+        )
+        + "\n"
+    )
     (problem,) = read_conversations(path).problems
     assert problem.field == "prompt[0].role" and "unknown role 'usr'" in problem.message
 
@@ -119,8 +128,17 @@ def test_text_beside_another_content_column_is_not_guessed(tmp_path: Path) -> No
 def test_alpaca_history_becomes_earlier_turns() -> None:
     (conversation,) = read_conversations(ASSETS / "alpaca_history.json").conversations
     contents = [m.content for m in conversation.messages]
-    assert contents == ["You translate greetings.", "Say hello in Spanish.", "Hola", "And in German?", "Hallo",
-                        "And in Italian?", "Ciao", "And in French?", "Bonjour"]
+    assert contents == [
+        "You translate greetings.",
+        "Say hello in Spanish.",
+        "Hola",
+        "And in German?",
+        "Hallo",
+        "And in Italian?",
+        "Ciao",
+        "And in French?",
+        "Bonjour",
+    ]
     assert sum(m.trainable for m in conversation.messages) == 4
 
 
@@ -142,7 +160,9 @@ def test_system_col_gives_each_row_its_system_prompt() -> None:
 
 def test_system_col_missing_is_named() -> None:
     mapping = ColumnMapping("question", "answer", system_col="role")
-    with pytest.raises(DataError, match=r"no column 'role' \(--system-col\); columns found: question, answer"):
+    with pytest.raises(
+        DataError, match=r"no column 'role' \(--system-col\); columns found: question, answer"
+    ):
         read_conversations(ASSETS / "columns_system_col.csv", columns=mapping)
 
 
@@ -198,8 +218,12 @@ def test_arrow_stream_file_as_datasets_writes_it(tmp_path: Path) -> None:
 
 def test_datasets_save_to_disk_folder(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    rows = {"messages": [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
-                         for i in range(3)]}
+    rows = {
+        "messages": [
+            [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+            for i in range(3)
+        ]
+    }
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
     result = read_conversations(tmp_path / "saved")
     assert [c.response_text() for c in result.conversations] == ["a0", "a1", "a2"]
@@ -218,7 +242,9 @@ def test_images_and_placeholders_are_counted() -> None:
     notices = {n.code: n for n in result.notices}
     assert notices["content_field"].count == 2 and "'images'" in str(notices["content_field"])
     assert notices["placeholder"].count == 2 and "'<image>'" in str(notices["placeholder"])
-    assert str(notices["placeholder"]).endswith("(first: " + str(ASSETS / "multimodal_llamafactory.json") + ":2)")
+    assert str(notices["placeholder"]).endswith(
+        "(first: " + str(ASSETS / "multimodal_llamafactory.json") + ":2)"
+    )
     with pytest.raises(DataError, match="does not train on \\(--strict\\)") as caught:
         load_or_fail(ASSETS / "multimodal_llamafactory.json", strict=True)
     assert any("2 rows carry a field honed does not train on ('images')" in d for d in caught.value.details)
@@ -231,14 +257,18 @@ def test_double_encoded_tool_arguments_are_flagged() -> None:
 
 def test_duplicate_json_keys_are_a_fault(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_text('{"prompt": "a", "completion": "b", "completion": "c"}\n{"prompt": "x", "completion": "y"}\n')
+    path.write_text(
+        '{"prompt": "a", "completion": "b", "completion": "c"}\n{"prompt": "x", "completion": "y"}\n'
+    )
     result = read_conversations(path)
     assert len(result.conversations) == 1
     assert "d.jsonl:1: the key 'completion' appears twice in one object" in str(result.problems[0])
     array = tmp_path / "d.json"
     array.write_text('[\n{"text": "a", "text": "b"},\n{"text": "c"}\n]\n')
     result = read_conversations(array)
-    assert len(result.conversations) == 1 and "d.json:2: the key 'text' appears twice" in str(result.problems[0])
+    assert len(result.conversations) == 1 and "d.json:2: the key 'text' appears twice" in str(
+        result.problems[0]
+    )
 
 
 def test_duplicate_csv_columns_are_refused(tmp_path: Path) -> None:
@@ -279,8 +309,10 @@ def test_reading_stops_at_the_size_limit(tmp_path: Path, monkeypatch: pytest.Mon
     "record,expect",
     [
         ({"question": "q", "answer": "a"}, "read it with --prompt-col question --response-col answer"),
-        ({"prompt": "q", "response": "a"},
-         "closest format: prompt-completion, which needs 'completion'; read it with --prompt-col prompt"),
+        (
+            {"prompt": "q", "response": "a"},
+            "closest format: prompt-completion, which needs 'completion'; read it with --prompt-col prompt",
+        ),
         ({"instruction": "q", "response": "a"}, "closest format: alpaca, which needs 'output'"),
     ],
 )
