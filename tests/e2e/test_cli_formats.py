@@ -145,3 +145,22 @@ def test_split_of_a_shard_folder_refuses_out_equal_to_the_input(tmp_path: Path) 
     )
     assert result.exit_code == 0, result.stderr
     assert "openai-chat (jsonl), 2 files" in result.stdout
+
+
+def test_train_on_a_folder_of_plain_text_shards(tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for shard in range(2):
+        rows = [{"text": f"Plain text example {shard}-{i} for language-model tuning."} for i in range(6)]
+        (folder / f"train-{shard:05d}-of-00002.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(folder), "--model", MODEL, "--out", str(out), "--max-steps", "1"]
+    result = invoke(*args, "--set", "data.holdout_fraction=0.25")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    from honed.rundir import RunDir
+
+    record = RunDir(out).read_data()
+    assert record.split is not None and record.split.source.count == 12
+    assert record.split.source.path == str(folder.resolve())
+    first = json.loads((out / "data" / "train.jsonl").read_text().splitlines()[0])
+    assert set(first) == {"text"}  # written back as plain text, so a resume reads the same format
