@@ -152,7 +152,9 @@ def test_train_on_a_folder_of_plain_text_shards(tmp_path: Path) -> None:
     folder.mkdir()
     for shard in range(2):
         rows = [{"text": f"Plain text example {shard}-{i} for language-model tuning."} for i in range(6)]
-        (folder / f"train-{shard:05d}-of-00002.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (folder / f"train-{shard:05d}-of-00002.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in rows) + "\n"
+        )
     out = tmp_path / "run"
     args = ["train", "--data", str(folder), "--model", MODEL, "--out", str(out), "--max-steps", "1"]
     result = invoke(*args, "--set", "data.holdout_fraction=0.25")

@@ -347,3 +347,22 @@ def test_a_folder_holding_several_splits_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"holds several splits \(test, train\); .* pass one"):
         read_conversations(tmp_path)
     assert len(read_conversations(str(tmp_path / "train*")).conversations) == 1
+
+
+def test_sharegpt_json_in_a_csv_cell_and_content_parts_in_parquet_structs(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    turns = json.dumps([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey"}])
+    (tmp_path / "d.csv").write_text('conversations\n"' + turns.replace('"', '""') + '"\n')
+    result = read_conversations(tmp_path / "d.csv")
+    assert result.format == "sharegpt (csv)" and result.conversations[0].response_text() == "Hey"
+    # pyarrow stores parts as structs, so every part carries every field (None where unused)
+    parts = [{"type": "text", "text": "Describe", "image_url": None}]
+    messages = [
+        {"role": "user", "content": parts},
+        {"role": "assistant", "content": [{**parts[0], "text": "Ok"}]},
+    ]
+    pq.write_table(pa.table({"messages": [messages]}), tmp_path / "p.parquet")
+    (conversation,) = read_conversations(tmp_path / "p.parquet").conversations
+    assert [m.content for m in conversation.messages] == ["Describe", "Ok"]
