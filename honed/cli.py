@@ -61,38 +61,49 @@ def user_errors(func: F) -> F:
 # ---- data: honed data check, split, show ---------------------------------------------------------------
 
 
-def _column_mapping(prompt_col: str | None, response_col: str | None, system: str | None) -> Any:
-    """A ColumnMapping from --prompt-col/--response-col/--system, or None when no column is named."""
+def _column_mapping(
+    prompt_col: str | None, response_col: str | None, system: str | None, system_col: str | None = None
+) -> Any:
+    """A ColumnMapping from --prompt-col/--response-col/--system/--system-col, or None when no column is named."""
     from honed.data.read import ColumnMapping
     from honed.errors import ConfigError
 
     if prompt_col is None and response_col is None:
-        if system is not None:
-            raise ConfigError("--system applies to column data; pass it with --prompt-col and --response-col")
+        for flag, value in (("--system", system), ("--system-col", system_col)):
+            if value is not None:
+                raise ConfigError(f"{flag} applies to column data; pass it with --prompt-col and --response-col")
         return None
     if prompt_col is None or response_col is None:
         raise ConfigError("--prompt-col and --response-col go together; pass both column names")
-    return ColumnMapping(prompt_col, response_col, system=system)
+    return ColumnMapping(prompt_col, response_col, system=system, system_col=system_col)
+
+
+DATA_HELP = "data: a file, a folder of shards, a glob or a save_to_disk folder (formats: README 'Data formats')"
+FORMAT_HELP = "auto, chat, sharegpt, prompt-completion, alpaca, text, csv, parquet, arrow"
+SYSTEM_COL_HELP = "column holding each row's system prompt (an empty cell falls back to --system)"
 
 
 @data_app.command("check")
 @user_errors
 def data_check_command(
-    file: str = typer.Argument(..., help="data file: JSONL/JSON (chat, prompt-completion, alpaca), CSV, Parquet"),
+    file: str = typer.Argument(..., help=DATA_HELP),
     holdout: str = typer.Option(None, "--holdout", help="holdout file to check for leakage from the training data"),
     model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template count tokens"),
     max_length: int = typer.Option(2048, "--max-length", min=1, help="training sequence length: truncation counts"),
     near_threshold: float = typer.Option(
         0.85, "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates"
     ),
-    fmt: str = typer.Option("auto", "--format", help="auto, chat, prompt-completion, alpaca, csv, parquet"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
     response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
     system: str = typer.Option(None, "--system", help="system prompt added to column data"),
+    system_col: str = typer.Option(None, "--system-col", help=SYSTEM_COL_HELP),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
     ),
-    strict: bool = typer.Option(False, "--strict", help="exit 1 when the report has any warning"),
+    strict: bool = typer.Option(
+        False, "--strict", help="exit 1 when the report has any warning (content not trained on included)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object (docs/data-check.md)"),
 ) -> None:
     """Report on training data before training: tokens, truncation, duplicates, conflicts, labels, leakage.
@@ -108,7 +119,7 @@ def data_check_command(
     with RichProgress(err_console) as progress:
         report = run_check(
             file, holdout=holdout, model=model, max_length=max_length, near_threshold=near_threshold, fmt=fmt,
-            columns=_column_mapping(prompt_col, response_col, system), skip_invalid=skip_invalid, progress=progress,
+            columns=_column_mapping(prompt_col, response_col, system, system_col), skip_invalid=skip_invalid, progress=progress,
         )
     if as_json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
@@ -120,21 +131,23 @@ def data_check_command(
 @data_app.command("split")
 @user_errors
 def data_split_command(
-    file: str = typer.Argument(..., help="data file: JSONL/JSON (chat, prompt-completion, alpaca), CSV, Parquet"),
+    file: str = typer.Argument(..., help=DATA_HELP),
     out: str = typer.Option(..., "--out", help="folder to create with train.jsonl, holdout.jsonl, manifest.json"),
     holdout_fraction: float = typer.Option(0.1, "--holdout-fraction", help="share of examples held out, in (0, 1)"),
     seed: int = typer.Option(0, "--seed", help="same file and seed give byte-identical outputs"),
     near_threshold: float = typer.Option(
         0.85, "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates"
     ),
-    fmt: str = typer.Option("auto", "--format", help="auto, chat, prompt-completion, alpaca, csv, parquet"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
     response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
     system: str = typer.Option(None, "--system", help="system prompt added to column data"),
+    system_col: str = typer.Option(None, "--system-col", help=SYSTEM_COL_HELP),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists and is not empty"),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
     ),
+    strict: bool = typer.Option(False, "--strict", help="refuse data holding content not trained on (images, <image>)"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
     """Split a data file into train and holdout, deterministically and without leaks.
@@ -147,11 +160,11 @@ def data_split_command(
 
     from honed.data.split import split_file
 
-    columns = _column_mapping(prompt_col, response_col, system)
+    columns = _column_mapping(prompt_col, response_col, system, system_col)
     with err_console.status("splitting (clustering near duplicates)...", spinner="dots"):
         manifest = split_file(
             file, out=out, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold,
-            fmt=fmt, columns=columns, force=force, skip_invalid=skip_invalid,
+            fmt=fmt, columns=columns, force=force, skip_invalid=skip_invalid, strict=strict,
         )
     if as_json:
         print(json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -166,6 +179,8 @@ def data_split_command(
     strata = f"stratified by {manifest['labels']} labels" if manifest["stratified"] else "not stratified (no labels)"
     console.print(strata)
     console.print(f"wrote {out}/train.jsonl, {out}/holdout.jsonl, {out}/manifest.json", soft_wrap=True)
+    for notice in manifest["notices"]:
+        err_console.print(f"warning: {notice}", soft_wrap=True, markup=False)
     if manifest["skipped_invalid"]:
         from honed.data.read import invalid_path_for
 
@@ -176,17 +191,19 @@ def data_split_command(
 @data_app.command("show")
 @user_errors
 def data_show_command(
-    file: str = typer.Argument(..., help="data file to preview"),
+    file: str = typer.Argument(..., help=DATA_HELP),
     model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template to use"),
     n: int = typer.Option(3, "-n", "--num", min=1, help="how many examples to show (from the top)"),
     max_length: int = typer.Option(None, "--max-length", min=1, help="truncate as training would"),
-    fmt: str = typer.Option("auto", "--format", help="auto, chat, prompt-completion, alpaca, csv, parquet"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
     response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
     system: str = typer.Option(None, "--system", help="system prompt added to column data"),
+    system_col: str = typer.Option(None, "--system-col", help=SYSTEM_COL_HELP),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
     ),
+    strict: bool = typer.Option(False, "--strict", help="refuse data holding content not trained on (images, <image>)"),
     as_json: bool = typer.Option(False, "--json", help="print every token (text, id, supervised) as JSON"),
 ) -> None:
     """Show examples through the model's chat template, marking the tokens training learns from.
@@ -201,8 +218,10 @@ def data_show_command(
     from honed.data.show import has_chat_template, preview, print_preview
     from honed.models import load_tokenizer
 
-    columns = _column_mapping(prompt_col, response_col, system)
-    conversations = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
+    columns = _column_mapping(prompt_col, response_col, system, system_col)
+    conversations = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid, strict=strict)
+    for notice in conversations.notices:
+        err_console.print(f"warning: {notice}", soft_wrap=True, markup=False)
     tokenizer = load_tokenizer(model)
     default_template = not has_chat_template(tokenizer)
     views = preview(conversations.conversations, tokenizer, n=n, max_length=max_length)

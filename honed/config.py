@@ -53,9 +53,11 @@ class LoraSettings(_Strict):
 class DataSettings(_Strict):
     """Where the examples come from. Without `holdout`, `holdout_fraction` of train is split off.
 
-    `format`, `prompt_col`, `response_col` and `system` are read as `honed data check` reads them
-    (e.g. banking77's CSV: prompt_col text, response_col category); `skip_invalid` drops bad rows
-    (written to `<input>.invalid.jsonl`) instead of stopping.
+    `format`, `prompt_col`, `response_col`, `system` and `system_col` are read as `honed data check`
+    reads them (e.g. banking77's CSV: prompt_col text, response_col category); `train`/`holdout` may be a
+    file, a folder of shards, a glob or a save_to_disk folder; `skip_invalid` drops bad rows (written to
+    `<input>.invalid.jsonl`) instead of stopping; `strict` refuses data holding content a text model does
+    not train on (images, `<image>` placeholders, double-encoded tool arguments) instead of warning.
     """
 
     train: str | None = None
@@ -64,7 +66,9 @@ class DataSettings(_Strict):
     prompt_col: str | None = None
     response_col: str | None = None
     system: str | None = None
+    system_col: str | None = None
     skip_invalid: bool = False
+    strict: bool = False
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 0
     eval_max_examples: int | None = Field(None, ge=1)

@@ -29,6 +29,7 @@ from honed.data.report import (
     Report,
     build_report,
     no_progress,
+    notice_findings,
 )
 from honed.errors import ConfigError
 from honed.models import DEFAULT_MODEL, load_tokenizer
@@ -69,7 +70,7 @@ def run_check(
         advance(1)
     tokenizer = load_tokenizer(model)
     advance(1)
-    return build_report(
+    report = build_report(
         train.conversations,
         tokenizer=tokenizer,
         file=file,
@@ -83,6 +84,8 @@ def run_check(
         invalid_files=[str(r.invalid_path) for r in (train, held) if r is not None and r.invalid_path],
         progress=progress,
     )
+    report.warnings += notice_findings(train.notices + (held.notices if held is not None else []))
+    return report
 
 
 def exit_status(report: Report, *, strict: bool) -> int:

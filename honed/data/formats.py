@@ -4,12 +4,19 @@ A *record* is one parsed row: a JSON object from a JSONL line or a JSON array el
 `{column: value}` dict from a CSV/Parquet row. Each supported format turns a record into the canonical
 OpenAI chat dict (`{"messages": [...], "tools": [...]}`) or says what is wrong with it:
 
-- openai-chat:        `{"messages": [{"role", "content", "weight"?, "tool_calls"?, ...}], "tools"?}`
+- openai-chat:        `{"messages": [{"role", "content", "weight"?, "tool_calls"?, ...}], "tools"?}`;
+                      `content` may be OpenAI content parts `[{"type": "text", "text": ...}]`, joined with
+                      newlines (an image or audio part is a fault: honed trains on text).
+- sharegpt:           `{"conversations": [{"from", "value"}], "system"?, "tools"?}` (honed.data.sharegpt).
 - prompt-completion:  `{"prompt", "completion"}` -> user + assistant. The chat template renders it and
-                      only the assistant turn (the completion) is trained on.
-- alpaca:             `{"instruction", "input"?, "output", "system"?}` -> (system) + user + assistant;
-                      the user turn is `instruction + "\\n\\n" + input` when input is not empty.
-- columns:            any record + a ColumnMapping (`--prompt-col`, `--response-col`, `--system`).
+                      only the assistant turn (the completion) is trained on. TRL's conversational form
+                      (both are message lists) is the prompt messages, then the completion's, trained on.
+- alpaca:             `{"instruction", "input"?, "output", "system"?, "history"?}` -> (system) + earlier
+                      turns from `history` ([[instruction, response], ...]) + user + assistant; the user
+                      turn is `instruction + "\\n\\n" + input` when input is not empty.
+- text:               `{"text"}` (plus metadata such as `id`): plain text, no chat template, all trained.
+- columns:            any record + a ColumnMapping (`--prompt-col`, `--response-col`, `--system`,
+                      `--system-col`).
 
 A fault is `(field, message)`: `("messages[2].role", "unknown role 'bot'; use one of ...")`. These are
 plain per-record checks (a dict lookup or an isinstance each): reading 100k rows must stay fast.
@@ -26,10 +33,16 @@ from honed.data.types import ROLES
 Fault = tuple[str | None, str]  # (field or None, message saying what is wrong and how to fix it)
 
 CHAT = "openai-chat"
+SHAREGPT = "sharegpt"
 PROMPT_COMPLETION = "prompt-completion"
 ALPACA = "alpaca"
+TEXT = "text"
 COLUMNS = "columns"
-KINDS = (CHAT, PROMPT_COMPLETION, ALPACA, COLUMNS)
+KINDS = (CHAT, SHAREGPT, PROMPT_COMPLETION, ALPACA, TEXT, COLUMNS)
+# Keys that may sit beside `text` in a plain-text record without making it something else.
+TEXT_METADATA = frozenset(
+    {"id", "meta", "metadata", "source", "url", "title", "timestamp", "date", "lang", "language"}
+)
 
 ALLOWED_ROLES = ", ".join(ROLES)
 EXCERPT_CHARS = 60
@@ -39,13 +52,14 @@ EXCERPT_CHARS = 60
 class ColumnMapping:
     """Which record fields (CSV/Parquet columns, or JSON keys) hold the prompt and the response.
 
-    >>> ColumnMapping("text", "category", system="Classify the banking question.")
-    ColumnMapping(prompt_col='text', response_col='category', system='Classify the banking question.')
+    >>> ColumnMapping("text", "category", system_col="persona")
+    ColumnMapping(prompt_col='text', response_col='category', system=None, system_col='persona')
     """
 
     prompt_col: str
     response_col: str
     system: str | None = None
+    system_col: str | None = None  # a column holding each row's own system prompt (wins over `system`)
 
 
 def clip(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -77,13 +91,23 @@ def keys_found(record: dict[str, Any]) -> str:
 
 
 def detect_kind(record: dict[str, Any]) -> str | None:
-    """The format a record's keys say it is in, or None when no known keys are there."""
+    """The format a record's keys say it is in, or None when no known keys are there.
+
+    >>> detect_kind({"conversations": [{"from": "human", "value": "Hi"}]})
+    'sharegpt'
+    """
+    from honed.data.sharegpt import looks_like_sharegpt_messages
+
     if "messages" in record:
-        return CHAT
+        return SHAREGPT if looks_like_sharegpt_messages(record["messages"]) else CHAT
+    if "conversations" in record:
+        return SHAREGPT
     if "prompt" in record and "completion" in record:
         return PROMPT_COMPLETION
     if "instruction" in record and "output" in record:
         return ALPACA
+    if "text" in record and record.keys() - TEXT_METADATA == {"text"}:
+        return TEXT
     return None
 
 
@@ -104,12 +128,17 @@ def to_chat(
             )
         ]
     if kind == CHAT:
-        faults = chat_faults(record)
-        return (None if faults else record), faults
+        return _from_chat(record)
+    if kind == SHAREGPT:
+        from honed.data.sharegpt import from_sharegpt  # here: sharegpt builds on this module's checks
+
+        return from_sharegpt(record)
     if kind == PROMPT_COMPLETION:
         return _from_prompt_completion(record)
     if kind == ALPACA:
         return _from_alpaca(record)
+    if kind == TEXT:
+        return _from_text(record)
     assert kind == COLUMNS and columns is not None, kind
     return _from_columns(record, columns)
 
@@ -140,6 +169,63 @@ def chat_faults(record: dict[str, Any]) -> list[Fault]:
     if tools is not None and not isinstance(tools, list):
         faults.append(("tools", f"must be a list of tool definitions, got {type_name(tools)}"))
     return faults
+
+
+def _from_chat(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    messages = record.get("messages")
+    has_parts = isinstance(messages, list) and any(
+        isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages
+    )
+    if has_parts:
+        record, faults = join_content_parts(record)
+        if faults:
+            return None, faults
+    faults = chat_faults(record)
+    return (None if faults else record), faults
+
+
+def join_content_parts(
+    record: dict[str, Any], *, key: str = "messages"
+) -> tuple[dict[str, Any], list[Fault]]:
+    """OpenAI content parts -> one string per message: text parts joined with newlines.
+
+    A part that is not text (image_url, input_audio, file ...) is a fault: honed trains text-only models,
+    and dropping the part would silently train on a prompt that lost what it referred to.
+
+    >>> join_content_parts({"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]})
+    ({'messages': [{'role': 'user', 'content': 'Hi'}]}, [])
+    """
+    faults: list[Fault] = []
+    messages = []
+    for i, message in enumerate(record[key]):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            messages.append(message)
+            continue
+        texts = []
+        for j, part in enumerate(content):
+            text = part if isinstance(part, str) else part.get("text") if isinstance(part, dict) else None
+            kind = part.get("type", "text") if isinstance(part, dict) else "text"
+            if kind == "text" and isinstance(text, str):
+                texts.append(text)
+                continue
+            shown = f"a {clip(str(kind), 30)!r} part" if isinstance(part, dict) else f"a {type_name(part)}"
+            fix = "honed trains on text only: remove the part (or pass --skip-invalid to leave such rows out)"
+            faults.append((f"{key}[{i}].content[{j}]", f"{shown}, not text; {fix}"))
+        messages.append({**message, "content": "\n".join(texts)})
+    return {**record, key: messages}, faults
+
+
+def renamed_faults(faults: list[Fault], where: list[str]) -> list[Fault]:
+    """Faults of a converted record, with `messages[i]` renamed to where message i came from (`where[i]`)."""
+    out: list[Fault] = []
+    for name, message in faults:
+        if name is not None and name.startswith("messages["):
+            index, _, rest = name[len("messages[") :].partition("]")
+            if index.isdigit() and int(index) < len(where):
+                name = where[int(index)] + rest
+        out.append((name, message))
+    return out
 
 
 def _missing_messages(record: dict[str, Any]) -> str:
@@ -266,6 +352,8 @@ def _text_field(
 
 
 def _from_prompt_completion(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    if isinstance(record.get("prompt"), list) or isinstance(record.get("completion"), list):
+        return _from_conversational_pc(record)
     prompt, prompt_fault = _text_field(record, "prompt")
     completion, completion_fault = _text_field(record, "completion")
     faults = [f for f in (prompt_fault, completion_fault) if f is not None]
@@ -276,18 +364,70 @@ def _from_prompt_completion(record: dict[str, Any]) -> tuple[dict | None, list[F
     }, []
 
 
+def _from_conversational_pc(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    """TRL's conversational prompt-completion: the prompt's messages (not trained), then the completion's."""
+    prompt, completion = record.get("prompt"), record.get("completion")
+    if not isinstance(prompt, list) or not isinstance(completion, list):
+        listed, other = ("prompt", "completion") if isinstance(prompt, list) else ("completion", "prompt")
+        message = (
+            f"must be a string, got array, while {other} is {type_name(record.get(other))}; "
+            "both must be text, or both lists of messages (TRL's conversational form)"
+        )
+        return None, [(listed, message)]
+    if not completion:
+        return None, [("completion", "empty list; add the assistant message to learn from")]
+    # An assistant turn inside the prompt is context, not a target (TRL trains on the completion only).
+    messages: list[Any] = [
+        {**m, "weight": 0} if _unweighted_assistant(m) else m for m in prompt
+    ]
+    messages += completion
+    where = [f"prompt[{i}]" for i in range(len(prompt))]
+    where += [f"completion[{i}]" for i in range(len(completion))]
+    out: dict[str, Any] = {"messages": messages}
+    if record.get("tools") is not None:
+        out["tools"] = record["tools"]
+    converted, faults = _from_chat(out)
+    return converted, renamed_faults(faults, where)
+
+
 def _from_alpaca(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
     instruction, f1 = _text_field(record, "instruction")
     extra, f2 = _text_field(record, "input", required=False)
     output, f3 = _text_field(record, "output")
     system, f4 = _text_field(record, "system", required=False)
-    faults = [f for f in (f1, f2, f3, f4) if f is not None]
+    history, f5 = _alpaca_history(record.get("history"))
+    faults = [f for f in (f1, f2, f3, f4, f5) if f is not None]
     if faults:
         return None, faults
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     messages = [{"role": "system", "content": system}] if system and system.strip() else []
+    messages += history
     messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
     return {"messages": messages}, []
+
+
+def _unweighted_assistant(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant" and "weight" not in message
+
+
+def _alpaca_history(history: Any) -> tuple[list[dict[str, str]], Fault | None]:
+    """LLaMA-Factory's `history`: [[instruction, response], ...], the turns before this one (trained on)."""
+    if history is None or history == []:
+        return [], None
+    if not isinstance(history, list):
+        return [], ("history", f"must be a list of [instruction, response] pairs, got {type_name(history)}")
+    turns: list[dict[str, str]] = []
+    for i, pair in enumerate(history):
+        texts = isinstance(pair, list) and all(isinstance(t, str) and t.strip() for t in pair)
+        if not (texts and len(pair) == 2):
+            return [], (f"history[{i}]", "must be a pair of non-empty strings [instruction, response]")
+        turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return turns, None
+
+
+def _from_text(record: dict[str, Any]) -> tuple[dict | None, list[Fault]]:
+    text, fault = _text_field(record, "text")
+    return (None, [fault]) if fault is not None else ({"text": text}, [])
 
 
 def _cell_text(record: dict[str, Any], column: str) -> tuple[str | None, Fault | None]:
@@ -307,9 +447,26 @@ def _cell_text(record: dict[str, Any], column: str) -> tuple[str | None, Fault |
 def _from_columns(record: dict[str, Any], columns: ColumnMapping) -> tuple[dict | None, list[Fault]]:
     prompt, f1 = _cell_text(record, columns.prompt_col)
     response, f2 = _cell_text(record, columns.response_col)
-    faults = [f for f in (f1, f2) if f is not None]
+    system, f3 = columns.system, None
+    if columns.system_col is not None:
+        system, f3 = _system_cell(record, columns)
+    faults = [f for f in (f1, f2, f3) if f is not None]
     if faults:
         return None, faults
-    messages = [{"role": "system", "content": columns.system}] if columns.system else []
+    messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     return {"messages": messages}, []
+
+
+def _system_cell(record: dict[str, Any], columns: ColumnMapping) -> tuple[str | None, Fault | None]:
+    """The row's own system prompt; an empty cell falls back to `--system` (or none)."""
+    name = columns.system_col
+    assert name is not None
+    if name not in record:
+        return None, (None, f"missing field '{name}' (--system-col; keys found: {keys_found(record)})")
+    value = record[name]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return columns.system, None
+    if not isinstance(value, str):
+        return None, (name, f"must be text, got {type_name(value)}")
+    return value, None

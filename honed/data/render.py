@@ -14,6 +14,10 @@ supervised when its characters start inside a supervised span. This works for an
 rendering of a prefix is a prefix of the full rendering (ChatML, Llama 3, Mistral, Gemma, Qwen ...);
 a template that is not raises a clear error instead of guessing.
 
+Plain text (`{"text": ...}`, language-model fine-tuning) has no chat template: the text is written as it
+is, between the tokenizer's BOS token (when it has one) and its EOS token (so the model learns where a
+text ends), and every token after BOS is supervised, the same in training, `data show` and `data check`.
+
 `loss_mask[t]` marks token t as a *target*: training predicts it from positions < t.
 """
 
@@ -100,6 +104,8 @@ def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, l
     >>> [text[s:e] for s, e in spans]  # doctest: +SKIP
     ['Paris<|im_end|>\\n']
     """
+    if conversation.plain:
+        return _plain_spans(tokenizer, conversation.messages[0].content)
     ensure_chat_template(tokenizer)
     full = _template_text(tokenizer, conversation, len(conversation.messages), generation_prompt=False)
     spans: list[tuple[int, int]] = []
@@ -125,6 +131,14 @@ def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, l
             )
         spans.append((len(before), len(through)))
     return full, spans
+
+
+def _plain_spans(tokenizer: Any, text: str) -> tuple[str, list[tuple[int, int]]]:
+    """Plain text: BOS (if any) + text + EOS; everything after BOS is trained on."""
+    bos = getattr(tokenizer, "bos_token", None) or ""
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    full = f"{bos}{text}{eos}"
+    return full, [(len(bos), len(full))]
 
 
 def _mask_from_offsets(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
@@ -210,7 +224,11 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[in
 
 def render_prompt(conversation: Conversation, tokenizer: Any) -> list[int]:
     """Token ids of everything before the last assistant turn plus the assistant header: the input a model
-    generates the answer from at evaluation time (same template as training, so they always agree)."""
+    generates the answer from at evaluation time (same template as training, so they always agree).
+    A plain-text example has no prompt: its input is the BOS token alone (empty without one)."""
+    if conversation.plain:
+        bos = getattr(tokenizer, "bos_token", None) or ""
+        return list(tokenizer(bos, add_special_tokens=False)["input_ids"]) if bos else []
     ensure_chat_template(tokenizer)
     end = conversation.last_assistant_index()
     end = len(conversation.messages) if end is None else end

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from honed.data import dedup, responses
+from honed.data.notices import Notice
 from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation
 from honed.errors import ConfigError
@@ -582,6 +583,11 @@ def findings(report: Report) -> list[Finding]:
     if dominant is not None:
         checks.append(dominant)
     return [Finding(code, count, f"{count} {message}") for code, count, message in checks if count > 0]
+
+
+def notice_findings(notices: Sequence[Notice]) -> list[Finding]:
+    """Warnings for content the reader kept but does not train on (images, `<image>`, double-encoded calls)."""
+    return [Finding(n.code, n.count, str(n)) for n in notices]
 
 
 Progress = Callable[[str, int], Callable[[int], None]]  # progress(stage name, total) -> advance(n)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.data.formats import clip
+from honed.data.inputs import read_bytes
 from honed.data.types import Source
 from honed.errors import DataError
 
@@ -26,6 +27,7 @@ SNIFF_BYTES = 8192
 # Well-known files that are not text, with the fix for each.
 MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PAR1", "it is a Parquet file; name it .parquet or pass --format parquet"),
+    (b"ARROW1", "it is an Arrow file; name it .arrow or pass --format arrow"),
     (b"\x1f\x8b", "it is gzip-compressed; decompress it first (gunzip)"),
     (b"PK\x03\x04", "it is a zip archive (or an Excel file); unzip it or export it as CSV"),
     (b"\xff\xfe", "it is UTF-16 text; save it as UTF-8"),
@@ -62,7 +64,7 @@ def read_text(path: Path) -> Text:
     >>> read_text(Path("train.jsonl")).bad_lines  # doctest: +SKIP
     {7: 'invalid UTF-8 (byte 0xe9 at byte 17 of the line); save the file as UTF-8 ...'}
     """
-    data = path.read_bytes()
+    data = read_bytes(path)
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
     binary = _binary_reason(data)
@@ -110,6 +112,26 @@ def _binary_reason(data: bytes) -> tuple[int, str] | None:
 # --- JSON ----------------------------------------------------------------------------------------------
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice: json keeps only the last value, silently dropping the rest."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [key for key, _ in pairs]
+        twice = next(key for key in names if names.count(key) > 1)
+        raise DuplicateKey(
+            f"the key {clip(twice, 40)!r} appears twice in one object and JSON keeps only the last; "
+            "remove or rename one of them"
+        )
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+_LENIENT = json.JSONDecoder()
+
+
 def json_lines_rows(path: Path, text: Text) -> list[Row]:
     """One row per non-blank line (JSONL). Blank lines, CRLF and a trailing newline are fine."""
     rows: list[Row] = []
@@ -124,9 +146,11 @@ def json_lines_rows(path: Path, text: Text) -> list[Row]:
             rows.append(Row(source, line, error=text.bad_lines[number]))
             continue
         try:
-            rows.append(Row(source, line, json.loads(line)))
+            rows.append(Row(source, line, _DECODER.decode(line)))
         except json.JSONDecodeError as exc:
             rows.append(Row(source, line, error=_json_line_error(line, exc, number)))
+        except DuplicateKey as exc:
+            rows.append(Row(source, line, error=str(exc)))
         except RecursionError:
             rows.append(Row(source, line, error="invalid JSON: nested too deeply"))
     if len(rows) > 1 and all(row.error is not None for row in rows) and not text.bad_lines:
@@ -185,14 +209,16 @@ def _json_array_rows(path: Path, text: str, start: int) -> list[Row]:
 
     One syntax error makes the rest of an array unreadable, so it raises (JSONL keeps errors to a line).
     """
-    decoder = json.JSONDecoder()
     rows: list[Row] = []
     pos = _WHITESPACE.match(text, start + 1).end()
     line, counted = 1 + text.count("\n", 0, pos), pos
     while not text.startswith("]", pos):
         line, counted = line + text.count("\n", counted, pos), pos
+        error = None
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = _DECODER.raw_decode(text, pos)
+        except DuplicateKey as exc:  # the element is valid JSON: find its end, keep the fault on its row
+            (value, end), error = _LENIENT.raw_decode(text, pos), str(exc)
         except RecursionError:
             raise DataError(f"{path}:{line}: invalid JSON: nested too deeply") from None
         except json.JSONDecodeError as exc:
@@ -201,7 +227,7 @@ def _json_array_rows(path: Path, text: str, start: int) -> list[Row]:
                 f"{path}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno} ({hint}"
                 "one error makes the whole JSON array unreadable); fix it and check again"
             ) from None
-        rows.append(Row(Source(str(path), line), text[pos:end], value))
+        rows.append(Row(Source(str(path), line), text[pos:end], None if error else value, error))
         pos = _WHITESPACE.match(text, end).end()
         if text.startswith(",", pos):
             comma, pos = pos, _WHITESPACE.match(text, pos + 1).end()
@@ -258,7 +284,7 @@ def csv_rows(path: Path, text: Text, *, delimiter: str = ",") -> tuple[list[str]
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # a blank line
             if header is None:
-                header = [name.strip() for name in cells]
+                header = _header(path, first, cells)
                 continue
             raw = "\n".join(
                 lines[first - 1 : last]
@@ -272,6 +298,19 @@ def csv_rows(path: Path, text: Text, *, delimiter: str = ",") -> tuple[list[str]
     return header or [], rows
 
 
+def _header(path: Path, line: int, cells: list[str]) -> list[str]:
+    """The column names; a name used twice would silently lose one column's values, so it is refused."""
+    header = [name.strip() for name in cells]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        names = ", ".join(map(repr, twice))
+        raise DataError(
+            f"{path}:{line}: the header names column {names} more than once; "
+            "rename the duplicates so every column has its own name"
+        )
+    return header
+
+
 def _csv_row(source: Source, raw: str, header: list[str], cells: list[str], last: int) -> Row:
     if len(cells) == len(header):
         return Row(source, raw, dict(zip(header, cells, strict=True)))
@@ -283,11 +322,13 @@ def _csv_row(source: Source, raw: str, header: list[str], cells: list[str], last
     return Row(source, raw, error=message)
 
 
-# --- Parquet -------------------------------------------------------------------------------------------
+# --- Parquet and Arrow ----------------------------------------------------------------------------------
 
 
-def parquet_columns(path: Path) -> list[str]:
-    """The column names of a Parquet file (reads only its footer)."""
+def table_columns(path: Path, container: str) -> list[str]:
+    """The column names of a Parquet file (read from its footer) or an Arrow file."""
+    if container == "arrow":
+        return list(_arrow_table(path).schema.names)
     import pyarrow.parquet as pq  # imported here: pyarrow takes a moment to import and JSONL doesn't need it
 
     try:
@@ -299,17 +340,38 @@ def parquet_columns(path: Path) -> list[str]:
         ) from None
 
 
-def parquet_rows(path: Path, columns: list[str]) -> list[Row]:
+def table_rows(path: Path, container: str, columns: list[str]) -> list[Row]:
     """Rows of the given columns, numbered from 1 ("row N"); values as Python objects."""
-    import pyarrow.parquet as pq
+    if container == "arrow":
+        table = _arrow_table(path).select(columns)
+    else:
+        import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(path, columns=columns)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({clip(str(exc), 200)})") from None
+        try:
+            table = pq.read_table(path, columns=columns)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({clip(str(exc), 200)})") from None
     values = {name: table.column(name).to_pylist() for name in columns}
     file = str(path)
     return [
         Row(Source(file, i + 1), None, {name: values[name][i] for name in columns})
         for i in range(table.num_rows)
     ]
+
+
+def _arrow_table(path: Path) -> Any:
+    """An Arrow IPC file, in the stream layout `datasets` writes or the file (Feather v2) layout."""
+    import pyarrow as pa
+    from pyarrow import ipc
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            try:
+                return ipc.open_file(source).read_all()
+            except pa.ArrowInvalid:
+                source.seek(0)
+                return ipc.open_stream(source).read_all()
+    except Exception as exc:  # ArrowInvalid, OSError ... for a file that is not Arrow
+        raise DataError(
+            f"{path}: not a readable Arrow file ({clip(str(exc), 200)}); check the file"
+        ) from None

@@ -310,6 +310,7 @@ def split_file(
     columns: ColumnMapping | None = None,
     force: bool = False,
     skip_invalid: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Split a data file into OUT/train.jsonl, OUT/holdout.jsonl and OUT/manifest.json; return the manifest.
 
@@ -325,11 +326,12 @@ def split_file(
     check_split_args(holdout_fraction=holdout_fraction, near_threshold=near_threshold)
     out = Path(out)
     _check_out(out, force=force)
-    if out.resolve() in Path(path).resolve().parents:
+    source = Path(path).resolve()
+    if out.resolve() == source or out.resolve() in source.parents:  # the input may be a folder of shards
         raise ConfigError(
             f"--out {out} holds the input file {path}, and --force would delete it; pick another folder"
         )
-    read = load_or_fail(path, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
+    read = load_or_fail(path, fmt=fmt, columns=columns, skip_invalid=skip_invalid, strict=strict)
     result = split_conversations(
         read.conversations, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold
     )
@@ -348,6 +350,7 @@ def split_file(
             "holdout": len(result.holdout),
         },
         "skipped_invalid": len(read.bad_rows),
+        "notices": [str(notice) for notice in read.notices],  # content read but not trained on
     }
     try:
         _write_all(out, result, manifest, force=force)

@@ -3,6 +3,10 @@
 Every reader converts its input into `Conversation`s at the edge; everything downstream (report, split,
 render, training, evaluation) sees only this type. The JSON form is OpenAI's chat fine-tuning format:
 `{"messages": [{"role": ..., "content": ..., "weight": 0|1}], "tools": [...]}`.
+
+Plain text for language-model fine-tuning (`{"text": ...}`) is a Conversation with one message of role
+"text": no chat template, every token trained (see honed.data.render). It has no prompt/response split,
+so `last_assistant_index()` is None and the whole text is its "prompt" for duplicate and leakage checks.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+TEXT_ROLE = "text"  # the one message of a plain-text example; never a chat role
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,19 @@ class Conversation:
     tools: list[dict[str, Any]] | None = None
     source: Source | None = field(default=None, compare=False)
 
+    @property
+    def plain(self) -> bool:
+        """True for a plain-text example (`{"text": ...}`): rendered without a chat template."""
+        return len(self.messages) == 1 and self.messages[0].role == TEXT_ROLE
+
+    @classmethod
+    def from_text(cls, text: str, *, source: Source | None = None) -> Conversation:
+        """A plain-text example: `Conversation.from_text("Once upon a time").plain` is True."""
+        return cls(messages=(Message(TEXT_ROLE, text),), source=source)
+
     def to_json(self) -> dict[str, Any]:
+        if self.plain:
+            return {"text": self.messages[0].content}
         out: dict[str, Any] = {"messages": [m.to_json() for m in self.messages]}
         if self.tools is not None:
             out["tools"] = self.tools
@@ -85,6 +102,8 @@ class Conversation:
     @classmethod
     def from_json(cls, obj: dict[str, Any], *, source: Source | None = None) -> Conversation:
         """Build from the canonical JSON form, assumed valid (readers validate before calling this)."""
+        if "messages" not in obj and isinstance(obj.get("text"), str):
+            return cls.from_text(obj["text"], source=source)
         messages = tuple(
             Message(
                 role=m["role"],

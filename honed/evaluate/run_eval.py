@@ -63,15 +63,14 @@ def read_examples(path: str | Path, *, reading: dict[str, Any] | None = None) ->
     `reading` is the run's `data` config: a CSV/Parquet file is read with its format and column mapping
     (prompt_col, response_col, system), as training read it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; pass the holdout with --data PATH")
+    path = Path(path)  # a file, a folder of shards or a glob: read_conversations explains what it cannot read
     fmt, columns = "auto", None
     reading = reading or {}
-    if path.suffix.lower() in TABULAR_SUFFIXES:
-        fmt = str(reading.get("format") or "auto")
+    if path.suffix.lower() in TABULAR_SUFFIXES or path.is_dir():
+        fmt = str(reading.get("format") or "auto") if path.suffix.lower() in TABULAR_SUFFIXES else "auto"
         if reading.get("prompt_col") and reading.get("response_col"):
-            columns = ColumnMapping(reading["prompt_col"], reading["response_col"], system=reading.get("system"))
+            columns = ColumnMapping(reading["prompt_col"], reading["response_col"], system=reading.get("system"),
+                                    system_col=reading.get("system_col"))
     result = read_conversations(path, fmt=fmt, columns=columns)
     if result.problems:
         raise DataError(

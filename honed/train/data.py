@@ -54,10 +54,14 @@ def read_data(path: str, settings: DataSettings, *, log: Callable[[str], None]) 
     """Read one data file as `honed data check` does; with skip_invalid, bad rows are set aside and counted."""
     columns = None
     if settings.prompt_col and settings.response_col:
-        columns = ColumnMapping(settings.prompt_col, settings.response_col, system=settings.system)
-    result = load_or_fail(path, fmt=settings.format, columns=columns, skip_invalid=settings.skip_invalid)
+        columns = ColumnMapping(settings.prompt_col, settings.response_col, system=settings.system,
+                                system_col=settings.system_col)
+    result = load_or_fail(path, fmt=settings.format, columns=columns, skip_invalid=settings.skip_invalid,
+                          strict=settings.strict)
     if result.bad_rows:
         log(f"skipped {len(result.bad_rows)} invalid row(s) of {path}; they are in {result.invalid_path}")
+    for notice in result.notices:
+        log(f"warning: {path}: {notice}")
     if not result.conversations:
         raise DataError(f"{path}: no examples found; the file is empty")
     return result.conversations

@@ -248,7 +248,7 @@ def test_csv_without_obvious_columns_asks_for_flags(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("text,category\na,b\n")
     with pytest.raises(
-        DataError, match=r"d.csv:1: .*columns found: text, category.*--prompt-col NAME --response-col"
+        DataError, match=r"d.csv:1: .*columns found: text, category.*--prompt-col text --response-col category"
     ):
         read_conversations(path)
 
@@ -344,7 +344,7 @@ def test_bad_options(tmp_path: Path) -> None:
     "name,setup,expect",
     [
         ("missing.jsonl", None, "missing.jsonl: no such file; check the path"),
-        ("folder", "dir", "folder: is a directory; pass a data file"),
+        ("folder", "dir", "folder: a folder with no data files"),
         ("notes.txt", "text", "notes.txt: unsupported file type '.txt'; use .jsonl"),
         ("d.jsonl.gz", "text", "unsupported file type '.gz'; decompress it first"),
         ("empty.jsonl", "empty", "empty.jsonl: no examples in the file"),
