@@ -22,12 +22,16 @@ layout (sliding windows) still works: new requests then wait until the running b
 from __future__ import annotations
 
 import secrets
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+# transformers 5.2x renames `past_key_values` to `cache`; the GPU machines' 5.17 only knows the old name.
+warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated.*", category=FutureWarning)
 
 
 @dataclass(frozen=True)
