@@ -219,15 +219,13 @@ class Server:
 
 
 def render_prompt_ids(served: ServedModel, chat: ChatRequest) -> list[int]:
-    """The prompt as training rendered it: the chat template with the assistant header, no extra specials."""
+    """The request's prompt as token ids; a template that refuses the messages is a 400."""
     from jinja2.exceptions import TemplateError
 
     try:
-        text = served.tokenizer.apply_chat_template(chat.template_messages, tokenize=False,
-                                                    add_generation_prompt=True)
+        return served.render(chat.template_messages)
     except TemplateError as exc:
         raise ApiError(400, f"the model's chat template refused these messages ({exc})", param="messages") from exc
-    return list(served.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 async def _collect(events: asyncio.Queue[Event]) -> tuple[str, Finished | Failed]:

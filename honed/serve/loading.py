@@ -54,6 +54,14 @@ class ServedModel:
     created: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def render(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Prompt token ids as training rendered them: the chat template plus the assistant header.
+
+        Raises jinja2's TemplateError when the template refuses the messages (callers say so their way).
+        """
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     @property
     def default_log(self) -> Path:
         """Where its request log goes: RUN/requests.jsonl, or beside an export (docs/request-log.md)."""
@@ -111,8 +119,8 @@ def _tokenizer_for(target: Target) -> Any:
     return ensure_chat_template(load_tokenizer(source))
 
 
-def _context_length(model: Any) -> int:
-    value = getattr(model.config, "max_position_embeddings", None)
+def _context_length(config: Any) -> int:
+    value = getattr(config, "max_position_embeddings", None)
     return int(value) if isinstance(value, int) and value > 0 else NO_CONTEXT_LIMIT
 
 
@@ -166,7 +174,30 @@ def load_targets(texts: list[str], *, checkpoint: str = "best", device: str = "c
         stop_ids = stop_token_ids(tokenizer, model)
         served.append(ServedModel(
             name=target.name, model=model, tokenizer=tokenizer, adapter=adapter, stop_ids=stop_ids,
-            pad_id=pad_token_id(tokenizer, stop_ids), context_length=_context_length(model), run=target.run,
+            pad_id=pad_token_id(tokenizer, stop_ids), context_length=_context_length(model.config), run=target.run,
+            checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
+        ))
+    return served
+
+
+def vllm_front_models(targets: list[Target]) -> list[ServedModel]:
+    """What honed's front needs when vLLM decodes: names, tokenizers, stop ids, context lengths; no weights."""
+    import time
+
+    from transformers import AutoConfig
+
+    from honed.evaluate.generate import pad_token_id, stop_token_ids
+    from honed.models import local_path
+
+    _check_names(targets)
+    served = []
+    for target in targets:
+        tokenizer = _tokenizer_for(target)
+        stop_ids = stop_token_ids(tokenizer)
+        config = AutoConfig.from_pretrained(local_path(target.base)[0] if target.base else str(target.weights))
+        served.append(ServedModel(
+            name=target.name, model=None, tokenizer=tokenizer, adapter=None, stop_ids=stop_ids,
+            pad_id=pad_token_id(tokenizer, stop_ids), context_length=_context_length(config), run=target.run,
             checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
         ))
     return served
