@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from fastapi import Request
+
 from benchmarks_md import write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +60,7 @@ def prompts(count: int) -> list[str]:
 def transformers_app(model: Any, tokenizer: Any) -> Any:
     """One request at a time: `model.generate` behind a lock, in a worker thread, OpenAI's response shape."""
     import torch
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     app, lock = FastAPI(), threading.Lock()
 
@@ -76,7 +78,7 @@ def transformers_app(model: Any, tokenizer: Any) -> Any:
                           "total_tokens": ids.shape[1] + len(new)}}
 
     @app.post("/v1/chat/completions")
-    async def completions(request: Request) -> dict[str, Any]:
+    async def completions(request: Request) -> dict[str, Any]:  # Request: module level, FastAPI resolves it
         return await asyncio.to_thread(answer, await request.json())
 
     return app
@@ -178,7 +180,7 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
         f"{torch.backends.cpu.get_cpu_capability()}), fp32. **Under load**: the machine is shared (load average "
         f"{load} at the start), so read ratios measured in this one run, not absolute speeds.",
         f"Command: `python benchmarks/serve.py --clients {args.clients} --requests {args.requests} "
-        f"--max-tokens {args.max_tokens}`. Each client sends {args.requests} requests one after another; every "
+        f"--max-tokens {args.max_tokens} --threads {args.threads}`. Each client sends {args.requests} requests one after another; every "
         f"request generates exactly {args.max_tokens} tokens; both servers run on 127.0.0.1 in one process.", "",
         "| system | clients | total output tokens/s | vs 1 client | p50 latency (s) | p95 latency (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -200,10 +202,15 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=2, help="requests per client")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=1, help="requests per client")
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared machine more threads collapse, see DESIGN.md)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     counts = [int(c) for c in args.clients.split(",")]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average {load}", flush=True)

@@ -113,7 +113,7 @@ class Server:
         """Check, parse, render and queue one chat completion request."""
         arrived, ts = time.perf_counter(), arrival_timestamp()
         self.authorize(request)
-        chat = parse_request(await self.read_body(request), self.settings.limits)
+        chat = parse_request(await self.read_body(request), limits=self.settings.limits)
         served = self.model(chat.model)
         prompt_ids = await asyncio.to_thread(render_prompt_ids, served, chat)
         max_tokens = max_tokens_for(chat, prompt_tokens=len(prompt_ids), context_length=served.context_length,

@@ -81,10 +81,11 @@ def cache_can_join(cache: Any) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
-def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+def sample_token(logits: torch.Tensor, *, sampling: Sampling, generator: torch.Generator | None) -> int:
     """One token from a row's logits: temperature, then nucleus (top-p) filtering, then a draw.
 
-    >>> sample_token(torch.tensor([0.0, 5.0, 0.0]), Sampling(max_tokens=1, temperature=0.5, top_p=0.5), None)
+    >>> sample_token(torch.tensor([0.0, 5.0, 0.0]), sampling=Sampling(max_tokens=1, temperature=0.5, top_p=0.5),
+    ...              generator=None)
     1
     """
     probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
@@ -155,7 +156,7 @@ class RunningBatch:
         greedy = self.logits.argmax(dim=-1).tolist()  # argmax of the logits, exactly as evaluation decodes
         for i, row in enumerate(self.rows):
             sampled = row.sampling.temperature > 0
-            row.next_token = sample_token(self.logits[i], row.sampling, row.generator) if sampled else greedy[i]
+            row.next_token = sample_token(self.logits[i], sampling=row.sampling, generator=row.generator) if sampled else greedy[i]
         chosen = torch.tensor([row.next_token for row in self.rows], device=logprobs.device)
         picked = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
         return [(row.next_token, lp) for row, lp in zip(self.rows, picked)]

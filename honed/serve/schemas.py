@@ -7,8 +7,8 @@ Errors look like OpenAI's (and vLLM's), so clients raise their usual exceptions:
 Unknown request fields are accepted and ignored (clients send `user`, `logprobs: false`, ...), except
 the ones honed cannot honour, which are refused rather than silently ignored (`n` > 1, tools).
 
->>> request = parse_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}', Limits())
->>> request.model, request.messages[0]["content"]
+>>> request = parse_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}', limits=Limits())
+>>> request.model, request.messages[0].content
 ('m', 'hi')
 """
 
@@ -111,7 +111,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param)
 
 
-def parse_request(body: bytes, limits: Limits) -> ChatRequest:
+def parse_request(body: bytes, *, limits: Limits) -> ChatRequest:
     """Validate a request body; every problem is an ApiError 400 naming the parameter."""
     try:
         raw = json.loads(body)

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def held_back(text: str, stops: Sequence[str]) -> int:
+def held_back(text: str, *, stops: Sequence[str]) -> int:
     """How many characters at the end of `text` could be the start of a stop string.
 
-    >>> held_back("hello wor", ["world"])
+    >>> held_back("hello wor", stops=["world"])
     3
-    >>> held_back("hello", ["world"])
+    >>> held_back("hello", stops=["world"])
     0
     """
     longest = 0
@@ -50,7 +50,7 @@ class TextStream:
         if hit is not None:
             self.stopped = True
             return self._release(full[:hit]), True
-        end = len(full) - held_back(full, self.stops)
+        end = len(full) - held_back(full, stops=self.stops)
         while end > 0 and full[end - 1] == "\ufffd":  # an incomplete multi-byte character: wait for the rest
             end -= 1
         return self._release(full[:end]), False

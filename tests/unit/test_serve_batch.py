@@ -75,7 +75,7 @@ def test_finished_rows_leave_and_padding_is_trimmed(tiny) -> None:
 def test_sampling_is_seeded_and_top_p_keeps_the_nucleus() -> None:
     logits = torch.tensor([2.0, 1.9, -5.0, -5.0])
     settings = Sampling(max_tokens=1, temperature=1.0, top_p=0.9)
-    draws = [sample_token(logits, settings, torch.Generator().manual_seed(s)) for s in range(50)]
+    draws = [sample_token(logits, sampling=settings, generator=torch.Generator().manual_seed(s)) for s in range(50)]
     assert set(draws) == {0, 1}  # the tail beyond 90% of the mass is never drawn
-    again = [sample_token(logits, settings, torch.Generator().manual_seed(s)) for s in range(50)]
+    again = [sample_token(logits, sampling=settings, generator=torch.Generator().manual_seed(s)) for s in range(50)]
     assert draws == again

@@ -49,7 +49,7 @@ def test_a_stop_string_split_across_tokens_is_never_sent(tokenizer) -> None:
 
 
 def test_held_back_counts_a_partial_stop() -> None:
-    assert held_back("abc\n", ["\n\n"]) == 1 and held_back("abc", ["\n\n"]) == 0 and held_back("ab", ["abcd"]) == 2
+    assert held_back("abc\n", stops=["\n\n"]) == 1 and held_back("abc", stops=["\n\n"]) == 0 and held_back("ab", stops=["abcd"]) == 2
 
 
 def _body(**fields) -> bytes:
@@ -58,27 +58,27 @@ def _body(**fields) -> bytes:
 
 def test_request_validation_names_the_parameter() -> None:
     limits = Limits(max_tokens=100)
-    assert parse_request(_body(temperature=None, stop="x"), limits).stop_list == ["x"]
+    assert parse_request(_body(temperature=None, stop="x"), limits=limits).stop_list == ["x"]
     cases = {"temperature": _body(temperature=3), "max_tokens": _body(max_tokens=101), "n": _body(n=3),
              "messages": _body(messages=[]), "stop": _body(stop=["a", "b", "c", "d", "e"])}
     for param, body in cases.items():
         with pytest.raises(ApiError) as caught:
-            parse_request(body, limits)
+            parse_request(body, limits=limits)
         assert caught.value.status == 400 and param in (caught.value.param or ""), param
     with pytest.raises(ApiError, match="not valid JSON"):
-        parse_request(b"{", limits)
+        parse_request(b"{", limits=limits)
     parts = parse_request(_body(messages=[{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                                         {"type": "text", "text": "b"}]}]), limits)
+                                                                         {"type": "text", "text": "b"}]}]), limits=limits)
     assert parts.template_messages == [{"role": "user", "content": "ab"}]
 
 
 def test_max_tokens_defaults_to_the_limit_and_respects_the_context() -> None:
     limits = Limits(max_tokens=64, max_prompt_tokens=100)
-    request = parse_request(_body(), limits)
+    request = parse_request(_body(), limits=limits)
     assert max_tokens_for(request, prompt_tokens=10, context_length=512, limits=limits) == 64
     assert max_tokens_for(request, prompt_tokens=90, context_length=100, limits=limits) == 10
     with pytest.raises(ApiError) as caught:
-        max_tokens_for(parse_request(_body(max_tokens=20), limits), prompt_tokens=90, context_length=100, limits=limits)
+        max_tokens_for(parse_request(_body(max_tokens=20), limits=limits), prompt_tokens=90, context_length=100, limits=limits)
     assert caught.value.code == "context_length_exceeded" and "at most 10" in caught.value.message
     with pytest.raises(ApiError, match="above this server's limit of 100"):
         max_tokens_for(request, prompt_tokens=101, context_length=512, limits=limits)
