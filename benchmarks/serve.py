@@ -11,7 +11,8 @@ of the requests one after another. Every request asks for exactly `--max-tokens`
 
 - honed:        `honed serve`'s engine (the request joins the running batch between decode steps);
 - transformers: the server most people write first: one `model.generate()` per request behind a lock.
-- llama.cpp:    llama-cpp-python's server on the model's GGUF, only when llama-cpp-python is installed.
+- llama.cpp:    llama-cpp-python's server (`python -m llama_cpp.server`, its own process) on the built-in
+                model's GGUF, only when llama-cpp-python (with its [server] extra) is installed.
 
 Reported per system and client count: total output tokens/s (all clients' tokens / wall seconds) and
 the p50/p95 request latency. The target: 16 clients get at least 6x the total tokens/s of one.
@@ -170,6 +171,35 @@ def transformers_system(client_counts: list[int], *, per_client: int, max_tokens
                           max_tokens=max_tokens)
 
 
+def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: int) -> dict[int, dict[str, float]]:
+    """llama-cpp-python's OpenAI server on the built-in model's GGUF (its own process, same port rules)."""
+    import subprocess
+    import urllib.request
+
+    from honed.models import resolve
+    from honed.serve.server import free_port
+
+    source = resolve(MODEL)
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(source.path) / str(source.gguf_file)),
+               "--host", "127.0.0.1", "--port", str(port), "--model_alias", "smollm2", "--n_threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/v1/models", timeout=2).close()
+                break
+            except OSError:
+                assert process.poll() is None, "llama_cpp.server exited while starting"
+                time.sleep(0.5)
+        return run_system("llama.cpp", url, "smollm2", client_counts=client_counts, per_client=per_client,
+                          max_tokens=max_tokens)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.Namespace, load: str) -> str:
     import torch
 
@@ -196,6 +226,9 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
         lines += ["", f"At {most} clients honed serves {ratio:.1f}x the tokens/s of the one-at-a-time server."]
     if importlib.util.find_spec("llama_cpp") is None:
         lines += ["", "llama.cpp's server: skipped (llama-cpp-python is not installed)."]
+    else:
+        lines += ["", "llama.cpp runs the GGUF (Q4_1) and may stop before max_tokens (it has no ignore_eos): "
+                  "its tokens/s count the tokens it generated."]
     return "\n".join(lines)
 
 
@@ -216,6 +249,8 @@ def main() -> None:
     print(f"load average {load}", flush=True)
     results = {"honed": honed_system(counts, per_client=args.requests, max_tokens=args.max_tokens),
                "transformers": transformers_system(counts, per_client=args.requests, max_tokens=args.max_tokens)}
+    if importlib.util.find_spec("llama_cpp") is not None:
+        results["llama.cpp"] = llama_cpp_system(counts, per_client=args.requests, max_tokens=args.max_tokens)
     text = section(results, args=args, load=load)
     print(text)
     if not args.no_write:

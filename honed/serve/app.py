@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from honed.serve.batch import Sampling
-from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job, QueueFull
+from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job, QueueFull, ShuttingDown
 from honed.serve.loading import ServedModel
 from honed.serve.metrics import CONTENT_TYPE, Metrics
 from honed.serve.requestlog import RequestLog, arrival_timestamp, record
@@ -131,6 +131,8 @@ class Server:
                   ignore_eos=chat.ignore_eos)
         try:
             self.engine.submit(job)
+        except ShuttingDown as exc:
+            raise ApiError(503, f"{exc}; retry on another replica", kind="server_error", code="unavailable") from exc
         except QueueFull as exc:
             raise ApiError(429, f"the server is busy ({exc}); retry later", kind="rate_limit_error",
                            code="rate_limit_exceeded") from exc

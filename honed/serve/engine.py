@@ -65,6 +65,10 @@ class QueueFull(Exception):
     """Too many requests are waiting; the caller should answer 429."""
 
 
+class ShuttingDown(QueueFull):
+    """The server is stopping and takes no new work; the caller should answer 503."""
+
+
 @dataclass(eq=False)
 class Job:
     """One accepted request as the scheduler sees it."""
@@ -121,7 +125,7 @@ class Engine:
         """Queue a job, or raise QueueFull when `max_queue` jobs are already waiting."""
         with self._wake:
             if self._stopping:
-                raise QueueFull("the server is shutting down")
+                raise ShuttingDown("the server is shutting down")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
             self._waiting.append(job)
