@@ -200,7 +200,8 @@ def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: i
         process.wait(30)
 
 
-def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.Namespace, load: str) -> str:
+def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.Namespace, load: str,
+            load_end: str) -> str:
     import torch
 
     lines = [
@@ -208,7 +209,7 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
         f"Measured {dt.date.today()} on {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}), fp32. **Under load**: the machine is shared (load average "
-        f"{load} at the start), so read ratios measured in this one run, not absolute speeds.",
+        f"{load} at the start, {load_end} at the end), so read ratios measured in this one run, not absolute speeds.",
         f"Command: `python benchmarks/serve.py --clients {args.clients} --requests {args.requests} "
         f"--max-tokens {args.max_tokens} --threads {args.threads}`. Each client sends {args.requests} requests one after another; every "
         f"request generates exactly {args.max_tokens} tokens; both servers run on 127.0.0.1 in one process.", "",
@@ -224,6 +225,11 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
         most = max(results["honed"])
         ratio = results["honed"][most]["tokens_per_s"] / results["transformers"][most]["tokens_per_s"]
         lines += ["", f"At {most} clients honed serves {ratio:.1f}x the tokens/s of the one-at-a-time server."]
+    if "honed" in results and len(results["honed"]) > 1:
+        rows = results["honed"]
+        gain = rows[max(rows)]["tokens_per_s"] / rows[min(rows)]["tokens_per_s"]
+        verdict = "met" if gain >= 6 else "not met"
+        lines += ["", f"Target ({max(rows)} clients >= 6x one client's total tokens/s): {verdict} ({gain:.1f}x)."]
     if importlib.util.find_spec("llama_cpp") is None:
         lines += ["", "llama.cpp's server: skipped (llama-cpp-python is not installed)."]
     else:
@@ -251,7 +257,8 @@ def main() -> None:
                "transformers": transformers_system(counts, per_client=args.requests, max_tokens=args.max_tokens)}
     if importlib.util.find_spec("llama_cpp") is not None:
         results["llama.cpp"] = llama_cpp_system(counts, per_client=args.requests, max_tokens=args.max_tokens)
-    text = section(results, args=args, load=load)
+    load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    text = section(results, args=args, load=load, load_end=load_end)
     print(text)
     if not args.no_write:
         write_section(ROOT / "BENCHMARKS.md", text, start=SECTION_START, end=SECTION_END)
