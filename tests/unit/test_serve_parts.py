@@ -126,3 +126,22 @@ def test_targets_are_named_and_checked(tmp_path) -> None:
     assert parse_target(TINY).name == "tiny-llama" and parse_target(f"prod={TINY}").name == "prod"
     with pytest.raises(ConfigError, match="no such run directory"):
         parse_target(str(tmp_path / "missing"))
+
+
+def test_a_full_or_stopping_engine_refuses_at_once() -> None:
+    from honed.serve.batch import Sampling
+    from honed.serve.engine import Engine, Job, QueueFull, ShuttingDown
+
+    def job() -> Job:
+        return Job(served=None, prompt_ids=[1], sampling=Sampling(max_tokens=1), emit=lambda _: None)  # type: ignore[arg-type]
+
+    full = Engine(max_queue=1)  # not started: nothing leaves the queue
+    full.submit(job())
+    with pytest.raises(QueueFull) as caught:
+        full.submit(job())
+    assert not isinstance(caught.value, ShuttingDown) and full.queue_depth == 1
+    stopping = Engine()
+    stopping.start()
+    stopping.stop()
+    with pytest.raises(ShuttingDown):
+        stopping.submit(job())
