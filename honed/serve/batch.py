@@ -1,0 +1,200 @@
+"""Continuous batching: one running batch that new requests join between decode steps.
+
+The same decoding as honed's evaluation generator (honed/evaluate/generate.py): prompts left-padded,
+position ids counting real tokens only, a KV cache, finished rows dropped from the batch and its cache,
+so a row computes what it would compute alone. What serving adds:
+
+- requests arrive at any time: a new group of prompts is prefilled on its own and then *joined* to the
+  running batch, by left-padding the shorter KV cache (and attention mask) to the longer one and
+  concatenating along the batch dimension. Nobody waits for the slowest row of a batch to finish;
+- each row samples with its own settings (greedy at temperature 0, else temperature + top-p with a
+  per-request seeded generator) and records the log-probability of the token it chose;
+- columns that only hold padding for every row left (after long rows finish) are cut off the cache.
+
+Joining needs plain `DynamicLayer` caches (every full-attention model). A model with another cache
+layout (sliding windows) still works: new requests then wait until the running batch is empty.
+
+>>> batch = RunningBatch(model, pad_id=0)  # doctest: +SKIP
+>>> batch.admit([Row(prompt_ids=[1, 2, 3], sampling=Sampling(max_tokens=8))])  # doctest: +SKIP
+>>> picks = batch.choose(); batch.keep([True]); batch.advance()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# transformers 5.2x renames `past_key_values` to `cache`; the GPU machines' 5.17 only knows the old name.
+warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated.*", category=FutureWarning)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one request picks its tokens (OpenAI's parameters). temperature 0 = greedy."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(eq=False)
+class Row:
+    """One request inside a running batch. `payload` is the scheduler's own object for the request."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    payload: Any = None
+    next_token: int = -1  # chosen by `choose`, fed to the model by `advance`
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _pad_seq(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad the sequence dimension (-2 for keys/values, -1 for a mask) with zeros to `width`."""
+    missing = width - tensor.shape[-2 if tensor.dim() == 4 else -1]
+    if missing == 0:
+        return tensor
+    return F.pad(tensor, (0, 0, missing, 0)) if tensor.dim() == 4 else F.pad(tensor, (missing, 0))
+
+
+def cache_can_join(cache: Any) -> bool:
+    """True when every layer of `cache` is a plain dynamic layer ([batch, heads, seq, dim] tensors)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def sample_token(logits: torch.Tensor, *, sampling: Sampling, generator: torch.Generator | None) -> int:
+    """One token from a row's logits: temperature, then nucleus (top-p) filtering, then a draw.
+
+    >>> sample_token(torch.tensor([0.0, 5.0, 0.0]), sampling=Sampling(max_tokens=1, temperature=0.5, top_p=0.5),
+    ...              generator=None)
+    1
+    """
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        # keep the smallest set of tokens whose mass reaches top_p (always at least the most likely one)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= sampling.top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+class RunningBatch:
+    """The rows being decoded together on one model (one adapter), their KV cache and next logits."""
+
+    def __init__(self, model: Any, *, pad_id: int) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.rows: list[Row] = []
+        self._clear()
+
+    def _clear(self) -> None:
+        self.cache: Any = None
+        self.mask: torch.Tensor | None = None  # [rows, cache length]: 1 real token, 0 padding
+        self.next_pos: torch.Tensor | None = None  # [rows, 1]: position id of each row's next token
+        self.logits: torch.Tensor | None = None  # [rows, vocab]: where each row's next token comes from
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def can_join(self) -> bool:
+        """Whether new rows can join now (always when empty; otherwise only with a dynamic cache)."""
+        return not self.rows or cache_can_join(self.cache)
+
+    def admit(self, rows: Sequence[Row]) -> None:
+        """Prefill `rows` together and join them to the batch; their first token is ready to `choose`."""
+        for row in rows:
+            if row.sampling.temperature > 0:
+                seed = row.sampling.seed if row.sampling.seed is not None else secrets.randbits(63)
+                row.generator = torch.Generator(device=self.device).manual_seed(seed)
+        input_ids, mask = _left_pad([r.prompt_ids for r in rows], self.pad_id, self.device)
+        # Position ids count real tokens only: a left-padded row sees the positions it would see alone.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                         logits_to_keep=1)
+        logits, next_pos = out.logits[:, -1, :], position_ids[:, -1:] + 1
+        if not self.rows:
+            self.cache, self.mask, self.next_pos, self.logits = out.past_key_values, mask, next_pos, logits
+        else:
+            self._join(out.past_key_values, mask, next_pos, logits)
+        self.rows.extend(rows)
+
+    def _join(self, cache: Any, mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor) -> None:
+        assert self.mask is not None and self.next_pos is not None and self.logits is not None
+        width = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([_pad_seq(mine.keys, width), _pad_seq(theirs.keys, width)])
+            mine.values = torch.cat([_pad_seq(mine.values, width), _pad_seq(theirs.values, width)])
+        self.mask = torch.cat([_pad_seq(self.mask, width), _pad_seq(mask, width)])
+        self.next_pos = torch.cat([self.next_pos, next_pos])
+        self.logits = torch.cat([self.logits, logits])
+
+    def choose(self) -> list[tuple[int, float]]:
+        """Each row's next token and its log-probability under the model (temperature 1, before top-p)."""
+        assert self.logits is not None
+        logprobs = torch.log_softmax(self.logits.float(), dim=-1)
+        greedy = self.logits.argmax(dim=-1).tolist()  # argmax of the logits, exactly as evaluation decodes
+        for i, row in enumerate(self.rows):
+            sampled = row.sampling.temperature > 0
+            row.next_token = sample_token(self.logits[i], sampling=row.sampling, generator=row.generator) if sampled else greedy[i]
+        chosen = torch.tensor([row.next_token for row in self.rows], device=logprobs.device)
+        picked = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
+        return [(row.next_token, lp) for row, lp in zip(self.rows, picked)]
+
+    def keep(self, keep: Sequence[bool]) -> None:
+        """Drop the rows whose flag is False (finished or cancelled) from the batch and its cache."""
+        if all(keep):
+            return
+        index = [i for i, flag in enumerate(keep) if flag]
+        self.rows = [self.rows[i] for i in index]
+        if not self.rows:
+            self._clear()
+            return
+        assert self.mask is not None and self.next_pos is not None and self.logits is not None
+        selected = torch.tensor(index, dtype=torch.long, device=self.device)
+        self.cache.batch_select_indices(selected)
+        self.mask, self.next_pos, self.logits = self.mask[selected], self.next_pos[selected], self.logits[selected]
+        self._trim()
+
+    def _trim(self) -> None:
+        """Cut cache columns that are padding for every row left (they would only cost attention)."""
+        assert self.mask is not None
+        if not cache_can_join(self.cache):
+            return
+        first = int(self.mask.any(dim=0).int().argmax())
+        if first == 0:
+            return
+        self.mask = self.mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+
+    def advance(self) -> None:
+        """Feed every row's chosen token to the model: one decode step, next logits ready."""
+        assert self.mask is not None and self.next_pos is not None
+        tokens = torch.tensor([[row.next_token] for row in self.rows], dtype=torch.long, device=self.device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=-1)
+        out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=self.next_pos,
+                         past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.logits = out.logits[:, -1, :]
+        self.next_pos = self.next_pos + 1

@@ -1,0 +1,246 @@
+"""The scheduler: one background thread that owns the models and decodes every accepted request.
+
+HTTP handlers never touch a model. They `submit` a `Job` and read its events (`Delta` text, then
+`Finished` or `Failed`) through the thread-safe `emit` callback they gave it. The thread loops:
+
+    1. admit waiting jobs while fewer than `max_batch` are decoding (grouped by model and adapter;
+       each group is prefilled together and joins that model's running batch: continuous batching);
+    2. one decode step for every running batch: choose a token per row, stream its text, drop rows that
+       finished (end-of-turn, a `stop` string, `max_tokens`, the context length) or were cancelled.
+
+The waiting queue is bounded: `submit` raises `QueueFull` instead of letting a request wait forever. A
+job whose client went away is cancelled and leaves the batch at the next step, freeing its slot. An
+exception while decoding fails the jobs of that batch only; the server goes on.
+
+>>> engine = Engine(max_batch=32, max_queue=256); engine.start()  # doctest: +SKIP
+>>> engine.submit(Job(served=served, prompt_ids=ids, sampling=Sampling(max_tokens=64), emit=print))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from honed.serve.batch import Row, RunningBatch, Sampling
+from honed.serve.loading import ServedModel
+from honed.serve.textstream import TextStream
+
+log = logging.getLogger("honed.serve")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New final text of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The answer is complete. `completion_tokens` counts the end-of-turn token when it ended on one."""
+
+    finish_reason: str  # "stop" or "length"
+    text: str
+    completion_tokens: int
+    mean_logprob: float | None
+    ttft_s: float | None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Decoding failed after the job was accepted."""
+
+    message: str
+
+
+Event = Delta | Finished | Failed
+
+
+class QueueFull(Exception):
+    """Too many requests are waiting; the caller should answer 429."""
+
+
+class ShuttingDown(QueueFull):
+    """The server is stopping and takes no new work; the caller should answer 503."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One accepted request as the scheduler sees it."""
+
+    served: ServedModel
+    prompt_ids: list[int]
+    sampling: Sampling
+    emit: Callable[[Event], None]
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted_at: float = field(default_factory=time.perf_counter)
+    # decoding state, owned by the scheduler thread
+    completion_tokens: int = 0
+    logprob_sum: float = 0.0
+    first_token_at: float | None = None
+    text: TextStream | None = None
+
+    def cancel(self) -> None:
+        """Ask the scheduler to drop this job at its next step (the client went away)."""
+        self.cancelled.set()
+
+
+class Engine:
+    """The background decoding thread and its bounded queue of waiting jobs."""
+
+    def __init__(self, *, max_batch: int = 32, max_queue: int = 256) -> None:
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self._waiting: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._batches: dict[tuple[int, str | None], RunningBatch] = {}
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.running = 0  # jobs decoding now (read by metrics; written by the scheduler thread only)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="honed-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """Stop the thread; jobs still waiting or decoding get `Failed` (the HTTP server drains first)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise QueueFull when `max_queue` jobs are already waiting."""
+        with self._wake:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            self._waiting.append(job)
+            self._wake.notify()
+
+    # ---- the scheduler thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while self._wait_for_work():
+                self._admit()
+                for batch in list(self._batches.values()):
+                    if batch.rows:
+                        self._step(batch)
+                self.running = sum(len(b) for b in self._batches.values())
+        self._fail_everything("the server is shutting down")
+
+    def _wait_for_work(self) -> bool:
+        """Block until there is something to do; False when stopping."""
+        with self._wake:
+            while not self._stopping and not self._waiting and not self.running:
+                self._wake.wait()
+            return not self._stopping
+
+    def _take(self) -> list[Job]:
+        with self._wake:
+            taken: list[Job] = []
+            while self._waiting and self.running + len(taken) < self.max_batch:
+                job = self._waiting.popleft()
+                if not job.cancelled.is_set():
+                    taken.append(job)
+            return taken
+
+    def _admit(self) -> None:
+        groups: dict[tuple[int, str | None], list[Job]] = {}
+        for job in self._take():
+            groups.setdefault((id(job.served.model), job.served.adapter), []).append(job)
+        for key, jobs in groups.items():
+            batch = self._batches.setdefault(key, RunningBatch(jobs[0].served.model, pad_id=jobs[0].served.pad_id))
+            if not batch.can_join():  # a cache layout that cannot grow a batch: wait until it is empty
+                with self._wake:
+                    self._waiting.extendleft(reversed(jobs))
+                continue
+            for job in jobs:
+                job.text = TextStream(job.served.tokenizer, stop=job.stop)
+            self._select(jobs[0].served)
+            try:
+                batch.admit([Row(prompt_ids=job.prompt_ids, sampling=job.sampling, payload=job) for job in jobs])
+            except Exception as exc:  # e.g. out of memory on a long prompt: those jobs fail, others go on
+                log.exception("prefill failed")
+                for job in jobs:
+                    job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+            self.running += len(jobs)
+
+    @staticmethod
+    def _select(served: ServedModel) -> None:
+        if served.adapter is not None:
+            served.model.set_adapter(served.adapter)
+
+    def _step(self, batch: RunningBatch) -> None:
+        """One token for every row of `batch`; finished and cancelled rows leave it."""
+        self._select(batch.rows[0].payload.served)
+        try:
+            picks = batch.choose()
+            keep = [self._accept(row.payload, token, logprob) for row, (token, logprob) in zip(batch.rows, picks)]
+            batch.keep(keep)
+            if batch.rows:
+                batch.advance()
+        except Exception as exc:
+            log.exception("decode step failed")
+            for row in batch.rows:
+                row.payload.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+            batch.keep([False] * len(batch.rows))
+
+    def _accept(self, job: Job, token: int, logprob: float) -> bool:
+        """Record one chosen token of `job`; False when the job is done (or cancelled)."""
+        if job.cancelled.is_set():
+            return False
+        assert job.text is not None
+        job.completion_tokens += 1
+        job.logprob_sum += logprob
+        if job.first_token_at is None:
+            job.first_token_at = time.perf_counter()
+        if token in job.served.stop_ids and not job.ignore_eos:
+            return self._finish(job, "stop")
+        delta, hit_stop = job.text.push(token)
+        if delta:
+            job.emit(Delta(delta))
+        if hit_stop:
+            return self._finish(job, "stop")
+        total = len(job.prompt_ids) + job.completion_tokens
+        if job.completion_tokens >= job.sampling.max_tokens or total >= job.served.context_length:
+            return self._finish(job, "length")
+        return True
+
+    @staticmethod
+    def _finish(job: Job, reason: str) -> bool:
+        assert job.text is not None
+        rest = job.text.flush()
+        if rest:
+            job.emit(Delta(rest))
+        mean = job.logprob_sum / job.completion_tokens if job.completion_tokens else None
+        ttft = job.first_token_at - job.submitted_at if job.first_token_at is not None else None
+        job.emit(Finished(reason, job.text.text, job.completion_tokens, mean, ttft))
+        return False
+
+    def _fail_everything(self, message: str) -> None:
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting:
+            job.emit(Failed(message))
+        for batch in self._batches.values():
+            for row in batch.rows:
+                row.payload.emit(Failed(message))
+        self._batches.clear()
+        self.running = 0

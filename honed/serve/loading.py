@@ -1,0 +1,203 @@
+"""What `honed serve RUN|EXPORT...` serves: one loaded base model per base, one LoRA adapter per run.
+
+A target on the command line is a run directory (served by its name, from `--checkpoint`, default the
+best one) or any Hugging Face model folder or `.gguf` file (an export, served by its folder name);
+`NAME=PATH` picks another name. Runs trained with LoRA on the same base share one copy of the base
+model: each run's adapter is loaded onto one `PeftModel` under its own adapter name and selected per
+request (`set_adapter`), as vLLM serves many LoRA adapters on one base. Adapters stay unmerged, which
+costs a few small matmuls per layer but keeps a single copy of the base weights. Full fine-tunes and
+exports are whole models and get their own copy.
+
+>>> served = load_targets(["runs/support", "runs/billing"])  # doctest: +SKIP
+>>> [s.name for s in served], served[0].model is served[1].model  # doctest: +SKIP
+(['support', 'billing'], True)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from honed.errors import ConfigError
+from honed.rundir import RunDir
+
+NO_CONTEXT_LIMIT = 1 << 30
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to serve, before loading: its name, weights folder and (for an adapter) base model."""
+
+    name: str
+    weights: Path  # the adapter folder, the full model folder, or the .gguf file
+    base: str | None  # the base model spec when `weights` is a LoRA adapter
+    run: Path | None  # the run directory, when it came from one
+    checkpoint: str  # what the request log records: checkpoints/step-N, final, or the export path
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """A name clients ask for, and what answers it."""
+
+    name: str
+    model: Any  # the torch module (shared by every adapter on the same base)
+    tokenizer: Any
+    adapter: str | None  # the peft adapter to select, None for a whole model
+    stop_ids: list[int]
+    pad_id: int
+    context_length: int
+    run: Path | None
+    checkpoint: str
+    base: str
+    created: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Prompt token ids as training rendered them: the chat template plus the assistant header.
+
+        Raises jinja2's TemplateError when the template refuses the messages (callers say so their way).
+        """
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def default_log(self) -> Path:
+        """Where its request log goes: RUN/requests.jsonl, or beside an export (docs/request-log.md)."""
+        if self.run is not None:
+            return RunDir(self.run).requests_log
+        folder = Path(self.checkpoint)
+        return (folder.parent if folder.is_file() else folder) / "requests.jsonl"
+
+
+def parse_target(text: str, *, checkpoint: str = "best") -> Target:
+    """`[NAME=]PATH` -> a Target. A run directory resolves its checkpoint; anything else is a model.
+
+    >>> parse_target("tests/assets/tiny-llama").name
+    'tiny-llama'
+    """
+    name, _, path_text = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise ConfigError(f"{path_text}: no such run directory or model; pass a `honed train --out` folder, "
+                          "an exported model folder or a .gguf file")
+    run = RunDir(path)
+    if not run.is_run():
+        from honed.models import resolve
+
+        resolve(str(path))  # a folder that is not a model is a ModelError naming it
+        label = str(path.resolve())
+        return Target(name=name or path.stem, weights=path, base=None, run=None, checkpoint=label)
+    folder = run.resolve_checkpoint(checkpoint)
+    relative = str(folder.relative_to(run.path)) if folder.is_relative_to(run.path) else str(folder)
+    base = None
+    if (folder / "adapter_config.json").is_file():
+        base = str(run.read_config().get("model") or run.read_run().model)
+    return Target(name=name or run.path.resolve().name, weights=folder, base=base, run=run.path.resolve(),
+                  checkpoint=relative)
+
+
+def _check_names(targets: list[Target]) -> None:
+    seen: dict[str, Path] = {}
+    for target in targets:
+        if not target.name:
+            raise ConfigError(f"{target.weights}: empty model name; write NAME=PATH")
+        if target.name in seen:
+            raise ConfigError(f"two targets are both named '{target.name}' ({seen[target.name]} and "
+                              f"{target.weights}); name one with NAME=PATH, e.g. {target.name}-2={target.weights}")
+        seen[target.name] = target.weights
+
+
+def _tokenizer_for(target: Target) -> Any:
+    from honed.data.render import ensure_chat_template
+    from honed.models import load_tokenizer
+
+    folder = target.weights if target.weights.is_dir() else None
+    has_own = folder is not None and (folder / "tokenizer_config.json").is_file()
+    source = str(target.weights) if has_own or target.base is None else target.base
+    return ensure_chat_template(load_tokenizer(source))
+
+
+def _context_length(config: Any) -> int:
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else NO_CONTEXT_LIMIT
+
+
+def _load_adapters(base_spec: str, targets: list[Target], *, device: str, dtype: str) -> tuple[Any, list[str]]:
+    """One base model with every target's adapter loaded under a safe internal name (a0, a1, ...).
+
+    Run names may hold dots, which peft refuses in adapter names (they become module keys).
+    """
+    from peft import PeftModel
+
+    from honed.models import load_model
+
+    base = load_model(base_spec, device=device, dtype=dtype)
+    names = [f"a{i}" for i in range(len(targets))]
+    with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(base, str(targets[0].weights), adapter_name=names[0])
+        for target, adapter in zip(targets[1:], names[1:]):
+            model.load_adapter(str(target.weights), adapter_name=adapter)
+    model.eval()
+    return model, names
+
+
+def load_targets(texts: list[str], *, checkpoint: str = "best", device: str = "cpu",
+                 dtype: str = "float32") -> list[ServedModel]:
+    """Load everything named on the command line; runs on one base share that base's weights."""
+    import time
+
+    from honed.evaluate.generate import pad_token_id, stop_token_ids
+    from honed.models import load_model
+
+    if not texts:
+        raise ConfigError("nothing to serve; pass one or more run directories or exported model folders")
+    targets = [parse_target(text, checkpoint=checkpoint) for text in texts]
+    _check_names(targets)
+    loaded: dict[str, tuple[Any, str | None]] = {}
+    by_base: dict[str, list[Target]] = {}
+    for target in targets:
+        if target.base is not None:
+            by_base.setdefault(target.base, []).append(target)
+        else:
+            model = load_model(str(target.weights), device=device, dtype=dtype)
+            loaded[target.name] = (model.eval(), None)
+    for base_spec, group in by_base.items():
+        model, adapters = _load_adapters(base_spec, group, device=device, dtype=dtype)
+        loaded.update({t.name: (model, adapter) for t, adapter in zip(group, adapters)})
+    served = []
+    for target in targets:
+        model, adapter = loaded[target.name]
+        tokenizer = _tokenizer_for(target)
+        stop_ids = stop_token_ids(tokenizer, model)
+        served.append(ServedModel(
+            name=target.name, model=model, tokenizer=tokenizer, adapter=adapter, stop_ids=stop_ids,
+            pad_id=pad_token_id(tokenizer, stop_ids), context_length=_context_length(model.config), run=target.run,
+            checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
+        ))
+    return served
+
+
+def vllm_front_models(targets: list[Target]) -> list[ServedModel]:
+    """What honed's front needs when vLLM decodes: names, tokenizers, stop ids, context lengths; no weights."""
+    import time
+
+    from transformers import AutoConfig
+
+    from honed.evaluate.generate import pad_token_id, stop_token_ids
+    from honed.models import local_path
+
+    _check_names(targets)
+    served = []
+    for target in targets:
+        tokenizer = _tokenizer_for(target)
+        stop_ids = stop_token_ids(tokenizer)
+        config = AutoConfig.from_pretrained(local_path(target.base)[0] if target.base else str(target.weights))
+        served.append(ServedModel(
+            name=target.name, model=None, tokenizer=tokenizer, adapter=None, stop_ids=stop_ids,
+            pad_id=pad_token_id(tokenizer, stop_ids), context_length=_context_length(config), run=target.run,
+            checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
+        ))
+    return served

@@ -1,0 +1,89 @@
+"""Run the server: load the targets, start uvicorn; or run it on a thread (tests, benchmarks).
+
+uvicorn handles SIGTERM and Ctrl-C: it stops accepting connections, lets in-flight requests (also
+streams) finish for up to `drain_s` seconds, then the app's lifespan stops the engine and the process
+exits.
+
+>>> serve(["runs/support"], host="127.0.0.1", port=8000)  # doctest: +SKIP
+>>> with ServerThread(served, engine) as url:  # doctest: +SKIP
+...     OpenAI(base_url=url + "/v1", api_key="x").models.list()
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+from honed.errors import ConfigError
+from honed.serve.app import Settings, create_app
+from honed.serve.engine import Engine
+from honed.serve.loading import ServedModel
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nobody listens on right now (for tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def uvicorn_config(app: Any, *, host: str, port: int, drain_s: float = 30.0) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=drain_s,
+                          access_log=False, lifespan="on")
+
+
+def serve(served: list[ServedModel], *, host: str, port: int, settings: Settings, max_batch: int = 32,
+          max_queue: int = 256, drain_s: float = 30.0) -> None:
+    """Serve until SIGTERM / Ctrl-C (blocking)."""
+    import uvicorn
+
+    engine = Engine(max_batch=max_batch, max_queue=max_queue)
+    server = uvicorn.Server(uvicorn_config(create_app(served, engine, settings=settings), host=host, port=port,
+                                           drain_s=drain_s))
+    try:
+        server.run()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc}); pick another --port") from exc
+    if not server.started:
+        raise ConfigError(f"the server did not start on {host}:{port} (is the port in use?); pick another --port")
+
+
+class ServerThread:
+    """A real uvicorn server on a thread, on 127.0.0.1 and a free port; stopped on exit.
+
+    >>> with ServerThread(served, Engine()) as url:  # doctest: +SKIP
+    ...     print(url)
+    http://127.0.0.1:41234
+    """
+
+    def __init__(self, served: list[ServedModel], engine: Engine, *, settings: Settings | None = None,
+                 port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.app = create_app(served, engine, settings=settings)
+        self.server = uvicorn.Server(uvicorn_config(self.app, host=LOOPBACK, port=self.port, drain_s=5.0))
+        self.thread = threading.Thread(target=self.server.run, name="honed-uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the test server did not start on port {self.port}")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)

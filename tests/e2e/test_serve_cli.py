@@ -1,0 +1,103 @@
+"""`honed serve`, `honed chat` and `honed --version` through the real CLI (an HF folder served as an export)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+from typer.testing import CliRunner
+
+from honed import __version__
+from honed.cli import app
+from honed.serve.server import free_port
+
+ROOT = Path(__file__).parents[2]
+TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
+
+
+def cli(*args: str, stdin: str | None = None):
+    return CliRunner().invoke(app, list(args), input=stdin)
+
+
+def test_version() -> None:
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"honed {__version__}"
+
+
+def test_engine_vllm_without_vllm_is_one_clear_error() -> None:
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    result = cli("serve", TINY, "--engine", "vllm", "--no-log")
+    assert result.exit_code == 2 and "pip install vllm" in result.output and "Traceback" not in result.output
+
+
+def test_serve_refuses_a_folder_that_is_not_a_model(tmp_path) -> None:
+    result = cli("serve", str(tmp_path), "--no-log")
+    assert result.exit_code == 2 and "not a Hugging Face model folder" in result.output
+
+
+def test_chat_once_and_interactive() -> None:
+    once = cli("chat", TINY, "--prompt", "hello", "--max-tokens", "6", "--device", "cpu")
+    assert once.exit_code == 0, once.output
+    assert len(once.stdout) > 1 and once.stdout.endswith("\n")  # the answer (6 tokens, greedy) and a newline
+    again = cli("chat", TINY, "--prompt", "hello", "--max-tokens", "6")
+    assert again.stdout == once.stdout  # greedy by default: the same answer
+    session = cli("chat", TINY, "--max-tokens", "6", "--system", "be brief", "--device", "cpu",
+                  stdin="hello\n/reset\n/bogus\n/quit\n")
+    assert session.exit_code == 0, session.output
+    assert "(conversation reset)" in session.stdout and "unknown command /bogus" in session.stdout
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else "server exited"
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not come up")
+
+
+def test_sigterm_drains_in_flight_requests_and_exits(tmp_path) -> None:
+    port, log = free_port(), tmp_path / "requests.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HONED_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "honed", "serve", f"tiny={TINY}", "--port", str(port), "--request-log", str(log),
+         "--max-tokens-limit", "120", "--device", "cpu"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process)
+        client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=120, temperature=0, stream=True,
+                                                extra_body={"ignore_eos": True})
+        chunks = [next(iter(stream))]
+        threading.Timer(0.0, process.send_signal, args=(signal.SIGTERM,)).start()
+        chunks += list(stream)  # the in-flight answer still completes
+        assert chunks[-1].choices[0].finish_reason == "length"
+        # uvicorn re-raises the SIGTERM it caught once it has drained: "terminated by SIGTERM", cleanly
+        assert process.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["completion_tokens"] == 120 and entry["error"] is None and entry["model"] == "tiny"
+    assert entry["run"] is None and entry["checkpoint"] == str(Path(TINY).resolve())

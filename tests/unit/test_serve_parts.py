@@ -1,0 +1,147 @@
+"""The serving parts that need no server: stop strings while streaming, request validation, the vLLM
+command line, target names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from honed.errors import ConfigError
+from honed.models import load_tokenizer
+from honed.serve.loading import Target, parse_target
+from honed.serve.schemas import ApiError, Limits, max_tokens_for, parse_request
+from honed.serve.textstream import TextStream, held_back
+from honed.serve.vllm import build_command, require_vllm
+
+TINY = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(TINY)
+
+
+def _stream_all(tokenizer, ids: list[int], stop: list[str]) -> tuple[list[str], str, bool]:
+    stream = TextStream(tokenizer, stop=stop)
+    deltas = []
+    for token in ids:
+        delta, stopped = stream.push(token)
+        deltas.append(delta)
+        if stopped:
+            return deltas, stream.text, True
+    deltas.append(stream.flush())
+    return deltas, stream.text, False
+
+
+def test_deltas_join_to_the_decoded_text(tokenizer) -> None:
+    ids = tokenizer("hello world, the app crashes again", add_special_tokens=False)["input_ids"]
+    deltas, text, stopped = _stream_all(tokenizer, ids, [])
+    assert "".join(deltas) == text == tokenizer.decode(ids, skip_special_tokens=True) and not stopped
+
+
+def test_a_stop_string_split_across_tokens_is_never_sent(tokenizer) -> None:
+    ids = tokenizer("hello world, the app crashes again", add_special_tokens=False)["input_ids"]
+    deltas, text, stopped = _stream_all(tokenizer, ids, ["app cr"])
+    assert stopped and text == "hello world, the " and "".join(deltas) == text
+    assert not any("app" in d for d in deltas)
+
+
+def test_held_back_counts_a_partial_stop() -> None:
+    assert held_back("abc\n", stops=["\n\n"]) == 1 and held_back("abc", stops=["\n\n"]) == 0 and held_back("ab", stops=["abcd"]) == 2
+
+
+def _body(**fields) -> bytes:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}).encode()
+
+
+def test_request_validation_names_the_parameter() -> None:
+    limits = Limits(max_tokens=100)
+    assert parse_request(_body(temperature=None, stop="x"), limits=limits).stop_list == ["x"]
+    cases = {"temperature": _body(temperature=3), "max_tokens": _body(max_tokens=101), "n": _body(n=3),
+             "messages": _body(messages=[]), "stop": _body(stop=["a", "b", "c", "d", "e"])}
+    for param, body in cases.items():
+        with pytest.raises(ApiError) as caught:
+            parse_request(body, limits=limits)
+        assert caught.value.status == 400 and param in (caught.value.param or ""), param
+    with pytest.raises(ApiError, match="not valid JSON"):
+        parse_request(b"{", limits=limits)
+    parts = parse_request(_body(messages=[{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                         {"type": "text", "text": "b"}]}]), limits=limits)
+    assert parts.template_messages == [{"role": "user", "content": "ab"}]
+
+
+def test_max_tokens_defaults_to_the_limit_and_respects_the_context() -> None:
+    limits = Limits(max_tokens=64, max_prompt_tokens=100)
+    request = parse_request(_body(), limits=limits)
+    assert max_tokens_for(request, prompt_tokens=10, context_length=512, limits=limits) == 64
+    assert max_tokens_for(request, prompt_tokens=90, context_length=100, limits=limits) == 10
+    with pytest.raises(ApiError) as caught:
+        max_tokens_for(parse_request(_body(max_tokens=20), limits=limits), prompt_tokens=90, context_length=100, limits=limits)
+    assert caught.value.code == "context_length_exceeded" and "at most 10" in caught.value.message
+    with pytest.raises(ApiError, match="above this server's limit of 100"):
+        max_tokens_for(request, prompt_tokens=101, context_length=512, limits=limits)
+
+
+def _adapter(tmp_path: Path, name: str, rank: int) -> Target:
+    folder = tmp_path / name / "final"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    return Target(name=name, weights=folder, base=TINY, run=tmp_path / name, checkpoint="final")
+
+
+def test_vllm_command_serves_every_adapter_on_one_base(tmp_path) -> None:
+    targets = [_adapter(tmp_path, "support", 12), _adapter(tmp_path, "billing", 8)]
+    command = build_command(targets, port=8123, extra_args=["--tensor-parallel-size", "2"], python="python")
+    assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert command[command.index("--model") + 1] == str(Path(TINY).resolve())
+    assert "--enable-lora" in command and command[command.index("--max-lora-rank") + 1] == "16"
+    at = command.index("--lora-modules")
+    assert command[at + 1 : at + 3] == [f"support={targets[0].weights.resolve()}", f"billing={targets[1].weights.resolve()}"]
+    assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "8123"
+    assert command[-2:] == ["--tensor-parallel-size", "2"]
+
+
+def test_vllm_command_for_one_whole_model_and_refusals(tmp_path) -> None:
+    export = Target(name="exp", weights=Path(TINY), base=None, run=None, checkpoint=TINY)
+    command = build_command([export], port=9000)
+    assert command[command.index("--served-model-name") + 1] == "exp" and "--enable-lora" not in command
+    with pytest.raises(ConfigError, match="one base model"):
+        build_command([export, _adapter(tmp_path, "a", 8)], port=9000)
+    other = Target(name="o", weights=_adapter(tmp_path, "o", 8).weights, base="smollm2-135m", run=None, checkpoint="final")
+    with pytest.raises(ConfigError, match="one base model"):
+        build_command([_adapter(tmp_path, "x", 8), other], port=9000)
+
+
+def test_vllm_missing_is_refused_clearly() -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install vllm"):
+            require_vllm()
+
+
+def test_targets_are_named_and_checked(tmp_path) -> None:
+    assert parse_target(TINY).name == "tiny-llama" and parse_target(f"prod={TINY}").name == "prod"
+    with pytest.raises(ConfigError, match="no such run directory"):
+        parse_target(str(tmp_path / "missing"))
+
+
+def test_a_full_or_stopping_engine_refuses_at_once() -> None:
+    from honed.serve.batch import Sampling
+    from honed.serve.engine import Engine, Job, QueueFull, ShuttingDown
+
+    def job() -> Job:
+        return Job(served=None, prompt_ids=[1], sampling=Sampling(max_tokens=1), emit=lambda _: None)  # type: ignore[arg-type]
+
+    full = Engine(max_queue=1)  # not started: nothing leaves the queue
+    full.submit(job())
+    with pytest.raises(QueueFull) as caught:
+        full.submit(job())
+    assert not isinstance(caught.value, ShuttingDown) and full.queue_depth == 1
+    stopping = Engine()
+    stopping.start()
+    stopping.stop()
+    with pytest.raises(ShuttingDown):
+        stopping.submit(job())
