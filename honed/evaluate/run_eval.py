@@ -25,6 +25,7 @@ from honed.data.render import ensure_chat_template, render_prompt
 from honed.data.types import Conversation, Message
 from honed.errors import ConfigError, DataError
 from honed.evaluate import metrics as M
+from honed.evaluate.constrain import ConstraintPlan, plan_constraint
 from honed.evaluate.generate import default_max_new_tokens, generate
 from honed.evaluate.stats import (
     DEFAULT_RESAMPLES,
@@ -48,9 +49,10 @@ OnProgress = Callable[[str, int, int], None]  # (system, examples done, total)
 class System:
     """One thing that answers the holdout: the tuned model, the base model, or base + k-shot prompts."""
 
-    name: str  # "tuned", "base", "few-shot-5": also the file name eval/<name>.jsonl
+    name: str  # "tuned", "base", "few-shot-5", "tuned+labels": also the file name eval/<name>.jsonl
     model: str  # "tuned" or "base": which weights
     shots: int = 0
+    constrain: str | None = None  # "labels" or "json": decoding restricted (honed.evaluate.constrain)
 
 
 def parse_baselines(text: str) -> list[System]:
@@ -73,6 +75,17 @@ def parse_baselines(text: str) -> list[System]:
         else:
             raise ConfigError(f"--baselines: unknown baseline {item!r}; use base, few-shot:K, or none")
     return systems
+
+
+def with_constrained(systems: Sequence[System], kind: str | None) -> list[System]:
+    """Each system followed by its constrained twin, so the table shows what the constraint adds.
+
+    >>> [s.name for s in with_constrained([System("tuned", "tuned"), System("base", "base")], "labels")]
+    ['tuned', 'tuned+labels', 'base', 'base+labels']
+    """
+    if not kind:
+        return list(systems)
+    return [twin for s in systems for twin in (s, System(f"{s.name}+{kind}", s.model, s.shots, kind))]
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -241,13 +254,15 @@ def _load_models(run: RunDir, systems: Sequence[System], *, checkpoint: str, mod
 
 def run_system(
     system: System, model: Any, tokenizer: Any, holdout: Sequence[Conversation], *, shots: Sequence[Conversation],
-    max_new_tokens: int, batch_size: int, progress: Callable[[int], None] | None = None,
+    max_new_tokens: int, batch_size: int, progress: Callable[[int], None] | None = None, constraint: Any = None,
 ) -> tuple[list[str], list[bool], Any]:
-    """Generate one system's answers to the holdout (k-shot prompts when the system has shots)."""
+    """Generate one system's answers to the holdout (k-shot prompts when the system has shots; decoding
+    restricted by `constraint`, a honed.evaluate.constrain.Constraint, when given)."""
     convs = [with_shots(c, shots) for c in holdout] if shots else list(holdout)
     prompts = [render_prompt(c, tokenizer) for c in convs]
     generations, stats = generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+        constraint=constraint,
     )
     return [g.text for g in generations], [g.stopped for g in generations], stats
 
@@ -267,6 +282,7 @@ class EvalSettings:
     seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
     threads: int | None = None  # torch CPU threads; 1 is much faster on a machine shared with other jobs
+    constrain: str | None = None  # "labels" or "json": also evaluate every system with constrained decoding
 
 
 @dataclass
@@ -297,13 +313,17 @@ def load_eval_data(run: RunDir, settings: EvalSettings, *, reading: dict[str, An
 
 def run_systems(
     systems: Sequence[System], models: dict[str, Any], data: EvalData, plan: MetricPlan, settings: EvalSettings,
-    *, max_new_tokens: int, on_progress: OnProgress | None,
+    *, max_new_tokens: int, on_progress: OnProgress | None, constraint: ConstraintPlan | None = None,
 ) -> list[SystemResult]:
-    """Generate and score every system's answers, one system after another."""
+    """Generate and score every system's answers, one system after another (constrained systems decode
+    under `constraint`, built once per model)."""
     results: list[SystemResult] = []
     references = data.references
+    built: dict[str, Any] = {}
     for system in systems:
         model, tokenizer = models[system.model]
+        if system.constrain and constraint is not None and system.model not in built:
+            built[system.model] = constraint.build(model, tokenizer)
         shots = choose_shots(data.train, k=system.shots, seed=settings.seed) if system.shots else []
         done = [0]
 
@@ -315,6 +335,7 @@ def run_systems(
         outputs, stopped, stats = run_system(
             system, model, tokenizer, data.holdout, shots=shots, max_new_tokens=max_new_tokens,
             batch_size=settings.batch_size, progress=progress,
+            constraint=built.get(system.model) if system.constrain else None,
         )
         results.append(SystemResult(system, outputs, stopped, score_examples(plan, references, outputs),
                                     stats.tokens_per_s, stats.new_tokens, stats.seconds))
@@ -371,13 +392,17 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         raise ConfigError(f"{run_dir}: few-shot needs the training examples, but the run's train file is gone; "
                           "drop few-shot from --baselines")
     schema = read_schema(settings.schema) if settings.schema else None
+    constraint = plan_constraint(settings.constrain, train_targets=data.train_targets, schema=schema,
+                                 schema_path=settings.schema) if settings.constrain else None
+    systems = with_constrained(systems, settings.constrain)
     plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metrics, schema=schema)
     models = _load_models(run, systems, checkpoint=settings.checkpoint, model_spec=str(config.get("model")))
     tokenizer = models[TUNED][1]
-    max_new = settings.max_new_tokens or default_max_new_tokens(
+    max_new = settings.max_new_tokens or max(default_max_new_tokens(
         [len(ids) for ids in tokenizer(data.references, add_special_tokens=False)["input_ids"]]
-    )
-    results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress)
+    ), constraint.min_new_tokens(tokenizer) if constraint else 0)
+    results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress,
+                          constraint=constraint)
     summary = summarize(plan, data.holdout, data.references, results, train_targets=data.train_targets,
                         seed=settings.seed, resamples=settings.resamples)
     summary = summary.model_copy(update={
@@ -385,7 +410,8 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         "checkpoint": settings.checkpoint,
         "holdout": FileEntry(path=str(data.holdout_path.resolve()), sha256=sha256_file(data.holdout_path),
                              count=len(data.holdout)),
-        "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size},
+        "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size,
+                     "constrain": settings.constrain},
         "few_shot_seed": settings.seed,
         "schema_": plan.schema or None,
     })
@@ -421,6 +447,8 @@ def summarize(
         diffs.update({name: corpus_difference(fn, references, tuned.outputs, other.outputs, indices=indices)
                       for name, fn in plan.corpus.items()})
         differences[f"{TUNED} - {other.system.name}"] = {name: diffs[name].to_json() for name in plan.names}
+        if other.system.constrain:  # the verdict is about the systems as users run them; the table shows the rest
+            continue
         comparisons.append(Comparison(other.system.name, systems[other.system.name]["metrics"][plan.main]["value"],
                                       diffs[plan.main]))
     line = verdict(metric=plan.main, n=len(references), tuned=systems[TUNED]["metrics"][plan.main]["value"],
