@@ -216,7 +216,8 @@ class ConstraintPlan:
         from honed.evaluate.generate import stop_token_ids
 
         stop_ids = stop_token_ids(tokenizer, model)
-        vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        head = model.get_output_embeddings()  # the logits' width, which may exceed the tokenizer's vocabulary
+        vocab_size = int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
         if self.kind == "labels":
             return LabelConstraint(self.labels, tokenizer, stop_ids=stop_ids, vocab_size=vocab_size)
         return JsonConstraint(compile_json(self.schema), tokenizer, stop_ids=stop_ids, vocab_size=vocab_size)
