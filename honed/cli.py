@@ -422,6 +422,9 @@ def eval_command(
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="default: from the longest target"),
     seed: int = typer.Option(0, "--seed", help="seed of the few-shot choice and the bootstrap"),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)"),
+    constrain: str = typer.Option(
+        None, "--constrain", help="also decode every system constrained: labels (one of the training labels) or "
+        "json (a JSON object; with --schema, one matching it); adds tuned+labels, base+labels, ... to the table"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json instead of tables"),
 ) -> None:
     """Evaluate the tuned model against the base model, prompting and other systems on the same holdout.
@@ -430,6 +433,8 @@ def eval_command(
 
     An endpoint's key comes from $HONED_ENDPOINT_API_KEY (else $OPENAI_API_KEY); its timeout in seconds from
     $HONED_ENDPOINT_TIMEOUT (default 120).
+
+    Example: honed eval runs/intents --constrain labels   # tuned+labels, base+labels, few-shot-5+labels too
     """
     import json
 
@@ -441,7 +446,7 @@ def eval_command(
     settings = EvalSettings(
         data=data, limit=limit, baselines=baselines, schema=schema, checkpoint=checkpoint, batch_size=batch_size,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-        max_new_tokens=max_new_tokens, seed=seed, threads=threads,
+        max_new_tokens=max_new_tokens, seed=seed, threads=threads, constrain=constrain,
     )
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
         tasks: dict[str, Any] = {}

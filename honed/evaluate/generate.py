@@ -15,6 +15,7 @@ The key correctness test (tests/unit/test_generate.py): batched output equals on
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from honed.data.render import ensure_chat_template
+from honed.evaluate.constrain import Constraint, RowState
 
 Progress = Callable[[int], None]
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forward pass
@@ -116,8 +118,32 @@ def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
-    """Encode a batch of prompts: (model output with the cache, attention mask, position ids of the last column).
+def cache_argument(model: Any) -> str:
+    """The name the model's forward takes its KV cache by: `cache` (transformers >= 5.2x, where
+    `past_key_values` is deprecated with a FutureWarning and goes in 5.40), else `past_key_values`.
+
+    Read off the forward signature of the underlying model (a peft or DDP wrapper forwards **kwargs).
+
+    >>> cache_argument(model)  # doctest: +SKIP
+    'cache'
+    """
+    core = model
+    while True:  # peft -> its base model; DDP / FSDP wrappers -> .module
+        inner = core.get_base_model() if hasattr(core, "get_base_model") else getattr(core, "module", None)
+        if inner is None or inner is core:
+            break
+        core = inner
+    return "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+
+
+def _forward(model: Any, *, cache_name: str, cache: Any, **inputs: Any) -> tuple[Any, Any]:
+    """One forward pass with the KV cache under its current name; returns (logits of the last column, cache)."""
+    out = model(**inputs, **{cache_name: cache}, use_cache=True)
+    return out.logits[:, -1, :], getattr(out, cache_name)
+
+
+def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, *, cache_name: str) -> tuple[Any, Any, Any, Any]:
+    """Encode a batch of prompts: (last logits, the cache, attention mask, position ids of the last column).
 
     A prefix shared by every prompt (the system prompt, the few-shot examples) is encoded once and its
     cache copied to every row; the rest is left-padded after it. Padding then sits between the prefix and
@@ -129,7 +155,8 @@ def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int) -> tuple
     prefix = common_prefix_length(prompts) if len(prompts) > 1 else 0
     cache = None
     if prefix >= MIN_SHARED_PREFIX:
-        cache = model(input_ids=torch.tensor([list(prompts[0][:prefix])]), use_cache=True, logits_to_keep=1).past_key_values
+        _, cache = _forward(model, cache_name=cache_name, cache=None,
+                            input_ids=torch.tensor([list(prompts[0][:prefix])]), logits_to_keep=1)
         cache.batch_repeat_interleave(len(prompts))
     else:
         prefix = 0
@@ -137,30 +164,43 @@ def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int) -> tuple
     attention_mask = torch.cat([own_mask.new_ones((len(prompts), prefix)), own_mask], dim=-1)
     # Position ids count real tokens only: a left-padded row then sees exactly the positions it would alone.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return out, attention_mask, position_ids[:, -1:]
+    logits, cache = _forward(model, cache_name=cache_name, cache=cache, input_ids=input_ids,
+                             attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
+    return logits, cache, attention_mask, position_ids[:, -1:]
+
+
+def _mask_logits(logits: Any, states: Sequence[RowState]) -> Any:
+    """Logits with every token a row's constraint forbids set to -inf (one mask per row, same order)."""
+    import torch
+
+    masks = torch.stack([state.allowed() for state in states])
+    width = logits.shape[-1]
+    if masks.shape[-1] < width:  # the model's vocabulary is padded past the tokenizer's: never those ids
+        masks = torch.cat([masks, masks.new_zeros((len(states), width - masks.shape[-1]))], dim=-1)
+    return logits.masked_fill(~masks[:, :width], float("-inf"))
 
 
 def _generate_batch(
-    model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: set[int], pad_id: int
+    model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: set[int], pad_id: int,
+    constraint: Constraint | None = None,
 ) -> list[tuple[list[int], bool]]:
-    """Greedy-decode one left-padded batch; returns (new token ids without the stop token, stopped)."""
+    """Greedy-decode one left-padded batch; returns (new token ids without the stop token, stopped).
+
+    With a `constraint`, each row keeps its own state: before every argmax the tokens it forbids are
+    masked out, and the chosen token advances it.
+    """
     import torch
 
-    out, attention_mask, last_pos = _prefill(model, prompts, pad_id)
-    cache = out.past_key_values
+    cache_name = cache_argument(model)
+    logits, cache, attention_mask, last_pos = _prefill(model, prompts, pad_id, cache_name=cache_name)
     results: list[tuple[list[int], bool]] = [([], False) for _ in prompts]
+    states = [constraint.start() for _ in prompts] if constraint is not None else []
     active = list(range(len(prompts)))  # original row of each row still in the batch
     next_pos = last_pos + 1
     for _step in range(max_new_tokens):
-        next_tokens = out.logits[:, -1, :].argmax(dim=-1)
+        if states:
+            logits = _mask_logits(logits, [states[original] for original in active])
+        next_tokens = logits.argmax(dim=-1)
         keep: list[int] = []
         for row, token in enumerate(next_tokens.tolist()):
             original = active[row]
@@ -169,6 +209,8 @@ def _generate_batch(
             else:
                 results[original][0].append(token)
                 keep.append(row)
+                if states:
+                    states[original].advance(token)
         if not keep or _step == max_new_tokens - 1:
             break
         if len(keep) < len(active):  # drop finished rows from the batch and the cache
@@ -177,13 +219,8 @@ def _generate_batch(
             attention_mask, next_pos, next_tokens = attention_mask[index], next_pos[index], next_tokens[index]
             active = [active[row] for row in keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
-        out = model(
-            input_ids=next_tokens[:, None],
-            attention_mask=attention_mask,
-            position_ids=next_pos,
-            past_key_values=cache,
-            use_cache=True,
-        )
+        logits, cache = _forward(model, cache_name=cache_name, cache=cache, input_ids=next_tokens[:, None],
+                                 attention_mask=attention_mask, position_ids=next_pos)
         next_pos = next_pos + 1
     return results
 
@@ -197,10 +234,13 @@ def generate(
     batch_size: int = 16,
     stop_ids: Sequence[int] | None = None,
     progress: Progress | None = None,
+    constraint: Constraint | None = None,
 ) -> tuple[list[Generation], GenerationStats]:
     """Greedy answers for token-id prompts (from `render_prompt`), in the order given.
 
-    `stop_ids` defaults to `stop_token_ids(tokenizer, model)` (end-of-turn and eos).
+    `stop_ids` defaults to `stop_token_ids(tokenizer, model)` (end-of-turn and eos). A `constraint`
+    (honed.evaluate.constrain: a label set, JSON, a JSON schema) restricts every row's tokens; it must
+    allow one of `stop_ids` where an answer may end.
 
     >>> ids = [render_prompt(conv, tokenizer) for conv in holdout]  # doctest: +SKIP
     >>> outputs, stats = generate(model, tokenizer, ids, max_new_tokens=64)  # doctest: +SKIP
@@ -225,6 +265,7 @@ def generate(
                     max_new_tokens=max_new_tokens,
                     stop_ids=set(stop_ids),
                     pad_id=pad_id,
+                    constraint=constraint,
                 )
                 for i, (ids, stopped) in zip(batch, decoded):
                     text = tokenizer.decode(ids, skip_special_tokens=True).strip()

@@ -25,6 +25,7 @@ from honed.data.read import ColumnMapping, read_conversations, sha256_file
 from honed.data.render import ensure_chat_template, render_prompt
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
+from honed.evaluate.constrain import ConstraintPlan, plan_constraint
 from honed.evaluate.generate import default_max_new_tokens, generate
 from honed.evaluate.stats import DEFAULT_RESAMPLES
 from honed.evaluate.summary import (  # noqa: F401  (memorised_share: re-exported for callers of 0.1)
@@ -43,6 +44,7 @@ from honed.evaluate.systems import (  # noqa: F401  (choose_shots, with_shots: r
     majority_answer,
     parse_baselines,
     prompts_for,
+    with_constrained,
     with_shots,
 )
 from honed.rundir import EvalSummary, FileEntry, RunDir
@@ -104,12 +106,14 @@ def _load_models(run: RunDir, systems: Sequence[System], *, checkpoint: str, mod
 
 def run_system(
     model: Any, tokenizer: Any, conversations: Sequence[Conversation], *, max_new_tokens: int, batch_size: int,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, constraint: Any = None,
 ) -> tuple[list[str], list[bool], Any]:
-    """Generate one local model's answers to the conversations (already carrying any few-shot turns)."""
+    """Generate one local model's answers to the conversations (already carrying any few-shot turns);
+    decoding is restricted by `constraint` (a honed.evaluate.constrain.Constraint) when given."""
     prompts = [render_prompt(c, tokenizer) for c in conversations]
     generations, stats = generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+        constraint=constraint,
     )
     return [g.text for g in generations], [g.stopped for g in generations], stats
 
@@ -129,6 +133,7 @@ class EvalSettings:
     seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
     threads: int | None = None  # torch CPU threads; 1 is much faster on a machine shared with other jobs
+    constrain: str | None = None  # "labels" or "json": also evaluate every system with constrained decoding
 
 
 @dataclass
@@ -159,7 +164,7 @@ def load_eval_data(run: RunDir, settings: EvalSettings, *, reading: dict[str, An
 
 def answer_with(
     system: System, models: dict[str, Any], data: EvalData, *, settings: EvalSettings, max_new_tokens: int,
-    progress: Callable[[int], None],
+    progress: Callable[[int], None], constraint: Any = None,
 ) -> tuple[list[str], list[bool], int, float]:
     """(outputs, stopped, new tokens, seconds) of one system on the holdout."""
     started = time.perf_counter()
@@ -175,17 +180,28 @@ def answer_with(
     model, tokenizer = models[system.model]
     conversations = prompts_for(system, data.holdout, data.train, seed=settings.seed)
     outputs, stopped, stats = run_system(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                                         batch_size=settings.batch_size, progress=progress)
+                                         batch_size=settings.batch_size, progress=progress, constraint=constraint)
     return outputs, stopped, stats.new_tokens, stats.seconds
+
+
+def _constraint_for(system: System, models: dict[str, Any], plan: ConstraintPlan | None, built: dict[str, Any]) -> Any:
+    """The built constraint of a constrained system's model (built once per model), else None."""
+    if not system.constrain or plan is None:
+        return None
+    if system.model not in built:
+        built[system.model] = plan.build(*models[system.model])
+    return built[system.model]
 
 
 def run_systems(
     systems: Sequence[System], models: dict[str, Any], data: EvalData, plan: MetricPlan, settings: EvalSettings,
-    *, max_new_tokens: int, on_progress: OnProgress | None,
+    *, max_new_tokens: int, on_progress: OnProgress | None, constraint: ConstraintPlan | None = None,
 ) -> list[SystemResult]:
-    """Generate and score every system's answers, one system after another."""
+    """Generate and score every system's answers, one system after another (constrained systems decode
+    under `constraint`, built once per model)."""
     results: list[SystemResult] = []
     references = data.references
+    built: dict[str, Any] = {}
     for system in systems:
         done = [0]
 
@@ -195,7 +211,8 @@ def run_systems(
                 on_progress(name, done[0], len(references))
 
         outputs, stopped, tokens, seconds = answer_with(system, models, data, settings=settings,
-                                                        max_new_tokens=max_new_tokens, progress=progress)
+                                                        max_new_tokens=max_new_tokens, progress=progress,
+                                                        constraint=_constraint_for(system, models, constraint, built))
         results.append(SystemResult(system, outputs, stopped, score_examples(plan, references, outputs),
                                     tokens / seconds if seconds > 0 else 0.0, tokens, seconds))
     return results
@@ -264,13 +281,17 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     data = load_eval_data(run, settings, reading=config.get("data"))
     systems = check_systems(systems, data, run_dir=run.path)
     schema = read_schema(settings.schema) if settings.schema else None
+    constraint = plan_constraint(settings.constrain, train_targets=data.train_targets, schema=schema,
+                                 schema_path=settings.schema) if settings.constrain else None
+    systems = with_constrained(systems, settings.constrain)
     plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metrics, schema=schema)
     models = _load_models(run, systems, checkpoint=settings.checkpoint, model_spec=str(config.get("model")))
     tokenizer = models[TUNED][1]
-    max_new = settings.max_new_tokens or default_max_new_tokens(
+    max_new = settings.max_new_tokens or max(default_max_new_tokens(
         [len(ids) for ids in tokenizer(data.references, add_special_tokens=False)["input_ids"]]
-    )
-    results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress)
+    ), constraint.min_new_tokens(tokenizer) if constraint else 0)
+    results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress,
+                          constraint=constraint)
     summary = summarize(plan, data.references, results, train_targets=data.train_targets,
                         seed=settings.seed, resamples=settings.resamples)
     summary = summary.model_copy(update={
@@ -278,7 +299,8 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         "checkpoint": settings.checkpoint,
         "holdout": FileEntry(path=str(data.holdout_path.resolve()), sha256=sha256_file(data.holdout_path),
                              count=len(data.holdout)),
-        "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size},
+        "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size,
+                     "constrain": settings.constrain},
         "few_shot_seed": settings.seed,
         "schema_": plan.schema or None,
     })

@@ -246,7 +246,8 @@ def summarize(
         Comparison(r.system.name, values[r.system.name][plan.main].value,
                    diffs[f"{TUNED} - {r.system.name}"][plan.main], kind=r.system.verdict_kind,
                    answer=r.outputs[0] if r.outputs else "")
-        for r in results if r.system.name != TUNED
+        # the verdict is about the systems as users run them; constrained twins are in the table
+        for r in results if r.system.name != TUNED and not r.system.constrain
     ]
     line = verdict(metric=plan.main, n=len(references), tuned=values[TUNED][plan.main].value,
                    comparisons=comparisons, notes=_notes(references, values, nonempty))

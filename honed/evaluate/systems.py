@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 import re
 from collections import Counter
@@ -48,6 +50,7 @@ class System:
     kind: str = "base"  # tuned | base | prompting | retrieval | constant | endpoint | export
     url: str | None = None  # endpoint base URL
     endpoint_model: str | None = None  # the endpoint's model id; None: the first one it lists
+    constrain: str | None = None  # "labels" or "json": decoding restricted (honed.evaluate.constrain)
 
     @property
     def retrieves(self) -> bool:
@@ -264,3 +267,20 @@ def prompts_for(
                                                                                   seed=seed))]
     shots = choose_shots(train, k=system.shots, seed=seed)
     return [with_shots(c, shots) for c in holdout]
+
+
+def with_constrained(systems: Sequence[System], kind: str | None) -> list[System]:
+    """Each local model's system followed by its constrained twin, so the table shows what the constraint
+    adds (the constant answer and endpoints decode nothing here, so they get no twin).
+
+    >>> [s.name for s in with_constrained([System("tuned", "tuned"), System("base", "base")], "labels")]
+    ['tuned', 'tuned+labels', 'base', 'base+labels']
+    """
+    if not kind:
+        return list(systems)
+    out: list[System] = []
+    for s in systems:
+        out.append(s)
+        if s.kind not in ("constant", "endpoint"):
+            out.append(dataclasses.replace(s, name=f"{s.name}+{kind}", constrain=kind))
+    return out

@@ -166,3 +166,90 @@ def test_eval_reads_csv_holdouts_with_the_runs_column_mapping(tmp_path) -> None:
     assert summary["n"] == 6 and summary["main_metric"] == "label_accuracy"
     first = json.loads((out / "eval" / "base.jsonl").read_text().splitlines()[0])
     assert first["reference"] == "card"
+
+
+TRIAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "category": {"enum": ["billing", "account", "bug", "feature_request", "how_to", "cancellation"]},
+        "priority": {"enum": ["low", "medium", "high"]},
+        "sentiment": {"enum": ["negative", "neutral", "positive"]},
+    },
+    "required": ["category", "priority", "sentiment"],
+    "additionalProperties": False,
+}
+
+
+def _rows(run: Path, system: str) -> list[dict]:
+    return [json.loads(line) for line in (run / "eval" / f"{system}.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def label_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("labels")
+    rows = [("I lost my card", "card"), ("Reset my password", "password"), ("Refund please", "refund_request")] * 8
+    for name in ("train.csv", "holdout.csv"):
+        (root / name).write_text("text,label\n" + "".join(f"{p} {i},{label}\n" for i, (p, label) in enumerate(rows)))
+    out = root / "run"
+    mapping = ["--set", "data.prompt_col=text", "--set", "data.response_col=label", "--set", "data.system=Label it."]
+    result = cli("train", "--data", str(root / "train.csv"), "--holdout", str(root / "holdout.csv"),
+                 "--model", TINY, "--out", str(out), *mapping, *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_constrain_labels_adds_systems_that_answer_only_training_labels(label_run) -> None:
+    args = ["eval", str(label_run), "--limit", "8", "--baselines", "base,few-shot:2", "--batch-size", "4", "--json"]
+    plain = cli(*args)
+    assert plain.exit_code == 0, plain.output
+    before = {system: _rows(label_run, system) for system in ("tuned", "base", "few-shot-2")}
+    result = cli(*args, "--constrain", "labels")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert list(summary["systems"]) == ["tuned", "tuned+labels", "base", "base+labels", "few-shot-2", "few-shot-2+labels",
+                                       "majority"]  # the constant answer decodes nothing: no twin
+    assert summary["decoding"]["constrain"] == "labels"
+    assert "tuned - base+labels" in summary["differences"]
+    for system, rows in before.items():  # the unconstrained systems answer exactly as without --constrain
+        assert [r["output"] for r in _rows(label_run, system)] == [r["output"] for r in rows]
+        constrained = _rows(label_run, f"{system}+labels")
+        assert all(r["output"] in {"card", "password", "refund_request"} and r["stopped"] for r in constrained)
+    assert summary["verdict"] == json.loads(plain.stdout)["verdict"]  # the verdict stays about the plain systems
+    table = cli("eval", str(label_run), "--limit", "4", "--baselines", "base", "--constrain", "labels")
+    assert table.exit_code == 0 and "base+labels" in table.stdout
+
+
+def test_constrain_json_with_a_schema_gives_valid_json(tmp_path, two_runs) -> None:
+    import jsonschema
+
+    run_a, _ = two_runs
+    (tmp_path / "triage.json").write_text(json.dumps(TRIAGE_SCHEMA))
+    result = cli("eval", str(run_a), "--limit", "6", "--baselines", "base", "--constrain", "json",
+                 "--schema", str(tmp_path / "triage.json"), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert list(summary["systems"]) == ["tuned", "tuned+json", "base", "base+json", "majority"]
+    for system in ("tuned+json", "base+json"):
+        for row in _rows(run_a, system):
+            jsonschema.validate(json.loads(row["output"]), TRIAGE_SCHEMA)
+        assert summary["systems"][system]["metrics"]["schema_valid"]["value"] == 1.0
+    result = cli("eval", str(run_a), "--limit", "4", "--baselines", "none", "--constrain", "json", "--json")
+    assert result.exit_code == 0, result.output
+    for row in _rows(run_a, "tuned+json"):  # any object: every answer that ended parses (a cut one cannot)
+        assert row["output"].startswith("{") and (not row["stopped"] or isinstance(json.loads(row["output"]), dict))
+
+
+def test_constrain_bad_input_is_one_clear_error(tmp_path, two_runs, label_run) -> None:
+    run_a, _ = two_runs
+    (tmp_path / "ref.json").write_text('{"type": "object", "properties": {"a": {"$ref": "#/definitions/nope"}}}')
+    cases = [
+        (["eval", str(run_a), "--constrain", "labels"], "--constrain labels: the run's training answers are not labels"),
+        (["eval", str(run_a), "--constrain", "foo"], "--constrain foo: unknown constraint; use labels"),
+        (["eval", str(label_run), "--constrain", "json"], "--constrain json: the run's training answers are not JSON"),
+        (["eval", str(run_a), "--constrain", "json", "--schema", str(tmp_path / "ref.json")],
+         "ref.json: xgrammar cannot constrain decoding to this schema"),
+    ]
+    for args, message in cases:
+        result = cli(*args, "--limit", "2", "--baselines", "none")
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, result.output

@@ -141,3 +141,35 @@ def test_shared_prefix_with_rows_stopping_early(tiny: tuple[object, object]) -> 
     batched, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=6, stop_ids=[stop])
     assert any(g.stopped for g in batched)
     assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=12, stop_ids=[stop])
+
+
+def test_generation_uses_the_supported_cache_argument(tiny: tuple[object, object]) -> None:
+    """transformers 5.24 deprecates `past_key_values` (FutureWarning, removed in 5.40): honed passes `cache`."""
+    import warnings
+
+    from honed.evaluate.generate import cache_argument
+
+    model, tokenizer = tiny
+    assert cache_argument(model) == "cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # any deprecation on the generation path fails the test
+        batched, _ = generate(model, tokenizer, _shared_prefix_prompts(), max_new_tokens=6, batch_size=5)
+    assert all(len(g.token_ids) <= 6 for g in batched)
+
+
+def test_a_peft_wrapped_model_gets_the_cache_through_its_kwargs(tiny: tuple[object, object]) -> None:
+    """During training the scorer generates with the LoRA-wrapped model: same tokens as the bare model
+    (LoRA starts as a no-op), and the cache argument is read off the base model."""
+    import copy
+
+    import peft
+
+    from honed.evaluate.generate import cache_argument
+
+    model, tokenizer = tiny
+    wrapped = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert cache_argument(wrapped) == "cache"
+    prompts = _prompts()[:4]
+    ours, _ = generate(wrapped, tokenizer, prompts, max_new_tokens=8, batch_size=4)
+    bare, _ = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4)
+    assert [g.token_ids for g in ours] == [g.token_ids for g in bare]
