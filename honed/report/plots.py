@@ -103,7 +103,7 @@ def loss_plot(metrics: Sequence[Mapping[str, Any]], *, best_step: int | None = N
             ax.axvline(last, color=color(4), linestyle=":", linewidth=1.5, label=f"early stop (step {last})")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("loss (mean over supervised tokens)")
-        ax.legend(loc="upper right")
+        ax.legend(loc="best")
     return to_svg(fig, name="loss", title="train and holdout loss by step")
 
 
