@@ -19,11 +19,11 @@ def cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def train_and_eval(out: Path, *extra: str, limit: int = 10) -> tuple[str, str]:
+def train_and_eval(out: Path, *extra: str, limit: int = 10, eval_extra: tuple[str, ...] = ()) -> tuple[str, str]:
     """Train 4 steps and evaluate `limit` examples with base and 1-shot; returns both commands' output."""
     trained = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST, *extra)
     assert trained.exit_code == 0, trained.output
     evaluated = cli("eval", str(out), "--limit", str(limit), "--baselines", "base,few-shot:1", "--batch-size", "5",
-                    "--threads", "1")
+                    "--threads", "1", *eval_extra)
     assert evaluated.exit_code == 0, evaluated.output
     return trained.output, evaluated.output
