@@ -476,10 +476,16 @@ def _export_to_trackers(run_dir: Any, *, stage: str, report: Any, console: Conso
 @user_errors
 def report_command(
     run_dirs: list[str] = typer.Argument(..., help="a run directory, or several to compare side by side"),
-    out: str = typer.Option(None, "--out", help="HTML file to write (default: RUN/report.html; ./report.html for several runs)"),
+    out: str = typer.Option(
+        None, "--out", help="HTML file to write (default: RUN/report.html; ./report.html for several runs)"
+    ),
     open_report: bool = typer.Option(False, "--open", help="open the report in the default web browser"),
-    data_check: bool = typer.Option(True, "--data-check/--no-data-check", help="run `honed data check` on the runs' files for the Data section"),
-    track: str = typer.Option(None, "--track", help="also export the runs to trackers: mlflow, tensorboard, wandb (comma-separated)"),
+    data_check: bool = typer.Option(
+        True, "--data-check/--no-data-check", help="run `honed data check` on the runs' files for the Data section"
+    ),
+    track: str = typer.Option(
+        None, "--track", help="also export the runs to trackers: mlflow, tensorboard, wandb (comma-separated)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print {report, bytes, runs} as JSON"),
 ) -> None:
     """Write one self-contained HTML report: verdict, curves, metrics with intervals, examples, data findings.

@@ -234,7 +234,8 @@ def bars_plot(labels: Sequence[str], series: Mapping[str, Sequence[float]], *, n
     return to_svg(fig, name=name, title=title)
 
 
-def overlay_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], *, key: str, ylabel: str, name: str) -> Markup | None:
+def overlay_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], *, key: str, ylabel: str,
+                 name: str) -> Markup | None:
     """The same per-step number of several runs on one plot (one colour per run)."""
     import matplotlib
 

@@ -118,14 +118,15 @@ def comparison(pages: Sequence[RunPage]) -> dict[str, Any]:
     out: dict[str, Any] = {"names": names, "compare": None,
                            "config_differences": config_differences([p.view.config for p in pages])}
     if all(page.view.summary is not None for page in pages):
-        out["compare"] = compare_runs([page.view.run.path for page in pages], limit=50)
-        out["names"] = out["compare"]["names"]
-        tuned = {name: out["compare"]["metrics"] and {m: by_run.get(name) for m, by_run in out["compare"]["metrics"].items()}
-                 for name in out["names"]}
-        out["metrics_plot"] = plots.interval_plot(tuned, metrics=list(out["compare"]["metrics"]), name="compare-metrics",
+        compared = out["compare"] = compare_runs([page.view.run.path for page in pages], limit=50)
+        out["names"] = compared["names"]
+        # compare_runs gives metric -> run -> interval; the plot wants run -> metric -> interval
+        tuned = {name: {m: by_run.get(name) for m, by_run in compared["metrics"].items()} for name in out["names"]}
+        out["metrics_plot"] = plots.interval_plot(tuned, metrics=list(compared["metrics"]), name="compare-metrics",
                                                   title="the tuned model of every run, 95% intervals")
     curves = {name: page.view.metrics for name, page in zip(out["names"], pages)}
-    out["holdout_plot"] = plots.overlay_plot(curves, key="holdout_loss", ylabel="holdout loss", name="compare-holdout")
+    out["holdout_plot"] = plots.overlay_plot(curves, key="holdout_loss", ylabel="holdout loss",
+                                             name="compare-holdout")
     out["train_plot"] = plots.overlay_plot(curves, key="loss", ylabel="train loss", name="compare-train")
     return out
 

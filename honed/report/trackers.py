@@ -128,7 +128,8 @@ class MLflowTracker:
                 artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
             experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
         quoted = self.path.replace("\\", "\\\\").replace("'", "\\'")
-        runs = self.client.search_runs([experiment_id], filter_string=f"tags.`honed.run_dir` = '{quoted}'", max_results=1)
+        runs = self.client.search_runs([experiment_id], filter_string=f"tags.`honed.run_dir` = '{quoted}'",
+                                       max_results=1)
         if runs:
             return runs[0].info.run_id, False
         created = self.client.create_run(experiment_id, run_name=name, tags={"honed.run_dir": self.path})
@@ -271,7 +272,9 @@ def replay(run: RunDir, trackers: Sequence[Tracker], *, stage: Stage = "all", re
             tracker.close()
 
 
-def export_run(run_dir: str | Path, names: Sequence[str], *, stage: Stage = "all", report: Path | None = None) -> list[str]:
+def export_run(
+    run_dir: str | Path, names: Sequence[str], *, stage: Stage = "all", report: Path | None = None
+) -> list[str]:
     """Replay a run directory into the named trackers; returns where each one wrote, for the user.
 
     >>> export_run("runs/demo", ["tensorboard"], stage="all")  # doctest: +SKIP
