@@ -22,7 +22,9 @@ def _registry(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> tuple[RunDir, str, str]:
     out = tmp_path_factory.mktemp("report") / "run"
-    trained, evaluated = train_and_eval(out, "--set", "tracking=tensorboard")
+    with pytest.MonkeyPatch.context() as patch:  # the function-scoped HONED_HOME is not set yet here
+        patch.setenv("HONED_HOME", str(tmp_path_factory.mktemp("home")))
+        trained, evaluated = train_and_eval(out, "--set", "tracking=tensorboard")
     return RunDir(out), trained, evaluated
 
 
