@@ -391,6 +391,7 @@ def eval_command(
     from honed.evaluate.run_eval import EvalSettings, evaluate_run
     from honed.evaluate.tables import differences_table, eval_table
 
+    _tracking(run_dir)  # a tracker the run names but this machine lacks fails now, not after the evaluation
     settings = EvalSettings(
         data=data, limit=limit, baselines=baselines, schema=schema, checkpoint=checkpoint, batch_size=batch_size,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
@@ -459,13 +460,22 @@ def _refresh_report(run_dir: Any, *, console: Console) -> Any:
     return path
 
 
-def _export_to_trackers(run_dir: Any, *, stage: str, report: Any, console: Console) -> None:
-    """Replay the run into the trackers its config names (`--set tracking=mlflow,...`), if any."""
-    from honed.config import validate_config
-    from honed.report.trackers import export_run
+def _tracking(run_dir: Any) -> list[str]:
+    """The trackers a run's config.yaml names (`--set tracking=mlflow,...`); each must be installed."""
+    from honed.report.trackers import require_installed
     from honed.rundir import RunDir
 
-    names = validate_config(RunDir(run_dir).read_config(), origin=f"{run_dir}/config.yaml").tracking
+    raw = RunDir(run_dir).read_config().get("tracking") or []
+    names = [n.strip() for n in raw.split(",") if n.strip()] if isinstance(raw, str) else [str(n) for n in raw]
+    require_installed(names)
+    return names
+
+
+def _export_to_trackers(run_dir: Any, *, stage: str, report: Any, console: Console) -> None:
+    """Replay the run into the trackers its config names, if any."""
+    from honed.report.trackers import export_run
+
+    names = _tracking(run_dir)
     if names:
         with err_console.status(f"exporting to {', '.join(names)}...", spinner="dots"):
             places = export_run(run_dir, names, stage=stage, report=report)  # type: ignore[arg-type]

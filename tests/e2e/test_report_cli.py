@@ -3,8 +3,10 @@ the verdict, every metric of every system, every example and the data check's nu
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 
 import lxml.html
@@ -106,3 +108,15 @@ def test_bad_input_is_one_message_and_exit_2(evaluated, tmp_path) -> None:
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
+def test_eval_of_a_run_tracked_with_a_missing_tracker_fails_before_evaluating(evaluated, tmp_path) -> None:
+    run, _, _ = evaluated
+    copy = RunDir(tmp_path / "copy")
+    shutil.copytree(run.path, copy.path)
+    copy.write_config(copy.config_yaml.read_text().replace("tracking:\n- tensorboard", "tracking:\n- wandb"))
+    before = copy.summary_json.read_text()
+    result = cli("eval", str(copy.path), "--limit", "2", "--baselines", "none")
+    assert result.exit_code == 2 and "wandb is not installed; run `pip install wandb`" in result.output
+    assert copy.summary_json.read_text() == before  # nothing was evaluated or overwritten
