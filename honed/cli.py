@@ -257,6 +257,7 @@ def train_command(
     nproc: int = typer.Option(1, "--nproc", min=1, help="training processes on this machine (torchrun; gloo on CPU, nccl on GPUs)"),
     from_run: str = typer.Option(None, "--from-run", help="continue from this run's best weights and settings (new data in --data)"),
     mix_old: float = typer.Option(0.0, "--mix-old", min=0.0, max=10.0, help="with --from-run: also train on this share (x new examples) of the parent's data"),
+    no_report: bool = typer.Option(False, "--no-report", help="do not write RUN/report.html when training ends"),
 ) -> None:
     """Fine-tune a model on your examples; writes a self-describing run directory.
 
@@ -291,6 +292,10 @@ def train_command(
     if resume and (config_file or overrides or any(v is not None for v in flags.values())):
         console.print("note: --resume continues with the run's saved config.yaml; the other options are ignored")
     config = load_config(config_file, overrides=overrides or [], flags=flags, base=_parent_base(from_run, mix_old))
+    if config.tracking:  # a missing tracker package fails now, not after the training
+        from honed.report.trackers import require_installed
+
+        require_installed(config.tracking)
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The config was checked above, once; the same command now runs as `nproc` torchrun workers.
         raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc=nproc))
@@ -300,7 +305,7 @@ def train_command(
         result = train(config, out=out, resume=resume, console=console, make_score_fn=score_fn_from_config)
     if not dist.is_main:
         return
-    _print_train_result(result, console=console, as_json=as_json)
+    _print_train_result(result, console=console, as_json=as_json, no_report=no_report)
 
 
 def _parent_base(from_run: str | None, mix_old: float) -> dict[str, Any] | None:
@@ -316,7 +321,7 @@ def _parent_base(from_run: str | None, mix_old: float) -> dict[str, Any] | None:
     return parent_config(RunDir(from_run), mix_ratio=mix_old)
 
 
-def _print_train_result(result: Any, *, console: Console, as_json: bool) -> None:
+def _print_train_result(result: Any, *, console: Console, as_json: bool, no_report: bool) -> None:
     """The run's outcome: JSON for scripts, or the before/after holdout loss and where the run is."""
     import json
 
@@ -329,8 +334,10 @@ def _print_train_result(result: Any, *, console: Console, as_json: bool) -> None
         "first_eval": result.first_eval,
         "last_eval": result.last_eval,
     }
+    report = None if no_report else _refresh_report(result.run_dir, console=err_console if as_json else console)
+    _export_to_trackers(result.run_dir, stage="train", report=report, console=err_console if as_json else console)
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({**summary, "report": str(report) if report else None}, indent=2))
         return
     before = result.first_eval.get("holdout_loss")
     after = result.best.get("holdout_loss")
@@ -358,7 +365,10 @@ def runs_list_command(
     if as_json:
         print(json.dumps(runs, indent=2, default=str))
         return
-    table = Table("name", "status", "model", "method", "best holdout_loss", "started", "parent", "run_dir")
+    table = Table()
+    for column in ("name", "status", "model", "method", "best holdout_loss", "started", "parent", "run_dir"):
+        # the status is never cut; long paths wrap instead
+        table.add_column(column, overflow="fold", no_wrap=column == "status", min_width=9 if column == "status" else None)
     names = {run["run_dir"]: run["name"] for run in runs}
     for run in runs:
         loss = run["best"].get("holdout_loss")
@@ -426,6 +436,7 @@ def eval_command(
         None, "--constrain", help="also decode every system constrained: labels (one of the training labels) or "
         "json (a JSON object; with --schema, one matching it); adds tuned+labels, base+labels, ... to the table"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json instead of tables"),
+    no_report: bool = typer.Option(False, "--no-report", help="do not refresh RUN/report.html"),
 ) -> None:
     """Evaluate the tuned model against the base model, prompting and other systems on the same holdout.
 
@@ -443,6 +454,7 @@ def eval_command(
     from honed.evaluate.run_eval import EvalSettings, evaluate_run
     from honed.evaluate.tables import differences_table, eval_table
 
+    _tracking(run_dir)  # a tracker the run names but this machine lacks fails now, not after the evaluation
     settings = EvalSettings(
         data=data, limit=limit, baselines=baselines, schema=schema, checkpoint=checkpoint, batch_size=batch_size,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
@@ -457,15 +469,17 @@ def eval_command(
             progress.update(tasks[system], completed=done)
 
         summary = evaluate_run(run_dir, settings, on_progress=on_progress)
+    console = err_console if as_json else Console(highlight=False)  # --json: stdout holds only the summary
     if as_json:
         print(json.dumps(summary.to_json(), indent=2, ensure_ascii=False))
-        return
-    console = Console(highlight=False)
-    console.print(eval_table(summary))
-    if summary.differences:
-        console.print(differences_table(summary))
-    console.print(summary.verdict, soft_wrap=True)
-    console.print(f"per-example outputs: {run_dir}/eval/<system>.jsonl", soft_wrap=True)
+    else:
+        console.print(eval_table(summary))
+        if summary.differences:
+            console.print(differences_table(summary))
+        console.print(summary.verdict, soft_wrap=True)
+        console.print(f"per-example outputs: {run_dir}/eval/<system>.jsonl", soft_wrap=True)
+    report = None if no_report else _refresh_report(run_dir, console=console)
+    _export_to_trackers(run_dir, stage="eval", report=report, console=console)
 
 
 @app.command("compare")
@@ -840,3 +854,88 @@ def chat_command(
         repl(session, out=sys.stdout)
     finally:
         engine.stop()
+# ---- report: honed report (and the report/tracker refresh after train and eval) ----------------------------
+
+
+def _refresh_report(run_dir: Any, *, console: Console) -> Any:
+    """Re-render RUN/report.html and print its path; a report that cannot be made is a note, not a failure."""
+    from honed.report.render import refresh_report
+
+    with err_console.status("writing the report (data check, plots)...", spinner="dots"):
+        path, problem = refresh_report(run_dir)
+    if path is None:
+        console.print(f"note: no report written: {problem}", soft_wrap=True, markup=False)
+    else:
+        console.print(f"report: {path}", soft_wrap=True, markup=False)
+    return path
+
+
+def _tracking(run_dir: Any) -> list[str]:
+    """The trackers a run's config.yaml names (`--set tracking=mlflow,...`); each must be installed."""
+    from honed.report.trackers import require_installed
+    from honed.rundir import RunDir
+
+    raw = RunDir(run_dir).read_config().get("tracking") or []
+    names = [n.strip() for n in raw.split(",") if n.strip()] if isinstance(raw, str) else [str(n) for n in raw]
+    require_installed(names)
+    return names
+
+
+def _export_to_trackers(run_dir: Any, *, stage: str, report: Any, console: Console) -> None:
+    """Replay the run into the trackers its config names, if any."""
+    from honed.report.trackers import export_run
+
+    names = _tracking(run_dir)
+    if names:
+        with err_console.status(f"exporting to {', '.join(names)}...", spinner="dots"):
+            places = export_run(run_dir, names, stage=stage, report=report)  # type: ignore[arg-type]
+        console.print("tracked: " + "; ".join(places), soft_wrap=True, markup=False)
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    run_dirs: list[str] = typer.Argument(..., help="a run directory, or several to compare side by side"),
+    out: str = typer.Option(
+        None, "--out", help="HTML file to write (default: RUN/report.html; ./report.html for several runs)"
+    ),
+    open_report: bool = typer.Option(False, "--open", help="open the report in the default web browser"),
+    data_check: bool = typer.Option(
+        True, "--data-check/--no-data-check", help="run `honed data check` on the runs' files for the Data section"
+    ),
+    track: str = typer.Option(
+        None, "--track", help="also export the runs to trackers: mlflow, tensorboard, wandb (comma-separated)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print {report, bytes, runs} as JSON"),
+) -> None:
+    """Write one self-contained HTML report: verdict, curves, metrics with intervals, examples, data findings.
+
+    No network needed to view it: plots are inline SVG, styles and scripts inline.
+
+    Example: honed report runs/demo --open
+
+    Example: honed report runs/lr-2e-4 runs/lr-1e-3 --out compare.html
+    """
+    import json
+    import webbrowser
+
+    from honed.errors import ConfigError
+    from honed.report.render import render_report
+    from honed.report.trackers import export_run, require_installed
+
+    names = [n.strip() for n in track.split(",") if n.strip()] if track is not None else []
+    if track is not None and not names:
+        raise ConfigError("--track: name at least one tracker: mlflow, tensorboard or wandb")
+    require_installed(names, option="--track")
+    with err_console.status("writing the report (data check, plots)...", spinner="dots"):
+        path = render_report(run_dirs, out=out, data_check=data_check)
+    places = [place for run_dir in run_dirs for place in export_run(run_dir, names, report=path)]
+    if as_json:
+        print(json.dumps({"report": str(path), "bytes": path.stat().st_size, "runs": run_dirs, "tracked": places}))
+    else:
+        console = Console(highlight=False, markup=False)
+        console.print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)", soft_wrap=True)
+        for place in places:
+            console.print(f"tracked: {place}", soft_wrap=True)
+    if open_report and not webbrowser.open(path.resolve().as_uri()):
+        err_console.print(f"note: no web browser found here; open {path} yourself", soft_wrap=True, markup=False)

@@ -124,6 +124,9 @@ class TrainConfig(_Strict):
     )
     num_threads: int | None = Field(None, ge=1)
     log_every: int = Field(1, ge=1)
+    # Experiment trackers the finished run is exported to (honed.report.trackers): mlflow, tensorboard,
+    # wandb. `--set tracking=mlflow`, `tracking=mlflow,tensorboard` or a YAML list.
+    tracking: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(default_factory=list)
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -142,6 +145,14 @@ class TrainConfig(_Strict):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
         raise ValueError("must be a number of examples >= 1, 'auto', or null (always the full holdout)")
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _tracking_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):  # "mlflow" or "mlflow,tensorboard" from --set
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("adam_betas")
     @classmethod

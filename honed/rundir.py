@@ -10,6 +10,7 @@
       final/  merged/      the chosen weights (and base+adapter merged, on request)
       eval/                <system>.jsonl per example, summary.json (EvalSummary)   eval writes
       exports/  report.html  requests.jsonl                          export, report, serve write
+      tensorboard/         event files (tracking: tensorboard)       report.trackers writes
 
 Nothing outside this module opens run.json, data.json or summary.json by name: code asks a `RunDir`.
 Every record carries a `schema_version`; files written before it existed (version 1, no field) still load.
@@ -261,6 +262,11 @@ class RunDir:
     @property
     def report_html(self) -> Path:
         return self.path / "report.html"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard event files (`tracking: tensorboard`); `tensorboard --logdir runs/` finds every run's."""
+        return self.path / "tensorboard"
 
     @property
     def requests_log(self) -> Path:
