@@ -26,12 +26,15 @@ import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from honed.atomic import write_json_atomic, write_text_atomic
 from honed.errors import ConfigError, HonedError
+
+if TYPE_CHECKING:
+    from honed.lock import RunLock
 
 SCHEMA_VERSION = 2  # 1: the unversioned files of honed 0.1 (same fields, no schema_version)
 CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
@@ -285,11 +288,15 @@ class RunDir:
         return self.checkpoints / checkpoint_name(step)
 
     def lock(self, command: str) -> RunLock:
-        """The exclusive lock a writer holds while it changes this run directory (see RunLock)."""
+        """The exclusive lock a writer holds while it changes this run directory (honed.lock.RunLock)."""
+        from honed.lock import RunLock
+
         return RunLock(self, command)
 
     def status(self) -> str:
         """run.json's status, or `stale` for a run that says "running" but whose process is gone."""
+        from honed.lock import is_locked
+
         status = self.read_run().status
         return "stale" if status == "running" and not is_locked(self) else status
 
@@ -465,84 +472,3 @@ def has_weights(folder: Path) -> bool:
     return (folder / "adapter_model.safetensors").is_file() or (folder / "model.safetensors").is_file() or any(
         folder.glob("model-*.safetensors")
     )
-
-
-# ---- ownership: one process writes a run directory at a time ------------------------------------------------
-
-
-class RunLock:
-    """An exclusive lock on a run directory, held by the process that writes it (train, resume, export).
-
-    The lock is `fcntl.flock` on RUN_DIR/.lock, so the kernel releases it when the process exits, however
-    it dies; the file also names the owner (pid, host, command, start time) for the message a second
-    writer gets. `is_held` tells a reader (`runs list`) whether a "running" run still has its process.
-
-    >>> with RunDir("runs/a").lock("train"):  # doctest: +SKIP
-    ...     ...
-    """
-
-    def __init__(self, run: RunDir, command: str) -> None:
-        self.run, self.command = run, command
-        self._fd: int | None = None
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def acquire(self) -> None:
-        import fcntl
-        import os
-        import socket
-
-        try:
-            self.run.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.run.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"{self.run.path}: cannot write here ({exc.strerror or exc}); "
-                              "choose an --out in a folder you can write to") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(f"{self.run.path} is in use: {lock_owner(self.run)}; wait for it to finish or "
-                              "stop that process, then try again") from None
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": now_iso()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        import os
-
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-
-def lock_owner(run: RunDir) -> str:
-    """Who holds (or last held) the lock, in words: 'honed train, pid 123 on host h since ...'."""
-    try:
-        owner = json.loads(run.lock_file.read_text(encoding="utf-8"))
-        return f"honed {owner['command']}, pid {owner['pid']} on host {owner['host']} since {owner['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another honed process"
-
-
-def is_locked(run: RunDir) -> bool:
-    """True when a live process holds the run's lock (on this host; a lock is per machine)."""
-    import fcntl
-    import os
-
-    if not run.lock_file.is_file():
-        return False
-    fd = os.open(run.lock_file, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also drops the probe's own lock when it got one
-    return False
