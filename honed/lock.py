@@ -25,7 +25,7 @@ class RunLock:
 
     The lock is `fcntl.flock` on RUN_DIR/.lock, so the kernel releases it when the process exits, however
     it dies; the file also names the owner (pid, host, command, start time) for the message a second
-    writer gets. `is_held` tells a reader (`runs list`) whether a "running" run still has its process.
+    writer gets. `is_locked` tells a reader (`runs list`) whether a "running" run still has its process.
 
     >>> with RunDir("runs/a").lock("train"):  # doctest: +SKIP
     ...     ...
