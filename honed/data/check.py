@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from honed.data.dedup import DEFAULT_NEAR_THRESHOLD
 from honed.data.read import ColumnMapping, ReadResult, load_or_fail
 from honed.data.report import (
     DEFAULT_MAX_LENGTH,
-    DEFAULT_NEAR_THRESHOLD,
     Example,
     Report,
     build_report,

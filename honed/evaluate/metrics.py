@@ -8,8 +8,8 @@ Which metrics apply (`pick_metrics`):
 - JSON targets (every target parses as a JSON object or array): json_valid, schema_valid (JSON-schema
   conformance against a given schema or one inferred from the targets), field_precision/recall/f1
   (flattened key paths with normalised values), exact_match. Main metric: field_f1.
-- classification-like targets (short one-line labels, few distinct values that repeat): label_accuracy,
-  macro_f1, exact_match. Main metric: label_accuracy.
+- classification-like targets (honed.data.labels: short one-line labels, few distinct values that
+  repeat): label_accuracy, macro_f1, exact_match. Main metric: label_accuracy.
 - free text: chrf (sacrebleu's chrF, a well-kept reference implementation), exact_match. Main: chrf.
 """
 
@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from honed.data.labels import looks_like_classification
 from honed.errors import ConfigError
 
 JSON_METRICS = ["json_valid", "schema_valid", "field_precision", "field_recall", "field_f1", "exact_match"]
@@ -260,16 +261,9 @@ def is_json_task(targets: Sequence[str]) -> bool:
     return bool(targets) and all(isinstance(parse_json(t), (dict, list)) for t in targets)
 
 
-def is_classification(targets: Sequence[str], *, max_labels: int = 200, max_chars: int = 64) -> bool:
-    """True for short one-line targets drawn from a small repeated set of labels.
-
-    >>> is_classification(["yes", "no", "yes", "no"])
-    True
-    """
-    if not targets or any("\n" in t.strip() or len(t.strip()) > max_chars for t in targets):
-        return False
-    distinct = {normalize_label(t) for t in targets}
-    return len(distinct) <= max_labels and len(distinct) <= max(2, len(targets) // 2)
+# The one rule for "classification-like" targets (shared with data check and data split); the old name
+# stays for callers that use it.
+is_classification = looks_like_classification
 
 
 def pick_metrics(targets: Sequence[str]) -> tuple[str, list[str]]:
@@ -280,7 +274,7 @@ def pick_metrics(targets: Sequence[str]) -> tuple[str, list[str]]:
     """
     if is_json_task(targets):
         return "field_f1", list(JSON_METRICS)
-    if is_classification(targets):
+    if looks_like_classification(targets):
         return "label_accuracy", list(LABEL_METRICS)
     return "chrf", list(TEXT_METRICS)
 

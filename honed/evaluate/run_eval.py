@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from honed.data.labels import looks_like_classification
 from honed.data.read import ColumnMapping, read_conversations, sha256_file
 from honed.data.render import ensure_chat_template, render_prompt
 from honed.data.types import Conversation, Message
@@ -121,7 +122,7 @@ def choose_shots(train: Sequence[Conversation], *, k: int, seed: int = 0) -> lis
     """
     rng = random.Random(seed)
     targets = [c.response_text() for c in train]
-    if not M.is_classification(targets):
+    if not looks_like_classification(targets):
         return [train[i] for i in sorted(rng.sample(range(len(train)), min(k, len(train))))]
     by_label: dict[str, list[int]] = {}
     for i, target in enumerate(targets):
