@@ -19,15 +19,13 @@ folder, all or nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from honed.atomic import atomic_folder, write_text_atomic
 from honed.data import dedup
 from honed.data.dedup import DEFAULT_NEAR_THRESHOLD
 from honed.data.labels import looks_like_classification
@@ -287,36 +285,12 @@ def _check_out(out: Path, *, force: bool) -> None:
 
 
 def _write_all(out: Path, result: SplitResult, manifest: dict[str, Any], *, force: bool) -> None:
-    """Write everything to a temp folder beside `out`, then swap it in with renames."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the final folder should be like any other
-    try:
+    """Write everything to a temp folder beside `out`, then swap it in whole (honed.atomic)."""
+    with atomic_folder(out) as tmp:
         files: dict[str, Any] = {}
         for name, rows in ((TRAIN_FILE, result.train), (HOLDOUT_FILE, result.holdout)):
             write_jsonl(tmp / name, rows)
             files[name] = {"rows": len(rows), "sha256": sha256_file(tmp / name)}
         manifest["files"] = files
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
         _check_out(out, force=force)  # again: something may have appeared while we worked
-        _swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing `out` is moved aside and removed only once `tmp` is in place."""
-    if not out.exists() or not any(out.iterdir()):
-        os.replace(tmp, out)  # rename over an empty folder is allowed
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
