@@ -17,12 +17,7 @@ from honed.registry import get_run, list_runs, registry_path
 from honed.rundir import RunDir
 from honed.train.loop import train
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
-
-
-@pytest.fixture(autouse=True)
-def _registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+from tests.helpers import TINY
 
 
 @pytest.fixture
