@@ -24,6 +24,7 @@ import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from honed.data.types import Conversation
+from honed.errors import ConfigError
 
 DEFAULT_NEAR_THRESHOLD = 0.85
 NUM_PERM = 64  # 64 permutations estimate a Jaccard of 0.85 within about +-0.05, at half the cost of 128
@@ -31,6 +32,15 @@ SHINGLE_WORDS = 3
 SEED = 1
 SCHEME = "affine32"  # datasketch >= 2.0 hashing scheme; 32-bit values halve the memory of signatures
 LSH_WEIGHTS = (0.01, 0.99)  # (false positive, false negative) weights for choosing LSH bands: see _index
+
+
+def check_threshold(threshold: float) -> None:
+    """Raise ConfigError unless 0 < `threshold` <= 1 (the `--near-threshold` of data check and split)."""
+    if not 0 < threshold <= 1:
+        raise ConfigError(
+            f"--near-threshold must be in (0, 1], got {threshold}; the default {DEFAULT_NEAR_THRESHOLD} is a "
+            "good start"
+        )
 
 
 # ---------------------------------------------------------------- keys: exact and normalized

@@ -104,8 +104,7 @@ def check_split_args(*, holdout_fraction: float, near_threshold: float) -> None:
         raise ConfigError(
             f"--holdout-fraction must be between 0 and 1 (exclusive), got {holdout_fraction}; e.g. 0.1"
         )
-    if not 0 < near_threshold <= 1:
-        raise ConfigError(f"--near-threshold must be in (0, 1], got {near_threshold}; the default is 0.85")
+    dedup.check_threshold(near_threshold)
 
 
 def _result(
