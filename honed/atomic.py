@@ -31,7 +31,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); the file should be like any other
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -39,6 +40,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -56,13 +64,13 @@ def fsync_folder(folder: Path) -> None:
 
 def replace_folder(tmp: Path, target: Path, *, old_prefix: str = ".") -> None:
     """Swap the complete folder `tmp` in for `target` (which may exist: it is moved aside as
-    `<old_prefix>old-<name>`, then removed)."""
+    `<old_prefix>old-<name>` and removed only once `tmp` is in place, so a kill never loses both)."""
+    old = target.with_name(f"{old_prefix}old-{target.name}")
     if target.exists():
-        old = target.with_name(f"{old_prefix}old-{target.name}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
-        shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -79,6 +87,7 @@ def atomic_folder(target: str | Path, *, prefix: str | None = None) -> Iterator[
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{target.name}-", dir=target.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); the folder should be like any other
         yield tmp
         fsync_folder(tmp)
         replace_folder(tmp, target, old_prefix=prefix or ".")

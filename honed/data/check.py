@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from honed.data.dedup import DEFAULT_NEAR_THRESHOLD, check_threshold
 from honed.data.read import ColumnMapping, ReadResult, load_or_fail
 from honed.data.report import (
     DEFAULT_MAX_LENGTH,
-    DEFAULT_NEAR_THRESHOLD,
     Example,
     Report,
     build_report,
@@ -58,8 +58,7 @@ def run_check(
     """
     if max_length < 1:
         raise ConfigError(f"--max-length must be at least 1 (got {max_length})")
-    if not 0.0 < near_threshold <= 1.0:
-        raise ConfigError(f"--near-threshold must be in (0, 1] (got {near_threshold}); 0.85 is a good start")
+    check_threshold(near_threshold)
     files = [file] if holdout is None else [file, holdout]
     advance = progress("reading and loading the tokenizer", len(files) + 1)
     train = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid)

@@ -1,12 +1,16 @@
-"""Duplicates, repeats and leakage: exact (string equality) and near (MinHash + LSH from `datasketch`).
+"""What counts as the same example, in one place: `data check` (report.py) and `data split` (split.py,
+and so `train`'s own split) use these definitions and nothing else, so a split never fails the check.
 
-Definitions used by `honed data check` (and its documented JSON):
-- normalized text: lower-cased and trimmed (`"  Hello " -> "hello"`), nothing else;
+- normalized text: lower-cased and trimmed (`"  Hello " -> "hello"`), nothing else; whitespace inside a
+  text is kept (two texts that differ only there are near duplicates, similarity 1.0, instead);
+- the prompt key: every message before the last assistant turn as `role: content` lines, system
+  included, optionally normalized message by message (`prompt_key`);
+- the dialogue text: the non-system turns' text, whole or prompt only (`dialogue_text`);
 - a *repeated* row is one whose key (prompt, response, pair, whole conversation) already appeared on an
   earlier row, so a key seen three times counts 2;
-- near duplicates: texts whose estimated Jaccard similarity of 3-word shingles reaches a threshold.
-  LSH finds candidate pairs without comparing every pair (not O(n^2)); each candidate is then checked
-  with the MinHash estimate, and connected pairs form clusters.
+- near duplicates: texts whose estimated Jaccard similarity of lower-cased 3-word shingles reaches a
+  threshold (default 0.85). LSH finds candidate pairs without comparing every pair (not O(n^2)); each
+  candidate is then checked with the MinHash estimate, and connected pairs form clusters.
 """
 
 from __future__ import annotations
@@ -19,10 +23,27 @@ from typing import Hashable, Iterable, Sequence
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from honed.data.types import Conversation
+from honed.errors import ConfigError
+
+DEFAULT_NEAR_THRESHOLD = 0.85
 NUM_PERM = 64  # 64 permutations estimate a Jaccard of 0.85 within about +-0.05, at half the cost of 128
 SHINGLE_WORDS = 3
 SEED = 1
 SCHEME = "affine32"  # datasketch >= 2.0 hashing scheme; 32-bit values halve the memory of signatures
+LSH_WEIGHTS = (0.01, 0.99)  # (false positive, false negative) weights for choosing LSH bands: see _index
+
+
+def check_threshold(threshold: float) -> None:
+    """Raise ConfigError unless 0 < `threshold` <= 1 (the `--near-threshold` of data check and split)."""
+    if not 0 < threshold <= 1:
+        raise ConfigError(
+            f"--near-threshold must be in (0, 1], got {threshold}; the default {DEFAULT_NEAR_THRESHOLD} is a "
+            "good start"
+        )
+
+
+# ---------------------------------------------------------------- keys: exact and normalized
 
 
 def normalize(text: str) -> str:
@@ -32,6 +53,36 @@ def normalize(text: str) -> str:
     'where is my card?'
     """
     return text.strip().lower()
+
+
+def prompt_key(conversation: Conversation, *, normalized: bool = False) -> str:
+    """Everything before the last assistant turn, one `role: content` line per message.
+
+    Two rows with the same key ask the same thing: they are repeated prompts, conflicting when their
+    responses differ, and leakage when one is in train and one in the holdout.
+
+    >>> from honed.data.types import Message
+    >>> c = Conversation((Message("user", " Hi THERE "), Message("assistant", "Hello")))
+    >>> prompt_key(c, normalized=True)
+    'user: hi there'
+    """
+    fix = normalize if normalized else (lambda s: s)
+    return "\n".join(f"{m.role}: {fix(m.content)}" for m in conversation.prompt_messages())
+
+
+def dialogue_text(conversation: Conversation, *, prompt_only: bool = False) -> str:
+    """The non-system turns' text: what near-duplicate detection compares.
+
+    System prompts are left out because many datasets share one long system prompt, which would make
+    every pair of short examples look alike.
+
+    >>> from honed.data.types import Message
+    >>> c = Conversation((Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello")))
+    >>> dialogue_text(c), dialogue_text(c, prompt_only=True)
+    ('Hi\\nHello', 'Hi')
+    """
+    messages = conversation.prompt_messages() if prompt_only else conversation.messages
+    return "\n".join(m.content for m in messages if m.role != "system")
 
 
 def repeated_rows(keys: Iterable[Hashable]) -> list[int]:
@@ -56,6 +107,40 @@ def groups_of(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
     for index, key in enumerate(keys):
         groups[key].append(index)
     return groups
+
+
+class UnionFind:
+    """Disjoint sets of row indices: `union` joins two rows' sets, `groups` lists the sets.
+
+    >>> joins = UnionFind(4)
+    >>> joins.union(0, 2)
+    >>> joins.groups()
+    [[0, 2], [1], [3]]
+    """
+
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]  # path halving keeps trees flat
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[int]]:
+        """Every set as ascending indices, ordered by first index."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i in range(len(self.parent)):
+            groups[self.find(i)].append(i)
+        return sorted(groups.values(), key=lambda members: members[0])
+
+
+# ---------------------------------------------------------------- near duplicates (MinHash + LSH)
 
 
 def shingles(text: str, *, size: int = SHINGLE_WORDS) -> list[bytes]:
@@ -94,14 +179,18 @@ def _similar(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _index(threshold: float, num_perm: int) -> MinHashLSH:
-    """An empty LSH index tuned for `threshold`.
+    """An empty LSH index tuned for `threshold`, so that it (almost) never misses a pair that reaches it.
 
-    datasketch picks bands x rows for the threshold but refuses fewer than 2 bands, which it would need
-    for thresholds near 1; 2 bands of num_perm/2 rows still find every pair that similar, and candidates
-    are checked against the threshold anyway.
+    LSH only proposes candidates, and every candidate is checked against the threshold, so a false
+    positive costs one comparison while a false negative is a missed duplicate or leak. datasketch's
+    default weights balance the two: at 0.85 with 64 permutations (4 bands of 15 rows) it proposed a pair
+    of estimated similarity 0.91 only about 60% of the time. LSH_WEIGHTS picks 10 bands of 6 rows there:
+    a pair at the threshold is proposed with probability 0.99.
+    datasketch refuses fewer than 2 bands, which it would need for thresholds near 1; 2 bands of
+    num_perm/2 rows still find every pair that similar.
     """
     try:
-        return MinHashLSH(threshold=threshold, num_perm=num_perm)
+        return MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
     except ValueError:
         return MinHashLSH(threshold=threshold, num_perm=num_perm, params=(2, num_perm // 2))
 
@@ -116,7 +205,7 @@ class NearPair:
 
 
 def near_duplicate_clusters(sigs: np.ndarray, *, threshold: float) -> list[list[int]]:
-    """Clusters (lists of row indices, each of 2 or more) of near-duplicate rows.
+    """Clusters (lists of row indices, each of 2 or more) of near-duplicate rows, largest first.
 
     Rows should be distinct texts: exact duplicates are reported separately and would only inflate this.
 
@@ -126,24 +215,36 @@ def near_duplicate_clusters(sigs: np.ndarray, *, threshold: float) -> list[list[
     """
     num_perm = sigs.shape[1] if len(sigs) else NUM_PERM
     lsh = _index(threshold, num_perm)
-    parent = list(range(len(sigs)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    joins = UnionFind(len(sigs))
     for index, row in enumerate(sigs):
         lean = _lean(row)
         for other in lsh.query(lean):  # only earlier rows are indexed, so each pair is seen once
             if _similar(row, sigs[other]) >= threshold:
-                parent[root(index)] = root(other)
+                joins.union(index, other)
         lsh.insert(index, lean)
-    clusters: dict[int, list[int]] = defaultdict(list)
-    for index in range(len(sigs)):
-        clusters[root(index)].append(index)
-    return sorted((c for c in clusters.values() if len(c) > 1), key=lambda c: (-len(c), c[0]))
+    clusters = [members for members in joins.groups() if len(members) > 1]
+    return sorted(clusters, key=lambda c: (-len(c), c[0]))
+
+
+def similar_rows(texts: Sequence[str], *, threshold: float) -> list[list[int]]:
+    """Groups of 2+ rows whose texts are equal or near duplicates (connected pairs join), by first row.
+
+    Each distinct text is signed once; this runs in the calling process (data check signs in workers).
+
+    >>> similar_rows(["the cat sat on the mat today", "dogs bark", "The cat sat on the mat  today"],
+    ...              threshold=0.85)
+    [[0, 2]]
+    """
+    by_text = groups_of(texts)
+    distinct = list(by_text)
+    joins = UnionFind(len(texts))
+    for rows in by_text.values():
+        for row in rows[1:]:
+            joins.union(rows[0], row)
+    for cluster in near_duplicate_clusters(signatures(distinct), threshold=threshold):
+        for i in cluster[1:]:
+            joins.union(by_text[distinct[cluster[0]]][0], by_text[distinct[i]][0])
+    return [members for members in joins.groups() if len(members) > 1]
 
 
 def near_matches(queries: np.ndarray, index: np.ndarray, *, threshold: float) -> list[NearPair]:

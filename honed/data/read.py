@@ -21,12 +21,12 @@ is not there) raises DataError. Commands call `load_or_fail`, which raises on ro
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from honed.atomic import write_text_atomic
 from honed.data import rows as rows_mod
 from honed.data.formats import (
     ALPACA,
@@ -430,7 +430,7 @@ def write_invalid(path: str | Path, bad_rows: Iterable[BadRow]) -> Path:
 
 
 def write_jsonl(path: str | Path, conversations: Iterable[Conversation]) -> Path:
-    """Write Conversations as canonical OpenAI-chat JSON lines, atomically (temp file, then rename).
+    """Write Conversations as canonical OpenAI-chat JSON lines, atomically (honed.atomic).
 
     `read_conversations` reads the file back to equal Conversations.
 
@@ -442,20 +442,8 @@ def write_jsonl(path: str | Path, conversations: Iterable[Conversation]) -> Path
 
 
 def _write_lines_atomic(path: Path, lines: Iterable[str]) -> Path:
-    """Write to a temp file beside `path`, then rename over it: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so the rename is atomic
-    try:
-        with tmp.open("w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line)
-                f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """One line per item, written atomically (honed.atomic): a reader never sees half a file."""
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
     return path
 
 

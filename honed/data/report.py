@@ -3,8 +3,8 @@
 `build_report(train, tokenizer=..., ...)` returns a `Report` (plain dataclasses; `report.to_json()` is the
 documented `--json` output, see docs/data-check.md). Every count is defined in terms a user can re-check:
 - tokens come from `render_batch`, the same function training uses (real tokenizer and chat template);
-- "repeated" rows are rows whose key already appeared on an earlier row (see honed/data/dedup.py);
-- "normalized" means lower-cased and trimmed, per message.
+- "repeated", "normalized", the prompt key and near duplicates are defined once, in honed/data/dedup.py,
+  which `data split` uses too.
 
 Heavy per-example work (template rendering + tokenizing, MinHash signatures) runs in chunks over forked
 worker processes; everything else is a single pass with dicts and sets.
@@ -24,13 +24,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from honed.data import dedup, responses
+from honed.data.dedup import DEFAULT_NEAR_THRESHOLD, dialogue_text, prompt_key
+from honed.data.labels import looks_like_classification
 from honed.data.notices import Notice
 from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation
 from honed.errors import ConfigError
 
 DEFAULT_MAX_LENGTH = 2048
-DEFAULT_NEAR_THRESHOLD = 0.85
 EXAMPLES_SHOWN = 5  # examples listed per finding; counts always cover every row
 TEXT_SHOWN = 160  # characters of a text shown in an example
 CHUNK = 1000  # conversations per worker task: large enough to amortise the process hop
@@ -53,11 +54,7 @@ REFUSAL_PATTERNS = [
 ]
 REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
 
-# Classification-like data: few distinct short responses that repeat (labels).
-MAX_LABELS = 200
-MAX_LABEL_SHARE = 0.05
-MAX_LABEL_WORDS = 8
-IMBALANCE_WARNING_RATIO = 10.0
+IMBALANCE_WARNING_RATIO = 10.0  # largest / smallest label count at which label_imbalance is raised
 
 
 # ---------------------------------------------------------------- report sections (the JSON schema)
@@ -204,31 +201,6 @@ def _where(conversation: Conversation) -> str:
 
 def _example(conversation: Conversation, text: str) -> Example:
     return Example(_where(conversation), _excerpt(text))
-
-
-def prompt_key(conversation: Conversation, *, normalized: bool = False) -> str:
-    """Everything before the last assistant turn, one `role: content` line per message.
-
-    >>> from honed.data.types import Message
-    >>> c = Conversation((Message("user", " Hi THERE "), Message("assistant", "Hello")))
-    >>> prompt_key(c, normalized=True)
-    'user: hi there'
-    """
-    end = conversation.last_assistant_index()
-    before = conversation.messages if end is None else conversation.messages[:end]
-    fix = dedup.normalize if normalized else (lambda s: s)
-    return "\n".join(f"{m.role}: {fix(m.content)}" for m in before)
-
-
-def dialogue_text(conversation: Conversation, *, prompt_only: bool = False) -> str:
-    """The non-system turns' text: what near-duplicate detection compares.
-
-    System prompts are left out because many datasets share one long system prompt, which would make
-    every pair of short examples look alike.
-    """
-    end = conversation.last_assistant_index()
-    messages = conversation.messages[:end] if prompt_only and end is not None else conversation.messages
-    return "\n".join(m.content for m in messages if m.role != "system")
 
 
 def _conversation_key(conversation: Conversation) -> str:
@@ -386,7 +358,7 @@ def duplicates(
 
     `by_text` is `near_texts(conversations)` and `sigs` the MinHash signatures of its keys, in order.
     """
-    prompts = [c.prompt_text() for c in conversations]
+    prompts = [prompt_key(c) for c in conversations]
     responses = [c.response_text() for c in conversations]
     whole = [_conversation_key(c) for c in conversations]
     exact_groups = [rows for rows in dedup.groups_of(whole).values() if len(rows) > 1]
@@ -423,7 +395,7 @@ def _one_row_per_response(conversations: Sequence[Conversation], rows: list[int]
 
 def conflicts(conversations: Sequence[Conversation]) -> Conflicts:
     """Prompts that appear with different responses (exact strings, and after normalizing)."""
-    by_prompt = dedup.groups_of([c.prompt_text() for c in conversations])
+    by_prompt = dedup.groups_of([prompt_key(c) for c in conversations])
     conflicting = [
         rows for rows in by_prompt.values() if len({conversations[i].response_text() for i in rows}) > 1
     ]
@@ -442,17 +414,14 @@ def conflicts(conversations: Sequence[Conversation]) -> Conflicts:
 
 
 def labels(conversations: Sequence[Conversation]) -> Labels | None:
-    """The label distribution when responses look like class labels, else None."""
-    counts = Counter(c.response_text() for c in conversations)
-    distinct = len(counts)
-    few = distinct <= MAX_LABELS or distinct <= MAX_LABEL_SHARE * len(conversations)
-    repeating = 2 <= distinct <= len(conversations) / 2  # on average each label labels 2+ examples
-    short = all(len(label.split()) <= MAX_LABEL_WORDS for label in counts)
-    if not (few and repeating and short):
+    """The label distribution when the responses look like class labels (honed.data.labels), else None."""
+    responses = [c.response_text() for c in conversations]
+    if not looks_like_classification(responses):
         return None
+    counts = Counter(response.strip() for response in responses)
     ranked = counts.most_common()
     return Labels(
-        distinct=distinct,
+        distinct=len(counts),
         top=[LabelCount(label, n) for label, n in ranked[:10]],
         smallest=[LabelCount(label, n) for label, n in ranked[::-1][:5]],
         imbalance_ratio=round(ranked[0][1] / ranked[-1][1], 2),

@@ -5,12 +5,12 @@
 
 Three rules, in order of importance:
 1. Same input and seed, same split (no dependence on hash seeds, dict order or the machine).
-2. Near duplicates never straddle the split, or the holdout score measures memory, not skill. Examples are
-   clustered by MinHash LSH (`datasketch`) over their non-system text (prompt and response; the system
-   prompt is left out because it is usually the same in every row), joined with union-find; exact
-   duplicates and examples with the same prompt fall into one cluster too. Whole clusters go to one side.
-3. For classification-like data (few distinct, short responses) every label gets about the same holdout
-   share, so a rare label is not missing from the holdout by bad luck.
+2. Near duplicates never straddle the split, or the holdout score measures memory, not skill. Examples
+   that `data check` would call duplicates, near duplicates or holdout leakage (honed/data/dedup.py holds
+   those definitions) are joined into clusters with union-find, and whole clusters go to one side, so a
+   fresh split passes `data check --holdout` with no leakage.
+3. For classification-like data (honed/data/labels.py: few distinct, short responses) every label gets
+   about the same holdout share, so a rare label is not missing from the holdout by bad luck.
 
 `split_file` does the same for a file and writes train.jsonl, holdout.jsonl and manifest.json into a new
 folder, all or nothing.
@@ -19,32 +19,20 @@ folder, all or nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
-import shutil
-import tempfile
-import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from datasketch import MinHash, MinHashLSH
-
+from honed.atomic import atomic_folder, write_text_atomic
 from honed.data import dedup
+from honed.data.dedup import DEFAULT_NEAR_THRESHOLD
+from honed.data.labels import looks_like_classification
 from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_jsonl
-from honed.data.report import dialogue_text
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
 
-DEFAULT_NEAR_THRESHOLD = 0.85
-NUM_PERM = 128  # MinHash permutations: Jaccard estimates within about +-0.03 at 0.85
-SHINGLE_CHARS = 5  # character 5-grams: robust to typos and word order on short texts
-# "Classification-like": every response is a short one-liner and labels repeat.
-MAX_LABEL_CHARS = 100
-MAX_LABELS = 200
-LABEL_SHARE = 0.05
 TRAIN_FILE, HOLDOUT_FILE, MANIFEST_FILE = "train.jsonl", "holdout.jsonl", "manifest.json"
 
 
@@ -116,8 +104,7 @@ def check_split_args(*, holdout_fraction: float, near_threshold: float) -> None:
         raise ConfigError(
             f"--holdout-fraction must be between 0 and 1 (exclusive), got {holdout_fraction}; e.g. 0.1"
         )
-    if not 0 < near_threshold <= 1:
-        raise ConfigError(f"--near-threshold must be in (0, 1], got {near_threshold}; the default is 0.85")
+    dedup.check_threshold(near_threshold)
 
 
 def _result(
@@ -144,110 +131,40 @@ def _result(
 # --- near-duplicate clusters --------------------------------------------------------------------------
 
 
-def normalize(text: str) -> str:
-    """Lower-case and collapse whitespace: 'Hello  World\\n' and 'hello world' are the same example."""
-    return re.sub(r"\s+", " ", text).strip().lower()
-
-
-def dedup_text(conversation: Conversation) -> str:
-    """The text that makes an example what it is: every non-system turn (prompt and response)."""
-    return normalize("\n".join(m.content for m in conversation.messages if m.role != "system"))
-
-
-def prompt_key(conversation: Conversation) -> str:
-    """The non-system turns before the answer: two examples with the same prompt must not straddle."""
-    end = conversation.last_assistant_index()
-    before = conversation.messages if end is None else conversation.messages[:end]
-    return normalize("\n".join(m.content for m in before if m.role != "system"))
-
-
-def shingles(text: str) -> list[bytes]:
-    """Character shingles of a text (a text shorter than a shingle is one shingle), sorted for determinism."""
-    grams = {text[i : i + SHINGLE_CHARS] for i in range(max(1, len(text) - SHINGLE_CHARS + 1))}
-    return [g.encode("utf-8") for g in sorted(grams)]
-
-
-def minhashes(texts: Sequence[str]) -> list[MinHash]:
-    """One MinHash per text. crc32 (zlib, C) hashes the shingles: ~3x faster than datasketch's default
-    sha1 (measured on restaurant8k), and 32 bits are plenty for estimating similarity."""
-    return MinHash.bulk([shingles(t) for t in texts], num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)
-
-
-class _UnionFind:
-    def __init__(self, size: int) -> None:
-        self.parent = list(range(size))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]  # path halving keeps trees flat
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def near_duplicate_clusters(
     conversations: Sequence[Conversation], *, threshold: float = DEFAULT_NEAR_THRESHOLD
 ) -> list[list[int]]:
-    """Group example indices whose estimated Jaccard similarity is >= threshold (or whose prompts match).
+    """Group example indices that `data check` would call duplicates, near duplicates or leakage.
 
+    Joined (with union-find, so joins chain): the same prompt key after normalizing (check's exact and
+    normalized leakage); equal or near-duplicate dialogue text (check's near duplicates); equal or
+    near-duplicate prompt text (check's near leakage: prompts that nearly match stay together even when
+    their responses differ). Every definition is honed.data.dedup's, at the same threshold.
     Clusters are lists of ascending indices, ordered by their first index.
 
     >>> near_duplicate_clusters(convs)  # doctest: +SKIP
     [[0, 7], [1], [2], ...]
     """
-    uf = _UnionFind(len(conversations))
-    _union_equal(uf, [dedup_text(c) for c in conversations])
-    _union_equal(uf, [prompt_key(c) for c in conversations])
-    # MinHash each distinct text once; exact duplicates are already joined above.
-    first_of: dict[str, int] = {}
-    for i, c in enumerate(conversations):
-        first_of.setdefault(dedup_text(c), i)
-    hashes = dict(zip(first_of.values(), minhashes(list(first_of))))
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
-    for i, m in hashes.items():
-        lsh.insert(i, m)
-    for i, m in hashes.items():
-        for j in lsh.query(m):
-            # LSH returns candidates; keep only pairs whose estimated similarity really reaches threshold.
-            if j != i and m.jaccard(hashes[j]) >= threshold:
-                uf.union(i, j)
-    # Also join what `data check --holdout` calls near leakage (word shingles of the prompt alone), so a
-    # split never fails the check: prompts that nearly match stay together even when responses differ.
-    prompt_sigs = dedup.signatures([dialogue_text(c, prompt_only=True) for c in conversations])
-    for cluster in dedup.near_duplicate_clusters(prompt_sigs, threshold=threshold):
-        for i in cluster[1:]:
-            uf.union(cluster[0], i)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(conversations)):
-        groups[uf.find(i)].append(i)
-    return sorted(groups.values(), key=lambda members: members[0])
-
-
-def _union_equal(uf: _UnionFind, keys: list[str]) -> None:
-    first: dict[str, int] = {}
-    for i, key in enumerate(keys):
-        if key:
-            uf.union(first.setdefault(key, i), i)
+    joins = dedup.UnionFind(len(conversations))
+    for rows in dedup.groups_of([dedup.prompt_key(c, normalized=True) for c in conversations]).values():
+        for row in rows[1:]:
+            joins.union(rows[0], row)
+    for prompt_only in (False, True):
+        texts = [dedup.dialogue_text(c, prompt_only=prompt_only) for c in conversations]
+        for group in dedup.similar_rows(texts, threshold=threshold):
+            for row in group[1:]:
+                joins.union(group[0], row)
+    return joins.groups()
 
 
 # --- stratification --------------------------------------------------------------------------------------
 
 
 def classification_labels(conversations: Sequence[Conversation]) -> list[str] | None:
-    """Each example's response as its label when the data looks like classification, else None.
-
-    Classification-like: every response is a short single line, and there are few distinct ones
-    (at most 200, or at most 5% of the rows), each used twice on average.
-    """
+    """Each example's response (stripped) as its label when the data looks like classification
+    (honed.data.labels), else None."""
     labels = [c.response_text().strip() for c in conversations]
-    distinct = len(set(labels))
-    short = all(len(label) <= MAX_LABEL_CHARS and "\n" not in label for label in labels)
-    few = distinct <= max(MAX_LABELS, LABEL_SHARE * len(labels)) and distinct <= len(labels) / 2
-    return labels if short and few and distinct >= 2 else None
+    return labels if looks_like_classification(labels) else None
 
 
 def _strata(clusters: list[list[int]], labels: list[str] | None) -> dict[str, list[list[int]]]:
@@ -370,36 +287,12 @@ def _check_out(out: Path, *, force: bool) -> None:
 
 
 def _write_all(out: Path, result: SplitResult, manifest: dict[str, Any], *, force: bool) -> None:
-    """Write everything to a temp folder beside `out`, then swap it in with renames."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the final folder should be like any other
-    try:
+    """Write everything to a temp folder beside `out`, then swap it in whole (honed.atomic)."""
+    with atomic_folder(out) as tmp:
         files: dict[str, Any] = {}
         for name, rows in ((TRAIN_FILE, result.train), (HOLDOUT_FILE, result.holdout)):
             write_jsonl(tmp / name, rows)
             files[name] = {"rows": len(rows), "sha256": sha256_file(tmp / name)}
         manifest["files"] = files
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
         _check_out(out, force=force)  # again: something may have appeared while we worked
-        _swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing `out` is moved aside and removed only once `tmp` is in place."""
-    if not out.exists() or not any(out.iterdir()):
-        os.replace(tmp, out)  # rename over an empty folder is allowed
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)

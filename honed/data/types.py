@@ -123,17 +123,19 @@ class Conversation:
                 return i
         return None
 
-    def prompt_text(self) -> str:
-        """Everything before the last assistant turn, as `role: content` lines (used for dedup and leakage)."""
+    def prompt_messages(self) -> tuple[Message, ...]:
+        """The messages before the last assistant turn (all of them when there is none)."""
         end = self.last_assistant_index()
-        before = self.messages if end is None else self.messages[:end]
-        return "\n".join(f"{m.role}: {m.content}" for m in before)
+        return self.messages if end is None else self.messages[:end]
+
+    def prompt_text(self) -> str:
+        """Everything before the last assistant turn, as `role: content` lines (for display: duplicate and
+        leakage checks use `honed.data.dedup.prompt_key`, which gives the same text, or it normalized)."""
+        return "\n".join(f"{m.role}: {m.content}" for m in self.prompt_messages())
 
     def user_text(self) -> str:
         """The last user message before the last assistant turn (the part that varies between examples)."""
-        end = self.last_assistant_index()
-        before = self.messages if end is None else self.messages[:end]
-        for m in reversed(before):
+        for m in reversed(self.prompt_messages()):
             if m.role == "user":
                 return m.content
         return ""

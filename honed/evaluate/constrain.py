@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from honed.data.labels import looks_like_classification
 from honed.errors import ConfigError
 
 KINDS = ("labels", "json")
@@ -233,7 +234,7 @@ def plan_constraint(kind: str, *, train_targets: Sequence[str], schema: dict[str
                     schema_path: str | None = None) -> ConstraintPlan:
     """Check `--constrain KIND` against the run's training answers; a mismatch is a ConfigError.
 
-    labels: the training answers must be labels (short, repeated: `metrics.is_classification`); the
+    labels: the training answers must be labels (short, repeated: `honed.data.labels.looks_like_classification`); the
     constraint is their distinct set. json: the answers must be JSON; with a schema, it must compile.
 
     >>> plan_constraint("labels", train_targets=["yes", "no", "yes", "no"]).labels
@@ -248,7 +249,7 @@ def plan_constraint(kind: str, *, train_targets: Sequence[str], schema: dict[str
         raise ConfigError(f"--constrain {kind}: the run's training examples are gone, and the constraint is "
                           "built from them; drop --constrain")
     if kind == "labels":
-        if not M.is_classification(train_targets):
+        if not looks_like_classification(train_targets):
             raise ConfigError(f"--constrain labels: the run's training answers are not labels "
                               f"({len(set(train_targets))} distinct answers; labels are short one-line answers "
                               "that repeat); use --constrain json for JSON answers, or drop --constrain")

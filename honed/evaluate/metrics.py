@@ -10,8 +10,8 @@ Which metrics apply (`pick_metrics`):
   (flattened (key path, normalised value) pairs pooled over the whole holdout, as slot-filling papers
   report them), field_f1_mean (the per-example mean; `field_f1` in older summaries), exact_match.
   Main metric: field_f1_micro.
-- classification-like targets (short one-line labels, few distinct values that repeat): label_accuracy,
-  macro_f1, exact_match. Main metric: label_accuracy.
+- classification-like targets (honed.data.labels: short one-line labels, few distinct values that
+  repeat): label_accuracy, macro_f1, exact_match. Main metric: label_accuracy.
 - free text: chrf (sacrebleu's chrF, a well-kept reference implementation), exact_match. Main: chrf.
 """
 
@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from honed.data.labels import looks_like_classification
 from honed.errors import ConfigError
 
 JSON_METRICS = ["json_valid", "schema_valid", "field_precision_micro", "field_recall_micro", "field_f1_micro",
@@ -263,17 +264,6 @@ def is_json_task(targets: Sequence[str]) -> bool:
     return bool(targets) and all(isinstance(parse_json(t), (dict, list)) for t in targets)
 
 
-def is_classification(targets: Sequence[str], *, max_labels: int = 200, max_chars: int = 64) -> bool:
-    """True for short one-line targets drawn from a small repeated set of labels.
-
-    >>> is_classification(["yes", "no", "yes", "no"])
-    True
-    """
-    if not targets or any("\n" in t.strip() or len(t.strip()) > max_chars for t in targets):
-        return False
-    distinct = {normalize_label(t) for t in targets}
-    return len(distinct) <= max_labels and len(distinct) <= max(2, len(targets) // 2)
-
 
 def pick_metrics(targets: Sequence[str]) -> tuple[str, list[str]]:
     """(main metric, metric names) for the kind of targets.
@@ -283,7 +273,7 @@ def pick_metrics(targets: Sequence[str]) -> tuple[str, list[str]]:
     """
     if is_json_task(targets):
         return "field_f1_micro", list(JSON_METRICS)
-    if is_classification(targets):
+    if looks_like_classification(targets):
         return "label_accuracy", list(LABEL_METRICS)
     return "chrf", list(TEXT_METRICS)
 

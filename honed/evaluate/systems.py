@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from honed.data.labels import looks_like_classification
 from honed.data.types import Conversation, Message
 from honed.errors import ConfigError
 from honed.evaluate import metrics as M
@@ -171,7 +172,7 @@ def majority_answer(train_targets: Sequence[str]) -> str:
     """
     if not train_targets:
         return ""
-    key = M.normalize_label if M.is_classification(train_targets) else M.normalize_text
+    key = M.normalize_label if looks_like_classification(train_targets) else M.normalize_text
     keys = [key(t) for t in train_targets]
     counts = Counter(keys)
     best = max(counts.values())
@@ -191,7 +192,7 @@ def choose_shots(train: Sequence[Conversation], *, k: int, seed: int = 0) -> lis
     """
     rng = random.Random(seed)
     targets = [c.response_text() for c in train]
-    if not M.is_classification(targets):
+    if not looks_like_classification(targets):
         return [train[i] for i in sorted(rng.sample(range(len(train)), min(k, len(train))))]
     by_label: dict[str, list[int]] = {}
     for i, target in enumerate(targets):

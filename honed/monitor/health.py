@@ -23,7 +23,8 @@ import numpy as np
 from scipy.stats import chisquare
 
 from honed.data.report import REFUSAL_RE
-from honed.evaluate.metrics import is_classification, is_json_task, normalize_label, parse_json
+from honed.data.labels import looks_like_classification
+from honed.evaluate.metrics import is_json_task, normalize_label, parse_json
 from honed.monitor.traffic import TrafficItem
 
 # Limits that make a window `degraded` (documented in the README's monitor section).
@@ -63,7 +64,7 @@ def task_kind(train_responses: Sequence[str]) -> str:
     """`json`, `labels` or `text`, decided from the training responses as eval decides its metrics."""
     if is_json_task(train_responses):
         return "json"
-    return "labels" if is_classification(train_responses) else "text"
+    return "labels" if looks_like_classification(train_responses) else "text"
 
 
 def output_health(

@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from honed.serve.batch import Row, RunningBatch, Sampling
 from honed.serve.loading import ServedModel

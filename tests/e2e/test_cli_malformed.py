@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import TINY as MODEL
+
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path("tests") / "assets" / "malformed"  # relative: messages show the path as it was given
 MANIFEST = json.loads((ROOT / CORPUS / "manifest.json").read_text())
-MODEL = "tests/assets/tiny-llama"
 
 
 def honed(*args: str) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from tests.helpers import TINY as MODEL
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
-MODEL = "tests/assets/tiny-llama"
 SCHEMA = json.loads((ROOT / "honed" / "data" / "report.schema.json").read_text())
 
 

@@ -10,15 +10,11 @@ from typer.testing import CliRunner
 
 from honed.cli import app
 
+from tests.helpers import TINY
+
 ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
 DATA = str(ROOT / "examples" / "support_triage.jsonl")
 FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
-
-
-@pytest.fixture(autouse=True)
-def _registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
 
 
 def cli(*args: str):

@@ -15,13 +15,9 @@ from typer.testing import CliRunner
 
 from honed.cli import app
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+from tests.helpers import TINY
+
 FAST = ["--set", "num_threads=1", "--set", "batch_size=4"]
-
-
-@pytest.fixture(autouse=True)
-def _registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture
@@ -102,14 +98,13 @@ def _saved_steps(run_dir: Path) -> list[int]:
 def test_sigkill_then_resume_reaches_the_same_losses(tmp_path, data):
     common = ["--data", str(data), "--model", TINY, "--epochs", "3", "--set", "num_threads=1",
               "--set", "batch_size=2", "--set", "save_every=3", "--set", "eval_every=9", "--set", "lora.dropout=0.1"]
-    env = {**os.environ, "HONED_HOME": str(tmp_path / "home")}
     straight = tmp_path / "straight"
-    subprocess.run(_honed("train", *common, "--out", str(straight)), check=True, env=env, capture_output=True)
+    subprocess.run(_honed("train", *common, "--out", str(straight)), check=True, capture_output=True)
     expected = _losses(straight)
     assert len(expected) == 54
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_honed("train", *common, "--out", str(killed)), env=env,
+    proc = subprocess.Popen(_honed("train", *common, "--out", str(killed)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and max(_saved_steps(killed), default=0) < 6:
@@ -120,7 +115,7 @@ def test_sigkill_then_resume_reaches_the_same_losses(tmp_path, data):
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
     assert not (killed / "final").exists()
 
-    resumed = subprocess.run(_honed("train", "--out", str(killed), "--resume"), env=env, capture_output=True, text=True)
+    resumed = subprocess.run(_honed("train", "--out", str(killed), "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from checkpoints/step-0000" in resumed.stdout
     got = _losses(killed)

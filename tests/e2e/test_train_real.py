@@ -15,10 +15,9 @@ pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).parents[2] / "examples" / "support_triage.jsonl"
 
 
-def test_a_few_steps_lower_the_holdout_loss_and_the_run_loads(tmp_path, monkeypatch):
+def test_a_few_steps_lower_the_holdout_loss_and_the_run_loads(tmp_path):
     if not EXAMPLES.is_file():
         pytest.skip(f"{EXAMPLES} is missing")
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
     lines = EXAMPLES.read_text().splitlines()
     train, holdout = tmp_path / "train.jsonl", tmp_path / "holdout.jsonl"
     train.write_text("\n".join(lines[:48]) + "\n")

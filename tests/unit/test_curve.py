@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import TINY
 from honed.cli import app
 from honed.curve import doubling_slope, nested_subsets, parse_fractions
 from honed.errors import ConfigError
 from honed.rundir import RunDir
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+
 
 
 def test_subsets_are_nested_and_seeded():

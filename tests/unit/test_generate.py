@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from honed.data.types import Conversation, Message
 from honed.evaluate.generate import default_max_new_tokens, generate, length_batches, stop_token_ids
 from honed.models import load_model, load_tokenizer
 
-TINY = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
+from tests.helpers import TINY
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.helpers import TINY
 from honed.cli import app
 from honed.config import load_config
 from honed.monitor.drift import mmd_test
@@ -21,7 +22,7 @@ from honed.monitor.traffic import read_traffic
 from honed.monitor.watch import MonitorSettings, monitor_run, parse_window, split_windows
 from honed.train.loop import train
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+
 PRODUCTS = ["app", "website", "invoice", "login page", "printer", "router", "card", "order", "account", "parcel"]
 PROBLEMS = ["crashes on start", "is very slow", "shows an error", "charged me twice", "does not load",
             "was never delivered", "keeps logging me out", "is broken again", "looks wrong", "froze"]

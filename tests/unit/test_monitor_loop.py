@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.helpers import TINY
 from honed.cli import app
 from honed.config import load_config
 from honed.data.render import render_prompt
@@ -25,7 +26,7 @@ from honed.monitor.review import review_file
 from honed.rundir import RunDir
 from honed.train.loop import train
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+
 
 
 def make_run(root: Path, name: str, answer: str) -> Path:

@@ -17,7 +17,7 @@ from honed.data.types import Conversation, Message, Source
 from honed.errors import DataError
 from honed.models import load_tokenizer
 
-TINY = Path(__file__).parents[1] / "assets" / "tiny-llama"
+from tests.helpers import TINY
 
 
 @pytest.fixture(scope="module")

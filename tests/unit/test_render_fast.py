@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation, Message
 from honed.models import load_tokenizer
 
-TINY = Path(__file__).parents[1] / "assets" / "tiny-llama"
+from tests.helpers import TINY
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from honed.data.report import Report, build_report, prompt_key
 from honed.data.types import Conversation, Message, Source
 from honed.models import load_tokenizer
 
-TINY = Path(__file__).parents[1] / "assets" / "tiny-llama"
+from tests.helpers import TINY
+
 SCHEMA = Path(report_module.__file__).with_name("report.schema.json")
 
 

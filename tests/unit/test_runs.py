@@ -17,12 +17,7 @@ from honed.registry import get_run, list_runs, registry_path
 from honed.rundir import RunDir
 from honed.train.loop import train
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
-
-
-@pytest.fixture(autouse=True)
-def _registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+from tests.helpers import TINY
 
 
 @pytest.fixture
@@ -135,7 +130,6 @@ def test_runs_list_marks_killed_and_deleted_runs(tmp_path, data):
     import shutil
 
     from honed.registry import record_run
-    from honed.rundir import RunRecord
 
     gone = make_run(tmp_path, data, "gone")
     shutil.rmtree(gone.run_dir)

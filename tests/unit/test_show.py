@@ -19,7 +19,7 @@ from honed.data.show import ExampleView, TokenView, has_chat_template, preview, 
 from honed.data.types import Conversation, Message, Source
 from honed.models import load_tokenizer
 
-TINY = Path(__file__).parents[1] / "assets" / "tiny-llama"
+from tests.helpers import TINY
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def test_near_duplicate_clusters_never_cross_sides() -> None:
     data = distinct_chats(60, seed=2)
     groups: list[list[int]] = []
     for _ in range(8):
-        base = sentence(rng, 20)
+        base = sentence(rng, 40)  # long enough that one changed word keeps word-shingle Jaccard ~0.95
         variants = [
             chat(base, "answer one"),
             chat(base, "answer one"),  # exact duplicate

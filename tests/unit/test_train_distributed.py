@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,9 @@ import pytest
 from honed.errors import ConfigError
 from honed.train import distributed
 
+from tests.helpers import TINY
+
 ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
 
 
 def write_data(path: Path, n: int = 36) -> Path:
@@ -39,8 +39,7 @@ def honed_train(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedP
         "--set", "batch_size=7", "--set", "lora.dropout=0", "--set", "num_threads=1",
         "--set", "eval_every=3", "--set", "data.eval_max_examples=8", *extra,
     ]
-    env = {**os.environ, "HONED_HOME": str(tmp_path / "home")}
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 def curve(run_dir: Path) -> list[dict]:
@@ -115,8 +114,7 @@ def test_a_user_error_in_the_workers_is_one_message_and_exit_2(tmp_path):
     bad.write_text("".join(json.dumps(row) + "\n" for _ in range(4)))
     command = [sys.executable, "-m", "honed", "train", "--data", str(bad), "--model", TINY, "--out",
                str(tmp_path / "run"), "--nproc", "2"]
-    env = {**os.environ, "HONED_HOME": str(tmp_path / "home")}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.count("error:") == 1 and "no trainable assistant turn" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from honed.data.render import Rendered, ensure_chat_template, render
@@ -12,7 +10,7 @@ from honed.errors import DataError, HonedError
 from honed.models import load_tokenizer
 from honed.train.guards import Watchdog, mask_preview, require_targets, summarise
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+from tests.helpers import TINY
 
 
 def rendered(mask: list[bool], *, truncated: bool = False) -> Rendered:

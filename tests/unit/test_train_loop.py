@@ -17,12 +17,7 @@ from honed.errors import ConfigError, DataError, HonedError
 from honed.train import build, loop
 from honed.train.loop import train
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
-
-
-@pytest.fixture(autouse=True)
-def _registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+from tests.helpers import TINY
 
 
 def write_data(path: Path, n: int = 24, *, weight: int | None = None, long_every: int = 0) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +10,7 @@ from honed.models import load_model
 from honed.train.batching import Example, collate, micro_batches
 from honed.train.loss import loss_sum, model_parts, per_example_losses, step_normaliser, token_losses
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny-llama")
+from tests.helpers import TINY
 
 
 def make_examples(n: int, *, seed: int = 0) -> list[Example]:
