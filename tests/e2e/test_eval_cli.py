@@ -239,7 +239,6 @@ def test_constrain_bad_input_is_one_clear_error(tmp_path, two_runs, label_run) -
     run_a, _ = two_runs
     (tmp_path / "ref.json").write_text('{"type": "object", "properties": {"a": {"$ref": "#/definitions/nope"}}}')
     cases = [
-        (["eval", str(run_a), "--constrain", "labels"], "--constrain labels: the run's training answers are not labels"),
         (["eval", str(run_a), "--constrain", "foo"], "--constrain foo: unknown constraint; use labels"),
         (["eval", str(label_run), "--constrain", "json"], "--constrain json: the run's training answers are not JSON"),
         (["eval", str(run_a), "--constrain", "json", "--schema", str(tmp_path / "ref.json")],
