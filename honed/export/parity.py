@@ -126,8 +126,9 @@ def _metric_plan(run: RunDir, references: list[str], *, summary: Any | None, rea
     """The metrics `honed eval` used on this run (or would pick), with the same JSON schema."""
     train_file = run.train_file()
     train = read_examples(train_file, reading=reading) if train_file is not None else []
-    if summary is not None:
-        return plan_metrics(references, train_targets=[c.response_text() for c in train], requested=summary.metrics,
+    if summary is not None:  # eval's metrics, its main one first (plan_metrics takes the first as main)
+        requested = [summary.main_metric] + [m for m in summary.metrics if m != summary.main_metric]
+        return plan_metrics(references, train_targets=[c.response_text() for c in train], requested=requested,
                             schema=summary.schema_)
     return plan_metrics(references, train_targets=[c.response_text() for c in train])
 
