@@ -2,7 +2,7 @@
 
     save_merged(run, checkpoint="best", target=Path("runs/demo/exports/merged-best"))
       -> config.json (dtype of the base), model.safetensors, tokenizer + chat template, generation_config.json
-    save_adapter(run, checkpoint="best", target=..., base_name="HuggingFaceTB/SmolLM2-135M-Instruct")
+    write_adapter(run, checkpoint="best", folder=..., base_name="HuggingFaceTB/SmolLM2-135M-Instruct")
       -> adapter_config.json (base_model_name_or_path = base_name), adapter_model.safetensors, tokenizer
 
 A merged folder loads with plain `transformers.AutoModelForCausalLM.from_pretrained(folder)` and stops
@@ -26,7 +26,6 @@ from honed.rundir import RunDir
 BUILTIN_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 DTYPES = ("float32", "bfloat16", "float16")
 HUB_CACHE_SNAPSHOT = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 assert set(BUILTIN_HUB_IDS) == set(BUILTIN_MODELS), "every built-in model needs its hub id"
 
 
@@ -89,20 +88,25 @@ def _set_generation_config(model: Any, tokenizer: Any) -> None:
     model.config.eos_token_id = stops[0]
 
 
-def save_merged(run: RunDir, *, checkpoint: str, target: Path, dtype: str) -> Path:
-    """Base + adapter merged (or a full fine-tune's weights), saved in `dtype` with tokenizer, chat
-    template and generation config, to `target` (written whole or not at all).
-
-    >>> save_merged(RunDir("runs/demo"), checkpoint="best", target=Path("out/merged"), dtype="float32")  # doctest: +SKIP
-    """
+def write_merged(run: RunDir, *, checkpoint: str, folder: Path, dtype: str) -> None:
+    """Base + adapter merged (or a full fine-tune's weights) in `dtype`, with tokenizer, chat template and
+    generation config, written into the existing `folder`."""
     import torch
 
     model, tokenizer = load_run_model(run, checkpoint=checkpoint)
     model = model.to(getattr(torch, dtype))
     _set_generation_config(model, tokenizer)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def save_merged(run: RunDir, *, checkpoint: str, target: Path, dtype: str) -> Path:
+    """`write_merged` to `target`, written whole or not at all (what train's --merge needs too).
+
+    >>> save_merged(RunDir("runs/demo"), checkpoint="best", target=Path("out/merged"), dtype="float32")  # doctest: +SKIP
+    """
     with atomic_folder(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        write_merged(run, checkpoint=checkpoint, folder=tmp, dtype=dtype)
     return target
 
 
@@ -115,25 +119,24 @@ def require_adapter(run: RunDir, *, checkpoint: str) -> Path:
     return folder
 
 
-def save_adapter(run: RunDir, *, checkpoint: str, target: Path, base_name: str) -> Path:
-    """The LoRA adapter, with `base_model_name_or_path` set to `base_name`, and the tokenizer.
+def write_adapter(run: RunDir, *, checkpoint: str, folder: Path, base_name: str) -> None:
+    """The LoRA adapter, with `base_model_name_or_path` set to `base_name`, and the tokenizer, written into
+    the existing `folder`.
 
-    >>> save_adapter(RunDir("runs/demo"), checkpoint="best", target=Path("out/adapter"),
-    ...              base_name="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+    >>> write_adapter(RunDir("runs/demo"), checkpoint="best", folder=Path("out/adapter"),
+    ...               base_name="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
     """
     from honed.data.render import ensure_chat_template
     from honed.models import load_tokenizer
 
-    folder = require_adapter(run, checkpoint=checkpoint)
-    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    source = require_adapter(run, checkpoint=checkpoint)
+    config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name
-    tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else run_base_spec(run)
+    tokenizer_source = str(source) if (source / "tokenizer_config.json").is_file() else run_base_spec(run)
     tokenizer = ensure_chat_template(load_tokenizer(tokenizer_source))
-    with atomic_folder(target) as tmp:
-        shutil.copy2(folder / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        tokenizer.save_pretrained(tmp)
-    return target
+    shutil.copy2(source / "adapter_model.safetensors", folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tokenizer.save_pretrained(folder)
 
 
 def load_adapter_model(folder: Path, *, base_spec: str) -> tuple[Any, Any]:

@@ -144,10 +144,7 @@ def plan_export(run_dir: str | Path, settings: ExportSettings) -> ExportPlan:
 def _write_merged(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
     dtype = plan.settings.dtype or M.base_dtype(plan.base_spec)
     on_step(f"merging the adapter into the base model ({dtype})")
-    M.save_merged(plan.run, checkpoint=plan.checkpoint, target=tmp / "hf", dtype=dtype)
-    for path in (tmp / "hf").iterdir():
-        path.rename(tmp / path.name)
-    (tmp / "hf").rmdir()
+    M.write_merged(plan.run, checkpoint=plan.checkpoint, folder=tmp, dtype=dtype)
 
     def load() -> Any:
         from honed.data.render import ensure_chat_template
@@ -161,10 +158,7 @@ def _write_merged(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answere
 def _write_adapter(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
     base_name = plan.settings.base_name or M.portable_base_name(plan.base_spec)
     on_step("writing the adapter")
-    M.save_adapter(plan.run, checkpoint=plan.checkpoint, target=tmp / "hf", base_name=base_name)
-    for path in (tmp / "hf").iterdir():
-        path.rename(tmp / path.name)
-    (tmp / "hf").rmdir()
+    M.write_adapter(plan.run, checkpoint=plan.checkpoint, folder=tmp, base_name=base_name)
     return _lazy(lambda: M.load_adapter_model(tmp, base_spec=plan.base_spec), plan), {"base_model": base_name}
 
 
