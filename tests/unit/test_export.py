@@ -8,17 +8,18 @@ import pytest
 
 from honed.errors import ConfigError
 from honed.export import gguf as G
-from honed.export.merged import base_dtype, portable_base_name
+from honed.export.merged import BUILTIN_HUB_IDS, base_dtype, portable_base_name
 from honed.export.parity import _compare
 from honed.export.run_export import normalize_checkpoint
 from honed.evaluate.run_eval import plan_metrics
-from honed.models import load_tokenizer
+from honed.models import BUILTIN_MODELS, load_tokenizer
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny-llama"
 
 
 def test_portable_base_name_is_what_a_user_elsewhere_would_type(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HONED_CACHE", str(tmp_path / "cache"))
+    assert set(BUILTIN_HUB_IDS) == set(BUILTIN_MODELS)  # every built-in model has a hub id to name
     assert portable_base_name("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert portable_base_name("org/some-model") == "org/some-model"  # a hub id stays a hub id
     snapshot = "/root/.cache/huggingface/hub/models--Qwen--Qwen2.5-0.5B/snapshots/0123abc"
