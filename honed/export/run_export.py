@@ -233,7 +233,18 @@ def export_run(run_dir: str | Path, settings: ExportSettings, *, on_step: OnStep
         files = sorted(p.name for p in tmp.iterdir()) + ["README.md", "export.json"]
         result = ExportResult(settings.to, plan.folder, files, plan.checkpoint, parity, details)
         _write_records(plan, tmp, result)
+        _shareable(tmp)
     return result
+
+
+def _shareable(folder: Path) -> None:
+    """Give the export the permissions of an ordinary folder (temp files are created owner-only), so a
+    server running as another user, or a container, can read what was shipped."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _write_records(plan: ExportPlan, tmp: Path, result: ExportResult) -> None:

@@ -66,6 +66,7 @@ def test_merged_loads_with_plain_transformers_and_matches_the_run(run: Path, tmp
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     card = (out / "README.md").read_text()
     assert "base_model:" in card and "sha256" in card and "## Parity" in card and "lr:" in card
+    assert (out / "model.safetensors").stat().st_mode & 0o044 == 0o044  # readable by others, like any file
     record = json.loads((out / "export.json").read_text())
     assert record["target"] == "merged" and record["dtype"] == "float32" and record["parity"]["n"] == 3
 
