@@ -58,11 +58,13 @@ def _run_converter(model_dir: Path, outfile: Path, *, outtype: str) -> None:
 
 
 def _quantize(source: Path, target: Path, *, ftype: int) -> None:
+    import ctypes
+
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    params.ftype = ftype  # llama.h enum llama_ftype
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if status != 0 or not target.is_file():
         raise ModelError(f"llama.cpp's quantiser failed on {source} (status {status})")
 
