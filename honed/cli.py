@@ -939,3 +939,50 @@ def report_command(
             console.print(f"tracked: {place}", soft_wrap=True)
     if open_report and not webbrowser.open(path.resolve().as_uri()):
         err_console.print(f"note: no web browser found here; open {path} yourself", soft_wrap=True, markup=False)
+# ---- export: honed export -------------------------------------------------------------------------------
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    run_dir: str = typer.Argument(..., help="a finished run directory written by `honed train`"),
+    to: str = typer.Option(..., "--to", help="merged (HF folder), adapter (portable LoRA) or gguf (one file)"),
+    quant: str = typer.Option(None, "--quant", help="gguf only: f16, q8_0 (default) or q4_k_m"),
+    out: str = typer.Option(None, "--out", help="folder to create (default RUN/exports/<target>-<checkpoint>[-<quant>])"),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, final, last, step-N or checkpoints/step-N"),
+    ollama: bool = typer.Option(False, "--ollama", help="gguf only: also write an Ollama Modelfile"),
+    parity: int = typer.Option(64, "--parity", min=1, help="holdout examples the parity check answers"),
+    no_parity: bool = typer.Option(False, "--no-parity", help="skip the parity check"),
+    dtype: str = typer.Option(None, "--dtype", help="merged only: float32, bfloat16 or float16 (default: the base's)"),
+    base_name: str = typer.Option(None, "--base-name", help="adapter only: base_model_name_or_path to record"),
+    force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="prompts decoded together in the parity check"),
+    as_json: bool = typer.Option(False, "--json", help="print the export record as JSON"),
+) -> None:
+    """Export a run's tuned model (merged weights, a portable adapter, or GGUF) with a model card,
+    then check parity: the artifact answers the holdout like the tuned model, or a warning says it does not.
+
+    Example: honed export runs/demo --to gguf --quant q8_0 --ollama
+
+    Example: honed export runs/demo --to merged --out shipped/support-v1
+    """
+    import json
+
+    from honed.export.run_export import ExportSettings, export_run
+
+    settings = ExportSettings(
+        to=to, quant=quant, out=out, checkpoint=checkpoint, ollama=ollama, parity=0 if no_parity else parity,
+        dtype=dtype, base_name=base_name, force=force, batch_size=batch_size,
+    )
+    with err_console.status("exporting...", spinner="dots") as status:
+        result = export_run(run_dir, settings, on_step=lambda message: status.update(message + "..."))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        console = Console(highlight=False, markup=False)
+        console.print(f"exported {result.target} ({result.checkpoint}) to {result.folder}", soft_wrap=True)
+        console.print("files: " + ", ".join(result.files), soft_wrap=True)
+        for line in result.parity.lines() if result.parity else ["parity not checked (--no-parity)"]:
+            console.print(line, soft_wrap=True)
+    if as_json and result.parity is not None and result.parity.significantly_worse:
+        err_console.print(f"[bold red]warning:[/] {escape(result.parity.lines()[-1])}", soft_wrap=True)

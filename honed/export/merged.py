@@ -1,0 +1,156 @@
+"""Merged weights and portable adapters: the Hugging Face artifacts of a run.
+
+    save_merged(run, checkpoint="best", target=Path("runs/demo/exports/merged-best"))
+      -> config.json (dtype of the base), model.safetensors, tokenizer + chat template, generation_config.json
+    write_adapter(run, checkpoint="best", folder=..., base_name="HuggingFaceTB/SmolLM2-135M-Instruct")
+      -> adapter_config.json (base_model_name_or_path = base_name), adapter_model.safetensors, tokenizer
+
+A merged folder loads with plain `transformers.AutoModelForCausalLM.from_pretrained(folder)` and stops
+at the chat template's end-of-turn token, because generation_config.json names it as eos.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from honed.atomic import atomic_folder
+from honed.errors import ConfigError
+from honed.models import cache_dir, load_run_model, local_path
+from honed.rundir import RunDir
+
+# The hub id of each built-in model: what an adapter trained on it names as its base.
+BUILTIN_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+DTYPES = ("float32", "bfloat16", "float16")
+HUB_CACHE_SNAPSHOT = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
+
+
+def run_base_spec(run: RunDir) -> str:
+    """The model spec the run was trained from, as the user gave it (config.yaml's `model`)."""
+    return str(run.read_config().get("model") or run.read_run().model)
+
+
+def base_dtype(spec: str) -> str:
+    """The dtype the base model's weights are stored in (its config), float32 for a GGUF or when unknown.
+
+    >>> base_dtype("tests/assets/tiny-llama")
+    'float32'
+    """
+    from transformers import AutoConfig
+
+    path, gguf_file = local_path(spec)
+    if gguf_file is not None:
+        return "float32"  # transformers dequantizes a GGUF to float32
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return "float32"
+    dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    dtype = dtype.removeprefix("torch.")
+    return dtype if dtype in DTYPES else "float32"
+
+
+def portable_base_name(spec: str) -> str:
+    """How a user elsewhere names the base: the hub id for a built-in or a hub model (also when it sits in
+    the Hugging Face cache), else the local path as given, made absolute; never honed's cache.
+
+    >>> portable_base_name("smollm2-135m")
+    'HuggingFaceTB/SmolLM2-135M-Instruct'
+    >>> portable_base_name("/home/me/.cache/huggingface/hub/models--org--name/snapshots/abc123")
+    'org/name'
+    """
+    if spec in BUILTIN_HUB_IDS:
+        return BUILTIN_HUB_IDS[spec]
+    match = HUB_CACHE_SNAPSHOT.search(spec)
+    if match:
+        return f"{match.group(1)}/{match.group(2)}"
+    path = Path(spec).expanduser()
+    if path.exists():
+        absolute = path.resolve()
+        for alias, hub_id in BUILTIN_HUB_IDS.items():  # a user who passed honed's converted copy
+            if absolute == (cache_dir() / "models" / alias).resolve():
+                return hub_id
+        return str(absolute)
+    return spec  # a hub id
+
+
+def _set_generation_config(model: Any, tokenizer: Any) -> None:
+    """Name the chat template's end-of-turn token as eos, so plain `generate` stops where honed's does."""
+    from honed.evaluate.generate import pad_token_id, stop_token_ids
+
+    stops = stop_token_ids(tokenizer, model)
+    model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    model.generation_config.pad_token_id = pad_token_id(tokenizer, stops)
+    model.config.eos_token_id = stops[0]
+
+
+def write_merged(run: RunDir, *, checkpoint: str, folder: Path, dtype: str) -> None:
+    """Base + adapter merged (or a full fine-tune's weights) in `dtype`, with tokenizer, chat template and
+    generation config, written into the existing `folder`."""
+    import torch
+
+    model, tokenizer = load_run_model(run, checkpoint=checkpoint)
+    model = model.to(getattr(torch, dtype))
+    _set_generation_config(model, tokenizer)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def save_merged(run: RunDir, *, checkpoint: str, target: Path, dtype: str) -> Path:
+    """`write_merged` to `target`, written whole or not at all (what train's --merge needs too).
+
+    >>> save_merged(RunDir("runs/demo"), checkpoint="best", target=Path("out/merged"), dtype="float32")  # doctest: +SKIP
+    """
+    with atomic_folder(target) as tmp:
+        write_merged(run, checkpoint=checkpoint, folder=tmp, dtype=dtype)
+    return target
+
+
+def require_adapter(run: RunDir, *, checkpoint: str) -> Path:
+    """The checkpoint folder holding a LoRA adapter, or a ConfigError for a full fine-tune."""
+    folder = run.resolve_checkpoint(checkpoint)
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"{folder}: the run fine-tuned all weights (no LoRA adapter to export); "
+                          "use --to merged or --to gguf")
+    return folder
+
+
+def write_adapter(run: RunDir, *, checkpoint: str, folder: Path, base_name: str) -> None:
+    """The LoRA adapter, with `base_model_name_or_path` set to `base_name`, and the tokenizer, written into
+    the existing `folder`.
+
+    >>> write_adapter(RunDir("runs/demo"), checkpoint="best", folder=Path("out/adapter"),
+    ...               base_name="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+    """
+    from honed.data.render import ensure_chat_template
+    from honed.models import load_tokenizer
+
+    source = require_adapter(run, checkpoint=checkpoint)
+    config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_name
+    tokenizer_source = str(source) if (source / "tokenizer_config.json").is_file() else run_base_spec(run)
+    tokenizer = ensure_chat_template(load_tokenizer(tokenizer_source))
+    shutil.copy2(source / "adapter_model.safetensors", folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tokenizer.save_pretrained(folder)
+
+
+def load_adapter_model(folder: Path, *, base_spec: str) -> tuple[Any, Any]:
+    """An exported adapter on its base (loaded from `base_spec`, this machine's copy), merged, ready to
+    generate: what a user of the adapter gets."""
+    import warnings
+
+    from peft import PeftModel
+
+    from honed.data.render import ensure_chat_template
+    from honed.models import load_model, load_tokenizer
+
+    base = load_model(base_spec)
+    with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    model.eval()
+    return model, ensure_chat_template(load_tokenizer(str(folder)))

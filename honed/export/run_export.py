@@ -1,0 +1,258 @@
+"""`honed export`: ship a run's tuned model as a merged folder, a portable adapter, or one GGUF file.
+
+    export_run("runs/demo", ExportSettings(to="gguf", quant="q8_0", ollama=True))
+      -> runs/demo/exports/gguf-best-q8_0/  model-q8_0.gguf  Modelfile  README.md  export.json
+
+Every export writes a model card (README.md) and export.json, and by default checks parity: the artifact
+answers the first 64 holdout examples and is compared with the tuned model (honed.export.parity). All
+options are checked before any work; the folder is filled in a temp folder and renamed into place, so an
+export is whole or absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from honed.atomic import atomic_folder, write_json_atomic, write_text_atomic
+from honed.errors import ConfigError
+from honed.export import gguf as G
+from honed.export.card import model_card
+from honed.export import merged as M
+from honed.export.parity import DEFAULT_PARITY_EXAMPLES, Answerer, Parity, answer_with_transformers, check_parity
+from honed.rundir import RunDir, now_iso
+
+TARGETS = ("merged", "adapter", "gguf")
+STEP = re.compile(r"^step-(\d+)$")
+OnStep = Callable[[str], None]
+
+
+@dataclass
+class ExportSettings:
+    """Options of `honed export` (see its --help)."""
+
+    to: str
+    quant: str | None = None  # gguf only; default q8_0
+    out: str | None = None  # default RUN/exports/<target>-<checkpoint>[-<quant>]
+    checkpoint: str = "best"
+    ollama: bool = False
+    parity: int = DEFAULT_PARITY_EXAMPLES  # 0: no parity check
+    dtype: str | None = None  # merged: default the base model's dtype
+    base_name: str | None = None  # adapter: default the base's hub id or path
+    force: bool = False
+    batch_size: int = 16
+
+
+@dataclass
+class ExportPlan:
+    """A checked export: every option valid, every path known; nothing written yet."""
+
+    run: RunDir
+    settings: ExportSettings
+    checkpoint: str  # as RunDir.resolve_checkpoint takes it
+    folder: Path
+    quant: str | None
+    base_spec: str
+
+
+@dataclass
+class ExportResult:
+    target: str
+    folder: Path
+    files: list[str]
+    checkpoint: str
+    parity: Parity | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "folder": str(self.folder), "files": self.files, "checkpoint": self.checkpoint,
+                "parity": self.parity.to_json() if self.parity else None, **self.details}
+
+
+# ---- checking the options -------------------------------------------------------------------------------
+
+
+def normalize_checkpoint(checkpoint: str) -> str:
+    """`step-12` -> `checkpoints/step-000012`; best, final, last and checkpoints/step-N as they are.
+
+    >>> normalize_checkpoint("step-12")
+    'checkpoints/step-000012'
+    """
+    match = STEP.match(checkpoint)
+    return f"checkpoints/step-{int(match.group(1)):06d}" if match else checkpoint
+
+
+def _require_finished(run: RunDir, *, checkpoint: str) -> None:
+    status = run.read_run().status
+    if checkpoint in ("best", "final") and status != "completed":
+        raise ConfigError(f"{run.path}: the run never finished (status: {status}), so it has no {checkpoint} "
+                          f"checkpoint; finish it with `honed train --out {run.path} --resume`, or export a "
+                          "checkpoint it saved with --checkpoint last or --checkpoint step-N")
+
+
+def _check_out(folder: Path, *, force: bool) -> None:
+    """Refuse an --out that exists (unless --force) or cannot be created."""
+    if folder.exists() and not force:
+        raise ConfigError(f"--out {folder}: already exists; choose another --out or pass --force to replace it")
+    parent = folder.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {folder}: cannot be created ({parent} is not a writable folder); "
+                          "choose another --out")
+
+
+def _check_target(settings: ExportSettings) -> str | None:
+    if settings.to not in TARGETS:
+        raise ConfigError(f"--to {settings.to}: unknown export target; use one of {', '.join(TARGETS)}")
+    if settings.to != "gguf":
+        if settings.quant is not None or settings.ollama:
+            raise ConfigError(f"--quant and --ollama apply to --to gguf only (not --to {settings.to})")
+        if settings.dtype is not None and settings.dtype not in M.DTYPES:
+            raise ConfigError(f"--dtype {settings.dtype}: use one of {', '.join(M.DTYPES)}")
+        return None
+    quant = settings.quant or G.DEFAULT_QUANT
+    G.check_quant(quant)
+    return quant
+
+
+def plan_export(run_dir: str | Path, settings: ExportSettings) -> ExportPlan:
+    """Check every option and path; a HonedError names the first problem and its fix."""
+    run = RunDir(run_dir).require_run()
+    quant = _check_target(settings)
+    if settings.parity < 0:
+        raise ConfigError(f"--parity {settings.parity}: give a number of holdout examples >= 1, or --no-parity")
+    checkpoint = normalize_checkpoint(settings.checkpoint)
+    _require_finished(run, checkpoint=checkpoint)
+    run.resolve_checkpoint(checkpoint)  # no weights there: a clear error now, not after minutes of work
+    if settings.to == "adapter":
+        M.require_adapter(run, checkpoint=checkpoint)
+    label = f"{settings.to}-{Path(checkpoint).name}" + (f"-{quant}" if quant else "")
+    folder = Path(settings.out) if settings.out else run.exports / label
+    _check_out(folder, force=settings.force)
+    return ExportPlan(run, settings, checkpoint, folder, quant, M.run_base_spec(run))
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
+
+
+def _write_merged(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
+    dtype = plan.settings.dtype or M.base_dtype(plan.base_spec)
+    on_step(f"merging the adapter into the base model ({dtype})")
+    M.write_merged(plan.run, checkpoint=plan.checkpoint, folder=tmp, dtype=dtype)
+
+    def load() -> Any:
+        from honed.data.render import ensure_chat_template
+        from honed.models import load_model, load_tokenizer
+
+        return load_model(str(tmp)), ensure_chat_template(load_tokenizer(str(tmp)))
+
+    return _lazy(load, plan), {"dtype": dtype}
+
+
+def _write_adapter(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
+    base_name = plan.settings.base_name or M.portable_base_name(plan.base_spec)
+    on_step("writing the adapter")
+    M.write_adapter(plan.run, checkpoint=plan.checkpoint, folder=tmp, base_name=base_name)
+    return _lazy(lambda: M.load_adapter_model(tmp, base_spec=plan.base_spec), plan), {"base_model": base_name}
+
+
+def _lazy(load: Callable[[], tuple[Any, Any]], plan: ExportPlan) -> Answerer:
+    """An Answerer that loads its model on first use (only when parity runs)."""
+
+    def answer(holdout: Any, max_new_tokens: int) -> list[str]:
+        model, tokenizer = load()
+        return answer_with_transformers(model, tokenizer, batch_size=plan.settings.batch_size)(holdout, max_new_tokens)
+
+    return answer
+
+
+def _write_gguf(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
+    from honed.data.render import ensure_chat_template
+    from honed.evaluate.generate import stop_token_ids
+    from honed.models import load_tokenizer
+
+    assert plan.quant is not None
+    staging = tmp / ".merged"
+    on_step("merging the adapter into the base model (float32, for the converter)")
+    M.save_merged(plan.run, checkpoint=plan.checkpoint, target=staging, dtype="float32")
+    name = f"model-{plan.quant}.gguf"
+    on_step(f"converting to GGUF {plan.quant} with llama.cpp's converter")
+    G.convert_to_gguf(staging, tmp / name, quant=plan.quant)
+    tokenizer = ensure_chat_template(load_tokenizer(str(staging)))
+    metadata = G.gguf_metadata(tmp / name)
+    if not metadata["chat_template"]:
+        raise ConfigError(f"{name}: the converter wrote no chat template into the GGUF metadata")
+    if plan.settings.ollama:
+        stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(tokenizer)]
+        write_text_atomic(tmp / "Modelfile", G.modelfile(tokenizer, gguf_name=name, stop_tokens=stops))
+    answerer = _gguf_answerer(tmp / name, tokenizer, plan)
+    details = {"quant": plan.quant, "gguf": name, "tensor_types": metadata["tensor_types"]}
+    return answerer, details
+
+
+def _gguf_answerer(path: Path, tokenizer: Any, plan: ExportPlan) -> Answerer:
+    if G.has_llama_cpp():
+        from honed.export.llamacpp import answer_with_llama_cpp
+
+        return answer_with_llama_cpp(path, tokenizer)
+
+    def load() -> Any:
+        from honed.models import load_model
+
+        return load_model(str(path)), tokenizer
+
+    return _lazy(load, plan)
+
+
+WRITERS = {"merged": _write_merged, "adapter": _write_adapter, "gguf": _write_gguf}
+
+
+def export_run(run_dir: str | Path, settings: ExportSettings, *, on_step: OnStep | None = None) -> ExportResult:
+    """Export a run's tuned model; check parity; write README.md and export.json. All or nothing.
+
+    >>> export_run("runs/demo", ExportSettings(to="merged")).folder  # doctest: +SKIP
+    PosixPath('runs/demo/exports/merged-best')
+    """
+    plan = plan_export(run_dir, settings)
+    step = on_step or (lambda message: None)
+    with atomic_folder(plan.folder) as tmp:
+        answerer, details = WRITERS[settings.to](plan, tmp, step)
+        parity = None
+        if settings.parity:
+            backend = "llama.cpp" if settings.to == "gguf" and G.has_llama_cpp() else "transformers"
+            step(f"parity: the tuned model and the artifact ({backend}) on {settings.parity} holdout examples")
+            parity = check_parity(plan.run, checkpoint=plan.checkpoint, artifact=answerer, n=settings.parity,
+                                  backend=backend, batch_size=settings.batch_size)
+        shutil.rmtree(tmp / ".merged", ignore_errors=True)
+        files = sorted(p.name for p in tmp.iterdir()) + ["README.md", "export.json"]
+        result = ExportResult(settings.to, plan.folder, files, plan.checkpoint, parity, details)
+        _write_records(plan, tmp, result)
+        _shareable(tmp)
+    return result
+
+
+def _shareable(folder: Path) -> None:
+    """Give the export the permissions of an ordinary folder (temp files are created owner-only), so a
+    server running as another user, or a container, can read what was shipped."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _write_records(plan: ExportPlan, tmp: Path, result: ExportResult) -> None:
+    base_name = result.details.get("base_model") or M.portable_base_name(plan.base_spec)
+    card = model_card(
+        plan.run, target=result.target, checkpoint=plan.checkpoint, base_spec=plan.base_spec, base_name=base_name,
+        files=result.files, parity=result.parity.to_json() if result.parity else None, details=result.details,
+    )
+    write_text_atomic(tmp / "README.md", card)
+    write_json_atomic(tmp / "export.json", {"created_at": now_iso(), "run": str(plan.run.path.resolve()),
+                                            "base_spec": plan.base_spec, **result.to_json()})
