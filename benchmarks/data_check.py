@@ -102,7 +102,8 @@ def honed_tokens(path: Path, workers: int) -> tuple[float, float, int]:
     from functools import partial
 
     from honed.data.read import read_conversations
-    from honed.data.report import Chunked, _count_tokens
+    from honed.data.chunks import Chunked
+    from honed.data.report import _count_tokens
     from honed.models import load_tokenizer
 
     conversations = read_conversations(path).conversations

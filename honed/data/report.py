@@ -13,28 +13,37 @@ worker processes; everything else is a single pass with dicts and sets.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from honed.data import dedup, responses
+from honed.data.chunks import Chunked, default_workers
 from honed.data.dedup import DEFAULT_NEAR_THRESHOLD, dialogue_text, prompt_key
 from honed.data.labels import looks_like_classification
 from honed.data.notices import Notice
 from honed.data.render import render_batch, supervised_spans
+from honed.data.report_sections import (
+    Conflicts,
+    Duplicates,
+    Example,
+    Finding,
+    LabelCount,
+    Labels,
+    Leakage,
+    LengthStats,
+    Refusals,
+    Report,
+    Tokens,
+)
 from honed.data.types import Conversation
-from honed.errors import ConfigError
 
 DEFAULT_MAX_LENGTH = 2048
 EXAMPLES_SHOWN = 5  # examples listed per finding; counts always cover every row
 TEXT_SHOWN = 160  # characters of a text shown in an example
-CHUNK = 1000  # conversations per worker task: large enough to amortise the process hop
 
 # Phrases that open or carry a refusal in assistant replies. Matched case-insensitively anywhere in a
 # trained-on assistant turn; a straight or curly apostrophe both match.
@@ -57,136 +66,6 @@ REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
 IMBALANCE_WARNING_RATIO = 10.0  # largest / smallest label count at which label_imbalance is raised
 
 
-# ---------------------------------------------------------------- report sections (the JSON schema)
-
-
-@dataclass
-class Example:
-    """One row shown as evidence: where it is (`file:line`) and an excerpt."""
-
-    source: str
-    text: str
-
-
-@dataclass
-class LengthStats:
-    p50: float
-    p95: float
-    max: int
-    mean: float
-
-
-@dataclass
-class Tokens:
-    """Token counts from the model's tokenizer and chat template (before truncation unless stated)."""
-
-    total: int
-    supervised: int
-    supervised_share: float
-    length: LengthStats
-    max_length: int
-    truncated: int  # examples longer than max_length
-    all_supervised_lost: int  # examples that still had supervised tokens but lose all of them to truncation
-    no_supervised: int  # examples with no supervised token at all, even untruncated
-    per_epoch: int  # tokens one epoch processes after truncation
-    supervised_per_epoch: int
-
-
-@dataclass
-class Duplicates:
-    """Exact repeats (string equality) and near duplicates (MinHash + LSH)."""
-
-    exact: int  # rows whose whole conversation appeared on an earlier row
-    exact_groups: int  # distinct conversations that appear more than once
-    repeated_prompts: int  # rows whose prompt appeared on an earlier row
-    repeated_pairs: int  # rows whose (prompt, response) appeared on an earlier row
-    exact_examples: list[list[Example]]
-    near_threshold: float
-    near_clusters: int  # groups of distinct texts that are near duplicates of each other
-    near_rows: int  # rows whose text belongs to such a group
-    near_examples: list[list[Example]]
-
-
-@dataclass
-class Conflicts:
-    """Prompts that appear with more than one different response."""
-
-    prompts: int  # distinct prompts (exact string) with 2+ different responses
-    rows: int  # rows carrying those prompts
-    prompts_normalized: int  # the same after normalizing prompts and responses
-    examples: list[list[Example]]
-
-
-@dataclass
-class LabelCount:
-    label: str
-    count: int
-
-
-@dataclass
-class Labels:
-    """Present when the data looks like classification: few distinct, short, repeating responses."""
-
-    distinct: int
-    top: list[LabelCount]
-    smallest: list[LabelCount]
-    imbalance_ratio: float  # largest class count / smallest class count
-
-
-@dataclass
-class Refusals:
-    count: int
-    share: float
-    examples: list[Example]
-
-
-@dataclass
-class Leakage:
-    """Holdout examples whose prompt also appears in the training data."""
-
-    file: str
-    holdout_examples: int
-    exact: int  # holdout rows whose prompt equals a train prompt
-    exact_distinct: int  # distinct such prompts
-    normalized: int  # holdout rows equal to a train prompt after normalizing (includes `exact`)
-    near: int  # further holdout rows with a near-duplicate train prompt (MinHash), not counted above
-    near_threshold: float
-    examples: list[list[Example]]  # [holdout row, train row] pairs, one per distinct leaked prompt
-    near_examples: list[list[Example]]  # [holdout row, most similar train row] pairs
-
-
-@dataclass
-class Finding:
-    """A warning: `code` is stable for scripts, `message` says what and how to fix."""
-
-    code: str
-    count: int
-    message: str
-
-
-@dataclass
-class Report:
-    file: str
-    format: str
-    model: str
-    examples: int
-    messages: int
-    skipped_invalid: int  # rows left out by --skip-invalid (train and holdout)
-    invalid_files: list[str]  # where those rows were written
-    tokens: Tokens
-    duplicates: Duplicates
-    conflicts: Conflicts
-    labels: Labels | None
-    refusals: Refusals
-    leakage: Leakage | None
-    most_common_response: responses.MostCommonResponse | None = None
-    warnings: list[Finding] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented `--json` object (docs/data-check.md, honed/data/report.schema.json)."""
-        return {"schema_version": 1, **asdict(self)}
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -205,91 +84,6 @@ def _example(conversation: Conversation, text: str) -> Example:
 
 def _conversation_key(conversation: Conversation) -> str:
     return json.dumps(conversation.to_json(), sort_keys=True, ensure_ascii=False)
-
-
-# ---------------------------------------------------------------- parallel chunks
-
-_JOBS: list[tuple[Callable[[Sequence[Any]], list[Any]], Sequence[Any]]] = []  # read by forked workers
-
-
-def _run_chunk(task: tuple[int, int, int]) -> list[Any]:
-    job, start, stop = task
-    func, items = _JOBS[job]
-    return func(items[start:stop])
-
-
-def _worker_setup() -> None:
-    # One worker process per core; the tokenizer's own thread pool would only oversubscribe the cores.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-
-def _bounds(count: int) -> list[tuple[int, int]]:
-    return [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
-
-
-def default_workers() -> int:
-    """Worker processes for the heavy passes: the usable cores (HONED_WORKERS overrides)."""
-    if "HONED_WORKERS" in os.environ:
-        value = os.environ["HONED_WORKERS"]
-        if not value.strip().isdigit():
-            raise ConfigError(f"HONED_WORKERS must be a whole number of processes, got {value!r}; e.g. 2")
-        return max(1, int(value))
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-class Chunked:
-    """Run functions over sequences in chunks of CHUNK on forked worker processes.
-
-    `add` the jobs, `start()` them, do other work in this process meanwhile, then `collect(job)` each
-    job's results in order. Workers are forked, so they inherit the items and functions (a loaded
-    tokenizer) instead of pickling them; only the small per-chunk results travel back. With one worker,
-    little work or no fork (Windows), `collect` runs the job in this process instead.
-
-    >>> with Chunked(workers=2) as pool:  # doctest: +SKIP
-    ...     job = pool.add(count_tokens, conversations)
-    ...     pool.start()
-    ...     counts = pool.collect(job)
-    """
-
-    def __init__(self, *, workers: int) -> None:
-        self.workers = workers
-        self.jobs: list[tuple[Callable[[Sequence[Any]], list[Any]], Sequence[Any]]] = []
-        self.pending: list[Any] = []
-        self.pool: Any = None
-
-    def add(self, func: Callable[[Sequence[Any]], list[Any]], items: Sequence[Any]) -> int:
-        self.jobs.append((func, items))
-        return len(self.jobs) - 1
-
-    def start(self) -> None:
-        global _JOBS
-        chunks = sum(len(_bounds(len(items))) for _, items in self.jobs)
-        if self.workers <= 1 or chunks < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            return
-        _JOBS = self.jobs  # set before the fork: the workers see it
-        self.pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_worker_setup)
-        for job, (_, items) in enumerate(self.jobs):  # queue everything now; workers go through it in order
-            self.pending.append(self.pool.imap(_run_chunk, [(job, a, b) for a, b in _bounds(len(items))]))
-
-    def collect(self, job: int, advance: Callable[[int], None] = lambda n: None) -> list[Any]:
-        func, items = self.jobs[job]
-        bounds = _bounds(len(items))
-        chunks = self.pending[job] if self.pool is not None else (func(items[a:b]) for a, b in bounds)
-        results: list[Any] = []
-        for (a, b), chunk in zip(bounds, chunks):
-            results.extend(chunk)
-            advance(b - a)
-        return results
-
-    def __enter__(self) -> Chunked:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        global _JOBS
-        if self.pool is not None:
-            self.pool.terminate()  # every result was collected, or an error is on its way up
-            self.pool.join()
-        _JOBS = []
 
 
 def _signatures(texts: Sequence[str]) -> list[np.ndarray]:

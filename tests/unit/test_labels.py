@@ -51,4 +51,4 @@ def test_json_labels_count_as_labels_everywhere() -> None:
     conversations = chats(targets * 10)
     assert labels(conversations) is not None and labels(conversations).distinct == 4
     assert sorted({c.response_text() for c in choose_shots(conversations, k=4)}) == sorted(targets)
-    assert pick_metrics(targets * 10)[0] == "field_f1"
+    assert pick_metrics(targets * 10)[0] == "field_f1_micro"

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from honed.data import dedup, report as report_module
+from honed.data import chunks as chunks_module, dedup, report as report_module
 from honed.data.check import exit_status
 from honed.data.render import render_batch
 from honed.data.report import Report, build_report, prompt_key
@@ -194,7 +194,7 @@ def test_strict_turns_warnings_into_exit_1(tok: Any) -> None:
 
 
 def test_worker_processes_give_the_same_report(tok: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "CHUNK", 7)  # several chunks on small data
+    monkeypatch.setattr(chunks_module, "CHUNK", 7)  # several chunks on small data
     rows = [(f"question number {i % 13} about cards", f"answer {i % 5}") for i in range(40)]
     holdout = numbered([("question number 3 about cards", "x"), ("new", "y")])
     one = check(numbered(rows), tok, workers=1, holdout=holdout, holdout_file="h").to_json()
@@ -248,7 +248,7 @@ def test_template_error_in_a_worker_is_a_located_data_error(monkeypatch: pytest.
         "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
-    monkeypatch.setattr(report_module, "CHUNK", 3)
+    monkeypatch.setattr(chunks_module, "CHUNK", 3)
     conversations = numbered([(f"question {i}", "answer") for i in range(8)] + [("boom", "answer")])
     with pytest.raises(DataError, match=r"train.jsonl:9: .*no boom here"):
         check(conversations, tokenizer, workers=2)
