@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.console import Console
 
-from honed.cli import app, err_console, user_errors
+from honed.cli import app, err_console, progress_callback, user_errors
 
 
 # ---- evaluate: honed eval, honed compare ------------------------------------------------------------------
@@ -60,14 +58,7 @@ def eval_command(
         max_new_tokens=max_new_tokens, seed=seed, threads=threads, constrain=constrain,
     )
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
-        tasks: dict[str, Any] = {}
-
-        def on_progress(system: str, done: int, total: int) -> None:
-            if system not in tasks:
-                tasks[system] = progress.add_task(f"generating: {system}", total=total)
-            progress.update(tasks[system], completed=done)
-
-        summary = evaluate_run(run_dir, settings, on_progress=on_progress)
+        summary = evaluate_run(run_dir, settings, on_progress=progress_callback(progress, prefix="generating: "))
     console = err_console if as_json else Console(highlight=False)  # --json: stdout holds only the summary
     if as_json:
         print(json.dumps(summary.to_json(), indent=2, ensure_ascii=False))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from honed.cli import app, err_console, user_errors
+from honed.cli import app, err_console, progress_callback, user_errors
 
 
 # ---- monitor: honed monitor ----------------------------------------------------------------------------
@@ -58,17 +58,6 @@ def monitor_command(
         raise typer.Exit(1)
 
 
-def _progress_callback(progress: Any) -> Callable[[str, int, int], None]:
-    tasks: dict[str, Any] = {}
-
-    def on_progress(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=total)
-        progress.update(tasks[label], completed=done)
-
-    return on_progress
-
-
 def _monitor_traffic(run_dir: str, settings: Any, *, as_json: bool) -> bool:
     import json
 
@@ -77,7 +66,7 @@ def _monitor_traffic(run_dir: str, settings: Any, *, as_json: bool) -> bool:
     from honed.monitor.watch import monitor_run
 
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
-        report = monitor_run(run_dir, settings, on_progress=_progress_callback(progress))
+        report = monitor_run(run_dir, settings, on_progress=progress_callback(progress))
     if as_json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:

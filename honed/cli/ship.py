@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -118,10 +119,19 @@ def serve_command(
         serve_vllm(targets, host=host, port=port, settings=settings, checkpoint=checkpoint,
                    extra_args=vllm_args or [], max_queue=max_queue, drain_s=drain_timeout)
         return
+    from honed.serve.server import serve
+
+    served = _load_served(targets, checkpoint=checkpoint, device=device, threads=threads)
+    err_console.print(f"OpenAI-compatible API on http://{host}:{port}/v1 (Ctrl-C or SIGTERM to stop)", markup=False)
+    serve(served, host=host, port=port, settings=settings, max_batch=max_batch, max_queue=max_queue,
+          drain_s=drain_timeout)
+
+
+def _load_served(targets: list[str], *, checkpoint: str, device: str, threads: int | None) -> Any:
+    """Load what `honed serve` serves (torch engine) and say what it is."""
     import torch
 
     from honed.serve.loading import load_targets
-    from honed.serve.server import serve
 
     if threads:
         torch.set_num_threads(threads)
@@ -130,9 +140,7 @@ def serve_command(
     for model in served:
         where = model.run or model.checkpoint
         err_console.print(f"serving {model.name} ({where}, {model.checkpoint})", markup=False, soft_wrap=True)
-    err_console.print(f"OpenAI-compatible API on http://{host}:{port}/v1 (Ctrl-C or SIGTERM to stop)", markup=False)
-    serve(served, host=host, port=port, settings=settings, max_batch=max_batch, max_queue=max_queue,
-          drain_s=drain_timeout)
+    return served
 
 
 @app.command("chat")

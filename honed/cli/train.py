@@ -55,26 +55,16 @@ def train_command(
     from honed.train import distributed, train
 
     console = err_console if as_json else Console(highlight=False)
-    flags = {
-        "data.train": data,
-        "data.holdout": holdout,
-        "model": model,
-        "method": method,
-        "epochs": int(epochs) if epochs is not None and epochs.isdigit() else epochs,
-        "lr": lr,
-        "max_length": max_length,
-        "max_steps": max_steps,
-        "seed": seed,
-        "merge": True if merge else None,
+    flags = {  # config fields set by flags; None = not given
+        "data.train": data, "data.holdout": holdout, "model": model, "method": method,
+        "epochs": int(epochs) if epochs is not None and epochs.isdigit() else epochs, "lr": lr,
+        "max_length": max_length, "max_steps": max_steps, "seed": seed, "merge": True if merge else None,
         "data.skip_invalid": True if skip_invalid else None,
     }
     if resume and (config_file or overrides or any(v is not None for v in flags.values())):
         console.print("note: --resume continues with the run's saved config.yaml; the other options are ignored")
     config = load_config(config_file, overrides=overrides or [], flags=flags, base=_parent_base(from_run, mix_old))
-    if config.tracking:  # a missing tracker package fails now, not after the training
-        from honed.report.trackers import require_installed
-
-        require_installed(config.tracking)
+    _require_trackers(config.tracking)
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The config was checked above, once; the same command now runs as `nproc` torchrun workers.
         raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc=nproc))
@@ -85,6 +75,14 @@ def train_command(
     if not dist.is_main:
         return
     _print_train_result(result, console=console, as_json=as_json, no_report=no_report)
+
+
+def _require_trackers(tracking: list[str]) -> None:
+    """A tracker the config names but this machine lacks fails now, not after the training."""
+    if tracking:
+        from honed.report.trackers import require_installed
+
+        require_installed(tracking)
 
 
 def _parent_base(from_run: str | None, mix_old: float) -> dict[str, Any] | None:

@@ -383,9 +383,8 @@ def build_report(
     >>> report.tokens.supervised_share  # doctest: +SKIP
     0.31
     """
-    workers = default_workers() if workers is None else workers
     by_text = near_texts(train)
-    with Chunked(workers=workers) as pool:
+    with Chunked(workers=default_workers() if workers is None else workers) as pool:
         count = partial(_count_tokens, tokenizer=tokenizer, max_length=max_length)
         token_job = pool.add(count, train)
         near_job = pool.add(_signatures, list(by_text))
@@ -405,13 +404,8 @@ def build_report(
             leaks = leakage(train, holdout, holdout_file=holdout_file, near_threshold=near_threshold,
                             train_sigs=train_sigs, holdout_sigs=holdout_sigs)
     report = Report(
-        file=file,
-        format=format,
-        model=model,
-        examples=len(train),
-        messages=sum(len(c.messages) for c in train),
-        skipped_invalid=skipped_invalid,
-        invalid_files=list(invalid_files),
+        file=file, format=format, model=model, examples=len(train), messages=sum(len(c.messages) for c in train),
+        skipped_invalid=skipped_invalid, invalid_files=list(invalid_files),
         tokens=token_stats(counts, max_length=max_length),
         duplicates=duplicates(train, by_text=by_text, sigs=sigs, near_threshold=near_threshold),
         conflicts=conflicts_found,
@@ -420,12 +414,17 @@ def build_report(
         leakage=leaks,
         most_common_response=responses.of_conversations(train, holdout=holdout),
     )
-    report.warnings = findings(report)
-    dropped = unrendered_tool_calls(train, tokenizer=tokenizer)
-    if dropped:
-        report.warnings.append(Finding(
-            "tool_calls_not_rendered", dropped,
-            f"{dropped} examples have trained-on tool calls that {model}'s chat template does not write out, "
-            "so those turns teach an empty reply; use a model whose template renders tool_calls",
-        ))
+    report.warnings = findings(report) + tool_call_findings(train, tokenizer=tokenizer, model=model)
     return report
+
+
+def tool_call_findings(train: Sequence[Conversation], *, tokenizer: Any, model: str) -> list[Finding]:
+    """A warning when the chat template drops trained-on tool calls (see unrendered_tool_calls)."""
+    dropped = unrendered_tool_calls(train, tokenizer=tokenizer)
+    if not dropped:
+        return []
+    return [Finding(
+        "tool_calls_not_rendered", dropped,
+        f"{dropped} examples have trained-on tool calls that {model}'s chat template does not write out, "
+        "so those turns teach an empty reply; use a model whose template renders tool_calls",
+    )]

@@ -216,6 +216,28 @@ def _pick_clusters(clusters: list[list[int]], quota: int, rng: random.Random) ->
 # --- the file version ----------------------------------------------------------------------------------
 
 
+def _manifest(path: str | Path, read: Any, result: Any, *, seed: int, holdout_fraction: float,
+              near_threshold: float) -> dict[str, Any]:
+    """manifest.json: where the split came from, how it was made, and its counts."""
+    return {
+        "source": {"path": str(Path(path).resolve()), "sha256": sha256_file(path)},
+        "format": read.format,
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+        "near_threshold": near_threshold,
+        "stratified": result.stratified,
+        "labels": result.num_labels,
+        "clusters": result.num_clusters,
+        "counts": {
+            "input": len(read.conversations),
+            "train": len(result.train),
+            "holdout": len(result.holdout),
+        },
+        "skipped_invalid": len(read.bad_rows),
+        "notices": [str(notice) for notice in read.notices],  # content read but not trained on
+    }
+
+
 def split_file(
     path: str | Path,
     *,
@@ -252,23 +274,8 @@ def split_file(
     result = split_conversations(
         read.conversations, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold
     )
-    manifest = {
-        "source": {"path": str(Path(path).resolve()), "sha256": sha256_file(path)},
-        "format": read.format,
-        "seed": seed,
-        "holdout_fraction": holdout_fraction,
-        "near_threshold": near_threshold,
-        "stratified": result.stratified,
-        "labels": result.num_labels,
-        "clusters": result.num_clusters,
-        "counts": {
-            "input": len(read.conversations),
-            "train": len(result.train),
-            "holdout": len(result.holdout),
-        },
-        "skipped_invalid": len(read.bad_rows),
-        "notices": [str(notice) for notice in read.notices],  # content read but not trained on
-    }
+    manifest = _manifest(path, read, result, seed=seed, holdout_fraction=holdout_fraction,
+                         near_threshold=near_threshold)
     try:
         _write_all(out, result, manifest, force=force)
     except OSError as exc:  # a parent that is a file, a read-only folder, a full disk
