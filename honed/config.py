@@ -304,3 +304,16 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 def config_to_yaml(config: TrainConfig) -> str:
     """The YAML text saved as RUN_DIR/config.yaml (round-trips through load_config)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"lora": {"r": 8}} -> {"lora.r": 8}: dotted keys, as `--set` takes them and trackers want them.
+
+    >>> flatten_config({"lora": {"r": 8}, "lr": 1e-4})
+    {'lora.r': 8, 'lr': 0.0001}
+    """
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten_config(value, name) if isinstance(value, dict) else {name: value})
+    return out

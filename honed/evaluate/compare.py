@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from honed.config import flatten_config
 from honed.errors import ConfigError
 from honed.evaluate.metrics import CORPUS, LEGACY_FIELD_METRICS, normalize_text
 from honed.evaluate.stats import corpus_difference, paired_difference, resample_indices
@@ -25,29 +26,13 @@ from honed.rundir import EvalSummary, RunDir
 TUNED = "tuned"
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"lora": {"r": 8}} -> {"lora.r": 8}.
-
-    >>> flatten({"lora": {"r": 8}, "lr": 1e-4})
-    {'lora.r': 8, 'lr': 0.0001}
-    """
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
-
-
 def config_differences(configs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     """Config keys whose values are not the same in every run (a key missing in a run reads None).
 
     >>> config_differences([{"lr": 1, "seed": 0}, {"lr": 2, "seed": 0}])
     {'lr': [1, 2]}
     """
-    flat = [flatten(c) for c in configs]
+    flat = [flatten_config(c) for c in configs]
     keys = sorted(set().union(*flat)) if flat else []
     return {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1}
 

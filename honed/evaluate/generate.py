@@ -93,7 +93,8 @@ def length_batches(lengths: Sequence[int], *, batch_size: int) -> list[list[int]
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) for prompts of different lengths, padded on the left."""
     import torch
 
     width = max(len(p) for p in prompts)
@@ -160,7 +161,7 @@ def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, *, cache
         cache.batch_repeat_interleave(len(prompts))
     else:
         prefix = 0
-    input_ids, own_mask = _left_pad([p[prefix:] for p in prompts], pad_id)
+    input_ids, own_mask = left_pad([p[prefix:] for p in prompts], pad_id)
     attention_mask = torch.cat([own_mask.new_ones((len(prompts), prefix)), own_mask], dim=-1)
     # Position ids count real tokens only: a left-padded row then sees exactly the positions it would alone.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]

@@ -115,7 +115,7 @@ def config_changes(config: dict[str, Any]) -> list[ConfigChange]:
     ['lr', 'lora.r']
     """
     from honed.config import TrainConfig
-    from honed.evaluate.compare import flatten
+    from honed.config import flatten_config as flatten
 
     defaults = flatten(TrainConfig().model_dump(mode="json"))
     changes = []

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from honed.config import flatten_config
 from honed.errors import ConfigError
 from honed.rundir import RunDir
 
@@ -51,19 +52,6 @@ class Tracker(Protocol):
     def log_artifact(self, path: Path) -> None: ...
 
     def close(self) -> None: ...
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"lora": {"r": 8}} -> {"lora.r": 8} (trackers take flat parameters).
-
-    >>> flatten({"lora": {"r": 8}, "lr": 1e-4})
-    {'lora.r': 8, 'lr': 0.0001}
-    """
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        out.update(flatten(value, name) if isinstance(value, dict) else {name: value})
-    return out
 
 
 def numbers(record: dict[str, Any]) -> dict[str, float]:
@@ -140,7 +128,7 @@ class MLflowTracker:
             return
         from mlflow.entities import Param
 
-        params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in flatten(config).items()]
+        params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in flatten_config(config).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start: start + 100])
 
@@ -179,7 +167,7 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(log_dir=str(self.folder))
 
     def log_config(self, config: dict[str, Any]) -> None:
-        lines = "\n".join(f"    {k}: {v}" for k, v in flatten(config).items())
+        lines = "\n".join(f"    {k}: {v}" for k, v in flatten_config(config).items())
         self.writer.add_text("config", lines)  # indented: TensorBoard renders text as Markdown
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -211,7 +199,7 @@ class WandbTracker:
                               resume="allow", mode=os.environ.get("WANDB_MODE", "offline"), dir=str(run.path))
 
     def log_config(self, config: dict[str, Any]) -> None:
-        self.run.config.update(flatten(config), allow_val_change=True)
+        self.run.config.update(flatten_config(config), allow_val_change=True)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(metrics, step=step)

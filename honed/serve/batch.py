@@ -30,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from honed.evaluate.generate import left_pad
+
 # transformers 5.2x renames `past_key_values` to `cache`; the GPU machines' 5.17 only knows the old name.
 warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated.*", category=FutureWarning)
 
@@ -53,16 +55,6 @@ class Row:
     payload: Any = None
     next_token: int = -1  # chosen by `choose`, fed to the model by `advance`
     generator: torch.Generator | None = field(default=None, repr=False)
-
-
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-        attention_mask[row, width - len(prompt) :] = 1
-    return input_ids.to(device), attention_mask.to(device)
 
 
 def _pad_seq(tensor: torch.Tensor, width: int) -> torch.Tensor:
@@ -127,7 +119,7 @@ class RunningBatch:
             if row.sampling.temperature > 0:
                 seed = row.sampling.seed if row.sampling.seed is not None else secrets.randbits(63)
                 row.generator = torch.Generator(device=self.device).manual_seed(seed)
-        input_ids, mask = _left_pad([r.prompt_ids for r in rows], self.pad_id, self.device)
+        input_ids, mask = (t.to(self.device) for t in left_pad([r.prompt_ids for r in rows], self.pad_id))
         # Position ids count real tokens only: a left-padded row sees the positions it would see alone.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
