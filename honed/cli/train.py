@@ -244,3 +244,4 @@ def curve_command(
         table.add_row(f"{p.fraction:.0%}", str(p.examples), f"{p.metric.value:.3f} [{p.metric.low:.3f}, {p.metric.high:.3f}]",
                       loss, p.run)
     Console(highlight=False).print(table)
+    Console(highlight=False).print(curve.sentence(), markup=False, soft_wrap=True)

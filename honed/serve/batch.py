@@ -22,7 +22,6 @@ layout (sliding windows) still works: new requests then wait until the running b
 from __future__ import annotations
 
 import secrets
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from honed.evaluate.generate import left_pad
+from honed.evaluate.generate import cache_argument, left_pad
 
-# transformers 5.2x renames `past_key_values` to `cache`; the GPU machines' 5.17 only knows the old name.
-warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated.*", category=FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -97,6 +94,8 @@ class RunningBatch:
         self.model = model
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
+        # transformers 5.24 renames `past_key_values` to `cache`; the GPU machines' 5.17 only knows the old name
+        self.cache_name = cache_argument(model)
         self.rows: list[Row] = []
         self._clear()
 
@@ -126,9 +125,9 @@ class RunningBatch:
                          logits_to_keep=1)
         logits, next_pos = out.logits[:, -1, :], position_ids[:, -1:] + 1
         if not self.rows:
-            self.cache, self.mask, self.next_pos, self.logits = out.past_key_values, mask, next_pos, logits
+            self.cache, self.mask, self.next_pos, self.logits = getattr(out, self.cache_name), mask, next_pos, logits
         else:
-            self._join(out.past_key_values, mask, next_pos, logits)
+            self._join(getattr(out, self.cache_name), mask, next_pos, logits)
         self.rows.extend(rows)
 
     def _join(self, cache: Any, mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor) -> None:
@@ -186,7 +185,7 @@ class RunningBatch:
         tokens = torch.tensor([[row.next_token] for row in self.rows], dtype=torch.long, device=self.device)
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=-1)
         out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=self.next_pos,
-                         past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                         **{self.cache_name: self.cache}, use_cache=True)
+        self.cache = getattr(out, self.cache_name)
         self.logits = out.logits[:, -1, :]
         self.next_pos = self.next_pos + 1
