@@ -13,9 +13,11 @@ Weights are loaded from safetensors only (`use_safetensors=True`): never unpickl
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,7 +200,8 @@ def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any
             kwargs["gguf_file"] = gguf_file
         else:
             kwargs["use_safetensors"] = True
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        with quiet_transformers():  # no "Loading weights" bar or info logs in honed's output
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         if source.is_hub:
             raise _offline_error(spec, exc) from exc
@@ -226,10 +229,29 @@ def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu"
         from peft import PeftModel
 
         base = load_model(base_spec, device=device)
-        with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with quiet_transformers():  # and peft's warning about a deprecated transformers attribute
             model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     else:
         model = load_model(str(folder), device=device)
     model.eval()
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Keep transformers' own progress bars ("Loading weights") and info logs out of honed's output,
+    and peft's FutureWarning about a deprecated transformers attribute; restore both afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; the warning is theirs.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

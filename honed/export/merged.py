@@ -19,7 +19,7 @@ from typing import Any
 
 from honed.atomic import atomic_folder
 from honed.errors import ConfigError
-from honed.models import cache_dir, load_run_model, local_path
+from honed.models import cache_dir, load_run_model, local_path, quiet_transformers
 from honed.rundir import RunDir
 
 # The hub id of each built-in model: what an adapter trained on it names as its base.
@@ -95,7 +95,8 @@ def write_merged(run: RunDir, *, checkpoint: str, folder: Path, dtype: str) -> N
     model, tokenizer = load_run_model(run, checkpoint=checkpoint)
     model = model.to(getattr(torch, dtype))
     _set_generation_config(model, tokenizer)
-    model.save_pretrained(folder, safe_serialization=True)
+    with quiet_transformers():  # no "Writing model shards" bar in honed's output
+        model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
 

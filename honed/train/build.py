@@ -10,16 +10,15 @@ Each piece has its own function, so the loop (honed.train.loop) reads as "build,
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from honed.config import TrainConfig, auto_epochs
 from honed.errors import ConfigError
+from honed.models import quiet_transformers  # noqa: F401  (re-exported: the loop uses it)
 from honed.train.batching import steps_in_epoch
 from honed.train.distributed import Dist
 
@@ -77,26 +76,6 @@ def cpu_has_fast_bf16() -> bool:
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.9
     capabilities = get_capabilities() if get_capabilities is not None else {}
     return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Keep transformers' own progress bars ("Loading weights") and info logs out of train's output,
-    and peft's FutureWarning about a deprecated transformers attribute; restore both afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; the warning is theirs.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def build_model(config: TrainConfig, *, device: str) -> Any:
