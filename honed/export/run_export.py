@@ -221,7 +221,8 @@ def export_run(run_dir: str | Path, settings: ExportSettings, *, on_step: OnStep
     """
     plan = plan_export(run_dir, settings)
     step = on_step or (lambda message: None)
-    with atomic_folder(plan.folder) as tmp:
+    # The run's lock: a train or --resume must not change the checkpoint while it is exported.
+    with RunDir(run_dir).lock("export"), atomic_folder(plan.folder) as tmp:
         answerer, details = WRITERS[settings.to](plan, tmp, step)
         parity = None
         if settings.parity:
