@@ -6,8 +6,27 @@ fixtures need it too, and pytest advises against importing from conftest.py.)
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny randomly initialised Llama-architecture model and its tokenizer, committed for tests (no download).
 TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(run_dir: str | Path) -> Iterator[subprocess.Popen]:
+    """Another process holding `run_dir`'s lock as `honed train` would (killed on exit, so the lock drops)."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from honed.rundir import RunDir; "
+        f"lock = RunDir({str(run_dir)!r}).lock('train'); lock.acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -158,18 +158,9 @@ def test_bad_input_is_one_line_and_exit_2(run: Path, tmp_path: Path) -> None:
 
 
 def test_export_is_refused_while_another_process_writes_the_run(run: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from tests.helpers import lock_held_elsewhere
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from honed.rundir import RunDir; "
-        f"lock = RunDir({str(run)!r}).lock('train'); lock.acquire(); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(run) as holder:
         result = cli("export", str(run), "--to", "adapter", "--no-parity", "--out", str(tmp_path / "a"))
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.exit_code == 2 and f"in use: honed train, pid {holder.pid}" in result.output
     assert not (tmp_path / "a").exists()

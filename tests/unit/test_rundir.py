@@ -110,26 +110,17 @@ def test_eval_summary_keeps_unknown_fields():
 
 
 def test_a_second_writer_is_refused_with_the_owner_and_the_lock_dies_with_its_process(tmp_path):
-    import subprocess
-    import sys
+    from tests.helpers import lock_held_elsewhere
 
     run = RunDir(tmp_path / "r")
     with run.lock("train"):
         with pytest.raises(ConfigError, match=r"in use: honed train, pid \d+"):
             run.lock("export").acquire()
     run.write_run(RunRecord(name="r", status="running"))
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from honed.rundir import RunDir; "
-        f"lock = RunDir({str(run.path)!r}).lock('train'); lock.acquire(); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(run.path) as holder:
         assert run.status() == "running"
         with pytest.raises(ConfigError, match=f"pid {holder.pid}"):
             run.lock("train").acquire()
-    finally:
-        holder.kill()
-        holder.wait()
     assert run.status() == "stale"  # killed: the kernel dropped the lock
     with run.lock("train"):  # and the run can be taken over
         pass

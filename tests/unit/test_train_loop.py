@@ -17,7 +17,7 @@ from honed.errors import ConfigError, DataError, HonedError
 from honed.train import build, loop
 from honed.train.loop import train
 
-from tests.helpers import TINY
+from tests.helpers import TINY, lock_held_elsewhere
 
 
 def write_data(path: Path, n: int = 24, *, weight: int | None = None, long_every: int = 0) -> Path:
@@ -345,26 +345,16 @@ def test_early_stopping_and_the_best_checkpoint_work_on_the_sample(tmp_path):
 
 
 def test_a_second_train_on_a_running_out_is_refused_and_a_failed_start_leaves_no_folder(tmp_path, monkeypatch):
-    import subprocess
-    import sys
 
     from honed.errors import ConfigError as _ConfigError
     from honed.rundir import RunDir
 
     monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
     out = tmp_path / "busy"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from honed.rundir import RunDir; "
-        f"lock = RunDir({str(out)!r}).lock('train'); lock.acquire(); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out) as holder:
         config = load_config(None, overrides=[f"model={TINY}", "data.train=/nonexistent.jsonl"])
         with pytest.raises(_ConfigError, match=f"in use: honed train, pid {holder.pid}"):
             train(config, out=out, console=Console(file=io.StringIO()))
-    finally:
-        holder.kill()
-        holder.wait()
     missing = tmp_path / "fresh"
     config = load_config(None, overrides=[f"model={TINY}", f"data.train={tmp_path / 'nope.jsonl'}"])
     with pytest.raises(Exception):
