@@ -43,55 +43,49 @@ def _ci(diff: Interval) -> str:
     return f"{diff.value:+.3f}, 95% CI {diff.low:+.3f} to {diff.high:+.3f}"
 
 
+def _by_sign(diff: Interval, *, above: str, below: str, neither: str) -> str:
+    """The phrase for an interval above 0, below 0, or across 0."""
+    return above if diff.low > 0 else below if diff.high < 0 else neither
+
+
 def _against_base(metric: str, tuned: float, base: Comparison) -> str:
-    diff = base.difference
-    numbers = f"{metric} {tuned:.3f} vs {base.baseline_value:.3f} for the base model ({_ci(diff)})"
-    if diff.low > 0:
-        return f"Fine-tuning helped: {numbers}"
-    if diff.high < 0:
-        return f"Fine-tuning hurt: {numbers}"
-    return f"No significant difference from the base model: {numbers}"
+    numbers = f"{metric} {tuned:.3f} vs {base.baseline_value:.3f} for the base model ({_ci(base.difference)})"
+    lead = _by_sign(base.difference, above="Fine-tuning helped", below="Fine-tuning hurt",
+                    neither="No significant difference from the base model")
+    return f"{lead}: {numbers}"
 
 
 def _against_prompting(prompt: Comparison) -> str:
-    diff = prompt.difference
-    numbers = f"vs {prompt.baseline} prompting {prompt.baseline_value:.3f} ({_ci(diff)})"
-    if diff.low > 0:
-        return f"{numbers}: a significant gain over prompting"
-    if diff.high < 0:
-        return f"{numbers}: prompting is significantly better"
-    return f"{numbers}: not significantly better than prompting"
+    numbers = f"vs {prompt.baseline} prompting {prompt.baseline_value:.3f} ({_ci(prompt.difference)})"
+    return numbers + ": " + _by_sign(prompt.difference, above="a significant gain over prompting",
+                                     below="prompting is significantly better",
+                                     neither="not significantly better than prompting")
 
 
 def _against_retrieval(prompt: Comparison) -> str:
-    diff = prompt.difference
-    numbers = f"vs {prompt.baseline} (prompting with retrieved examples) {prompt.baseline_value:.3f} ({_ci(diff)})"
-    if diff.low > 0:
-        return f"{numbers}: a significant gain over prompting with retrieved examples"
-    if diff.high < 0:
-        return f"{numbers}: prompting with retrieved examples is significantly better"
-    return f"{numbers}: not significantly better; prompting with retrieved examples is enough here"
+    numbers = (f"vs {prompt.baseline} (prompting with retrieved examples) {prompt.baseline_value:.3f} "
+               f"({_ci(prompt.difference)})")
+    return numbers + ": " + _by_sign(
+        prompt.difference, above="a significant gain over prompting with retrieved examples",
+        below="prompting with retrieved examples is significantly better",
+        neither="not significantly better; prompting with retrieved examples is enough here")
 
 
 def _against_constant(constant: Comparison) -> str | None:
-    diff = constant.difference
-    answer = _short(constant.answer)
-    numbers = f"{constant.baseline} {constant.baseline_value:.3f}, {_ci(diff)}"
-    if diff.low > 0:
+    if constant.difference.low > 0:
         return None  # better than a constant answer is the least to expect; the table shows it
-    if diff.high < 0:
-        return f"worse than always answering `{answer}` ({numbers})"
-    return f"not significantly better than always answering `{answer}` ({numbers})"
+    answer = _short(constant.answer)
+    numbers = f"{constant.baseline} {constant.baseline_value:.3f}, {_ci(constant.difference)}"
+    lead = _by_sign(constant.difference, above="", below="worse than",
+                    neither="not significantly better than")
+    return f"{lead} always answering `{answer}` ({numbers})"
 
 
 def _against_system(other: Comparison) -> str:
-    diff = other.difference
-    numbers = f"vs {other.baseline} {other.baseline_value:.3f} ({_ci(diff)})"
-    if diff.low > 0:
-        return f"{numbers}: significantly better than {other.baseline}"
-    if diff.high < 0:
-        return f"{numbers}: {other.baseline} is significantly better"
-    return f"{numbers}: no significant difference from {other.baseline}"
+    numbers = f"vs {other.baseline} {other.baseline_value:.3f} ({_ci(other.difference)})"
+    return numbers + ": " + _by_sign(other.difference, above=f"significantly better than {other.baseline}",
+                                     below=f"{other.baseline} is significantly better",
+                                     neither=f"no significant difference from {other.baseline}")
 
 
 def _short(text: str, limit: int = 40) -> str:
