@@ -105,7 +105,8 @@ def _print_monitor(report: Any) -> None:
     console = Console(highlight=False)
     console.print(f"reference: {report.reference} training prompts; embeddings: {report.embedder}", markup=False)
     for w in report.windows:
-        drift = f"MMD p {w.drift['p_value']:.4f}" if w.drift else "no drift test"
+        drift = (f"unlike training {w.drift['novel_share']:.0%} (training {w.drift['novel_expected']:.0%}), "
+                 f"MMD p {w.drift['p_value']:.4f}") if w.drift else "no drift test"
         shifts = w.shifts or {}
         console.print(f"{w.name}: {w.status.upper()}  {w.count} requests, {drift}, unseen words "
                       f"{shifts.get('oov_share', 0):.1%} (training {shifts.get('train_oov_share', 0):.1%}), "

@@ -3,10 +3,11 @@
     monitor_run("runs/demo", MonitorSettings(traffic="runs/demo/requests.jsonl"))
       -> MonitorReport(windows=[WindowReport(name="2026-12-01", count=812, status="ok", drift=..., ...)])
 
-Per window: input drift (MMD permutation test on prompt embeddings from the tuned model, honed.monitor.drift),
-the traffic prompts least like any training prompt, simple shifts (length, unseen words, script) and
-output health (honed.monitor.health). Status: `degraded` when output health crossed a limit, else `drift`
-when the drift test rejects at `alpha`, else `ok`.
+Per window: input drift (on prompt embeddings from the tuned model, honed.monitor.drift: an MMD permutation
+test for any change and a novelty test for more prompts unlike training than training itself has), the
+traffic prompts least like any training prompt, simple shifts (length, unseen words, script) and output
+health (honed.monitor.health). Status: `degraded` when output health crossed a limit, else `drift` when
+both drift tests reject at `alpha`, else `ok` (a rejection by MMD alone is listed as a change of mix).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from honed.data.read import load_or_fail
 from honed.errors import ConfigError
-from honed.monitor.drift import DEFAULT_ALPHA, DEFAULT_PERMUTATIONS, least_like, mmd_test
+from honed.monitor.drift import DEFAULT_ALPHA, DEFAULT_PERMUTATIONS, least_like, window_drift
 from honed.monitor.embed import embed_texts
 from honed.monitor.health import output_health
 from honed.monitor.shifts import simple_shifts
@@ -191,11 +192,16 @@ def _window_report(
     health = output_health(group, train_responses=reference.responses, schema=settings.schema)
     drift, reasons, shown = None, list(health.problems), []
     if len(group) >= settings.min_window:
-        test = mmd_test(reference.vectors, vectors, permutations=settings.permutations, seed=settings.seed)
-        drift = {"method": "mmd-rbf-permutation", "statistic": test.statistic, "p_value": test.p_value,
-                 "drifted": test.p_value < settings.alpha}
+        drift = window_drift(reference.vectors, vectors, alpha=settings.alpha, permutations=settings.permutations,
+                             seed=settings.seed).to_json()
         if drift["drifted"]:
-            reasons.append(f"input drift: MMD p-value {test.p_value:.4f} < alpha {settings.alpha}")
+            reasons.append(f"input drift: {drift['novel_share']:.0%} of prompts are unlike any training prompt "
+                           f"(training itself: {drift['novel_expected']:.0%}; p {drift['novel_p_value']:.4f}) and "
+                           f"MMD p {drift['p_value']:.4f}, both < alpha {settings.alpha}")
+        elif drift["mix_changed"]:
+            reasons.append(f"the mix of prompts changed (MMD p {drift['p_value']:.4f}) but no more of them are "
+                           f"unlike training than training itself ({drift['novel_share']:.0%} vs "
+                           f"{drift['novel_expected']:.0%}): not counted as drift")
     else:
         reasons.append(f"too few prompts to test drift ({len(group)} < {settings.min_window})")
     for index, similarity in least_like(reference.vectors, vectors, k=settings.shown):

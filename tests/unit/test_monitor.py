@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tests.helpers import TINY
 from honed.cli import app
 from honed.config import load_config
-from honed.monitor.drift import mmd_test
+from honed.monitor.drift import window_drift
 from honed.monitor.embed import embed_texts
 from honed.monitor.traffic import read_traffic
 from honed.monitor.watch import MonitorSettings, monitor_run, parse_window, split_windows
@@ -102,7 +102,8 @@ def test_monitor_cli_json_and_strict_exit(run_dir, traffic):
 
 
 def test_no_false_alarms_on_same_distribution_windows(run_dir):
-    """The false-alarm rate, measured: 100 windows of 30 fresh same-distribution prompts at alpha 0.01."""
+    """The false-alarm rate of monitor's rule, measured: 100 windows of 30 fresh same-distribution prompts at
+    alpha 0.01 (each of its two tests alone stays near its level too)."""
     from honed.models import load_run_model
     from honed.rundir import RunDir
 
@@ -111,11 +112,27 @@ def test_no_false_alarms_on_same_distribution_windows(run_dir):
     reference = embed_texts(model, tokenizer, [support_prompt(rng) for _ in range(200)])
     pool = embed_texts(model, tokenizer, [support_prompt(rng) for _ in range(600)])
     picker = np.random.default_rng(0)
-    alarms = sum(
-        mmd_test(reference, pool[picker.choice(len(pool), 30, replace=False)], permutations=100, seed=k).p_value < 0.01
-        for k in range(100)
-    )
-    assert alarms <= 5
+    results = [window_drift(reference, pool[picker.choice(len(pool), 30, replace=False)], permutations=100, seed=k)
+               for k in range(100)]
+    assert sum(r.drifted for r in results) <= 5
+    assert sum(r.mmd.p_value < 0.01 for r in results) <= 5
+    assert sum(r.novelty.p_value < 0.01 for r in results) <= 5
+
+
+def test_a_new_mix_of_familiar_prompts_is_not_drift(run_dir):
+    """Only the 'charged me twice' kind of support prompt: MMD sees the changed mix, novelty sees nothing new."""
+    from honed.models import load_run_model
+    from honed.rundir import RunDir
+
+    model, tokenizer = load_run_model(RunDir(run_dir))
+    rng = random.Random(3)
+    reference = embed_texts(model, tokenizer, [support_prompt(rng) for _ in range(300)])
+    narrow = [f"Hi, my {p} charged me twice. Order {rng.randint(100, 999)}." for p in PRODUCTS[:3] for _ in range(20)]
+    foreign = [rng.choice(OTHER) + f" ({rng.randint(1, 99)})" for _ in range(60)]
+    mix = window_drift(reference, embed_texts(model, tokenizer, narrow), seed=0)
+    other = window_drift(reference, embed_texts(model, tokenizer, foreign), seed=0)
+    assert mix.mmd.p_value < 0.01 and mix.mix_changed and not mix.drifted
+    assert other.drifted and other.novelty.share > 0.5
 
 
 def test_a_data_file_is_traffic_too(run_dir, tmp_path):
