@@ -95,17 +95,12 @@ def duration_text(started: str | None, finished: str | None) -> str | None:
 
 
 def machine_text(record: RunRecord) -> str:
-    """The machine the run trained on, as run.json records it (`machine`), else where the report is made.
+    """The machine the run trained on, as run.json records it (`machine`), else where the report is made."""
+    from honed.machine import machine_text as recorded
 
-    run.json has no `machine` field yet; a run that records one (a mapping or a string) shows it as is.
-    """
-    machine = (record.model_extra or {}).get("machine")
-    if isinstance(machine, dict):
-        return ", ".join(f"{k}: {v}" for k, v in machine.items())
-    if machine:
-        return str(machine)
-    return f"not recorded by the run (report made on {platform.node() or 'this machine'}: " \
-           f"{platform.system()} {platform.machine()}, Python {platform.python_version()})"
+    return recorded(record.machine) or (
+        f"not recorded by the run (report made on {platform.node() or 'this machine'}: "
+        f"{platform.system()} {platform.machine()}, Python {platform.python_version()})")
 
 
 def config_changes(config: dict[str, Any]) -> list[ConfigChange]:

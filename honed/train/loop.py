@@ -45,6 +45,7 @@ from honed.config import TrainConfig, config_to_yaml, validate_config
 from honed.data.render import ensure_chat_template
 from honed.data.types import Conversation
 from honed.errors import ConfigError, HonedError
+from honed.machine import machine_info
 from honed.registry import record_run
 from honed.rundir import RunDir, RunRecord, now_iso
 from honed.train.batching import Example, micro_batches, shard, step_examples, steps_in_epoch
@@ -375,7 +376,7 @@ def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn 
     require_scorer(config, has_scorer=score_fn is not None)
     torch.set_num_threads(config.num_threads or dist.threads())
     torch.manual_seed(config.seed)
-    record = started_record(run, config, resume=resume)
+    record = started_record(run, config, resume=resume, device=dist.device(config.device))
     write_run(run, record, dist=dist)
     try:
         trainer = Trainer(config, run, datasets, resume=resume, dist=dist, console=console, score_fn=score_fn)
@@ -414,11 +415,12 @@ def require_scorer(config: TrainConfig, *, has_scorer: bool) -> None:
         )
 
 
-def started_record(run: RunDir, config: TrainConfig, *, resume: bool) -> RunRecord:
+def started_record(run: RunDir, config: TrainConfig, *, resume: bool, device: str) -> RunRecord:
     record = run.read_run() if resume else RunRecord(name=run.name)
     return record.model_copy(update={
         "name": run.name, "status": "running", "model": config.model, "method": config.method,
         "started_at": record.started_at or now_iso(), "finished_at": None, "parent": config.parent_run,
+        "machine": machine_info(device),  # a resumed run records the machine it finished on
     })
 
 

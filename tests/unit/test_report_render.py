@@ -38,7 +38,9 @@ def make_run(path: Path, *, lr: float = 2e-4, evaluated: bool = True) -> RunDir:
                             started_at="2026-12-01T10:00:00+00:00", finished_at="2026-12-01T10:03:05+00:00",
                             steps=6, stopped_early=True, best_checkpoint="checkpoints/step-000004",
                             best={"step": 4, "holdout_loss": 1.1}, selected_by="holdout_loss",
-                            first_eval={"holdout_loss": 2.5}))
+                            first_eval={"holdout_loss": 2.5},
+                            machine={"cpu": "Intel Xeon 8480", "cores": 2, "cpu_flags": ["amx_bf16", "avx2"],
+                                     "gpu": None, "torch": "2.13.0"}))
     lines = [{"step": 0, "epoch": 0.0, "holdout_loss": 2.5}]
     for step in range(1, 7):
         record = {"step": step, "loss": 3.0 - step * 0.3, "lr": lr * (1 - step / 7), "tokens_per_s": 100.0 + step}
@@ -136,6 +138,7 @@ def test_header_shows_data_duration_and_config_changes(tmp_path) -> None:
     tree = page(render_report([make_run(tmp_path / "r", lr=1e-3).path], data_check=False))
     header = tree.xpath("string(//header)")
     assert "3 min 5 s" in header and ("ab" * 6) in header and "40 examples" in header
+    assert "Intel Xeon 8480, 2 cores, amx_bf16 avx2, torch 2.13.0" in header  # run.json's machine
     changed = [r.xpath("string(td[1])") for r in tree.xpath('//table[contains(@class, "config")]/tbody/tr')]
     assert "lr" in changed and "lora.r" in changed and "seed" not in changed
 

@@ -69,6 +69,9 @@ def test_run_directory_follows_the_contract(tmp_path):
         assert (root / name).exists(), name
     run_json = json.loads((root / "run.json").read_text())
     assert run_json["status"] == "completed" and run_json["method"] == "lora"
+    machine = run_json["machine"]  # what the run's speed depends on, recorded at the start
+    assert machine["cores"] >= 1 and machine["gpu"] is None and machine["torch"] == torch.__version__
+    assert machine["cpu"] and all(f.startswith(("avx2", "avx512", "amx")) for f in machine["cpu_flags"])
     assert (root / run_json["best_checkpoint"] / "adapter_model.safetensors").is_file()
     data = json.loads((root / "data.json").read_text())
     assert data["split"]["holdout_fraction"] == 0.1 and data["holdout"]["count"] >= 1
