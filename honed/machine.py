@@ -6,7 +6,7 @@ the GPU when one is used, and the torch version. The CPU facts come from torch's
 (`torch.cpu.get_capabilities`, torch >= 2.9), so they are what torch itself sees.
 
 >>> info = machine_info("cpu")
->>> sorted(info) == ["cpu", "cpu_capability", "cpu_flags", "cores", "gpu", "torch"]
+>>> sorted(info) == ["cores", "cpu", "cpu_capability", "cpu_flags", "gpu", "torch"]
 True
 """
 
