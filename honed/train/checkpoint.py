@@ -193,7 +193,7 @@ class Checkpointer:
             self.run.path, step, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer,
             scheduler=self.scheduler, trainer_state=trainer_state, gathered=gathered,
         )
-        keep = {checkpoint_name(best_step)} if best_step else set()
+        keep = {checkpoint_name(best_step)} if best_step is not None else set()
         prune(self.run.path, keep_last=self.keep_last, keep=keep)
 
     def restore(self) -> tuple[Path, dict[str, Any]] | None:
@@ -221,7 +221,7 @@ class Checkpointer:
         if not self.dist.is_main:
             return None
         use_best = final == "best" and best_step is not None
-        source = self.run.checkpoint(best_step if use_best and best_step else step)
+        source = self.run.checkpoint(best_step if use_best and best_step is not None else step)
         if not source.is_dir():  # the last step is always saved; this only guards odd configs
             self.save(step, trainer_state=trainer_state, best_step=best_step)
             source = self.run.checkpoint(step)

@@ -168,7 +168,7 @@ class Trainer:
         folder, saved = restored
         self.step = int(saved["step"])
         self.evaluator.load_state_dict(saved)
-        self.metrics.truncate_after(self.step)
+        self.metrics.truncate_after(self.step if self.step else -1)  # from step 0 (--from-run), fit evaluates it again
         self.say(f"resuming from {folder.relative_to(self.run.path)} (step {self.step} of {self.total_steps})")
 
     def fit(self) -> None:
@@ -200,6 +200,8 @@ class Trainer:
         if first is not None:
             self.metrics.write({"step": 0, "epoch": 0.0, **first})
             self.say("before training: " + format_metrics(first))
+        if self.evaluator.best_step == 0:  # started from a parent's weights: they are a checkpoint candidate
+            self.checkpointer.save(0, trainer_state=self.trainer_state(), best_step=0)
 
     def report(self, evaluation: Evaluation) -> None:
         """Print an evaluation and the guards' warnings about it (a holdout loss that never moves)."""
@@ -431,9 +433,9 @@ def completed_record(record: RunRecord, trainer: Trainer) -> RunRecord:
         "finished_at": now_iso(),
         "steps": trainer.step,
         "stopped_early": state.stopped_early,
-        "best_checkpoint": f"checkpoints/{trainer.run.checkpoint(best_step).name}" if best_step else None,
+        "best_checkpoint": f"checkpoints/{trainer.run.checkpoint(best_step).name}" if best_step is not None else None,
         "best": trainer.evaluator.best(),
-        "selected_by": trainer.config.select_by if best_step else "last",
+        "selected_by": trainer.config.select_by if best_step is not None else "last",
         "first_eval": state.first_eval,
         "last_eval": state.last_eval,
     })
