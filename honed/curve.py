@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from honed.atomic import write_json_atomic
 from honed.config import TrainConfig
@@ -54,6 +54,11 @@ class Curve(BaseModel):
     doubling: float | None  # slope of the main metric per doubling of the data (all points)
     last_doubling: float | None  # the step between the last two points, per doubling
 
+    def point_of(self, run_dir: str | Path) -> CurvePoint | None:
+        """The point trained in `run_dir` (matched by folder name, so a curve made from another working
+        directory still matches), or None."""
+        return next((p for p in self.points if Path(p.run).name == Path(run_dir).name), None)
+
     def sentence(self) -> str:
         """The plain estimate printed under the table."""
         if self.doubling is None:
@@ -61,6 +66,58 @@ class Curve(BaseModel):
         last = f" (between the last two points: {self.last_doubling:+.3f})" if self.last_doubling is not None else ""
         return (f"doubling the training data would add about {self.doubling:+.3f} {self.main_metric}{last}, "
                 "if the trend of these points holds")
+
+
+def noise_note(curve: Curve) -> str | None:
+    """Whether the doubling estimate is larger than the uncertainty of one point (the largest one's 95%
+    interval half-width): plain words for the report, None with a single point.
+
+    >>> point = CurvePoint(fraction=1, examples=200, run="f100", metric=Interval(value=0.6, low=0.5, high=0.7))
+    >>> curve = Curve(main_metric="exact_match", holdout="h", points=[point], doubling=0.02, last_doubling=0.02)
+    >>> noise_note(curve)[:66]
+    'That gain is smaller than the uncertainty of one point (about ±0.1'
+    """
+    if curve.doubling is None:
+        return None
+    last = curve.points[-1].metric
+    margin = (last.high - last.low) / 2
+    if curve.doubling <= 0:
+        return "The metric did not rise with more data: more examples of this kind are unlikely to help."
+    if curve.doubling < margin:
+        return (f"That gain is smaller than the uncertainty of one point (about ±{margin:.3f}), so more data of "
+                "this kind may not give a gain you can measure on this holdout.")
+    return f"That gain is larger than the uncertainty of one point (about ±{margin:.3f}): more data is likely worth it."
+
+
+def read_curve(folder: str | Path) -> Curve | None:
+    """FOLDER/curve.json, or None when there is none; a damaged file is a ConfigError naming it.
+
+    >>> read_curve("runs/no-curve-here") is None
+    True
+    """
+    path = Path(folder) / CURVE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Curve.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a learning curve honed can read ({str(exc).splitlines()[0]}); "
+                          f"run `honed curve --out {path.parent} --resume ...` again to rewrite it") from exc
+
+
+def curve_of_run(run_dir: str | Path) -> Curve | None:
+    """The learning curve a run is part of: curve.json in the run directory itself, or in its parent folder
+    when one of that curve's points is this run (`honed curve --out OUT` writes OUT/curve.json, OUT/f050/, ...).
+
+    >>> curve_of_run("runs/curve/f100").point_of("runs/curve/f100").examples  # doctest: +SKIP
+    360
+    """
+    run_dir = Path(run_dir)
+    own = read_curve(run_dir)
+    if own is not None:
+        return own
+    parent = read_curve(run_dir.resolve().parent)
+    return parent if parent is not None and parent.point_of(run_dir.resolve()) is not None else None
 
 
 def parse_fractions(text: str) -> list[float]:

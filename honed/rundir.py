@@ -122,6 +122,7 @@ class RunRecord(Record):
     first_eval: dict[str, float] = Field(default_factory=dict)
     last_eval: dict[str, float] = Field(default_factory=dict)
     parent: str | None = None  # the run this one continued from (train --from-run)
+    machine: dict[str, Any] | None = None  # honed.machine.machine_info at the (last) train start
 
 
 class Interval(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
 
@@ -42,6 +44,9 @@ def eval_command(
     $HONED_ENDPOINT_TIMEOUT (default 120).
 
     Example: honed eval runs/intents --constrain labels   # tuned+labels, base+labels, few-shot-5+labels too
+
+    A run trained by `honed curve` (OUT/f050, ...) also shows the learning curve below the table (and under
+    `learning_curve` with --json).
     """
     import json
 
@@ -49,7 +54,7 @@ def eval_command(
 
     from honed.cli.report import export_to_trackers, refresh_report, tracking_of
     from honed.evaluate.run_eval import EvalSettings, evaluate_run
-    from honed.evaluate.tables import differences_table, eval_table
+    from honed.evaluate.tables import curve_table, differences_table, eval_table
 
     tracking_of(run_dir)  # a tracker the run names but this machine lacks fails now, not after the evaluation
     settings = EvalSettings(
@@ -60,16 +65,34 @@ def eval_command(
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
         summary = evaluate_run(run_dir, settings, on_progress=progress_callback(progress, prefix="generating: "))
     console = err_console if as_json else Console(highlight=False)  # --json: stdout holds only the summary
+    curve = _learning_curve(run_dir, console=console)
     if as_json:
-        print(json.dumps(summary.to_json(), indent=2, ensure_ascii=False))
+        extra = {"learning_curve": curve.model_dump(mode="json")} if curve is not None else {}
+        print(json.dumps(summary.to_json() | extra, indent=2, ensure_ascii=False))
     else:
         console.print(eval_table(summary))
         if summary.differences:
             console.print(differences_table(summary))
         console.print(summary.verdict, soft_wrap=True)
+        if curve is not None:
+            console.print(curve_table(curve, this_run=run_dir))
+            console.print(curve.sentence(), markup=False, soft_wrap=True)
         console.print(f"per-example outputs: {run_dir}/eval/<system>.jsonl", soft_wrap=True)
     report = None if no_report else refresh_report(run_dir, console=console)
     export_to_trackers(run_dir, stage="eval", report=report, console=console)
+
+
+def _learning_curve(run_dir: str, *, console: Console) -> Any:
+    """The learning curve (`honed curve`) the run is part of, if any; a damaged curve.json is a note, since
+    the evaluation itself is done and saved."""
+    from honed.curve import curve_of_run
+    from honed.errors import HonedError
+
+    try:
+        return curve_of_run(run_dir)
+    except HonedError as exc:
+        console.print(f"note: learning curve not shown: {exc.message}", soft_wrap=True, markup=False)
+        return None
 
 
 @app.command("compare")

@@ -234,14 +234,7 @@ def curve_command(
     if as_json:
         print(json.dumps(curve.model_dump(mode="json"), indent=2))
         return
-    from rich.table import Table
+    from honed.evaluate.tables import curve_table
 
-    table = Table(title=f"learning curve: {curve.main_metric} on {curve.points[0].run.rsplit('/', 2)[0]}/data/holdout.jsonl, value [95% CI]")
-    for column in ("share", "examples", curve.main_metric, "holdout loss", "run"):
-        table.add_column(column)
-    for p in curve.points:
-        loss = f"{p.holdout_loss:.4f}" if p.holdout_loss is not None else "-"
-        table.add_row(f"{p.fraction:.0%}", str(p.examples), f"{p.metric.value:.3f} [{p.metric.low:.3f}, {p.metric.high:.3f}]",
-                      loss, p.run)
-    Console(highlight=False).print(table)
+    Console(highlight=False).print(curve_table(curve))
     Console(highlight=False).print(curve.sentence(), markup=False, soft_wrap=True)

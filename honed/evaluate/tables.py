@@ -99,3 +99,20 @@ def compare_tables(report: dict[str, Any]) -> list[Any]:
             table.add_row(metric, _diff_cell(Interval.model_validate(diff)))
         tables += [table, f"{label}: {change['verdict']}"]
     return tables
+
+
+def curve_table(curve: Any, *, this_run: str | None = None) -> Table:
+    """A learning curve (honed.curve.Curve): one row per data share, the main metric [95% CI]; `this_run`'s
+    row marked (the run `honed eval` just evaluated)."""
+    from pathlib import Path
+
+    holdout = Path(*Path(curve.holdout).parts[-3:])  # OUT/data/holdout.jsonl: the one holdout of every point
+    table = Table(title=f"learning curve: {curve.main_metric} on {holdout}, value [95% CI]")
+    for column in ("share", "examples", curve.main_metric, "holdout loss", "run"):
+        table.add_column(column)
+    mine = curve.point_of(this_run) if this_run is not None else None
+    for p in curve.points:
+        loss = f"{p.holdout_loss:.4f}" if p.holdout_loss is not None else "-"
+        table.add_row(f"{p.fraction:.0%}", str(p.examples), _cell(p.metric), loss,
+                      p.run + ("  <- this run" if p is mine else ""))
+    return table

@@ -53,6 +53,8 @@ class RunView:
     rows: dict[str, list[dict[str, Any]]]  # system -> eval/<system>.jsonl rows (systems whose file exists)
     config_changes: list[ConfigChange] = field(default_factory=list)
     data_check: DataCheck = field(default_factory=DataCheck)
+    curve: Any | None = None  # honed.curve.Curve when the run is a point of a learning curve (`honed curve`)
+    curve_error: str | None = None  # why a curve.json next to the run could not be read
 
     @property
     def name(self) -> str:
@@ -95,17 +97,12 @@ def duration_text(started: str | None, finished: str | None) -> str | None:
 
 
 def machine_text(record: RunRecord) -> str:
-    """The machine the run trained on, as run.json records it (`machine`), else where the report is made.
+    """The machine the run trained on, as run.json records it (`machine`), else where the report is made."""
+    from honed.machine import machine_text as recorded
 
-    run.json has no `machine` field yet; a run that records one (a mapping or a string) shows it as is.
-    """
-    machine = (record.model_extra or {}).get("machine")
-    if isinstance(machine, dict):
-        return ", ".join(f"{k}: {v}" for k, v in machine.items())
-    if machine:
-        return str(machine)
-    return f"not recorded by the run (report made on {platform.node() or 'this machine'}: " \
-           f"{platform.system()} {platform.machine()}, Python {platform.python_version()})"
+    return recorded(record.machine) or (
+        f"not recorded by the run (report made on {platform.node() or 'this machine'}: "
+        f"{platform.system()} {platform.machine()}, Python {platform.python_version()})")
 
 
 def config_changes(config: dict[str, Any]) -> list[ConfigChange]:
@@ -157,7 +154,18 @@ def read_run_view(path: str | Path, *, data_check: bool = True) -> RunView:
     )
     if data_check:
         view.data_check = check_run_data(run, config=config)
+    view.curve, view.curve_error = _learning_curve(run)
     return view
+
+
+def _learning_curve(run: RunDir) -> tuple[Any | None, str | None]:
+    """(the learning curve the run is part of, None), or (None, why its curve.json cannot be read)."""
+    from honed.curve import curve_of_run
+
+    try:
+        return curve_of_run(run.path), None
+    except HonedError as exc:
+        return None, exc.message
 
 
 def check_run_data(run: RunDir, *, config: dict[str, Any]) -> DataCheck:

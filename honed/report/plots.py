@@ -256,3 +256,34 @@ def overlay_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], *, key: str,
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper right")
     return to_svg(fig, name=name, title=f"{ylabel} by step, every run")
+
+
+def curve_plot(curve: Any, *, this_run: Any = None) -> Markup | None:
+    """A learning curve (honed.curve.Curve): the main metric with its 95% interval against the number of
+    training examples (log2 axis, so each doubling is one step and the doubling estimate is the slope);
+    the evaluated run's point ringed."""
+    import matplotlib
+
+    points = list(curve.points)
+    if not points:
+        return None
+    with matplotlib.rc_context(STYLE):
+        fig = figure()
+        ax = fig.add_subplot()
+        xs, ys = [p.examples for p in points], [p.metric.value for p in points]
+        below = [p.metric.value - p.metric.low for p in points]
+        above = [p.metric.high - p.metric.value for p in points]
+        drawn = ax.errorbar(xs, ys, yerr=[below, above], fmt="-o", color=color(0), markersize=5, capsize=3,
+                            elinewidth=1.2, label=f"{curve.main_metric}, 95% interval")
+        drawn.lines[0].set_gid("series-metric")
+        mine = curve.point_of(this_run) if this_run is not None else None
+        if mine is not None:
+            ax.plot([mine.examples], [mine.metric.value], "o", markersize=11, markerfacecolor="none",
+                    markeredgecolor=color(1), label="this run")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+        ax.set_xlabel("training examples (log scale: each step right is a doubling)")
+        ax.set_ylabel(curve.main_metric)
+        ax.legend(loc="best")
+    return to_svg(fig, name="curve", title=f"learning curve: {curve.main_metric} by training examples")

@@ -21,6 +21,7 @@ from typing import Any
 from markupsafe import Markup
 
 from honed.atomic import write_text_atomic
+from honed.curve import noise_note
 from honed.errors import ConfigError, HonedError
 from honed.report import analysis, plots
 from honed.report.collect import RunView, read_run_view
@@ -77,6 +78,8 @@ def build_page(view: RunView, *, example_limit: int = MAX_EXAMPLES) -> RunPage:
                                                title="every metric of every system with its 95% interval")
         _task_analysis(page, summary.metrics)
         page.examples = analysis.example_rows(view.rows, main_metric=summary.main_metric, limit=example_limit)
+    if view.curve is not None:
+        found["curve"] = plots.curve_plot(view.curve, this_run=view.run.path)
     page.plots = {name: plot for name, plot in found.items() if plot is not None} | page.plots
     return page
 
@@ -152,6 +155,7 @@ def render_html(pages: Sequence[RunPage]) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("honed.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
+    env.globals["noise_note"] = noise_note
     title = pages[0].view.name if len(pages) == 1 else " vs ".join(p.view.name for p in pages)
     return env.get_template("report.html.j2").render(
         pages=pages, compare=comparison(pages) if len(pages) > 1 else None, title=title,

@@ -149,23 +149,6 @@ def export_final(source: Path, target: Path) -> Path:
     return target
 
 
-def export_merged(model_spec: str, adapter_dir: Path, target: Path) -> Path:
-    """Merge a LoRA adapter into its base model and save whole weights to `target` (HF layout)."""
-    from peft import PeftModel
-
-    from honed.models import load_model, load_tokenizer
-
-    from honed.train.build import quiet_transformers
-
-    with quiet_transformers():  # no "Loading weights" bar, no peft FutureWarning in train's output
-        base = load_model(model_spec)
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    with atomic_folder(target) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        load_tokenizer(str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else model_spec).save_pretrained(tmp)
-    return target
-
-
 class Checkpointer:
     """Saves, prunes, restores and exports one run's checkpoints (every rank calls it; rank 0 writes)."""
 
@@ -210,7 +193,7 @@ class Checkpointer:
             self.run.path, step, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer,
             scheduler=self.scheduler, trainer_state=trainer_state, gathered=gathered,
         )
-        keep = {checkpoint_name(best_step)} if best_step else set()
+        keep = {checkpoint_name(best_step)} if best_step is not None else set()
         prune(self.run.path, keep_last=self.keep_last, keep=keep)
 
     def restore(self) -> tuple[Path, dict[str, Any]] | None:
@@ -238,13 +221,16 @@ class Checkpointer:
         if not self.dist.is_main:
             return None
         use_best = final == "best" and best_step is not None
-        source = self.run.checkpoint(best_step if use_best and best_step else step)
+        source = self.run.checkpoint(best_step if use_best and best_step is not None else step)
         if not source.is_dir():  # the last step is always saved; this only guards odd configs
             self.save(step, trainer_state=trainer_state, best_step=best_step)
             source = self.run.checkpoint(step)
         final_dir = export_final(source, self.run.final)
         self.log(f"final weights ({'best' if use_best else 'last'} checkpoint, {source.name}) in {final_dir}")
         if merge_with is not None:
-            merged = export_merged(merge_with, final_dir, self.run.merged)
+            # One implementation with `honed export --to merged`: the same dtype, tokenizer and generation config.
+            from honed.export.merged import base_dtype, save_merged
+
+            merged = save_merged(self.run, checkpoint="final", target=self.run.merged, dtype=base_dtype(merge_with))
             self.log(f"merged weights in {merged}")
         return final_dir

@@ -7,7 +7,9 @@
   numbers of an optional task-metric hook `score_fn(model, tokenizer) -> {"holdout_<metric>": value}`
   (run on rank 0, its numbers shared, so every rank decides alike);
 - best tracking by `select_by` (lower is better for a name ending in "loss", else higher), and early
-  stopping after `early_stopping_patience` evaluations without improvement;
+  stopping after `early_stopping_patience` evaluations without improvement; a run that starts from
+  existing weights (`init_from`, as `train --from-run` sets it) counts step 0 as a candidate, so its best
+  checkpoint is never worse than the weights it started from;
 - on which examples: with a holdout larger than `eval_subsample` (default `auto`: about 10% of the
   training compute, at least 200 examples), the intermediate evaluations use a fixed seeded sample of the
   holdout (the same examples every time, so they compare with each other; metrics.jsonl marks them with
@@ -204,6 +206,7 @@ class HoldoutEvaluator:
         # Whether ANY rank has holdout examples: a rank whose share is empty must still join the
         # evaluation's collectives, so this cannot be read off this rank's own batches.
         self.enabled = has_holdout or score_fn is not None
+        self.start_is_candidate = config.init_from is not None  # the parent's weights can be the best
         self.state = EvalState()
 
     @property
@@ -236,7 +239,17 @@ class HoldoutEvaluator:
                 model, self.sample_batches, chunk_size=self.chunk_size, device=self.device, dtype=self.dtype,
                 dist=self.dist,
             )
+        if self.start_is_candidate:
+            self._start_is_best(metrics)
         return metrics
+
+    def _start_is_best(self, metrics: dict[str, float]) -> None:
+        """Step 0 (the weights the run started from) is the best so far. Later evaluations compare with its
+        value on the examples they use (the sample, when sampling); its record keeps the full holdout's numbers."""
+        compared = {**metrics, **self.state.first_sample}
+        state = self.state
+        state.best_value, state.best_step, state.best_metrics = compared[self.select_by], 0, dict(metrics)
+        state.bad_evals = 0
 
     def reference(self) -> dict[str, float]:
         """Step 0's numbers on the examples the intermediate evaluations use."""
@@ -285,7 +298,7 @@ class HoldoutEvaluator:
 
     def best(self) -> dict[str, Any]:
         """{"step": N, <metrics of step N>} for the best evaluation; {} when there was none."""
-        return {"step": self.state.best_step, **self.state.best_metrics} if self.state.best_step else {}
+        return {"step": self.state.best_step, **self.state.best_metrics} if self.state.best_step is not None else {}
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.state.__dict__)

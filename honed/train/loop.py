@@ -45,6 +45,7 @@ from honed.config import TrainConfig, config_to_yaml, validate_config
 from honed.data.render import ensure_chat_template
 from honed.data.types import Conversation
 from honed.errors import ConfigError, HonedError
+from honed.machine import machine_info
 from honed.registry import record_run
 from honed.rundir import RunDir, RunRecord, now_iso
 from honed.train.batching import Example, micro_batches, shard, step_examples, steps_in_epoch
@@ -167,7 +168,7 @@ class Trainer:
         folder, saved = restored
         self.step = int(saved["step"])
         self.evaluator.load_state_dict(saved)
-        self.metrics.truncate_after(self.step)
+        self.metrics.truncate_after(self.step if self.step else -1)  # from step 0 (--from-run), fit evaluates it again
         self.say(f"resuming from {folder.relative_to(self.run.path)} (step {self.step} of {self.total_steps})")
 
     def fit(self) -> None:
@@ -199,6 +200,8 @@ class Trainer:
         if first is not None:
             self.metrics.write({"step": 0, "epoch": 0.0, **first})
             self.say("before training: " + format_metrics(first))
+        if self.evaluator.best_step == 0:  # started from a parent's weights: they are a checkpoint candidate
+            self.checkpointer.save(0, trainer_state=self.trainer_state(), best_step=0)
 
     def report(self, evaluation: Evaluation) -> None:
         """Print an evaluation and the guards' warnings about it (a holdout loss that never moves)."""
@@ -375,7 +378,7 @@ def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn 
     require_scorer(config, has_scorer=score_fn is not None)
     torch.set_num_threads(config.num_threads or dist.threads())
     torch.manual_seed(config.seed)
-    record = started_record(run, config, resume=resume)
+    record = started_record(run, config, resume=resume, device=dist.device(config.device))
     write_run(run, record, dist=dist)
     try:
         trainer = Trainer(config, run, datasets, resume=resume, dist=dist, console=console, score_fn=score_fn)
@@ -414,11 +417,12 @@ def require_scorer(config: TrainConfig, *, has_scorer: bool) -> None:
         )
 
 
-def started_record(run: RunDir, config: TrainConfig, *, resume: bool) -> RunRecord:
+def started_record(run: RunDir, config: TrainConfig, *, resume: bool, device: str) -> RunRecord:
     record = run.read_run() if resume else RunRecord(name=run.name)
     return record.model_copy(update={
         "name": run.name, "status": "running", "model": config.model, "method": config.method,
         "started_at": record.started_at or now_iso(), "finished_at": None, "parent": config.parent_run,
+        "machine": machine_info(device),  # a resumed run records the machine it finished on
     })
 
 
@@ -429,9 +433,9 @@ def completed_record(record: RunRecord, trainer: Trainer) -> RunRecord:
         "finished_at": now_iso(),
         "steps": trainer.step,
         "stopped_early": state.stopped_early,
-        "best_checkpoint": f"checkpoints/{trainer.run.checkpoint(best_step).name}" if best_step else None,
+        "best_checkpoint": f"checkpoints/{trainer.run.checkpoint(best_step).name}" if best_step is not None else None,
         "best": trainer.evaluator.best(),
-        "selected_by": trainer.config.select_by if best_step else "last",
+        "selected_by": trainer.config.select_by if best_step is not None else "last",
         "first_eval": state.first_eval,
         "last_eval": state.last_eval,
     })

@@ -52,3 +52,12 @@ def test_curve_trains_and_evaluates_every_point_on_one_holdout(tmp_path, monkeyp
     assert again.exit_code == 0 and "doubling the training data" in again.output
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 2 and "already exists" in refused.output
+    point = str(tmp_path / "curve" / "f050")
+    shown = CliRunner().invoke(app, ["eval", point, "--baselines", "none", "--no-report"], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0, shown.output
+    assert "learning curve: label_accuracy" in shown.output and "doubling the training data" in shown.output
+    assert f"{point}  <- this run" in shown.output  # the evaluated run's row is marked
+    as_json = CliRunner().invoke(app, ["eval", point, "--baselines", "none", "--no-report", "--json"])
+    summary = json.loads(as_json.stdout)
+    assert summary["learning_curve"]["doubling"] == curve["doubling"] and summary["main_metric"] == "label_accuracy"
+    assert "learning_curve" not in RunDir(point).summary_json.read_text()  # summary.json itself is unchanged

@@ -38,7 +38,9 @@ def make_run(path: Path, *, lr: float = 2e-4, evaluated: bool = True) -> RunDir:
                             started_at="2026-12-01T10:00:00+00:00", finished_at="2026-12-01T10:03:05+00:00",
                             steps=6, stopped_early=True, best_checkpoint="checkpoints/step-000004",
                             best={"step": 4, "holdout_loss": 1.1}, selected_by="holdout_loss",
-                            first_eval={"holdout_loss": 2.5}))
+                            first_eval={"holdout_loss": 2.5},
+                            machine={"cpu": "Intel Xeon 8480", "cores": 2, "cpu_flags": ["amx_bf16", "avx2"],
+                                     "gpu": None, "torch": "2.13.0"}))
     lines = [{"step": 0, "epoch": 0.0, "holdout_loss": 2.5}]
     for step in range(1, 7):
         record = {"step": step, "loss": 3.0 - step * 0.3, "lr": lr * (1 - step / 7), "tokens_per_s": 100.0 + step}
@@ -136,6 +138,7 @@ def test_header_shows_data_duration_and_config_changes(tmp_path) -> None:
     tree = page(render_report([make_run(tmp_path / "r", lr=1e-3).path], data_check=False))
     header = tree.xpath("string(//header)")
     assert "3 min 5 s" in header and ("ab" * 6) in header and "40 examples" in header
+    assert "Intel Xeon 8480, 2 cores, amx_bf16 avx2, torch 2.13.0" in header  # run.json's machine
     changed = [r.xpath("string(td[1])") for r in tree.xpath('//table[contains(@class, "config")]/tbody/tr')]
     assert "lr" in changed and "lora.r" in changed and "seed" not in changed
 
@@ -178,3 +181,39 @@ def test_bad_inputs_are_config_errors(tmp_path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         render_report([run.path], out=tmp_path / "file" / "report.html")
+
+
+def write_curve(folder: Path, runs: list[RunDir]) -> None:
+    """OUT/curve.json as `honed curve` writes it, over hand-made runs OUT/f050, OUT/f100."""
+    from honed.atomic import write_json_atomic
+    from honed.curve import CURVE_FILE, Curve, CurvePoint
+    from honed.rundir import Interval
+
+    points = [CurvePoint(fraction=f, examples=n, run=str(r.path), metric=Interval(value=v, low=v - 0.05, high=v + 0.05),
+                         holdout_loss=1.5 - v)
+              for f, n, r, v in zip([0.5, 1.0], [100, 200], runs, [0.4, 0.7])]
+    curve = Curve(main_metric="label_accuracy", holdout=str(folder / "data" / "holdout.jsonl"), points=points,
+                  doubling=0.3, last_doubling=0.3)
+    write_json_atomic(folder / CURVE_FILE, curve.model_dump(mode="json"))
+
+
+def test_a_run_of_a_learning_curve_shows_the_curve_and_the_doubling_estimate(tmp_path) -> None:
+    runs = [make_run(tmp_path / "curve" / name) for name in ("f050", "f100")]
+    write_curve(tmp_path / "curve", runs)
+    tree = page(render_report([runs[1].path], data_check=False))
+    section = tree.xpath("//section[@class='curve']")[0]
+    words = section.xpath("string(.//p[@data-doubling])")
+    assert words.startswith("Doubling the training data would add about +0.300 label_accuracy")
+    assert "larger than the uncertainty of one point (about ±0.050)" in words
+    assert len(section.xpath(".//table[@class='curve']/tbody/tr")) == 2
+    assert section.xpath("string(.//tr[@class='this-run']/td[2])") == "200"  # the page's own run is marked
+    assert series(tree, "curve") == 1 and "this run is the 100% point (200 examples)" in section.text_content()
+    lonely = make_run(tmp_path / "lonely")  # a run that is no point of a curve has no curve section
+    assert not page(render_report([lonely.path], data_check=False)).xpath("//section[@class='curve']")
+
+
+def test_a_damaged_curve_json_is_shown_not_fatal(tmp_path) -> None:
+    run = make_run(tmp_path / "curve" / "f100")
+    (tmp_path / "curve" / "curve.json").write_text("{not json")
+    tree = page(render_report([run.path], data_check=False))
+    assert "not a learning curve honed can read" in tree.xpath("string(//section[@class='curve'])")

@@ -27,6 +27,7 @@ def test_a_run_directory_from_before_schema_versions_still_loads():
     assert summary.systems["tuned"].metrics["exact_match"].high >= summary.systems["tuned"].metrics["exact_match"].low
     assert summary.differences["tuned - base"]["label_accuracy"].value == 0.0
     assert len(run.read_eval_rows("tuned")) == 2 and len(run.read_metrics()) >= 4
+    assert record.machine is None  # recorded since train's `machine` field; older runs have none
 
 
 def test_a_v1_summary_round_trips_to_the_same_json_plus_a_version():

@@ -112,6 +112,33 @@ def test_from_run_continues_from_the_parents_weights_mixes_old_data_and_records_
     assert before_training["holdout_loss"] == pytest.approx(parent.best["holdout_loss"], rel=1e-5)  # parent's weights
 
 
+def test_a_continuation_that_makes_the_holdout_worse_keeps_the_parents_weights_as_best(tmp_path, data):
+    # Step 0 of a --from-run continuation (the parent's weights) is a best-checkpoint candidate: trained
+    # hard on answers that contradict the parent's holdout, the run's best is step 0 and final/ the parent's.
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from honed.cli import app
+
+    parent = make_run(tmp_path, data, "v1", "lora.dropout=0")
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"say {i}"},
+                                                       {"role": "assistant", "content": f"no {i * 3}"}]}) + "\n" for i in range(8)))
+    args = ["train", "--from-run", str(parent.run_dir), "--data", str(wrong), "--out", str(tmp_path / "v2"),
+            "--max-steps", "2", "--lr", "0.2", "--set", "eval_every=1", "--set", "num_threads=1", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    child = json.loads(result.stdout)
+    assert child["last_eval"]["holdout_loss"] > child["first_eval"]["holdout_loss"]  # the continuation hurt
+    assert child["best"] == {"step": 0, **child["first_eval"]}
+    assert child["best_checkpoint"] == "checkpoints/step-000000"
+    run = RunDir(tmp_path / "v2")
+    assert run.resolve_checkpoint("best") == run.checkpoint(0)
+    parents = load_file(str(RunDir(parent.run_dir).resolve_checkpoint("best") / "adapter_model.safetensors"))
+    final = load_file(str(run.final / "adapter_model.safetensors"))
+    assert final.keys() == parents.keys() and all(torch.equal(final[k], parents[k]) for k in final)
+
+
 def test_from_run_refuses_an_unfinished_parent_and_mix_old_alone(tmp_path, data):
     from typer.testing import CliRunner
 

@@ -69,6 +69,9 @@ def test_run_directory_follows_the_contract(tmp_path):
         assert (root / name).exists(), name
     run_json = json.loads((root / "run.json").read_text())
     assert run_json["status"] == "completed" and run_json["method"] == "lora"
+    machine = run_json["machine"]  # what the run's speed depends on, recorded at the start
+    assert machine["cores"] >= 1 and machine["gpu"] is None and machine["torch"] == torch.__version__
+    assert machine["cpu"] and all(f.startswith(("avx2", "avx512", "amx")) for f in machine["cpu_flags"])
     assert (root / run_json["best_checkpoint"] / "adapter_model.safetensors").is_file()
     data = json.loads((root / "data.json").read_text())
     assert data["split"]["holdout_fraction"] == 0.1 and data["holdout"]["count"] >= 1
@@ -361,3 +364,22 @@ def test_a_second_train_on_a_running_out_is_refused_and_a_failed_start_leaves_no
         train(config, out=missing, console=Console(file=io.StringIO()))
     assert not missing.exists()  # nothing half-made: a plain re-run works
     assert RunDir(out).is_empty()  # only the old lock file is there, and it is free
+
+
+def test_merge_writes_what_export_merged_writes(tmp_path):
+    # train --merge goes through honed.export.merged.save_merged: the merged folder loads with plain
+    # transformers, gives the run's logits, and stops at the chat template's end of turn like the export.
+    from transformers import AutoModelForCausalLM
+
+    from honed.models import load_run_model
+    from honed.rundir import RunDir
+
+    result, output = run(tmp_path, "m", "merge=true", "lora.dropout=0")
+    merged_dir = result.run_dir / "merged"
+    assert f"merged weights in {merged_dir}" in output
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    model, tokenizer = load_run_model(RunDir(result.run_dir), checkpoint="final")
+    ids = tokenizer("add 3 and 4", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
+    assert (merged_dir / "generation_config.json").is_file() and (merged_dir / "tokenizer_config.json").is_file()

@@ -1,0 +1,62 @@
+"""The machine a run trained on, as run.json records it (`machine`): what its speed depends on.
+
+Runs are compared across machines that differ a lot (an AVX2-only EPYC against a Xeon with AMX: bf16
+matmul 7x apart), so every run records its CPU, the CPU features that decide the speed of torch's kernels,
+the GPU when one is used, and the torch version. The CPU facts come from torch's own CPU probe
+(`torch.cpu.get_capabilities`, torch >= 2.9), so they are what torch itself sees.
+
+>>> info = machine_info("cpu")
+>>> sorted(info) == ["cores", "cpu", "cpu_capability", "cpu_flags", "gpu", "torch"]
+True
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+# CPU features that change how fast torch runs (vector width, bf16/int8 matrix units).
+SPEED_FLAGS = ("avx2", "avx512", "amx")
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """CPU name, logical cores, speed-relevant CPU flags, the GPU's name (None on CPU) and torch's version.
+
+    >>> machine_info("cpu")["gpu"] is None
+    True
+    """
+    import torch
+
+    probe = getattr(torch.cpu, "get_capabilities", None)
+    capabilities: dict[str, Any] = probe() if probe is not None else {}
+    flags = sorted(name for name, on in capabilities.items() if on is True and name.startswith(SPEED_FLAGS))
+    return {
+        "cpu": str(capabilities.get("cpu_name") or platform.processor() or platform.machine()),
+        "cores": int(capabilities.get("num_logical_cores") or os.cpu_count() or 1),
+        "cpu_flags": flags,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picked: AVX2, AVX512, ...
+        "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None,
+        "torch": torch.__version__,
+    }
+
+
+def machine_text(machine: Any) -> str | None:
+    """One line for a report header, or None when the run recorded no machine (runs before this field).
+
+    >>> machine_text({"cpu": "AMD EPYC", "cores": 2, "cpu_flags": ["avx2"], "gpu": None, "torch": "2.13.0"})
+    'AMD EPYC, 2 cores, avx2, torch 2.13.0'
+    """
+    if not machine:
+        return None
+    if not isinstance(machine, dict):
+        return str(machine)
+    parts = [str(machine.get("cpu") or "unknown CPU")]
+    if machine.get("cores"):
+        parts.append(f"{machine['cores']} cores")
+    parts.append(" ".join(machine.get("cpu_flags") or []) or "no AVX2/AVX-512/AMX")
+    if machine.get("gpu"):
+        parts.append(f"GPU {machine['gpu']}")
+    if machine.get("torch"):
+        parts.append(f"torch {machine['torch']}")
+    return ", ".join(parts)
