@@ -115,9 +115,9 @@ def clear_for_rerun(run: RunDir, *, discard_completed: bool) -> None:
 
 def refuse_existing(run: RunDir) -> ConfigError:
     """The error for an --out that already holds something, saying what it holds and what to pass."""
-    where = f"--out {run.path}"
+    where = f"--out {run.path} already exists and"
     if foreign_entries(run) or not (run.is_run() or run.run_json.exists()):
-        return ConfigError(f"{where} already exists and is not a honed run directory; choose a new --out")
+        return ConfigError(f"{where} is not a honed run directory; choose a new --out")
     # This process holds the lock now, so a run.json that still says "running" is a run that was killed.
     status = run.read_run().status if run.run_json.exists() else "unknown"
     latest = run.latest_checkpoint()
