@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import HonedError
+from honed.lock import read_owner
 from honed.rundir import RunDir
 
 
@@ -119,6 +120,8 @@ def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     for key in ("config_json", "data_json", "best_json"):
         out[key.removesuffix("_json")] = json.loads(out.pop(key) or "{}")
     out["status"] = live_status(out)
+    # who writes (or last wrote) a running or killed run: pid, host, command, since, heartbeat
+    out["owner"] = read_owner(RunDir(out["run_dir"])) if out["status"] in ("running", "stale") else None
     return out
 
 

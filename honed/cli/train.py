@@ -198,6 +198,10 @@ def runs_show_command(
     console = Console(highlight=False)
     for key in ("name", "status", "model", "method", "run_dir", "started_at", "finished_at", "parent"):
         console.print(f"[bold]{key}:[/] {record[key]}", soft_wrap=True)
+    owner = record.get("owner")
+    if owner:  # a running or killed run: who owns it and when it last said it was alive
+        console.print(f"[bold]owner:[/] honed {owner.get('command')}, pid {owner.get('pid')} on host {owner.get('host')}, "
+                      f"since {owner.get('since')}, last heartbeat {owner.get('heartbeat')}", soft_wrap=True)
     console.print("[bold]best:[/] " + json.dumps(record["best"]), soft_wrap=True)
     for part in ("train", "holdout"):
         entry = record["data"].get(part) or {}

@@ -326,7 +326,8 @@ def train(
     dist = Dist.current()
     run = RunDir(out)
     if not resume:  # fail on a bad model spec, a GPU-only option or a missing scorer before anything is written
-        check_before_writing(config, dist=dist, has_scorer=score_fn is not None or make_score_fn is not None)  # preflight
+        check_before_writing(config, dist=dist, has_scorer=score_fn is not None or make_score_fn is not None,
+                             score_fn_given=score_fn is not None)
     # --force clears a failed (or, with discard_completed, a completed) run in `out` once the lock is held.
     with owning(run, command="train --resume" if resume else "train", dist=dist, force=force and not resume,
                 discard_completed=discard_completed):

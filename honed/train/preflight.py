@@ -24,15 +24,16 @@ from honed.train.distributed import Dist
 EVAL_METRICS = ("holdout_loss", "holdout_token_accuracy")  # what every holdout evaluation reports
 
 
-def check_before_writing(config: TrainConfig, *, dist: Dist, has_scorer: bool) -> None:
-    """Refuse, before anything is written, every mistake the config alone shows (see the module docstring)."""
+def check_before_writing(config: TrainConfig, *, dist: Dist, has_scorer: bool, score_fn_given: bool = False) -> None:
+    """Refuse, before anything is written, every mistake the config alone shows (see the module docstring).
+    `score_fn_given`: the caller passed a ready score_fn, which may report any holdout_<name>."""
     from honed.models import resolve
     from honed.registry import check_registry
 
     resolve(config.model)
     resolve_device(config, dist=dist)
     require_scorer(config, has_scorer=has_scorer)
-    check_select_by(config)
+    check_select_by(config, score_fn_given=score_fn_given)
     check_registry()
     model = empty_model(config.model)
     if model is not None:
@@ -50,14 +51,14 @@ def require_scorer(config: TrainConfig, *, has_scorer: bool) -> None:
         )
 
 
-def check_select_by(config: TrainConfig) -> None:
+def check_select_by(config: TrainConfig, *, score_fn_given: bool = False) -> None:
     """`select_by` must name a metric the evaluations report: holdout_loss, holdout_token_accuracy, or, with
     `eval_metric` set, a holdout_<metric> (which one the scorer reports is checked at the first evaluation)."""
     select_by = config.select_by
     if select_by in EVAL_METRICS:
         return
     metric = config.eval_metric
-    if metric and select_by.startswith("holdout_"):
+    if (metric or score_fn_given) and select_by.startswith("holdout_"):
         return  # the scorer names its own key (auto picks the metric from the data); checked at step 0
     hint = f" or holdout_<metric> with eval_metric set (now: {metric})" if metric else "; set eval_metric to select by a task metric"
     raise ConfigError(f"select_by: '{select_by}' is not a metric the evaluations report; use "
@@ -88,9 +89,12 @@ def empty_model(spec: str) -> Any | None:
 
 
 def check_context(config: TrainConfig, model_config: Any) -> None:
-    """`max_length` longer than the model's positions would train on positions it has never seen."""
+    """A `max_length` set longer than the model's positions would train on positions it has never seen."""
     context = getattr(model_config, "max_position_embeddings", None)
-    if isinstance(context, int) and config.max_length > context:
+    # Only a max_length the user chose: the default (1024) is a truncation limit that short data never reaches
+    # (and a --from-run child inherits its parent's resolved config, so "was it set" cannot be asked).
+    chosen = config.max_length != TrainConfig.model_fields["max_length"].default
+    if isinstance(context, int) and config.max_length > context and chosen:
         raise ConfigError(f"max_length: {config.max_length} is longer than {config.model}'s context length "
                           f"({context} tokens); use --max-length {context} or less")
 

@@ -280,6 +280,7 @@ def test_sigkill_leaves_a_stale_run_whose_message_names_force(tmp_path: Path) ->
     worker.wait()
     assert json.loads(cli("runs", "list", "--json").stdout)[0]["status"] == "stale"
     assert "stale (the process is gone)" in cli("runs", "list").stdout
+    assert f"pid {worker.pid} on host" in cli("runs", "show", str(out)).stdout  # who it was, and its last heartbeat
     refused = assert_refused(cli(*train_args(out)), "was killed", "--force")
     assert "--resume" not in refused or "checkpoints/" in refused  # --resume offered only with a checkpoint
 
