@@ -127,11 +127,24 @@ def test_a_bad_train_exits_2_in_one_line_and_leaves_no_folder(case: str, tmp_pat
         assert "out" not in cli("runs", "list", "--json").stdout  # and no registry row for it
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_out_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["--out", "HONED_HOME"])
+def test_a_read_only_folder_is_refused(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro").chmod(0o555)
-    assert_refused(cli(*train_args(tmp_path / "ro" / "run")), "ro/run")
+    if os.geteuid() == 0:  # root writes into a 0555 folder anyway: make the file system say read-only instead
+        real_mkdir = os.mkdir
+
+        def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+            if str(path).startswith(str(tmp_path / "ro")):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    if where == "HONED_HOME":
+        monkeypatch.setenv("HONED_HOME", str(tmp_path / "ro" / "home"))
+    out = tmp_path / "ro" / "run" if where == "--out" else tmp_path / "run"
+    assert_refused(cli(*train_args(out)), "ro/run" if where == "--out" else "HONED_HOME")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("kind", ["garbage runs.db", "HONED_HOME is a file"])
