@@ -67,6 +67,7 @@ class RunLock:
             raise ConfigError(f"{self.run.path} is in use: {lock_owner(self.run)}; wait for it to finish or "
                               "stop that process, then try again") from None
         self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": now_iso()}
+        os.ftruncate(fd, 0)  # the last owner's record may be longer than ours
         self._fd = fd
         self.beat()
 

@@ -27,12 +27,14 @@ from honed.errors import ConfigError
 from honed.rundir import LOCK_NAME, RunDir
 from honed.train.distributed import Dist
 
-# What `honed train` and the later stages write into a run directory; `--force` clears a folder only when
-# everything in it is one of these (or a temp folder, whose name starts with a dot).
-RUN_ENTRIES = frozenset({
-    "config.yaml", "data.json", "run.json", "metrics.jsonl", "data", "checkpoints", "final", "merged", "eval",
-    "exports", "report.html", "tensorboard", "requests.jsonl", "requests.db", LOCK_NAME,
-})
+
+def run_entries(run: RunDir) -> frozenset[str]:
+    """What `honed train` and the later stages write into a run directory (names from the RunDir contract);
+    `--force` clears a folder only when everything in it is one of these or a temp folder (a dot name)."""
+    paths = (run.config_yaml, run.data_json, run.run_json, run.metrics_jsonl, run.data_dir, run.checkpoints,
+             run.final, run.merged, run.eval_dir, run.exports, run.report_html, run.tensorboard_dir,
+             run.requests_log, run.lock_file)
+    return frozenset(p.name for p in paths)
 
 
 @contextlib.contextmanager
@@ -91,7 +93,8 @@ def foreign_entries(run: RunDir) -> list[str]:
     """Names in the folder that a honed run directory never holds (the user's own files)."""
     if not run.path.is_dir():
         return []
-    return sorted(p.name for p in run.path.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+    known = run_entries(run)
+    return sorted(p.name for p in run.path.iterdir() if p.name not in known and not p.name.startswith("."))
 
 
 def clear_for_rerun(run: RunDir, *, discard_completed: bool) -> None:
