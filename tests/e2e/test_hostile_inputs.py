@@ -57,7 +57,9 @@ def train_args(out: Path, *extra: str, data: str = DATA, model: str = TINY) -> l
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id fails at once here instead of after connection retries
+    # a hub id fails at once here instead of after connection retries (the constant is read at import time)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     return tmp_path / "home"
 
 
