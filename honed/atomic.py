@@ -13,6 +13,7 @@ Same-folder temp names keep the rename on one file system, where `os.replace` is
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -21,6 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from honed.errors import DiskError
+
+# The write failures a user fixes outside honed (free space, permissions), as errno -> what to say.
+DISK_ERRORS = {
+    errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+}
+
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the whole new one, never half.
@@ -28,6 +37,27 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     >>> write_text_atomic("runs/a/note.txt", "hello\\n")  # doctest: +SKIP
     """
     path = Path(path)
+    with disk_errors(path):
+        _write_text(path, text)
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path) -> Iterator[None]:
+    """Disk full, read-only or permission errors while writing `path` become one DiskError naming it.
+
+    >>> with disk_errors(Path("runs/a/final")):  # doctest: +SKIP
+    ...     model.save_pretrained("runs/a/final")
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        raise DiskError(f"{path}: cannot write ({DISK_ERRORS[exc.errno]}); nothing was half-written; "
+                        f"free space or fix the permissions of {path.parent}, then run the command again") from None
+
+
+def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -84,13 +114,15 @@ def atomic_folder(target: str | Path, *, prefix: str | None = None) -> Iterator[
     ...     model.save_pretrained(tmp)
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{target.name}-", dir=target.parent))
+    with disk_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{target.name}-", dir=target.parent))
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); the folder should be like any other
-        yield tmp
-        fsync_folder(tmp)
-        replace_folder(tmp, target, old_prefix=prefix or ".")
+        with disk_errors(target):
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); the folder should be like any other
+            yield tmp
+            fsync_folder(tmp)
+            replace_folder(tmp, target, old_prefix=prefix or ".")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

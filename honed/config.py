@@ -70,7 +70,7 @@ class DataSettings(_Strict):
     skip_invalid: bool = False
     strict: bool = False
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=2**32 - 1)
     eval_max_examples: int | None = Field(None, ge=1)
     # Continuing a run with new data (train --from-run): this share of the new examples' count is drawn
     # (seeded) from `mix_from`, the parent's training data, and trained on too, against forgetting.
@@ -102,7 +102,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = Field(1.0, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch accept 0..2**32-1")
     eval_every: int | None = Field(None, ge=1, description="steps between holdout evals; None = ~5 per run")
     # Intermediate holdout evaluations use a fixed seeded sample of this many examples; step 0, the end and
     # the best checkpoint use the full holdout. auto: evaluations cost about 10% of training (at least 200).
@@ -219,19 +219,55 @@ def _deep_copy(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or bad YAML is a ConfigError naming the file."""
+    """Read a YAML mapping; a missing, unreadable or bad file (or a key given twice) is a ConfigError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path}: is a folder, not a YAML file; pass the config file itself, e.g. {path}/run.yaml")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}:{yaml_error_line(exc)}: not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields at the top level")
     return data
+
+
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """The 1-based line of a YAML error ("?" when PyYAML gives none)."""
+    mark = getattr(exc, "problem_mark", None)
+    return str(mark.line + 1) if mark is not None else "?"
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line (PyYAML's own text spans several, with a caret drawing)."""
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    return " ".join(str(part) for part in (context, problem) if part) or str(exc).splitlines()[0]
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one,
+    so `lr: 1e-4 ... lr: 1e-3` would train with a value the user may not have meant)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (line {line}; first given on line {seen[key]}): keep one",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def _format_error(error: Any) -> str:

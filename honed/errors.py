@@ -32,3 +32,7 @@ class ConfigError(HonedError):
 
 class ModelError(HonedError):
     """A model or tokenizer that cannot be resolved or loaded."""
+
+
+class DiskError(HonedError):
+    """A write the file system refused: disk full, read-only, no permission (honed.atomic raises it)."""

@@ -11,13 +11,22 @@ has its process (`honed runs list` shows "stale" otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
 
 from honed.errors import ConfigError
 from honed.rundir import RunDir, now_iso
+
+HEARTBEAT_S = 30.0  # how often a writer refreshes its heartbeat
+STALE_AFTER_S = 150.0  # a run owned by another host is stale after this long without one (5 missed beats)
+RECORD_BYTES = 256  # the owner record is padded to this size, so a rewrite never leaves a longer tail
 
 
 class RunLock:
@@ -34,6 +43,8 @@ class RunLock:
     def __init__(self, run: RunDir, command: str) -> None:
         self.run, self.command = run, command
         self._fd: int | None = None
+        self._owner: dict[str, Any] = {}
+        self._guard = threading.Lock()  # the heartbeat thread and release() share the descriptor
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -55,31 +66,95 @@ class RunLock:
             os.close(fd)
             raise ConfigError(f"{self.run.path} is in use: {lock_owner(self.run)}; wait for it to finish or "
                               "stop that process, then try again") from None
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": now_iso()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": now_iso()}
+        os.ftruncate(fd, 0)  # the last owner's record may be longer than ours
         self._fd = fd
+        self.beat()
+
+    def beat(self) -> None:
+        """Record that the owner is alive now (`heartbeat`), for readers on other hosts, where the pid and
+        the flock say nothing. Written in place (one pwrite of a fixed-size, space-padded record): renaming
+        a new file over .lock would give it a new inode that nobody holds, letting a second writer in."""
+        with self._guard:
+            if self._fd is None:
+                return
+            record = (json.dumps({**self._owner, "heartbeat": now_iso()}) + "\n").encode()
+            os.pwrite(self._fd, record.ljust(max(RECORD_BYTES, len(record))), 0)
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
+        with self._guard:
+            if self._fd is not None:
+                os.close(self._fd)  # closing the descriptor drops the flock
+                self._fd = None
+
+    @contextlib.contextmanager
+    def beating(self, *, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+        """Refresh the heartbeat every `every_s` seconds from a daemon thread while the block runs (a thread,
+        so a long evaluation or checkpoint save between two steps does not make the run look dead)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                self.beat()
+
+        thread = threading.Thread(target=loop, name="honed-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+
+def read_owner(run: RunDir) -> dict[str, Any] | None:
+    """The owner record of the lock file (pid, host, command, since, heartbeat), or None if unreadable."""
+    try:
+        owner = json.loads(run.lock_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def lock_owner(run: RunDir) -> str:
     """Who holds (or last held) the lock, in words: 'honed train, pid 123 on host h since ...'."""
+    owner = read_owner(run)
     try:
-        owner = json.loads(run.lock_file.read_text(encoding="utf-8"))
-        return f"honed {owner['command']}, pid {owner['pid']} on host {owner['host']} since {owner['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
+        return f"honed {owner['command']}, pid {owner['pid']} on host {owner['host']} since {owner['since']}"  # type: ignore[index]
+    except (KeyError, TypeError):
         return "another honed process"
+
+
+def heartbeat_age(owner: dict[str, Any], *, now: datetime | None = None) -> float | None:
+    """Seconds since the owner's last heartbeat (None when it recorded none)."""
+    try:
+        beat = datetime.fromisoformat(str(owner["heartbeat"]))
+    except (KeyError, ValueError):
+        return None
+    return ((now or datetime.now(timezone.utc)) - beat).total_seconds()
+
+
+def owner_alive(run: RunDir) -> bool:
+    """Whether the process that owns the run is still there. On this host the kernel knows (the flock is
+    held, or not); for a run owned by another host (a shared file system) only the heartbeat can tell.
+
+    >>> owner_alive(RunDir("runs/a"))  # doctest: +SKIP
+    False
+    """
+    owner = read_owner(run)
+    if owner is not None and owner.get("host") not in (None, socket.gethostname()):
+        age = heartbeat_age(owner)
+        return age is not None and age < STALE_AFTER_S
+    return is_locked(run)
 
 
 def is_locked(run: RunDir) -> bool:
     """True when a live process holds the run's lock (on this host; a lock is per machine)."""
     if not run.lock_file.is_file():
         return False
-    fd = os.open(run.lock_file, os.O_RDONLY)
+    try:
+        fd = os.open(run.lock_file, os.O_RDONLY)
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.atomic import atomic_folder
-from honed.errors import ModelError
+from honed.errors import HonedError, ModelError
 from honed.rundir import RunDir
 
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
@@ -83,6 +83,10 @@ def resolve(spec: str) -> ModelSource:
                 f"({', '.join(BUILTIN_MODELS)})"
             )
         return ModelSource(spec=spec, path=str(path))
+    if path.exists():  # a file that is neither a .gguf nor a model folder (a typo'd path, a data file)
+        raise ModelError(f"--model {spec}: is a {'file' if path.is_file() else 'special file'} but not a model; "
+                         "pass a Hugging Face model folder (with config.json), a .gguf file, or a built-in alias "
+                         f"({', '.join(BUILTIN_MODELS)})")
     if path.suffix == ".gguf" or spec.startswith((".", "/", "~")):
         raise ModelError(f"model path {spec} does not exist")
     if spec.count("/") == 1:
@@ -225,16 +229,37 @@ def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu"
     folder = run.resolve_checkpoint(checkpoint)
     tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base_spec
     tokenizer = ensure_chat_template(load_tokenizer(tokenizer_source))
-    if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
+    with damaged_weights(folder):
+        if (folder / "adapter_config.json").is_file():
+            from peft import PeftModel
 
-        base = load_model(base_spec, device=device)
-        with quiet_transformers():  # and peft's warning about a deprecated transformers attribute
-            model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-    else:
-        model = load_model(str(folder), device=device)
+            base = load_model(base_spec, device=device)
+            with quiet_transformers():  # and peft's warning about a deprecated transformers attribute
+                model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+        else:
+            model = load_model(str(folder), device=device)
     model.eval()
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def damaged_weights(folder: Path) -> Iterator[None]:
+    """A torn or corrupt weights file in `folder` (safetensors header, truncated tensor, bad JSON config)
+    becomes one ModelError naming the folder, instead of safetensors' or torch's traceback.
+
+    >>> with damaged_weights(Path("runs/a/final")):  # doctest: +SKIP
+    ...     load_weights(model, Path("runs/a/final"))
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, ValueError, RuntimeError, OSError, EOFError) as exc:
+        if isinstance(exc, HonedError):
+            raise
+        raise ModelError(f"{folder}: the saved weights cannot be read ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:160] if str(exc) else 'damaged file'}); the file is damaged: "
+                         "pick another checkpoint (--checkpoint last / checkpoints/step-N) or train again") from exc
 
 
 @contextlib.contextmanager

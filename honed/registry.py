@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import HonedError
+from honed.lock import read_owner
 from honed.rundir import RunDir
 
 
@@ -48,15 +49,37 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 def _connect() -> sqlite3.Connection:
+    """The registry, created on first use; an unusable one (HONED_HOME a file or read-only, runs.db not a
+    database) is one HonedError saying where and what to do."""
     path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30)
-    conn.row_factory = sqlite3.Row
-    conn.execute(_SCHEMA)
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-    if "parent" not in columns:  # a registry written before lineage was recorded
-        conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if "parent" not in columns:  # a registry written before lineage was recorded
+            conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
+    except (OSError, sqlite3.Error) as exc:
+        raise registry_error(path, exc) from None
     return conn
+
+
+def registry_error(path: Path, exc: Exception) -> HonedError:
+    """The message for a registry that cannot be opened or written."""
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        return HonedError(f"{path}: the run registry is damaged (not an SQLite database); move it aside "
+                          "(it is rebuilt as runs are recorded) or set HONED_HOME to another folder")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return HonedError(f"{path}: cannot open the run registry ({reason}); set HONED_HOME to a folder you can "
+                      f"write to (now: {honed_home()})")
+
+
+def check_registry() -> None:
+    """Open the registry once, so a train fails on an unusable one before it creates a run directory."""
+    with closing(_connect()) as conn, conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS _probe (x)")  # a write: a read-only registry fails here
+        conn.execute("DROP TABLE _probe")
 
 
 def record_run(run: RunDir) -> None:
@@ -79,8 +102,17 @@ def record_run(run: RunDir) -> None:
     columns = ", ".join(row)
     marks = ", ".join(f":{k}" for k in row)
     updates = ", ".join(f"{k}=excluded.{k}" for k in row if k != "run_dir")
+    try:
+        with closing(_connect()) as conn, conn:
+            conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT(run_dir) DO UPDATE SET {updates}", row)
+    except sqlite3.Error as exc:
+        raise registry_error(registry_path(), exc) from None
+
+
+def forget_run(run_dir: str | Path) -> None:
+    """Drop a run's row (a run directory removed because its train failed before it trained anything)."""
     with closing(_connect()) as conn, conn:
-        conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT(run_dir) DO UPDATE SET {updates}", row)
+        conn.execute("DELETE FROM runs WHERE run_dir = ?", (str(Path(run_dir).resolve()),))
 
 
 def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -88,6 +120,8 @@ def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     for key in ("config_json", "data_json", "best_json"):
         out[key.removesuffix("_json")] = json.loads(out.pop(key) or "{}")
     out["status"] = live_status(out)
+    # who writes (or last wrote) a running or killed run: pid, host, command, since, heartbeat
+    out["owner"] = read_owner(RunDir(out["run_dir"])) if out["status"] in ("running", "stale") else None
     return out
 
 
@@ -108,8 +142,11 @@ def list_runs() -> list[dict[str, Any]]:
     >>> [r["name"] for r in list_runs()]  # doctest: +SKIP
     ['demo']
     """
-    with closing(_connect()) as conn:
-        rows = conn.execute("SELECT * FROM runs ORDER BY started_at DESC, name").fetchall()
+    try:
+        with closing(_connect()) as conn:
+            rows = conn.execute("SELECT * FROM runs ORDER BY started_at DESC, name").fetchall()
+    except sqlite3.Error as exc:
+        raise registry_error(registry_path(), exc) from None
     return [_row_to_dict(r) for r in rows]
 
 

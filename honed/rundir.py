@@ -296,10 +296,10 @@ class RunDir:
 
     def status(self) -> str:
         """run.json's status, or `stale` for a run that says "running" but whose process is gone."""
-        from honed.lock import is_locked
+        from honed.lock import owner_alive
 
         status = self.read_run().status
-        return "stale" if status == "running" and not is_locked(self) else status
+        return "stale" if status == "running" and not owner_alive(self) else status
 
     # -- what is there
     def is_empty(self) -> bool:
@@ -340,7 +340,9 @@ class RunDir:
         try:
             config = yaml.safe_load(self.config_yaml.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.config_yaml}: not valid YAML ({exc}); the run directory is damaged") from exc
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # PyYAML's text spans lines
+            raise ConfigError(f"{self.config_yaml}: not valid YAML ({detail}); the run directory is damaged: "
+                              "restore the file or start again with --force") from exc
         if not isinstance(config, dict):
             raise ConfigError(f"{self.config_yaml}: should be a mapping of config fields; the run directory is damaged")
         return config

@@ -32,6 +32,8 @@ def train_command(
     merge: bool = typer.Option(False, "--merge", help="also save LoRA merged into the base weights in merged/"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="set invalid rows aside instead of stopping"),
     resume: bool = typer.Option(False, "--resume", help="continue --out from its newest complete checkpoint"),
+    force: bool = typer.Option(False, "--force", help="start a failed, stopped or killed run in --out again from scratch (clears it)"),
+    discard_completed: bool = typer.Option(False, "--discard-completed", help="with --force: also delete a completed run in --out"),
     as_json: bool = typer.Option(False, "--json", help="log to stderr and print the result as JSON"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="training processes on this machine (torchrun; gloo on CPU, nccl on GPUs)"),
     from_run: str = typer.Option(None, "--from-run", help="continue from this run's best weights and settings (new data in --data)"),
@@ -49,6 +51,8 @@ def train_command(
     Example: honed train --data train.jsonl --out runs/two --nproc 2
 
     Example: honed train --from-run runs/first --data reviewed.jsonl --mix-old 0.5 --out runs/first-v2
+
+    Example: honed train --data train.jsonl --out runs/first --force   (runs/first failed: start it again)
     """
     from honed.config import load_config
     from honed.evaluate.scorer import score_fn_from_config
@@ -63,6 +67,7 @@ def train_command(
     }
     if resume and (config_file or overrides or any(v is not None for v in flags.values())):
         console.print("note: --resume continues with the run's saved config.yaml; the other options are ignored")
+    _check_force(force=force, discard_completed=discard_completed, resume=resume)
     config = load_config(config_file, overrides=overrides or [], flags=flags, base=_parent_base(from_run, mix_old))
     _require_trackers(config.tracking)
     if nproc > 1 and not distributed.launched_by_torchrun():
@@ -71,10 +76,21 @@ def train_command(
     dist = distributed.Dist.from_env()
     with distributed.process_group(dist, device_setting=config.device):
         # eval_metric: the scorer (generation + task metrics) lives in honed.evaluate; train gets it injected.
-        result = train(config, out=out, resume=resume, console=console, make_score_fn=score_fn_from_config)
+        result = train(config, out=out, resume=resume, console=console, make_score_fn=score_fn_from_config,
+                       force=force, discard_completed=discard_completed)
     if not dist.is_main:
         return
     _print_train_result(result, console=console, as_json=as_json, no_report=no_report)
+
+
+def _check_force(*, force: bool, discard_completed: bool, resume: bool) -> None:
+    """--force starts over, --resume continues: not both; --discard-completed only confirms a --force."""
+    from honed.errors import ConfigError
+
+    if force and resume:
+        raise ConfigError("--force starts the run again from scratch and --resume continues it; pass one of them")
+    if discard_completed and not force:
+        raise ConfigError("--discard-completed confirms that --force may delete a completed run; pass it with --force")
 
 
 def _require_trackers(tracking: list[str]) -> None:
@@ -182,6 +198,10 @@ def runs_show_command(
     console = Console(highlight=False)
     for key in ("name", "status", "model", "method", "run_dir", "started_at", "finished_at", "parent"):
         console.print(f"[bold]{key}:[/] {record[key]}", soft_wrap=True)
+    owner = record.get("owner")
+    if owner:  # a running or killed run: who owns it and when it last said it was alive
+        console.print(f"[bold]owner:[/] honed {owner.get('command')}, pid {owner.get('pid')} on host {owner.get('host')}, "
+                      f"since {owner.get('since')}, last heartbeat {owner.get('heartbeat')}", soft_wrap=True)
     console.print("[bold]best:[/] " + json.dumps(record["best"]), soft_wrap=True)
     for part in ("train", "holdout"):
         entry = record["data"].get(part) or {}

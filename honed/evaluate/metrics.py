@@ -20,7 +20,9 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import re
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -284,6 +286,10 @@ def load_user_metric(spec: str) -> Metric:
     if not module_name or not function_name:
         raise ConfigError(f"metric '{spec}' is not known; name a built-in ({', '.join(sorted(KNOWN_METRICS))}) "
                           "or a Python function as module:function")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        # `python -m honed` puts the current folder on sys.path, the installed `honed` script does not;
+        # a metric module beside the data should be found either way.
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -293,6 +299,20 @@ def load_user_metric(spec: str) -> Metric:
     if not callable(function):
         raise ConfigError(f"metric '{spec}': {module_name} has no function {function_name}")
     return function  # type: ignore[no-any-return]
+
+
+def score_one(name: str, metric: Metric, reference: str, output: str, *, index: int) -> float:
+    """`metric(reference, output)` as a float; a metric that raises or returns no number is a ConfigError
+    naming it and the example (0-based index in the evaluated holdout), not a traceback.
+
+    >>> score_one("exact_match", exact_match, "a", "a", index=0)
+    1.0
+    """
+    try:
+        return float(metric(reference, output))
+    except Exception as exc:  # noqa: BLE001 (user code: anything can come out of it)
+        raise ConfigError(f"metric {name}: failed on holdout example {index} ({type(exc).__name__}: {exc}); "
+                          "fix the metric function (it gets reference and output strings, returns a number)") from exc
 
 
 def metric_name(spec: str) -> str:

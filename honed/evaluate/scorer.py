@@ -61,7 +61,8 @@ def make_score_fn(
         if corpus is not None:
             return {key: float(corpus(references, outputs))}
         assert per_example is not None
-        return {key: sum(per_example(r, o) for r, o in zip(references, outputs)) / len(outputs)}
+        scores = [M.score_one(name, per_example, r, o, index=i) for i, (r, o) in enumerate(zip(references, outputs))]
+        return {key: sum(scores) / len(outputs)}
 
     return score_fn
 

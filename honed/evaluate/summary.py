@@ -76,8 +76,8 @@ def plan_metrics(
 def score_examples(plan: MetricPlan, references: Sequence[str], outputs: Sequence[str]) -> list[dict[str, float]]:
     """Per-example scores: one {metric: value} per example (corpus metrics are not per example)."""
     return [
-        {name: float(metric(ref, out)) for name, metric in plan.per_example.items()}
-        for ref, out in zip(references, outputs)
+        {name: M.score_one(name, metric, ref, out, index=i) for name, metric in plan.per_example.items()}
+        for i, (ref, out) in enumerate(zip(references, outputs))
     ]
 
 

@@ -22,14 +22,18 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from honed.atomic import atomic_folder
+from honed.errors import ConfigError
 from honed.rundir import RunDir, checkpoint_name
 from honed.train.distributed import Dist, gathered_state
 
@@ -120,15 +124,39 @@ def load_weights(model: Any, folder: Path) -> None:
 
 
 def load_checkpoint(folder: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG from a checkpoint; return its trainer_state."""
-    load_weights(model, folder)
-    blob = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; return its trainer_state.
+
+    A damaged file (torn safetensors, truncated optimizer.pt or trainer_state.json) is one ConfigError
+    naming it and the way out, never a traceback."""
+    with damaged_checkpoint(folder, "adapter_model.safetensors / model.safetensors"):
+        load_weights(model, folder)
+    with damaged_checkpoint(folder, OPTIMIZER_FILE):
+        blob = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["rng"]["torch"])
     if "cuda" in blob["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
-    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    with damaged_checkpoint(folder, STATE_FILE):
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("no step recorded")
+    return state  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def damaged_checkpoint(folder: Path, what: str) -> Iterator[None]:
+    """Turn an unreadable checkpoint file into a ConfigError that says which and how to recover."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError, EOFError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as exc:
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"{folder}/{what}: cannot be read ({detail}); the checkpoint is damaged: move {folder} out of "
+            "checkpoints/ and --resume again (from the previous checkpoint), or start over with --force"
+        ) from exc
 
 
 def prune(run_dir: str | Path, *, keep_last: int, keep: set[str]) -> None:

@@ -133,7 +133,11 @@ def _split_off_holdout(
 
 def load_run_datasets(run_dir: Path, settings: DataSettings) -> Datasets:
     """On resume: read exactly the files recorded in data.json and check they have not changed."""
-    info = RunDir(run_dir).read_data()
+    run = RunDir(run_dir)
+    if not run.data_json.is_file():
+        raise DataError(f"{run.data_json} is missing: resume needs the data the run recorded there; restore the "
+                        "file, or start the run again from scratch with --force (same --data)")
+    info = run.read_data()
     parts: dict[str, list[Conversation]] = {}
     for name, entry in (("train", info.train), ("holdout", info.holdout)):
         if entry is None or entry.count == 0:  # holdout_fraction 0 writes an empty holdout file

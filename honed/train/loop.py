@@ -28,12 +28,7 @@ evaluate stage; train does not import it (stages only meet through the run direc
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -59,6 +54,8 @@ from honed.train.evaluator import (
 from honed.train.guards import Watchdog, mask_preview, require_targets
 from honed.train.loss import loss_sum, model_parts, step_normaliser
 from honed.train.metrics_log import MetricsLog, TrainProgress
+from honed.train.ownership import owning, refuse_existing
+from honed.train.preflight import check_before_writing, require_scorer
 
 MakeScoreFn = Callable[[TrainConfig, Sequence[Conversation]], "ScoreFn | None"]
 
@@ -313,6 +310,8 @@ def train(
     score_fn: ScoreFn | None = None,
     make_score_fn: MakeScoreFn | None = None,
     console: Console | None = None,
+    force: bool = False,
+    discard_completed: bool = False,
 ) -> RunResult:
     """Train a model as `config` says, into the run directory `out`; see the module docstring.
 
@@ -330,44 +329,13 @@ def train(
     dist = Dist.current()
     run = RunDir(out)
     if not resume:  # fail on a bad model spec, a GPU-only option or a missing scorer before anything is written
-        check_before_writing(config, dist=dist, has_scorer=score_fn is not None or make_score_fn is not None)
-    with owning(run, command="train --resume" if resume else "train", dist=dist):
+        check_before_writing(config, dist=dist, has_scorer=score_fn is not None or make_score_fn is not None,
+                             score_fn_given=score_fn is not None)
+    # --force clears a failed (or, with discard_completed, a completed) run in `out` once the lock is held.
+    with owning(run, command="train --resume" if resume else "train", dist=dist, force=force and not resume,
+                discard_completed=discard_completed):
         return _train(config, run, resume=resume, score_fn=score_fn, make_score_fn=make_score_fn, dist=dist,
                       console=console)
-
-
-@contextlib.contextmanager
-def owning(run: RunDir, *, command: str, dist: Dist) -> Iterator[None]:
-    """Hold the run directory's lock (rank 0) while training; SIGTERM stops the run like Ctrl-C. A folder
-    this call created and left holding nothing but the lock (a failure before the first write) is removed."""
-    created = not run.path.exists()
-    lock = run.lock(command) if dist.is_main else None
-    if lock is not None:
-        lock.acquire()
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
-    try:
-        yield
-    except BaseException:
-        if created and dist.is_main and run.is_empty():
-            shutil.rmtree(run.path, ignore_errors=True)
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if lock is not None:
-            lock.release()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the run is marked stopped, its checkpoints kept (the CLI exits 143)."""
-
-
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn | None,
@@ -397,24 +365,6 @@ def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn 
         run.path, "completed", trainer.step, record.best, record.best_checkpoint, final_dir,
         record.first_eval, record.last_eval,
     )
-
-
-def check_before_writing(config: TrainConfig, *, dist: Dist, has_scorer: bool) -> None:
-    """Refuse a bad model spec, a GPU-only option on a CPU or an unusable eval_metric up front."""
-    from honed.models import resolve
-
-    resolve(config.model)
-    resolve_device(config, dist=dist)
-    require_scorer(config, has_scorer=has_scorer)
-
-
-def require_scorer(config: TrainConfig, *, has_scorer: bool) -> None:
-    """`eval_metric` needs a scoring function from the caller (train does not import the evaluate stage)."""
-    if config.eval_metric and not has_scorer:
-        raise ConfigError(
-            f"eval_metric: {config.eval_metric} is set but no scoring function was given to train(); pass "
-            "make_score_fn=score_fn_from_config from the evaluate stage's scorer module (the CLI does), or unset eval_metric"
-        )
 
 
 def started_record(run: RunDir, config: TrainConfig, *, resume: bool, device: str) -> RunRecord:
@@ -469,7 +419,7 @@ def open_run(
         saved = validate_config(run.read_config(), origin=str(run.config_yaml))
         return saved, load_run_datasets(run.path, saved.data)
     if not run.is_empty():
-        raise ConfigError(f"--out {run.path} already exists and is not empty; pass --resume to continue it or choose a new --out")
+        raise refuse_existing(run)  # says what the folder holds and whether --resume or --force recovers it
     dist.barrier()  # every rank has seen an empty --out before rank 0 writes into it
     datasets = load_datasets(config, run.path, write=dist.is_main, log=log)
     dist.barrier()  # rank 0 has written the split files before anyone goes on
