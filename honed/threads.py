@@ -8,8 +8,8 @@ The rule (README "Threads on a shared machine"):
    core for a while (GOMP_SPINCOUNT) waiting for the others and for the next op. On a machine where other
    processes want the same cores, the spinning thread burns the time slice its sibling needs to finish,
    and every op of a training step waits for the slowest thread: measured on 2 cores with one CPU burner,
-   2 spinning threads trained at 13-22 tokens/s where 2 passive threads managed 87 (BENCHMARKS.md,
-   "Training on a busy machine"). libgomp reads the variable once, when torch is first imported, so
+   2 spinning threads trained a 135M-shaped model at 10-22 tokens/s where 2 passive threads managed 58-87
+   and 1 thread 22-44 (BENCHMARKS.md, "Choosing the thread rule"). libgomp reads the variable once, when torch is first imported, so
    `honed/__init__.py` sets it (`configure_environment`) before any honed module imports torch; a value
    the user set (or GOMP_SPINCOUNT) is never overridden.
 2. torch intra-op threads = the cores this process may use (`usable_cores`: its CPU affinity, capped by a
