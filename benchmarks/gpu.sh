@@ -16,11 +16,15 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && [ "${1:-}" = "--dry-run" ] && PY=${PYTHON:-.venv/bin/python}
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
-    # pure-Python wheels plus pydantic-core's manylinux build for the GPU machine's Python 3.12
-    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> "$(git rev-parse --git-common-dir)/info/exclude"
+    # For the GPU machine's Python 3.12: honed's config needs pydantic (pydantic-core is compiled, the rest is
+    # pure Python); trl (the TRL row) needs datasets, dill and multiprocess, which that image lacks.
+    # The versions are the ones tested here.
+    EXCLUDE="$(git rev-parse --git-common-dir)/info/exclude"
+    grep -qx '/.whl/' "$EXCLUDE" 2>/dev/null || echo '/.whl/' >> "$EXCLUDE"
     $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-        pydantic pydantic-core annotated-types typing-inspection
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types typing-inspection==0.4.5 \
+        trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
     ls .whl
     exit 0
 fi
