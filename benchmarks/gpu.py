@@ -176,6 +176,7 @@ def trl_job(work: Path, *, model: Path, device: str, steps: int, batch: int, max
     import torch
     from datasets import Dataset
     from peft import LoraConfig
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from honed.models import load_model, load_tokenizer
@@ -190,17 +191,23 @@ def trl_job(work: Path, *, model: Path, device: str, steps: int, batch: int, max
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    marks: list[tuple[float, float]] = []  # (time, TRL's running count of trained tokens) after every step
+
+    class Clock(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if logs and "num_tokens" in logs:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                marks.append((time.perf_counter(), float(logs["num_tokens"])))
+
     trainer = SFTTrainer(model=load_model(str(model), device=device), args=config, train_dataset=Dataset.from_list(rows),
-                         processing_class=load_tokenizer(str(model)), peft_config=lora)
-    start = time.perf_counter()
+                         processing_class=load_tokenizer(str(model)), peft_config=lora, callbacks=[Clock()])
     trainer.train()
-    seconds = time.perf_counter() - start
-    logged = [h for h in trainer.state.log_history if "num_tokens" in h]
-    tokens = logged[-1]["num_tokens"] if logged else float("nan")
+    first = marks[1] if len(marks) > 2 else marks[0]  # as for honed: the first 2 steps are not timed
     return {
-        "tokens_per_s": tokens / seconds, "steps": trainer.state.global_step,
+        "tokens_per_s": (marks[-1][1] - first[1]) / (marks[-1][0] - first[0]), "steps": trainer.state.global_step,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
-        "note": "tokens/s over the whole train() call, first steps included (TRL logs only its running token count)",
+        "note": "TRL's own count of trained tokens (num_tokens), after the first 2 steps",
     }
 
 
@@ -303,7 +310,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "| job | real tokens/s | MFU (6N, dense bf16 peak) | peak GPU memory GiB | note |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
-    for job, label in (("full", "honed full fine-tuning, bf16 autocast"), ("lora", "honed LoRA r=16 all-linear"),
+    for job, label in (("full", f"honed full fine-tuning, {summary['precision']}"), ("lora", "honed LoRA r=16 all-linear"),
                        ("qlora", "honed QLoRA (NF4)"), ("trl", "TRL SFTTrainer LoRA, padding-free packing")):
         x = r.get(job, {})
         if "error" in x or "skipped" in x:
@@ -315,8 +322,9 @@ def markdown(summary: dict[str, Any]) -> str:
     lora, trl = r.get("lora", {}), r.get("trl", {})
     if "tokens_per_s" in lora and "tokens_per_s" in trl:
         speed = lora["tokens_per_s"] / trl["tokens_per_s"]
-        memory = (lora["peak_memory_gib"] / trl["peak_memory_gib"]) if lora.get("peak_memory_gib") and trl.get("peak_memory_gib") else float("nan")
-        lines += ["", f"- LoRA, honed / TRL: {speed:.2f}x tokens/s (target >= 1.5x), {memory:.2f}x peak memory (target <= 0.7x)"]
+        memory = (f"{lora['peak_memory_gib'] / trl['peak_memory_gib']:.2f}x" if lora.get("peak_memory_gib")
+                  and trl.get("peak_memory_gib") else "n/a (no GPU)")
+        lines += ["", f"- LoRA, honed / TRL: {speed:.2f}x tokens/s (target >= 1.5x), {memory} peak memory (target <= 0.7x)"]
     if "mfu" in r.get("full", {}):
         lines.append(f"- Full fine-tuning MFU {100 * r['full']['mfu']:.0f}% (target >= 40%)")
     return "\n".join(lines) + "\n"
@@ -397,7 +405,7 @@ def main() -> None:
         "date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "device": plan["device"], "device_name": name,
         "bf16_peak_flops": peak, "torch": torch.__version__, "transformers": transformers.__version__,
         "command": "bash benchmarks/gpu.sh" + (" --dry-run" if args.dry_run else ""),
-        "shape": plan["shape"], "params": plan["params"], "steps": plan["steps"], "batch": plan["batch"],
+        "shape": plan["shape"], "params": plan["params"], "precision": "bf16 autocast" if plan["precision"] == "bf16" else "fp32", "steps": plan["steps"], "batch": plan["batch"],
         "max_length": plan["max_length"], "results": results, "checks": checks(results),
         "seconds": time.perf_counter() - started,
     }

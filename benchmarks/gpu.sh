@@ -29,11 +29,12 @@ if [ "${1:-}" = "--fetch-wheels" ]; then
     exit 0
 fi
 
-if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/honed-site .whl/*.whl
-    export PYTHONPATH="/tmp/honed-site${PYTHONPATH:+:$PYTHONPATH}"
-fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# The carried wheels, only where something is missing (they are built for the GPU image's Python 3.12).
+if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import honed.train.loop, trl" 2>/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/honed-site .whl/*.whl
+    export PYTHONPATH="$PYTHONPATH:/tmp/honed-site"
+fi
 export HONED_HOME="${HONED_HOME:-/tmp/honed-home}" HF_HUB_OFFLINE=1
 
 if ! $PY -c "import honed.train.loop" 2>/tmp/honed-import.err; then
