@@ -9,15 +9,15 @@ The rule (README "Threads on a shared machine"):
    processes want the same cores, the spinning thread burns the time slice its sibling needs to finish,
    and every op of a training step waits for the slowest thread: measured on 2 cores with one CPU burner,
    2 spinning threads trained a 135M-shaped model at 10-22 tokens/s where 2 passive threads managed 58-87
-   and 1 thread 22-44 (BENCHMARKS.md, "Choosing the thread rule"). libgomp reads the variable once, when torch is first imported, so
-   `honed/__init__.py` sets it (`configure_environment`) before any honed module imports torch; a value
-   the user set (or GOMP_SPINCOUNT) is never overridden.
+   and 1 thread 22-44 (BENCHMARKS.md, "Choosing the thread rule"). libgomp reads the variable once, when
+   torch is first imported, so `honed/__init__.py` sets it (`configure_environment`) before any honed
+   module imports torch; a value the user set (or GOMP_SPINCOUNT, KMP_BLOCKTIME) is never overridden.
 2. torch intra-op threads = the cores this process may use (`usable_cores`: its CPU affinity, capped by a
    cgroup CPU quota such as `docker --cpus 2`) divided among the training processes on this machine
    (torchrun's LOCAL_WORLD_SIZE), at least 1 (`torch_threads`). The current load is deliberately NOT an
    input: the thread count changes the order of floating-point sums, and the same seeded run must give the
    same loss curve whatever else the machine was doing; with passive waiting, all cores stay the faster
-   choice under contention too (measured, see the section above).
+   choice under contention too (measured, same BENCHMARKS.md section).
 3. torch inter-op threads = 1: honed runs no independent ops in parallel (eager mode), so the inter-op
    pool's threads would only sit idle.
 4. Tokenizer threads: the Rust tokenizer's own pool (TOKENIZERS_PARALLELISM) stays on for tokenising in
