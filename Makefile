@@ -48,11 +48,12 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow tests
 
 # Each script writes its section of BENCHMARKS.md. data check ~2 min, training vs TRL ~10-15 min,
-# generation ~5 min, serving (honed vs a one-at-a-time server, 1/4/16 clients) ~5 min; the task evaluations (train + eval on restaurant8k and banking77, ~1 h) are
+# training beside CPU burners (thread rule vs old behaviour) ~10 min, generation ~5 min, serving (honed vs a one-at-a-time server, 1/4/16 clients) ~5 min; the task evaluations (train + eval on restaurant8k and banking77, ~1 h) are
 # `make bench-tasks`.
 bench: install
 	$(BIN)/python benchmarks/data_check.py
 	$(BIN)/python benchmarks/train_vs_trl.py
+	$(BIN)/python benchmarks/contention.py
 	$(BIN)/python benchmarks/eval_generation.py
 	$(BIN)/python benchmarks/serve.py
 

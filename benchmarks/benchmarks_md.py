@@ -10,6 +10,7 @@ figures of another. Written to a temporary file and renamed, so an interrupted r
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 
@@ -25,3 +26,30 @@ def write_section(path: Path, section: str, *, start: str, end: str) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def cpu_flags() -> str:
+    """torch's CPU capability and the vector/matrix extensions in /proc/cpuinfo (AVX2, AVX-512, AMX)."""
+    import torch
+
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{torch.backends.cpu.get_cpu_capability()} ({', '.join(wanted) or 'flags unknown'})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

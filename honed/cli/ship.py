@@ -84,7 +84,7 @@ def serve_command(
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="requests decoded together"),
     max_queue: int = typer.Option(256, "--max-queue", min=0, help="requests allowed to wait; more get 429"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch engine)"),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores, see README)"),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", min=0, help="seconds SIGTERM waits for in-flight requests"),
     vllm_args: list[str] = typer.Option(None, "--vllm-arg", help="extra argument for vLLM, e.g. --vllm-arg=--tensor-parallel-size=2"),
 ) -> None:
@@ -129,12 +129,10 @@ def serve_command(
 
 def _load_served(targets: list[str], *, checkpoint: str, device: str, threads: int | None) -> Any:
     """Load what `honed serve` serves (torch engine) and say what it is."""
-    import torch
-
     from honed.serve.loading import load_targets
+    from honed.threads import apply_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)  # --threads, else the rule in honed/threads.py
     with err_console.status("loading models...", spinner="dots"):
         served = load_targets(targets, checkpoint=checkpoint, device=_serve_device(device))
     for model in served:

@@ -39,6 +39,7 @@ def train_command(
     from_run: str = typer.Option(None, "--from-run", help="continue from this run's best weights and settings (new data in --data)"),
     mix_old: float = typer.Option(0.0, "--mix-old", min=0.0, max=10.0, help="with --from-run: also train on this share (x new examples) of the parent's data"),
     no_report: bool = typer.Option(False, "--no-report", help="do not write RUN/report.html when training ends"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores / --nproc, see README)"),
 ) -> None:
     """Fine-tune a model on your examples; writes a self-describing run directory.
 
@@ -63,7 +64,7 @@ def train_command(
         "data.train": data, "data.holdout": holdout, "model": model, "method": method,
         "epochs": int(epochs) if epochs is not None and epochs.isdigit() else epochs, "lr": lr,
         "max_length": max_length, "max_steps": max_steps, "seed": seed, "merge": True if merge else None,
-        "data.skip_invalid": True if skip_invalid else None,
+        "data.skip_invalid": True if skip_invalid else None, "num_threads": threads,
     }
     if resume and (config_file or overrides or any(v is not None for v in flags.values())):
         console.print("note: --resume continues with the run's saved config.yaml; the other options are ignored")

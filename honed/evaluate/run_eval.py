@@ -48,6 +48,7 @@ from honed.evaluate.systems import (  # noqa: F401  (choose_shots, with_shots: r
     with_shots,
 )
 from honed.rundir import EvalSummary, FileEntry, RunDir
+from honed.threads import apply_threads
 
 OnProgress = Callable[[str, int, int], None]  # (system, examples done, total)
 
@@ -132,7 +133,7 @@ class EvalSettings:
     max_new_tokens: int | None = None
     seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
-    threads: int | None = None  # torch CPU threads; 1 is much faster on a machine shared with other jobs
+    threads: int | None = None  # torch CPU threads; None: the rule in honed/threads.py
     constrain: str | None = None  # "labels" or "json": also evaluate every system with constrained decoding
 
 
@@ -270,10 +271,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     >>> summary.verdict  # doctest: +SKIP
     'Fine-tuning helped: field_f1_micro 0.812 vs 0.204 for the base model (+0.608, 95% CI +0.561 to +0.655); ...'
     """
-    import torch
-
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    apply_threads(settings.threads)  # --threads, else the rule in honed/threads.py
     run = RunDir(run_dir).require_run()
     config = run.read_config()
     require_finished(run, checkpoint=settings.checkpoint)

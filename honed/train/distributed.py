@@ -53,8 +53,11 @@ def launched_by_torchrun() -> bool:
 
 
 def threads_per_process(nproc: int) -> int:
-    """CPU threads for each of `nproc` workers, so together they use the machine's cores once."""
-    return max(1, (os.cpu_count() or 1) // max(1, nproc))
+    """CPU threads for each of `nproc` workers, so together they use this process's usable cores once
+    (the rule in honed/threads.py)."""
+    from honed.threads import torch_threads, usable_cores
+
+    return torch_threads(cores=usable_cores(), processes=nproc)
 
 
 def without_nproc(argv: Sequence[str]) -> list[str]:

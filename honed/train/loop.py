@@ -43,6 +43,7 @@ from honed.errors import ConfigError, HonedError
 from honed.machine import machine_info
 from honed.registry import record_run
 from honed.rundir import RunDir, RunRecord, now_iso
+from honed.threads import apply_threads
 from honed.train.batching import Example, micro_batches, shard, step_examples, steps_in_epoch
 from honed.train.build import build_model, build_optimizer, quiet_transformers, resolve_config, resolve_device, total_steps
 from honed.train.checkpoint import Checkpointer
@@ -344,7 +345,7 @@ def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn 
     if score_fn is None and make_score_fn is not None:
         score_fn = make_score_fn(config, datasets.holdout)
     require_scorer(config, has_scorer=score_fn is not None)
-    torch.set_num_threads(config.num_threads or dist.threads())
+    apply_threads(config.num_threads, processes=dist.local_world_size)  # the rule: honed/threads.py
     torch.manual_seed(config.seed)
     record = started_record(run, config, resume=resume, device=dist.device(config.device))
     write_run(run, record, dist=dist)

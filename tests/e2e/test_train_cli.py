@@ -143,3 +143,17 @@ def test_csv_with_a_column_mapping_and_skipped_invalid_rows(tmp_path):
                   "--set", "max_steps=2", *FAST)
     assert skipped.exit_code == 0, skipped.output
     assert "skipped 1 invalid row(s)" in skipped.output
+
+
+def test_threads_flag_sets_torch_threads_for_the_run(tmp_path, data):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = cli("train", "--data", str(data), "--model", TINY, "--out", str(tmp_path / "t"), "--threads", "1",
+                     "--max-steps", "1", "--set", "batch_size=4", "--no-report")
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1  # the loop applied --threads (the rule would use every usable core)
+        assert "num_threads: 1" in (tmp_path / "t" / "config.yaml").read_text()
+    finally:
+        torch.set_num_threads(before)
