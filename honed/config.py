@@ -103,7 +103,7 @@ class TrainConfig(_Strict):
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = Field(1.0, gt=0)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch accept 0..2**32-1")
-    eval_every: int | None = Field(None, ge=1, description="steps between holdout evals; None = ~5 per run")
+    eval_every: int | None = Field(None, ge=1, description="steps between holdout evals; None = ~5 per run, fewer when a short run cannot afford them")
     # Intermediate holdout evaluations use a fixed seeded sample of this many examples; step 0, the end and
     # the best checkpoint use the full holdout. auto: evaluations cost about 10% of training (at least 200).
     eval_subsample: int | str | None = Field("auto", description="examples per intermediate eval; auto; None = full holdout")

@@ -1,8 +1,9 @@
 """The holdout evaluator: when to evaluate, what, which step was best, and when to stop.
 
 `HoldoutEvaluator` owns everything about evaluation during training:
-- when: every `eval_every` steps (default: about 5 evaluations a run), at the last step, and at step 0
-  (the "before training" number);
+- when: every `eval_every` steps (default: about 5 evaluations a run, fewer in a short run whose holdout
+  would cost more than EVAL_SHARE_PERCENT of training to evaluate that often), at the last step, and at
+  step 0 (the "before training" number);
 - what: holdout loss (mean over every supervised token, over all ranks) and token accuracy, plus the
   numbers of an optional task-metric hook `score_fn(model, tokenizer) -> {"holdout_<metric>": value}`
   (run on rank 0, its numbers shared, so every rank decides alike);
@@ -49,13 +50,36 @@ SUBSAMPLE_MIN = 200  # examples: below this a holdout loss is too noisy to pick 
 EVAL_SHARE_PERCENT = 10  # `eval_subsample: auto` keeps the intermediate evaluations near this share of training
 
 
-def eval_interval(config: TrainConfig, *, total_steps: int) -> int:
-    """Steps between holdout evaluations: `eval_every`, or about EVALS_PER_RUN evaluations a run.
+def eval_interval(config: TrainConfig, *, total_steps: int, holdout: int = 0) -> int:
+    """Steps between holdout evaluations: `eval_every`, or about EVALS_PER_RUN evaluations a run; with
+    `eval_subsample: auto`, fewer when even the smallest evaluation (SUBSAMPLE_MIN examples, or the whole
+    `holdout` when it is smaller) would take the intermediate evaluations past EVAL_SHARE_PERCENT of training.
+    Step 0 and the last step are always evaluated.
 
     >>> eval_interval(TrainConfig(), total_steps=18)
     4
+    >>> eval_interval(TrainConfig(), total_steps=25, holdout=100)  # 200 examples trained, no room: the end only
+    25
+    >>> eval_interval(TrainConfig(), total_steps=1000, holdout=5000)
+    200
     """
-    return config.eval_every or max(1, math.ceil(total_steps / EVALS_PER_RUN))
+    if config.eval_every:
+        return config.eval_every
+    evaluations = EVALS_PER_RUN
+    if holdout and config.eval_subsample == "auto":
+        smallest = min(holdout, SUBSAMPLE_MIN)
+        evaluations = max(1, min(evaluations, eval_budget(total_steps, config.batch_size) // smallest))
+    return max(1, math.ceil(total_steps / evaluations))
+
+
+def eval_budget(total_steps: int, batch_size: int) -> int:
+    """Holdout examples the intermediate evaluations may forward in a run: a forward pass costs about a third
+    of a training step's forward + backward, so 3 * EVAL_SHARE_PERCENT% of the examples trained.
+
+    >>> eval_budget(1000, 16)
+    4800
+    """
+    return 3 * EVAL_SHARE_PERCENT * total_steps * batch_size // 100
 
 
 def subsample_size(
@@ -76,8 +100,7 @@ def subsample_size(
         return None
     if setting == "auto":
         evaluations = math.ceil(total_steps / eval_every)
-        budget = 3 * EVAL_SHARE_PERCENT * total_steps * batch_size
-        size = max(SUBSAMPLE_MIN, -(-budget // (100 * evaluations)))  # integer ceil: no float rounding
+        size = max(SUBSAMPLE_MIN, -(-eval_budget(total_steps, batch_size) // evaluations))  # integer ceil
     else:
         size = int(setting)
     return size if size < holdout else None
@@ -193,6 +216,7 @@ class HoldoutEvaluator:
         autocast: torch.dtype | None,
         score_fn: ScoreFn | None,
         has_holdout: bool,
+        holdout_size: int = 0,
     ) -> None:
         self.batches = batches  # this rank's share of the holdout
         # (size, this rank's share of the fixed sample) for the intermediate evaluations; None = full holdout
@@ -200,7 +224,7 @@ class HoldoutEvaluator:
         self.select_by = config.select_by
         self.patience = config.early_stopping_patience
         self.chunk_size = config.loss_chunk_size
-        self.eval_every = eval_interval(config, total_steps=total_steps)
+        self.eval_every = eval_interval(config, total_steps=total_steps, holdout=holdout_size)
         self.total_steps = total_steps
         self.dist, self.device, self.dtype, self.score_fn = dist, device, autocast, score_fn
         # Whether ANY rank has holdout examples: a rank whose share is empty must still join the

@@ -129,7 +129,7 @@ class Trainer:
         config, dist = self.config, self.dist
         size = subsample_size(
             config.eval_subsample, holdout=len(holdout), total_steps=self.total_steps, batch_size=config.batch_size,
-            eval_every=eval_interval(config, total_steps=self.total_steps),
+            eval_every=eval_interval(config, total_steps=self.total_steps, holdout=len(holdout)),
         )
         if is_fsdp(self.model):  # the best checkpoint cannot be loaded back into sharded weights (yet)
             size = None
@@ -140,7 +140,7 @@ class Trainer:
         return HoldoutEvaluator(
             self.micro_batches(shard(holdout, rank=dist.rank, world_size=dist.world_size)), sample=sample,
             config=config, total_steps=self.total_steps, dist=dist, device=self.device, autocast=self.autocast,
-            score_fn=score_fn, has_holdout=bool(holdout),
+            score_fn=score_fn, has_holdout=bool(holdout), holdout_size=len(holdout),
         )
 
     def micro_batches(self, examples: list[Example]) -> list[Any]:
