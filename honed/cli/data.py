@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,6 +34,17 @@ DATA_HELP = "data: a file, a folder of shards, a glob or a save_to_disk folder (
 FORMAT_HELP = "auto, chat, sharegpt, prompt-completion, alpaca, text, csv, parquet, arrow"
 SYSTEM_COL_HELP = "column holding each row's system prompt (an empty cell falls back to --system)"
 
+# How to read a data file: the same options on check, split and show (each command sets the default).
+FormatOption = Annotated[str, typer.Option("--format", help=FORMAT_HELP)]
+PromptColOption = Annotated[str | None, typer.Option("--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)")]
+ResponseColOption = Annotated[str | None, typer.Option("--response-col", help="column holding the response")]
+SystemOption = Annotated[str | None, typer.Option("--system", help="system prompt added to column data")]
+SystemColOption = Annotated[str | None, typer.Option("--system-col", help=SYSTEM_COL_HELP)]
+SkipInvalidOption = Annotated[bool, typer.Option(
+    "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing")]
+NearThresholdOption = Annotated[float, typer.Option(
+    "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates")]
+
 
 @data_app.command("check")
 @user_errors
@@ -42,17 +53,13 @@ def data_check_command(
     holdout: str = typer.Option(None, "--holdout", help="holdout file to check for leakage from the training data"),
     model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template count tokens"),
     max_length: int = typer.Option(2048, "--max-length", min=1, help="training sequence length: truncation counts"),
-    near_threshold: float = typer.Option(
-        0.85, "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates"
-    ),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
-    prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
-    response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
-    system: str = typer.Option(None, "--system", help="system prompt added to column data"),
-    system_col: str = typer.Option(None, "--system-col", help=SYSTEM_COL_HELP),
-    skip_invalid: bool = typer.Option(
-        False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
-    ),
+    near_threshold: NearThresholdOption = 0.85,
+    fmt: FormatOption = "auto",
+    prompt_col: PromptColOption = None,
+    response_col: ResponseColOption = None,
+    system: SystemOption = None,
+    system_col: SystemColOption = None,
+    skip_invalid: SkipInvalidOption = False,
     strict: bool = typer.Option(
         False, "--strict", help="exit 1 when the report has any warning (content not trained on included)"
     ),
@@ -87,18 +94,14 @@ def data_split_command(
     out: str = typer.Option(..., "--out", help="folder to create with train.jsonl, holdout.jsonl, manifest.json"),
     holdout_fraction: float = typer.Option(0.1, "--holdout-fraction", help="share of examples held out, in (0, 1)"),
     seed: int = typer.Option(0, "--seed", help="same file and seed give byte-identical outputs"),
-    near_threshold: float = typer.Option(
-        0.85, "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates"
-    ),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
-    prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
-    response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
-    system: str = typer.Option(None, "--system", help="system prompt added to column data"),
-    system_col: str = typer.Option(None, "--system-col", help=SYSTEM_COL_HELP),
+    near_threshold: NearThresholdOption = 0.85,
+    fmt: FormatOption = "auto",
+    prompt_col: PromptColOption = None,
+    response_col: ResponseColOption = None,
+    system: SystemOption = None,
+    system_col: SystemColOption = None,
     force: bool = typer.Option(False, "--force", help="replace --out if it exists and is not empty"),
-    skip_invalid: bool = typer.Option(
-        False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
-    ),
+    skip_invalid: SkipInvalidOption = False,
     strict: bool = typer.Option(False, "--strict", help="refuse data holding content not trained on (images, <image>)"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
@@ -147,14 +150,12 @@ def data_show_command(
     model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template to use"),
     n: int = typer.Option(3, "-n", "--num", min=1, help="how many examples to show (from the top)"),
     max_length: int = typer.Option(None, "--max-length", min=1, help="truncate as training would"),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
-    prompt_col: str = typer.Option(None, "--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)"),
-    response_col: str = typer.Option(None, "--response-col", help="column holding the response"),
-    system: str = typer.Option(None, "--system", help="system prompt added to column data"),
-    system_col: str = typer.Option(None, "--system-col", help=SYSTEM_COL_HELP),
-    skip_invalid: bool = typer.Option(
-        False, "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing"
-    ),
+    fmt: FormatOption = "auto",
+    prompt_col: PromptColOption = None,
+    response_col: ResponseColOption = None,
+    system: SystemOption = None,
+    system_col: SystemColOption = None,
+    skip_invalid: SkipInvalidOption = False,
     strict: bool = typer.Option(False, "--strict", help="refuse data holding content not trained on (images, <image>)"),
     as_json: bool = typer.Option(False, "--json", help="print every token (text, id, supervised) as JSON"),
 ) -> None:
