@@ -20,8 +20,8 @@
 Its state (best step, patience count, first/last evaluation) goes into every checkpoint's
 trainer_state.json, so a resumed run decides exactly as the uninterrupted one would have.
 
->>> evaluator = HoldoutEvaluator(batches, config=config, total_steps=18, dist=dist, device="cpu", autocast=None,
-...                              score_fn=None, has_holdout=True)  # doctest: +SKIP
+>>> evaluator = HoldoutEvaluator(batches, config=config, total_steps=18, eval_every=4, dist=dist, device="cpu",
+...                              autocast=None, score_fn=None, has_holdout=True)  # doctest: +SKIP
 >>> evaluation = evaluator.maybe_evaluate(model, tokenizer, step=3)  # doctest: +SKIP
 >>> evaluation.metrics["holdout_loss"], evaluation.improved, evaluator.stopped_early  # doctest: +SKIP
 (5.97, True, False)
@@ -211,12 +211,12 @@ class HoldoutEvaluator:
         sample: tuple[int, list[MicroBatch]] | None = None,
         config: TrainConfig,
         total_steps: int,
+        eval_every: int,
         dist: Dist,
         device: str,
         autocast: torch.dtype | None,
         score_fn: ScoreFn | None,
         has_holdout: bool,
-        holdout_size: int = 0,
     ) -> None:
         self.batches = batches  # this rank's share of the holdout
         # (size, this rank's share of the fixed sample) for the intermediate evaluations; None = full holdout
@@ -224,7 +224,7 @@ class HoldoutEvaluator:
         self.select_by = config.select_by
         self.patience = config.early_stopping_patience
         self.chunk_size = config.loss_chunk_size
-        self.eval_every = eval_interval(config, total_steps=total_steps, holdout=holdout_size)
+        self.eval_every = eval_every  # eval_interval(...), decided with the holdout's size by the caller
         self.total_steps = total_steps
         self.dist, self.device, self.dtype, self.score_fn = dist, device, autocast, score_fn
         # Whether ANY rank has holdout examples: a rank whose share is empty must still join the

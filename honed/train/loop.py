@@ -127,9 +127,10 @@ class Trainer:
     def build_evaluator(self, holdout: list[Example], *, score_fn: ScoreFn | None) -> HoldoutEvaluator:
         """The holdout evaluator over this rank's share of the holdout (and of its fixed sample)."""
         config, dist = self.config, self.dist
+        every = eval_interval(config, total_steps=self.total_steps, holdout=len(holdout))
         size = subsample_size(
             config.eval_subsample, holdout=len(holdout), total_steps=self.total_steps, batch_size=config.batch_size,
-            eval_every=eval_interval(config, total_steps=self.total_steps, holdout=len(holdout)),
+            eval_every=every,
         )
         if is_fsdp(self.model):  # the best checkpoint cannot be loaded back into sharded weights (yet)
             size = None
@@ -139,8 +140,8 @@ class Trainer:
             sample = (size, self.micro_batches(shard(chosen, rank=dist.rank, world_size=dist.world_size)))
         return HoldoutEvaluator(
             self.micro_batches(shard(holdout, rank=dist.rank, world_size=dist.world_size)), sample=sample,
-            config=config, total_steps=self.total_steps, dist=dist, device=self.device, autocast=self.autocast,
-            score_fn=score_fn, has_holdout=bool(holdout), holdout_size=len(holdout),
+            config=config, total_steps=self.total_steps, eval_every=every, dist=dist, device=self.device,
+            autocast=self.autocast, score_fn=score_fn, has_holdout=bool(holdout),
         )
 
     def micro_batches(self, examples: list[Example]) -> list[Any]:
