@@ -383,3 +383,17 @@ def test_merge_writes_what_export_merged_writes(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
     assert (merged_dir / "generation_config.json").is_file() and (merged_dir / "tokenizer_config.json").is_file()
+
+
+def test_a_short_run_evaluates_only_as_often_as_it_can_afford():
+    """eval_subsample auto: ~5 evaluations when the holdout is cheap next to training, fewer when even the
+    smallest evaluation would cost more than ~10% of it; eval_every and eval_subsample=None are obeyed as set."""
+    from honed.config import TrainConfig
+    from honed.train.evaluator import eval_interval, subsample_size
+
+    assert eval_interval(TrainConfig(), total_steps=1000, holdout=5000) == 200  # 5 evaluations, 960-example samples
+    assert subsample_size("auto", holdout=5000, total_steps=1000, batch_size=16, eval_every=200) == 960
+    assert eval_interval(TrainConfig(batch_size=8), total_steps=25, holdout=100) == 25  # step 0 and the end only
+    assert eval_interval(TrainConfig(batch_size=8), total_steps=250, holdout=200) == 84  # budget 600: 3 evaluations
+    assert eval_interval(TrainConfig(eval_every=5), total_steps=25, holdout=100) == 5
+    assert eval_interval(TrainConfig(batch_size=8, eval_subsample=None), total_steps=25, holdout=100) == 5
