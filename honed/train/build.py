@@ -21,6 +21,7 @@ from honed.errors import ConfigError
 from honed.models import quiet_transformers  # noqa: F401  (re-exported: the loop uses it)
 from honed.train.batching import steps_in_epoch
 from honed.train.distributed import Dist
+from honed.train.lora_fold import fold_lora_scale
 
 
 def resolve_config(config: TrainConfig, *, num_train: int) -> TrainConfig:
@@ -89,6 +90,7 @@ def build_model(config: TrainConfig, *, device: str) -> Any:
             model.requires_grad_(True)
             return model
         model = _add_lora(model, config)
+        fold_lora_scale(model)  # the same numbers as peft's forward, a few % faster steps (honed.train.lora_fold)
     if config.init_from:
         _load_adapter(model, Path(config.init_from))
     return model

@@ -117,5 +117,24 @@ def test_lm_head_only_sees_supervised_positions_in_chunks(model):
     hidden = model.config.hidden_size
     assert seen, "lm_head was never called"
     assert all(len(s) == 2 and s[0] <= 5 and s[1] == hidden for s in seen)
-    forward_rows = sum(s[0] for s in seen) // 2  # each chunk runs twice: forward, then recomputed in backward
-    assert forward_rows == batch.num_targets < batch.input_ids.numel()
+    # Logits this small are kept for backward (KEEP_LOGITS_BYTES), so each chunk runs once.
+    assert sum(s[0] for s in seen) == batch.num_targets < batch.input_ids.numel()
+
+
+def test_small_logits_are_kept_large_ones_recomputed(model, monkeypatch):
+    """The head's chunks are checkpointed only when the supervised logits are large; gradients agree."""
+    import honed.train.loss as loss_module
+
+    batch = collate([[e] for e in make_examples(4)])
+    grads = []
+    for keep in (0, 2**40):  # recompute every chunk, then keep every chunk
+        monkeypatch.setattr(loss_module, "KEEP_LOGITS_BYTES", keep)
+        calls = []
+        original = loss_module.checkpoint
+        monkeypatch.setattr(loss_module, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+        model.zero_grad(set_to_none=True)
+        loss_sum(model, batch, chunk_size=8).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert (len(calls) > 0) == (keep == 0)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name])
