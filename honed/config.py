@@ -6,8 +6,9 @@ A config is built from three layers, later ones winning: the defaults below, a Y
 `field: problem`. The fully resolved config (learning rate and epochs filled in, paths absolute) is
 saved as `config.yaml` in the run directory, so a run can always be repeated and resumed.
 
-Defaults aim at a good first run: LoRA r=16 on all linear layers, lr 2e-4 (LoRA) or 1e-5 (full),
-cosine schedule with 3% warmup, AdamW without weight decay, gradient clipping at 1.0, `epochs: auto`.
+Defaults aim at a good first run: LoRA r=16 on all linear layers, the learning rate from the method and the
+model's width (honed.train.hparams: 1.3e-3 for LoRA on SmolLM2-135M), cosine schedule with 3% warmup,
+AdamW without weight decay, gradient clipping at 1.0, `epochs: auto` (auto_epochs below).
 
 >>> cfg = load_config(None, overrides=["lora.r=8", "epochs=2"])
 >>> cfg.lora.r, cfg.epochs
@@ -25,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from honed.errors import ConfigError
 
+# Only where the model is not known (a config checked on its own); a run's lr comes from the model's width
+# (honed.train.build.auto_lr, honed.train.hparams).
 DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 1e-5}
 
 # `epochs: auto` follows the rule the OpenAI fine-tuning API documents: aim for 3 epochs, but make sure

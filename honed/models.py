@@ -189,6 +189,26 @@ def _tokenizer_cache(source: ModelSource) -> Any:
     return AutoTokenizer.from_pretrained(folder)
 
 
+def model_width(spec: str) -> tuple[int, str]:
+    """(hidden size, model type) from the model's config, without loading weights (the default lr needs them).
+
+    >>> model_width("smollm2-135m")  # doctest: +SKIP
+    (576, 'llama')
+    """
+    from transformers import AutoConfig
+
+    path, gguf_file = local_path(spec)
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except OSError as exc:
+        if resolve(spec).is_hub:
+            raise _offline_error(spec, exc) from exc
+        raise ModelError(f"could not read the model config of {spec}: {exc}") from exc
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text.hidden_size), str(getattr(text, "model_type", config.model_type))
+
+
 def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any:
     """Load a causal LM for a spec, in `dtype`, on `device`.
 

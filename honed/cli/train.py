@@ -25,7 +25,7 @@ def train_command(
     overrides: list[str] = typer.Option(None, "--set", help="override one field, e.g. --set lora.r=8 (repeatable)"),
     method: str = typer.Option(None, "--method", help="lora (default), full, or qlora (GPU only)"),
     epochs: str = typer.Option(None, "--epochs", help="number of epochs or 'auto' (default, depends on data size)"),
-    lr: float = typer.Option(None, "--lr", help="learning rate (default 2e-4 for LoRA, 1e-5 for full)"),
+    lr: float = typer.Option(None, "--lr", help="learning rate (default: from the method and the model width, 1.3e-3 for LoRA on smollm2-135m; see docs)"),
     max_length: int = typer.Option(None, "--max-length", help="tokens per example; longer ones are truncated"),
     max_steps: int = typer.Option(None, "--max-steps", help="stop after this many optimizer steps"),
     seed: int = typer.Option(None, "--seed", help="seed of data order and initialisation"),

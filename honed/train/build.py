@@ -21,6 +21,7 @@ from honed.errors import ConfigError
 from honed.models import quiet_transformers  # noqa: F401  (re-exported: the loop uses it)
 from honed.train.batching import steps_in_epoch
 from honed.train.distributed import Dist
+from honed.train.hparams import default_lr
 from honed.train.lora_fold import fold_lora_scale
 
 
@@ -37,7 +38,17 @@ def resolve_config(config: TrainConfig, *, num_train: int) -> TrainConfig:
         }
     )
     epochs = auto_epochs(num_train) if config.epochs == "auto" else config.epochs
-    return config.model_copy(update={"model": model, "data": data, "epochs": epochs, "lr": config.resolved_lr()})
+    return config.model_copy(update={"model": model, "data": data, "epochs": epochs, "lr": auto_lr(config)})
+
+
+def auto_lr(config: TrainConfig) -> float:
+    """The config's lr, or the rule of honed.train.hparams for this method and model width."""
+    if config.lr is not None:
+        return config.lr
+    from honed.models import model_width
+
+    hidden_size, model_type = model_width(config.model)
+    return default_lr(config.method, hidden_size=hidden_size, model_type=model_type, lora_alpha=config.lora.alpha)
 
 
 def total_steps(config: TrainConfig, *, num_examples: int) -> int:
