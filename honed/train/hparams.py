@@ -1,4 +1,4 @@
-"""The default learning rate, chosen from the method and the model's width (`lr` unset or `lr: auto`).
+"""The default learning rate, chosen from the method and the model's width (when `lr` is not set).
 
 The rule is Thinking Machines' fit of the best supervised fine-tuning learning rate across Llama and Qwen
 models ("LoRA Without Regret", 2025; tinker-cookbook `hyperparam_utils.get_lr`):

@@ -67,7 +67,7 @@ def test_unusual_layers_keep_peft_forward():
     torch.testing.assert_close(merged, with_lora, rtol=1e-4, atol=1e-4)
 
 
-def test_fold_counts_layers_and_is_idempotent():
+def test_fold_counts_the_layers_it_folds():
     config = load_config(None, overrides=[f"model={TINY}", "lora.r=4"])
     model = build_model(config, device="cpu")
     assert fold_lora_scale(model) == len(lora_layers(model)) > 0
