@@ -47,17 +47,23 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow tests
 
-# Each script writes its section of BENCHMARKS.md. data check ~2 min, training vs TRL ~10-15 min,
-# training beside CPU burners (thread rule vs old behaviour) ~10 min, generation ~5 min, serving (honed vs a one-at-a-time server, 1/4/16 clients) ~5 min; the task evaluations (train + eval on restaurant8k and banking77, ~1 h) are
+# Each script writes its section of BENCHMARKS.md. data check ~2 min, training vs TRL ~10-15 min (and TRL's
+# bf16 defaults run only where bf16 is fast: on an AVX2-only CPU they take over 30 min), step profile ~5 min,
+# training beside CPU burners (thread rule vs old behaviour) ~10 min, generation ~5 min, serving (honed vs a one-at-a-time server, 1/4/16 clients) ~5 min; the task evaluations (train + eval on restaurant8k and banking77, hours) are
 # `make bench-tasks`.
 bench: install
 	$(BIN)/python benchmarks/data_check.py
 	$(BIN)/python benchmarks/train_vs_trl.py
+	$(BIN)/python benchmarks/step_profile.py
 	$(BIN)/python benchmarks/contention.py
 	$(BIN)/python benchmarks/eval_generation.py
 	$(BIN)/python benchmarks/serve.py
 
+# `make bench-tasks`: train at honed's defaults and evaluate on banking77 (3,000 / 1,000) and restaurant8k
+# (2,000 / 1,000) against majority, few-shot and retrieved few-shot (issue 8's targets), and the default
+# learning rate against a small grid; hours on 2 cores.
 bench-tasks: install
+	$(BIN)/python benchmarks/lr_grid.py
 	$(BIN)/python benchmarks/eval_tasks.py
 
 clean:

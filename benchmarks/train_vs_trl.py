@@ -15,7 +15,9 @@ peak memory and threads do not mix):
 - trl:          SFTTrainer with its defaults (no packing, bf16 autocast, gradient checkpointing) given a
                 conversational prompt-completion dataset, so it applies the chat template and trains on the
                 completion (the assistant turn) only, like honed;
-- trl-packing:  the same with `packing=True` (best-fit-decreasing packing, padding-free).
+- trl-packing:  the same with `packing=True` (best-fit-decreasing packing, padding-free);
+- trl-fp32:     TRL's defaults with `bf16=False`: what a user sets on a CPU without fast bf16 (AVX2 only),
+                where bf16 autocast has no fast kernels (measured: >14 min for 25 steps vs ~3).
 
 For every system: the whole process (wall and CPU seconds from the command's start, measured by this script
 before it launches the system's process, to the trained model saved on disk: Python start, imports, model
@@ -56,7 +58,9 @@ SYSTEM_PROMPT = (
 )
 SECTION_START = "<!-- train_vs_trl:start -->"
 SECTION_END = "<!-- train_vs_trl:end -->"
-SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing")
+SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing", "trl-fp32")
+RESULTS_NAME = "runs/bench-train-vs-trl/results.jsonl"
+RESULTS = ROOT / RESULTS_NAME
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -156,8 +160,8 @@ def lora_flops_per_token(*, body_params: int, head_params: int, lora_params: int
 # ---------------------------------------------------------------------------------------------- systems
 
 
-def run_trl(work: Path, args: argparse.Namespace, *, packing: bool) -> dict[str, Any]:
-    """Train with TRL's SFTTrainer (its defaults, packing on or off); return the figures."""
+def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool = False) -> dict[str, Any]:
+    """Train with TRL's SFTTrainer (its defaults, packing on or off, bf16 off when `fp32`); return the figures."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -171,8 +175,10 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool) -> dict[str,
     # Conversational prompt-completion: TRL applies the chat template and (its default for this format)
     # computes the loss on the completion, i.e. the assistant turn with its end-of-turn token, as honed does.
     dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in train])
+    name = "trl-packing" if packing else "trl-fp32" if fp32 else "trl"
+    precision = {"bf16": False} if fp32 else {}  # else TRL's default
     config = SFTConfig(
-        output_dir=str(work / f"trl-{'packing' if packing else 'default'}"),
+        output_dir=str(work / name),
         per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1,
         learning_rate=args.lr,
@@ -191,6 +197,7 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool) -> dict[str,
         # Without a GPU TRL's default bf16=True stops with "You need to assign use_cpu if you want to train the
         # model on CPU"; doing what the message says keeps its other defaults (bf16 autocast, checkpointing).
         use_cpu=True,
+        **precision,
     )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     start = time.perf_counter()
@@ -200,7 +207,7 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool) -> dict[str,
     trainer.train()
     end = time.perf_counter()
     cpu_seconds = time.process_time() - cpu_start
-    trainer.save_model(str(work / f"trl-{'packing' if packing else 'default'}-final"))  # honed writes final/ too
+    trainer.save_model(str(work / f"{name}-final"))  # honed writes final/ too
     whole: dict[str, Any] = {}
     trained(whole, args.launched_at)
     peak = peak_rss_mib()
@@ -208,7 +215,7 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool) -> dict[str,
     supervised = sum(sum(1 for x in labels if x != -100) for labels in trainer.train_dataset["labels"]) * args.epochs
     logged = [h for h in trainer.state.log_history if "num_tokens" in h]
     result = {
-        "system": "trl-packing" if packing else "trl",
+        "system": name,
         "train_seconds": end - prepared,
         "cpu_seconds": cpu_seconds,
         "setup_seconds": prepared - start,
@@ -330,7 +337,7 @@ def child(system: str, work: Path, args: argparse.Namespace) -> None:
     if system.startswith("honed"):
         result = run_honed(work, args, bf16=system == "honed-bf16")
     else:
-        result = run_trl(work, args, packing=system == "trl-packing")
+        result = run_trl(work, args, packing=system == "trl-packing", fp32=system == "trl-fp32")
     result["tokens_per_s"] = result["real_tokens"] / result["train_seconds"]
     result["tokens_per_cpu_s"] = result["real_tokens"] / result["cpu_seconds"]
     print("RESULT " + json.dumps(result), flush=True)
@@ -377,9 +384,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--systems", default=None, help="comma-separated (default: all where bf16 is fast; else honed,trl-fp32, "
+                        "since TRL's bf16 defaults take over 30 min on an AVX2-only CPU: name trl to run them anyway)")
     parser.add_argument("--honed-set", action="append", default=[], help="extra honed config override (key=value)")
     parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    parser.add_argument("--render-only", action="store_true", help=f"render the results saved in {RESULTS_NAME}")
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--launched-at", type=float, help=argparse.SUPPRESS)
@@ -393,19 +402,44 @@ def main() -> None:
         return
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: this benchmark reads banking77 from ../shared/data")
-    with tempfile.TemporaryDirectory(prefix="honed-bench-") as tmp:
-        work = Path(tmp)
-        write_jsonl(work / "train.jsonl", read_banking77(DATA / "train.csv", count=args.train, seed=args.seed))
-        write_jsonl(work / "holdout.jsonl", read_banking77(DATA / "test.csv", count=args.holdout, seed=args.seed))
-        load_before = os.getloadavg()
-        results = [run_child(system, work, args) for system in args.systems.split(",")]
-        flops = matmul_flops(args.threads, "float32")
-        bf16_flops = matmul_flops(args.threads, "bfloat16")
-        load_after = os.getloadavg()
+    load_before = os.getloadavg()
+    if args.render_only:  # the systems' results as saved by an earlier run (one JSON object per line)
+        results = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    else:
+        if args.systems is None:
+            args.systems = ",".join(SYSTEMS) if cpu_has_fast_bf16() else "honed,trl-fp32"
+        results = run_systems(args)
+    flops = matmul_flops(args.threads, "float32")
+    # bf16 matmuls without AMX / AVX-512 BF16 run at ~2% of fp32's speed: not worth minutes of measuring
+    bf16_flops = matmul_flops(args.threads, "bfloat16") if cpu_has_fast_bf16() else 0.0
+    load_after = os.getloadavg()
     report = render_report(results, flops, bf16_flops, args, load=(load_before, load_after))
     print(report)
     if not args.no_write:
         write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
+
+
+def cpu_has_fast_bf16() -> bool:
+    from honed.train.build import cpu_has_fast_bf16 as fast
+
+    return fast()
+
+
+def run_systems(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each system in its own process, one after another; each result is also saved to RESULTS as it comes,
+    so a slow peer can be stopped without losing the others (`--render-only` renders them)."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="honed-bench-") as tmp:
+        work = Path(tmp)
+        write_jsonl(work / "train.jsonl", read_banking77(DATA / "train.csv", count=args.train, seed=args.seed))
+        write_jsonl(work / "holdout.jsonl", read_banking77(DATA / "test.csv", count=args.holdout, seed=args.seed))
+        for system in args.systems.split(","):
+            results.append(run_child(system, work, args))
+            with RESULTS.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(results[-1]) + "\n")
+    return results
 
 
 def matmul_flops(threads: int, dtype: str) -> float:
@@ -420,7 +454,7 @@ def whole_process_lines(by: dict[str, dict[str, Any]]) -> list[str]:
     """honed's whole process against TRL's: how many times faster the user gets a trained model (target 2x)."""
     lines = []
     for name in ("honed", "honed-bf16"):
-        for peer in ("trl", "trl-packing"):
+        for peer in ("trl", "trl-packing", "trl-fp32"):
             if name in by and peer in by:
                 mine, theirs = by[name], by[peer]
                 ratio = theirs["whole_seconds"] / mine["whole_seconds"]
@@ -440,6 +474,7 @@ LABELS = {
     "honed-bf16": "honed, `precision: bf16` (bf16 autocast on AMX, as TRL's default)",
     "trl": "TRL SFTTrainer defaults (no packing, bf16 autocast, gradient checkpointing)",
     "trl-packing": "TRL SFTTrainer, `packing=True` (bfd, padding-free)",
+    "trl-fp32": "TRL SFTTrainer defaults with `bf16=False` (fp32, no packing, gradient checkpointing)",
 }
 
 
@@ -452,7 +487,8 @@ def render_report(
     import trl
 
     by = {r["system"]: r for r in results}
-    command = "python benchmarks/train_vs_trl.py " + " ".join(child_flags(args))
+    command = ("python benchmarks/train_vs_trl.py --systems " + ",".join(r["system"] for r in results) + " "
+               + " ".join(child_flags(args)))
     lines = [
         "## Training speed: honed vs TRL SFTTrainer (LoRA r=16, smollm2-135m, banking77 chats)",
         "",
@@ -494,7 +530,7 @@ def render_report(
     lines += whole_process_lines(by)
     for name in ("honed", "honed-bf16"):
         mine = by.get(name)
-        for peer, target in (("trl", 3.0), ("trl-packing", 1.3)):
+        for peer, target in (("trl", 3.0), ("trl-packing", 1.3), ("trl-fp32", 3.0)):
             if mine and peer in by:
                 ratio = mine["tokens_per_s"] / by[peer]["tokens_per_s"]
                 cpu_ratio = mine["tokens_per_cpu_s"] / by[peer]["tokens_per_cpu_s"]
@@ -513,7 +549,7 @@ def render_report(
         lines += [
             f"- this machine's matmul peak with {args.threads} threads (`benchmarks/matmul_flops.py`, best of "
             f"transformer-shaped and square products): fp32 **{flops / 1e9:.0f} GFLOP/s**, bf16 (AMX) "
-            f"**{bf16_flops / 1e9:.0f} GFLOP/s**",
+            + (f"**{bf16_flops / 1e9:.0f} GFLOP/s**" if bf16_flops else "not measured (this CPU has no AMX / AVX-512 BF16)"),
             f"- LoRA model FLOPs per real token = 4*N_body + 6*N_lora + 4*N_head*s = 4*{honed['body_params'] / 1e6:.1f}M"
             f" + 6*{honed['lora_params'] / 1e6:.2f}M + 4*{honed['head_params'] / 1e6:.1f}M*{share:.3f} = "
             f"{per_token / 1e6:.0f} MFLOP: forward 2*N through the frozen blocks and adapters, backward only the "
@@ -522,7 +558,7 @@ def render_report(
             "Full fine-tuning would count 6*N.",
         ]
         for name, peak, kind in (("honed", flops, "fp32"), ("honed-bf16", bf16_flops, "bf16")):
-            if name in by:
+            if name in by and peak:
                 achieved = per_token * by[name]["tokens_per_s"]
                 lines.append(
                     f"- {name} reaches {achieved / 1e9:.1f} GFLOP/s of model FLOPs = **{100 * achieved / peak:.0f}%** "

@@ -1,0 +1,132 @@
+"""Benchmark: is honed's default learning rate near the best of a small grid? (issue 8, "defaults that win")
+
+Usage:
+    .venv/bin/python benchmarks/lr_grid.py                       # both tasks, 3 rates each (~40 min on 2 cores)
+    .venv/bin/python benchmarks/lr_grid.py --tasks banking77 --lrs 2e-4,default --no-write
+
+For each task (data prepared as benchmarks/eval_tasks.py does: seeded samples of ../shared/data, written under
+runs/bench-grid/) and each rate in `--lrs` ("default" = no --lr flag: honed's rule, honed/train/hparams.py),
+`honed train` runs with every other setting at honed's defaults except `--epochs` (one epoch by default, to
+keep the grid affordable on 2 cores), then `honed eval RUN --baselines none` scores the best checkpoint on
+the same test examples (majority is always added). Two runs at a time with one thread each: a grid measures
+quality, not speed, and two single-thread processes use 2 cores better than one two-thread process.
+The table (main metric with its 95% CI, final holdout loss, wall time) goes to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks_md import cpu_flags, write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
+from eval_tasks import DATA, MODEL, PREPARE  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "runs" / "bench-grid"
+SECTION_START, SECTION_END = "<!-- lr_grid:start -->", "<!-- lr_grid:end -->"
+SIZES = {"banking77": (600, 200), "restaurant8k": (300, 200)}  # (train, test) examples: ~40 min on 2 cores
+
+
+def honed(args: list[str], *, log: Path) -> str:
+    with log.open("a", encoding="utf-8") as err:
+        err.write(f"\n$ honed {' '.join(args)}\n")
+        err.flush()
+        done = subprocess.run([sys.executable, "-m", "honed", *args], stdout=subprocess.PIPE, stderr=err, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"honed {' '.join(args)} failed with exit {done.returncode}; see {log}")
+    return done.stdout
+
+
+def run_point(task: str, lr: str, *, data: tuple[Path, Path], args: argparse.Namespace) -> dict[str, Any]:
+    """Train one setting and evaluate its best checkpoint; the figures as a dict."""
+    import time
+
+    import yaml
+
+    run_dir = WORK / task / f"lr-{lr}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log = WORK / task / f"lr-{lr}.log"
+    log.unlink(missing_ok=True)
+    train_args = ["train", "--data", str(data[0]), "--holdout", str(data[1]), "--model", MODEL, "--out", str(run_dir),
+                  "--epochs", str(args.epochs), "--set", "num_threads=1", "--set", "data.eval_max_examples=100",
+                  "--no-report", "--json"] + ([] if lr == "default" else ["--lr", lr])
+    started = time.perf_counter()
+    trained = json.loads(honed(train_args, log=log))
+    train_s = time.perf_counter() - started
+    summary = json.loads(honed(["eval", str(run_dir), "--baselines", "none", "--threads", "1", "--no-report", "--json"],
+                               log=log))
+    metric = summary["main_metric"]
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {
+        "task": task, "lr": lr, "resolved_lr": resolved["lr"], "epochs": resolved["epochs"],
+        "batch_size": resolved["batch_size"], "metric": metric, "tuned": summary["systems"]["tuned"]["metrics"][metric],
+        "majority": summary["systems"]["majority"]["metrics"][metric], "n": summary["n"],
+        "holdout_loss": trained.get("best", {}).get("holdout_loss"), "train_seconds": train_s,
+    }
+
+
+def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        "## Default learning rate against a small grid (`benchmarks/lr_grid.py`)",
+        "",
+        f"- Date: {dt.date.today().isoformat()}; CPU flags {cpu_flags()}; command: `.venv/bin/python "
+        f"benchmarks/lr_grid.py --tasks {','.join(args.tasks)} --lrs {args.lrs} --epochs {args.epochs}`",
+        "- Every other setting at honed's defaults (LoRA r=16, alpha 32, batch 16, cosine, warmup 3%); one thread per "
+        "run, two runs at a time; best checkpoint by holdout loss, evaluated on the same test examples.",
+        "",
+        "| task | train / test | lr | epochs | main metric [95% CI] | majority | best holdout loss | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        t = r["tuned"]
+        name = f"**default ({r['resolved_lr']:.2g})**" if r["lr"] == "default" else f"{float(r['lr']):.2g}"
+        lines.append(
+            f"| {r['task']} | {SIZES[r['task']][0]} / {r['n']} | {name} | {r['epochs']} | {r['metric']} "
+            f"{t['value']:.3f} [{t['low']:.3f}, {t['high']:.3f}] | {r['majority']['value']:.3f} | "
+            f"{r['holdout_loss']:.4f} | {r['train_seconds']:.0f} |"
+        )
+    for task in args.tasks:
+        rows = [r for r in results if r["task"] == task]
+        best = max(rows, key=lambda r: r["tuned"]["value"])
+        default = next((r for r in rows if r["lr"] == "default"), None)
+        if default:
+            gap = best["tuned"]["value"] - default["tuned"]["value"]
+            lines.append(f"\n- {task}: the default is {gap:.3f} below the best rate of the grid "
+                         f"({best['lr'] if best['lr'] != 'default' else 'the default itself'}).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=lambda s: s.split(","), default=["banking77", "restaurant8k"])
+    parser.add_argument("--lrs", default="2e-4,default,4e-3", help="comma-separated rates; default = honed's rule")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
+    data = {}
+    for task in args.tasks:
+        (WORK / task).mkdir(parents=True, exist_ok=True)
+        data[task] = PREPARE[task](WORK / task, train=SIZES[task][0], eval_n=SIZES[task][1], seed=args.seed)
+    points = [(task, lr) for task in args.tasks for lr in args.lrs.split(",")]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda p: run_point(p[0], p[1], data=data[p[0]], args=args), points))
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    report = render(results, args)
+    print(report)
+    if not args.no_write:
+        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
+
+
+if __name__ == "__main__":
+    main()

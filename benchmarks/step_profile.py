@@ -1,0 +1,178 @@
+"""Benchmark: where a LoRA training step's time goes, and each speed change before/after, in one run.
+
+Usage:
+    .venv/bin/python benchmarks/step_profile.py            # ~5 min on 2 cores; writes BENCHMARKS.md
+    .venv/bin/python benchmarks/step_profile.py --reps 3 --no-write
+
+The work: forward + backward of 16 banking77 chats (one micro-batch, packed rows of <= 256 tokens) on
+smollm2-135m with LoRA r=16 on every linear layer, fp32, as `honed train` runs it (honed.train.loss). Two
+variants alternate in the same process, `--reps` times each, so machine noise hits both alike:
+- before: peft's own LoRA forward (`base(x) + B(A(x)) * scale`) and the head's chunks always checkpointed;
+- after:  honed's folded forward (honed/train/lora_fold.py: one addmm) and small logits kept (honed/train/loss.py).
+Reported: median wall and CPU seconds, real tokens per second, the largest gradient difference between the
+two (the changes must not change the numbers), then torch.profiler's top operators for "after" with the
+share of time of each, and the fraction of this machine's fp32 matmul peak the step reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks_md import cpu_flags, write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "banking77"
+SECTION_START, SECTION_END = "<!-- step_profile:start -->", "<!-- step_profile:end -->"
+
+
+def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
+    """The LoRA model (folded), one step's micro-batches, the loss parts, and each layer's folded forward."""
+    import torch
+    from peft.tuners.lora import Linear as LoraLinear
+    from train_vs_trl import conversations, read_banking77
+
+    import honed  # noqa: F401  (honed's OpenMP wait policy first, as `honed train` runs)
+    from honed.config import load_config
+    from honed.data.render import ensure_chat_template
+    from honed.models import load_tokenizer
+    from honed.train import loss as loss_module
+    from honed.train.batching import micro_batches
+    from honed.train.build import build_model
+    from honed.train.data import to_examples
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    config = load_config(None, overrides=["model=smollm2-135m", "lora.r=16", "lora.alpha=32", "lora.dropout=0"])
+    tokenizer = ensure_chat_template(load_tokenizer(config.model))
+    chats_read = conversations(read_banking77(DATA / "train.csv", count=chats, seed=0))  # train_vs_trl's sample
+    examples, _, _ = to_examples(chats_read, tokenizer, max_length=256)
+    model = build_model(config, device="cpu")
+    model.train()
+    for layer in model.modules():  # B starts at zero; random B makes the LoRA path count in the gradients
+        if isinstance(layer, LoraLinear):
+            torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.01)
+    folded = {m: m.forward for m in model.modules() if isinstance(m, LoraLinear) and "forward" in m.__dict__}
+    batches = micro_batches(examples, max_tokens=4096, packing=True, row_capacity=256)
+    return model, batches, loss_module.model_parts(model), folded
+
+
+def use(variant: str, folded: dict[Any, Any]) -> None:
+    from honed.train import loss as loss_module
+
+    for layer, forward in folded.items():
+        if variant == "before":
+            layer.__dict__.pop("forward", None)
+        else:
+            layer.forward = forward
+    loss_module.KEEP_LOGITS_BYTES = 0 if variant == "before" else 128 * 2**20
+
+
+def step(model: Any, batches: list[Any], parts: Any) -> None:
+    from honed.train.loss import loss_sum
+
+    for batch in batches:
+        loss_sum(model, batch, parts=parts).backward()
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    model, batches, parts, folded = build(args.chats)
+    tokens = sum(b.num_tokens for b in batches)
+    times: dict[str, tuple[list[float], list[float]]] = {"before": ([], []), "after": ([], [])}
+    grads: dict[str, list[Any]] = {}
+    for rep in range(args.reps + 1):  # the first round warms up and is not counted
+        for variant in ("before", "after"):
+            use(variant, folded)
+            model.zero_grad(set_to_none=True)
+            wall, cpu = time.perf_counter(), time.process_time()
+            step(model, batches, parts)
+            if rep:
+                times[variant][0].append(time.perf_counter() - wall)
+                times[variant][1].append(time.process_time() - cpu)
+            else:
+                grads[variant] = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    difference = max(float((a - b).abs().max()) for a, b in zip(grads["before"], grads["after"]))
+    use("after", folded)
+    with torch.profiler.profile() as profile:
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            step(model, batches, parts)
+    events = sorted(profile.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    top = [(e.key, e.self_cpu_time_total / total, e.count // 2) for e in events[: args.top]]
+    return {"tokens": tokens, "shapes": [tuple(b.input_ids.shape) for b in batches], "times": times,
+            "grad_difference": difference, "top": top}
+
+
+def render(result: dict[str, Any], args: argparse.Namespace, *, peak: float, flops_per_token: float) -> str:
+    import torch
+
+    lines = [
+        "## Where a training step goes, and the speed changes before/after (`benchmarks/step_profile.py`)",
+        "",
+        f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU flags {cpu_flags()}; torch {torch.__version__}, "
+        f"2 threads; command: `.venv/bin/python benchmarks/step_profile.py --chats {args.chats} --reps {args.reps}`",
+        f"- Work: forward + backward of {args.chats} banking77 chats ({result['tokens']} real tokens, rows "
+        f"{result['shapes']}), smollm2-135m, LoRA r=16 all-linear, fp32; before/after alternate in one process, "
+        f"{args.reps} timed rounds each (medians).",
+        "",
+        "| variant | wall s | CPU s | real tokens/s | tokens/CPU-s | share of the fp32 matmul peak |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for variant, label in (("before", "before: peft's forward, head always recomputed"),
+                           ("after", "after: folded addmm, small logits kept")):
+        wall = statistics.median(result["times"][variant][0])
+        cpu = statistics.median(result["times"][variant][1])
+        rate = result["tokens"] / wall
+        lines.append(f"| {label} | {wall:.2f} | {cpu:.2f} | **{rate:.1f}** | {result['tokens'] / cpu:.1f} | "
+                     f"{100 * rate * flops_per_token / peak:.0f}% |")
+    before = statistics.median(result["times"]["before"][0])
+    after = statistics.median(result["times"]["after"][0])
+    lines += [
+        "",
+        f"- after / before: **{before / after:.3f}x** tokens per wall second; largest gradient difference "
+        f"{result['grad_difference']:.1e} (the same numbers)",
+        f"- fp32 matmul peak of this machine, 2 threads (`benchmarks/matmul_flops.py`): {peak / 1e9:.0f} GFLOP/s; "
+        f"model FLOPs per real token {flops_per_token / 1e6:.0f} M (the formula of `benchmarks/train_vs_trl.py`)",
+        "",
+        "Top operators of the step after the changes (torch.profiler, self time):",
+        "",
+        "| operator | share of the step | calls per step |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| `{name}` | {100 * share:.1f}% | {calls} |" for name, share, calls in result["top"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chats", type=int, default=16)
+    parser.add_argument("--reps", type=int, default=8)
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
+    from matmul_flops import measure as matmul_peak
+    from train_vs_trl import lora_flops_per_token
+
+    result = measure(args)
+    peak = matmul_peak(threads=2)["best_flops"]
+    # smollm2-135m's parameter counts (as train_vs_trl.py measures them) and banking77's supervised share
+    flops = lora_flops_per_token(body_params=106_203_456, head_params=28_311_552, lora_params=4_884_480,
+                                 supervised_share=0.137)
+    report = render(result, args, peak=peak, flops_per_token=flops)
+    print(report)
+    if not args.no_write:
+        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
+
+
+if __name__ == "__main__":
+    main()
