@@ -16,7 +16,7 @@ Epochs come from `honed.config.auto_epochs` (OpenAI's documented rule).
 >>> round(default_lr("lora", hidden_size=576, model_type="llama", lora_alpha=32), 5)
 0.00132
 >>> round(default_lr("full", hidden_size=4096, model_type="llama", lora_alpha=32), 7)
-2.85e-05
+2.86e-05
 """
 
 from __future__ import annotations
