@@ -17,7 +17,7 @@ peak memory and threads do not mix):
                 completion (the assistant turn) only, like honed;
 - trl-packing:  the same with `packing=True` (best-fit-decreasing packing, padding-free);
 - trl-fp32:     TRL's defaults with `bf16=False`: what a user sets on a CPU without fast bf16 (AVX2 only),
-                where bf16 autocast has no fast kernels (measured: >14 min for 25 steps vs ~3).
+                where bf16 autocast has no fast kernels (measured 2026-12-02: not done after 30 min for 25 steps; fp32 3.5 min).
 
 For every system: the whole process (wall and CPU seconds from the command's start, measured by this script
 before it launches the system's process, to the trained model saved on disk: Python start, imports, model
