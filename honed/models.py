@@ -189,22 +189,32 @@ def _tokenizer_cache(source: ModelSource) -> Any:
     return AutoTokenizer.from_pretrained(folder)
 
 
-def model_width(spec: str) -> tuple[int, str]:
-    """(hidden size, model type) from the model's config, without loading weights (the default lr needs them).
+def model_config(spec: str) -> Any:
+    """The model's transformers config (a GGUF's from its metadata), without loading any weights.
 
-    >>> model_width("smollm2-135m")  # doctest: +SKIP
-    (576, 'llama')
+    >>> model_config("tests/assets/tiny-llama").hidden_size
+    32
     """
     from transformers import AutoConfig
 
     path, gguf_file = local_path(spec)
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
-    except OSError as exc:
+            return AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError) as exc:
         if resolve(spec).is_hub:
             raise _offline_error(spec, exc) from exc
-        raise ModelError(f"could not read the model config of {spec}: {exc}") from exc
+        raise ModelError(f"--model {spec}: its config{'' if gguf_file else '.json'} cannot be read ({exc}); pass a "
+                         "folder saved with save_pretrained") from exc
+
+
+def model_width(spec: str) -> tuple[int, str]:
+    """(hidden size, model type) from the model's config (the default learning rate needs them).
+
+    >>> model_width("smollm2-135m")  # doctest: +SKIP
+    (576, 'llama')
+    """
+    config = model_config(spec)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return int(text.hidden_size), str(getattr(text, "model_type", config.model_type))
 

@@ -69,23 +69,15 @@ def empty_model(spec: str) -> Any | None:
     """The model built from its config on the "meta" device (module names and config, no weights); None
     for a GGUF file, whose config only a full load reads (those are checked when the model loads)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from honed.models import _offline_error, local_path, resolve
+    from honed.models import local_path, model_config
 
-    path, gguf_file = local_path(spec)
-    if gguf_file is not None:
+    if local_path(spec)[1] is not None:
         return None
-    try:
-        with quiet_transformers():
-            model_config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        if resolve(spec).is_hub:
-            raise _offline_error(spec, exc) from exc
-        raise ConfigError(f"--model {spec}: its config.json cannot be read ({exc}); pass a folder saved with "
-                          "save_pretrained") from exc
+    config = model_config(spec)
     with torch.device("meta"), quiet_transformers():
-        return AutoModelForCausalLM.from_config(model_config)
+        return AutoModelForCausalLM.from_config(config)
 
 
 def check_context(config: TrainConfig, model_config: Any) -> None:
