@@ -37,7 +37,6 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
     from peft.tuners.lora import Linear as LoraLinear
     from train_vs_trl import conversations, read_banking77
 
-    import honed  # noqa: F401  (honed's OpenMP wait policy first, as `honed train` runs)
     from honed.config import load_config
     from honed.data.render import ensure_chat_template
     from honed.models import load_tokenizer
@@ -62,7 +61,8 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
     return model, batches, loss_module.model_parts(model), folded
 
 
-def use(variant: str, folded: dict[Any, Any]) -> None:
+def use(variant: str, folded: dict[Any, Any], *, keep_logits_bytes: int) -> None:
+    """Switch the model to "before" (peft's forward, head always recomputed) or "after" (as shipped)."""
     from honed.train import loss as loss_module
 
     for layer, forward in folded.items():
@@ -70,7 +70,7 @@ def use(variant: str, folded: dict[Any, Any]) -> None:
             layer.__dict__.pop("forward", None)
         else:
             layer.forward = forward
-    loss_module.KEEP_LOGITS_BYTES = 0 if variant == "before" else 128 * 2**20
+    loss_module.KEEP_LOGITS_BYTES = 0 if variant == "before" else keep_logits_bytes
 
 
 def step(model: Any, batches: list[Any], parts: Any) -> None:
@@ -81,7 +81,11 @@ def step(model: Any, batches: list[Any], parts: Any) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import honed  # noqa: F401  (before torch: its OpenMP wait policy, as `honed train` runs)
     import torch
+    from train_vs_trl import param_counts
+
+    from honed.train.loss import KEEP_LOGITS_BYTES
 
     model, batches, parts, folded = build(args.chats)
     tokens = sum(b.num_tokens for b in batches)
@@ -89,7 +93,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     grads: dict[str, list[Any]] = {}
     for rep in range(args.reps + 1):  # the first round warms up and is not counted
         for variant in ("before", "after"):
-            use(variant, folded)
+            use(variant, folded, keep_logits_bytes=KEEP_LOGITS_BYTES)
             model.zero_grad(set_to_none=True)
             wall, cpu = time.perf_counter(), time.process_time()
             step(model, batches, parts)
@@ -99,7 +103,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 grads[variant] = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     difference = max(float((a - b).abs().max()) for a, b in zip(grads["before"], grads["after"]))
-    use("after", folded)
+    use("after", folded, keep_logits_bytes=KEEP_LOGITS_BYTES)
     with torch.profiler.profile() as profile:
         for _ in range(2):
             model.zero_grad(set_to_none=True)
@@ -108,7 +112,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     total = sum(e.self_cpu_time_total for e in events)
     top = [(e.key, e.self_cpu_time_total / total, e.count // 2) for e in events[: args.top]]
     return {"tokens": tokens, "shapes": [tuple(b.input_ids.shape) for b in batches], "times": times,
-            "grad_difference": difference, "top": top}
+            "grad_difference": difference, "top": top, "supervised_share": sum(b.num_targets for b in batches) / tokens,
+            **param_counts(model)}
 
 
 def render(result: dict[str, Any], args: argparse.Namespace, *, peak: float, flops_per_token: float) -> str:
@@ -165,9 +170,8 @@ def main() -> None:
 
     result = measure(args)
     peak = matmul_peak(threads=2)["best_flops"]
-    # smollm2-135m's parameter counts (as train_vs_trl.py measures them) and banking77's supervised share
-    flops = lora_flops_per_token(body_params=106_203_456, head_params=28_311_552, lora_params=4_884_480,
-                                 supervised_share=0.137)
+    flops = lora_flops_per_token(body_params=result["body_params"], head_params=result["head_params"],
+                                 lora_params=result["lora_params"], supervised_share=result["supervised_share"])
     report = render(result, args, peak=peak, flops_per_token=flops)
     print(report)
     if not args.no_write:

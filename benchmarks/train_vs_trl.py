@@ -145,6 +145,18 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def param_counts(model: Any) -> dict[str, int]:
+    """For the FLOP count: matmul weights of the blocks, the output head, the LoRA adapters (the input
+    embedding is a lookup, not a matmul; with tied weights it is the head's tensor)."""
+    head = model.get_output_embeddings().weight.numel()
+    tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    return {
+        "body_params": sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n) - head * (1 if tied else 2),
+        "head_params": head,
+        "lora_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
 def lora_flops_per_token(*, body_params: int, head_params: int, lora_params: int, supervised_share: float) -> float:
     """Model FLOPs one training token needs for LoRA on frozen base weights (the formula the report states).
 
@@ -282,20 +294,13 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
     examples = captured["trainer"].examples
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
-    model = captured["model"]
-    head = model.get_output_embeddings().weight.numel()
     result = {
         "system": "honed-bf16" if bf16 else "honed",
         "train_seconds": captured["seconds"] - captured["side_seconds"],
         "cpu_seconds": captured["cpu_seconds"] - captured["side_cpu_seconds"],
         "eval_and_checkpoint_seconds": captured["side_seconds"],
         **whole,
-        # for the FLOP count: matmul weights of the blocks, the output head, the LoRA adapters
-        # (the input embedding is a lookup, not a matmul; with tied weights it is the head's tensor)
-        "body_params": sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-        - head * (1 if model.get_input_embeddings().weight is model.get_output_embeddings().weight else 2),
-        "head_params": head,
-        "lora_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        **param_counts(captured["model"]),
         "real_tokens": sum(len(e) for e in examples) * args.epochs,
         "supervised_tokens": sum(e.num_targets for e in examples) * args.epochs,
         "sequences": len(examples),
@@ -402,6 +407,8 @@ def main() -> None:
         return
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: this benchmark reads banking77 from ../shared/data")
+    from honed.train.build import cpu_has_fast_bf16
+
     load_before = os.getloadavg()
     if args.render_only:  # the systems' results as saved by an earlier run (one JSON object per line)
         results = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
@@ -417,12 +424,6 @@ def main() -> None:
     print(report)
     if not args.no_write:
         write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
-
-
-def cpu_has_fast_bf16() -> bool:
-    from honed.train.build import cpu_has_fast_bf16 as fast
-
-    return fast()
 
 
 def run_systems(args: argparse.Namespace) -> list[dict[str, Any]]:
