@@ -11,6 +11,10 @@ Tasks (data read from ../shared/data, subsets written under runs/bench-eval/, ne
 - banking77: intent classification (CSV text,category). Seeded samples of 3,000 of train.csv and 1,000 of
   test.csv with a short system prompt (it does not list the 77 labels). Main metric: label accuracy.
 
+Both tasks also draw 300 more training rows (valid.jsonl, disjoint from the training sample) as the holdout
+`honed train` stops early and picks its best checkpoint on; the test examples are used only by `honed eval
+--data test.jsonl`, so no choice made during training has seen them.
+
 `honed train` runs with no learning-rate, epoch or batch flags: the learning rate, epochs and batch are
 honed's defaults (honed/train/hparams.py, honed.config.auto_epochs); `--train-set key=value` adds an
 override on purpose (e.g. precision=bf16 on a CPU with AMX). Then `honed eval RUN --limit N --baselines
@@ -46,27 +50,40 @@ BANKING_SYSTEM = (
 )
 
 
-def prepare_restaurant8k(work: Path, *, train: int, eval_n: int, seed: int) -> tuple[Path, Path]:
-    from honed.data.read import read_conversations, write_jsonl
+def _write_splits(work: Path, pool: list[Any], test: list[Any], *, train: int, seed: int) -> tuple[Path, Path, Path]:
+    """train.jsonl and valid.jsonl (VALID_COUNT rows) drawn without overlap from the training pool; test.jsonl.
 
-    rows = read_conversations(DATA / "restaurant8k" / "train.jsonl").conversations
-    sample = random.Random(seed).sample(rows, train)
+    Training picks its best checkpoint and stops early on valid.jsonl, never on the test examples the
+    scores come from.
+    """
+    from honed.data.read import write_jsonl
+
+    drawn = random.Random(seed).sample(pool, train + VALID_COUNT)
+    return (write_jsonl(work / "train.jsonl", drawn[:train]), write_jsonl(work / "valid.jsonl", drawn[train:]),
+            write_jsonl(work / "test.jsonl", test))
+
+
+def prepare_restaurant8k(work: Path, *, train: int, eval_n: int, seed: int) -> tuple[Path, Path, Path]:
+    from honed.data.read import read_conversations
+
+    pool = read_conversations(DATA / "restaurant8k" / "train.jsonl").conversations
     test = read_conversations(DATA / "restaurant8k" / "test.jsonl").conversations[:eval_n]
-    return write_jsonl(work / "train.jsonl", sample), write_jsonl(work / "test.jsonl", test)
+    return _write_splits(work, pool, test, train=train, seed=seed)
 
 
-def prepare_banking77(work: Path, *, train: int, eval_n: int, seed: int) -> tuple[Path, Path]:
-    from honed.data.read import ColumnMapping, read_conversations, write_jsonl
+def prepare_banking77(work: Path, *, train: int, eval_n: int, seed: int) -> tuple[Path, Path, Path]:
+    from honed.data.read import ColumnMapping, read_conversations
 
     columns = ColumnMapping("text", "category", system=BANKING_SYSTEM)
-    rows = read_conversations(DATA / "banking77" / "train.csv", columns=columns).conversations
+    pool = read_conversations(DATA / "banking77" / "train.csv", columns=columns).conversations
     test = read_conversations(DATA / "banking77" / "test.csv", columns=columns).conversations
-    rng = random.Random(seed)
     # test.csv is sorted by label: a seeded sample, not the first rows, so every label can appear.
-    return write_jsonl(work / "train.jsonl", rng.sample(rows, train)), write_jsonl(work / "test.jsonl", rng.sample(test, eval_n))
+    test = random.Random(seed + 1).sample(test, eval_n)
+    return _write_splits(work, pool, test, train=train, seed=seed)
 
 
 PREPARE = {"restaurant8k": prepare_restaurant8k, "banking77": prepare_banking77}
+VALID_COUNT = 300  # held-out training rows for early stopping and the best checkpoint
 DEFAULT_SIZES = {"restaurant8k": (2000, 1000), "banking77": (3000, 1000)}  # (train, eval): issue 8's sizes
 
 
@@ -93,12 +110,11 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     work = WORK / task
     work.mkdir(parents=True, exist_ok=True)
     train_n, eval_n = args.train or DEFAULT_SIZES[task][0], args.eval or DEFAULT_SIZES[task][1]
-    train_path, test_path = PREPARE[task](work, train=train_n, eval_n=eval_n, seed=args.seed)
+    train_path, valid_path, test_path = PREPARE[task](work, train=train_n, eval_n=eval_n, seed=args.seed)
     run_dir = work / "run"
     log = work / "log.txt"
-    # The holdout during training: 300 test examples are plenty for early stopping and the best checkpoint.
-    train_args = ["train", "--data", str(train_path), "--holdout", str(test_path), "--model", MODEL,
-                  "--out", str(run_dir), "--set", "data.eval_max_examples=300", "--json"]
+    train_args = ["train", "--data", str(train_path), "--holdout", str(valid_path), "--model", MODEL,
+                  "--out", str(run_dir), "--json"]
     for setting in args.train_set:
         train_args += ["--set", setting]
     if run_dir.exists() and (run_dir / "run.json").is_file() and args.reuse:
@@ -110,7 +126,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(run_dir)
         out, train_s, train_cpu = honed(*train_args, log=log)
         trained = json.loads(out)
-    eval_args = ["eval", str(run_dir), "--limit", str(eval_n), "--baselines", args.baselines,
+    eval_args = ["eval", str(run_dir), "--data", str(test_path), "--limit", str(eval_n), "--baselines", args.baselines,
                  "--batch-size", str(args.batch_size), "--json"]
     out, eval_s, eval_cpu = honed(*eval_args, log=log)
     summary = json.loads(out)
@@ -122,11 +138,11 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
               "trained": trained, "summary": summary, "train_count": train_n,
               "resolved": {k: resolved.get(k) for k in ("lr", "epochs", "batch_size", "precision", "method")}}
     if args.long_base:
-        result["long_base"] = run_long_base(run_dir, args, eval_n=eval_n, log=log)
+        result["long_base"] = run_long_base(run_dir, test_path, args, eval_n=eval_n, log=log)
     return result
 
 
-def run_long_base(run_dir: Path, args: argparse.Namespace, *, eval_n: int, log: Path) -> dict[str, Any]:
+def run_long_base(run_dir: Path, test_path: Path, args: argparse.Namespace, *, eval_n: int, log: Path) -> dict[str, Any]:
     """The base model again with room to finish (--long-base tokens), in a copy of the run so the main
     evaluation's files stay: is the base model's score a matter of the max_new_tokens budget?"""
     import shutil
@@ -134,7 +150,7 @@ def run_long_base(run_dir: Path, args: argparse.Namespace, *, eval_n: int, log: 
     copy = run_dir.parent / "run-long-base"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))
-    long_args = ["eval", str(copy), "--limit", str(eval_n), "--baselines", "base", "--max-new-tokens",
+    long_args = ["eval", str(copy), "--data", str(test_path), "--limit", str(eval_n), "--baselines", "base", "--max-new-tokens",
                  str(args.long_base), "--batch-size", str(args.batch_size), "--json"]
     out, seconds, _ = honed(*long_args, log=log)
     return {"args": long_args, "seconds": seconds, "summary": json.loads(out)}
@@ -210,7 +226,8 @@ def render_report(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{f' --train {args.train}' if args.train else ''}{f' --eval {args.eval}' if args.eval else ''}"
         f"{''.join(f' --train-set {kv}' for kv in args.train_set)}"
         f"{f' --long-base {args.long_base}' if result.get('long_base') else ''}`",
-        f"- Model {MODEL}; {result.get('train_count', '?')} training examples; honed's default training settings "
+        f"- Model {MODEL}; {result.get('train_count', '?')} training examples, {VALID_COUNT} more training rows as the "
+        "holdout for early stopping and the best checkpoint (never the test examples); honed's default training settings "
         "(no lr, epoch or batch flags); greedy decoding stopped at <|im_end|>; `*` marks a difference whose 95% "
         "CI excludes 0.",
         "",
