@@ -1,14 +1,16 @@
 """Benchmark: is honed's default learning rate near the best of a small grid? (issue 8, "defaults that win")
 
 Usage:
-    .venv/bin/python benchmarks/lr_grid.py                       # both tasks, 3 rates each (~40 min on 2 cores)
+    .venv/bin/python benchmarks/lr_grid.py                       # both tasks, 3 rates each (~2 h on 2 cores)
+    .venv/bin/python benchmarks/lr_grid.py --epochs 1            # one epoch each (~40 min)
     .venv/bin/python benchmarks/lr_grid.py --tasks banking77 --lrs 2e-4,default --no-write
 
 For each task (data prepared as benchmarks/eval_tasks.py does: seeded samples of ../shared/data, written under
 runs/bench-grid/) and each rate in `--lrs` ("default" = no --lr flag: honed's rule, honed/train/hparams.py),
-`honed train` runs with every other setting at honed's defaults except `--epochs` (one epoch by default, to
-keep the grid affordable on 2 cores), then `honed eval RUN --baselines none` scores the best checkpoint on
-the same test examples (majority is always added). Two runs at a time with one thread each: a grid measures
+`honed train` runs with every other setting at honed's defaults (`--epochs N` fixes the epochs, to keep a
+grid affordable on 2 cores), holding out 100 training rows that are not trained on for its best checkpoint,
+then `honed eval RUN --data test.jsonl --baselines none` scores the best checkpoint on the same test examples
+for every rate (majority is always added). Two runs at a time with one thread each: a grid measures
 quality, not speed, and two single-thread processes use 2 cores better than one two-thread process.
 The table (main metric with its 95% CI, final holdout loss, wall time) goes to BENCHMARKS.md.
 """
@@ -31,7 +33,7 @@ from eval_tasks import DATA, MODEL, PREPARE  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench-grid"
 SECTION_START, SECTION_END = "<!-- lr_grid:start -->", "<!-- lr_grid:end -->"
-SIZES = {"banking77": (600, 200), "restaurant8k": (300, 200)}  # (train, test) examples: ~40 min on 2 cores
+SIZES = {"banking77": (600, 200), "restaurant8k": (300, 200)}  # (train, test) examples
 
 
 def honed(args: list[str], *, log: Path) -> str:
@@ -44,7 +46,7 @@ def honed(args: list[str], *, log: Path) -> str:
     return done.stdout
 
 
-def run_point(task: str, lr: str, *, data: tuple[Path, Path], args: argparse.Namespace) -> dict[str, Any]:
+def run_point(task: str, lr: str, *, data: tuple[Path, Path, Path], args: argparse.Namespace) -> dict[str, Any]:
     """Train one setting and evaluate its best checkpoint; the figures as a dict."""
     import time
 
@@ -54,14 +56,15 @@ def run_point(task: str, lr: str, *, data: tuple[Path, Path], args: argparse.Nam
     shutil.rmtree(run_dir, ignore_errors=True)
     log = WORK / task / f"lr-{lr}.log"
     log.unlink(missing_ok=True)
-    train_args = ["train", "--data", str(data[0]), "--holdout", str(data[1]), "--model", MODEL, "--out", str(run_dir),
-                  "--epochs", str(args.epochs), "--set", "num_threads=1", "--set", "data.eval_max_examples=100",
-                  "--no-report", "--json"] + ([] if lr == "default" else ["--lr", lr])
+    train_path, valid_path, test_path = data
+    train_args = ["train", "--data", str(train_path), "--holdout", str(valid_path), "--model", MODEL, "--out", str(run_dir),
+                  "--set", "num_threads=1", "--set", "data.eval_max_examples=100", "--no-report", "--json"]
+    train_args += ([] if args.epochs is None else ["--epochs", str(args.epochs)]) + ([] if lr == "default" else ["--lr", lr])
     started = time.perf_counter()
     trained = json.loads(honed(train_args, log=log))
     train_s = time.perf_counter() - started
-    summary = json.loads(honed(["eval", str(run_dir), "--baselines", "none", "--threads", "1", "--no-report", "--json"],
-                               log=log))
+    summary = json.loads(honed(["eval", str(run_dir), "--data", str(test_path), "--baselines", "none", "--threads", "1",
+                                "--no-report", "--json"], log=log))
     metric = summary["main_metric"]
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     return {
@@ -77,9 +80,11 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "## Default learning rate against a small grid (`benchmarks/lr_grid.py`)",
         "",
         f"- Date: {dt.date.today().isoformat()}; CPU flags {cpu_flags()}; command: `.venv/bin/python "
-        f"benchmarks/lr_grid.py --tasks {','.join(args.tasks)} --lrs {args.lrs} --epochs {args.epochs}`",
+        f"benchmarks/lr_grid.py --tasks {','.join(args.tasks)} --lrs {args.lrs}"
+        f"{'' if args.epochs is None else f' --epochs {args.epochs}'}`",
         "- Every other setting at honed's defaults (LoRA r=16, alpha 32, batch 16, cosine, warmup 3%); one thread per "
-        "run, two runs at a time; best checkpoint by holdout loss, evaluated on the same test examples.",
+        "run, two runs at a time; best checkpoint by holdout loss on 100 held-out training rows (not the test "
+        "examples), evaluated on the same test examples for every rate.",
         "",
         "| task | train / test | lr | epochs | main metric [95% CI] | majority | best holdout loss | train s |",
         "|---|---|---|---|---|---|---|---|",
@@ -107,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=lambda s: s.split(","), default=["banking77", "restaurant8k"])
     parser.add_argument("--lrs", default="2e-4,default,4e-3", help="comma-separated rates; default = honed's rule")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="default: honed's own (epochs: auto)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true")
