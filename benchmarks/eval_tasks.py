@@ -136,7 +136,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     result = {"task": task, "train_args": train_args, "eval_args": eval_args, "train_seconds": train_s,
               "train_cpu_seconds": train_cpu, "eval_seconds": eval_s, "eval_cpu_seconds": eval_cpu,
               "trained": trained, "summary": summary, "train_count": train_n,
-              "resolved": {k: resolved.get(k) for k in ("lr", "epochs", "batch_size", "precision", "method")}}
+              "resolved": {k: resolved.get(k) for k in ("lr", "epochs", "batch_size", "precision", "method")},
+              "date": dt.date.today().isoformat(), "load_average": os.getloadavg()[0]}
     if args.long_base:
         result["long_base"] = run_long_base(run_dir, test_path, args, eval_n=eval_n, log=log)
     return result
@@ -210,7 +211,7 @@ def render_task(result: dict[str, Any]) -> list[str]:
 
 def _resolved(result: dict[str, Any]) -> str:
     resolved = result.get("resolved") or {}
-    return ", ".join(f"{k} {v}" for k, v in resolved.items()) or "(not recorded)"
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in resolved.items()) or "(not recorded)"
 
 
 def render_report(result: dict[str, Any], args: argparse.Namespace) -> str:
@@ -220,8 +221,8 @@ def render_report(result: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"## Evaluation on {result['task']}: tuned at honed's defaults vs majority, few-shot and retrieved few-shot",
         "",
-        f"- Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} cores, CPU flags "
-        f"{cpu_flags()}, torch {torch.__version__}; load average at the end {os.getloadavg()[0]:.1f}.",
+        f"- Date: {result['date']}; machine: {platform.machine()}, {os.cpu_count()} cores, CPU flags "
+        f"{cpu_flags()}, torch {torch.__version__}; load average at the end {result['load_average']:.1f}.",
         f"- Command: `.venv/bin/python benchmarks/eval_tasks.py --tasks {result['task']}"
         f"{f' --train {args.train}' if args.train else ''}{f' --eval {args.eval}' if args.eval else ''}"
         f"{''.join(f' --train-set {kv}' for kv in args.train_set)}"

@@ -32,7 +32,7 @@ from eval_tasks import DATA, MODEL, PREPARE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench-grid"
-SECTION_START, SECTION_END = "<!-- lr_grid:start -->", "<!-- lr_grid:end -->"
+SECTION = "<!-- lr_grid:{epochs}:{edge} -->"  # one section per epoch setting: a --epochs 1 grid keeps the default one
 SIZES = {"banking77": (600, 200), "restaurant8k": (300, 200)}  # (train, test) examples
 
 
@@ -77,7 +77,8 @@ def run_point(task: str, lr: str, *, data: tuple[Path, Path, Path], args: argpar
 
 def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        "## Default learning rate against a small grid (`benchmarks/lr_grid.py`)",
+        "## Default learning rate against a small grid (`benchmarks/lr_grid.py`, "
+        f"{'default epochs' if args.epochs is None else f'{args.epochs} epoch(s)'})",
         "",
         f"- Date: {dt.date.today().isoformat()}; CPU flags {cpu_flags()}; command: `.venv/bin/python "
         f"benchmarks/lr_grid.py --tasks {','.join(args.tasks)} --lrs {args.lrs}"
@@ -130,7 +131,9 @@ def main() -> None:
     report = render(results, args)
     print(report)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
+        epochs = "epochs-auto" if args.epochs is None else f"epochs-{args.epochs}"
+        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION.format(epochs=epochs, edge="start"),
+                      end=SECTION.format(epochs=epochs, edge="end"))
 
 
 if __name__ == "__main__":
