@@ -9,12 +9,22 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny randomly initialised Llama-architecture model and its tokenizer, committed for tests (no download).
 TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
+
+
+def cli(*args: str, stdin: str | None = None, env: Mapping[str, str] | None = None) -> Any:
+    """`honed ARGS` run in this process by Typer's CliRunner: a Result with exit_code, stdout, stderr, output."""
+    from typer.testing import CliRunner
+
+    from honed.cli import app
+
+    return CliRunner().invoke(app, list(args), input=stdin, env=env)
 
 
 @contextlib.contextmanager

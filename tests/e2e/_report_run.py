@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typer.testing import CliRunner
+from tests.helpers import ROOT, TINY, cli
 
-from honed.cli import app
-
-ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
 DATA = str(ROOT / "examples" / "support_triage.jsonl")
 FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "4",
         "--set", "eval_every=2"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def train_and_eval(out: Path, *extra: str, limit: int = 10, eval_extra: tuple[str, ...] = ()) -> tuple[str, str]:

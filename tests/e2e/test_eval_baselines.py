@@ -9,12 +9,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from honed.cli import app
+from tests.helpers import ROOT, TINY, cli
 
-ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
 DATA = str(ROOT / "examples" / "support_triage.jsonl")
 FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 
@@ -28,10 +25,6 @@ def _env(tmp_path, monkeypatch):
     monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HONED_ENDPOINT_API_KEY", "secret")
     monkeypatch.delenv("HONED_ENDPOINT_TIMEOUT", raising=False)
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture(scope="module")

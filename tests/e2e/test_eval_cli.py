@@ -6,19 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from honed.cli import app
 
-from tests.helpers import TINY
+from tests.helpers import cli, TINY
 
 ROOT = Path(__file__).parents[2]
 DATA = str(ROOT / "examples" / "support_triage.jsonl")
 FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from honed.cli import app
 from honed.export import gguf as G
 from honed.export.tools import converter_dir
+from tests.helpers import ROOT, TINY, cli
 
-ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
 DATA = str(ROOT / "examples" / "support_triage.jsonl")
 FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 needs_converter = pytest.mark.skipif(converter_dir() is None, reason="llama.cpp's converter is not installed "
@@ -25,10 +22,6 @@ needs_converter = pytest.mark.skipif(converter_dir() is None, reason="llama.cpp'
 @pytest.fixture(autouse=True)
 def _registry(tmp_path, monkeypatch):
     monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture(scope="module")

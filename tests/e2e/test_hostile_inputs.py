@@ -21,19 +21,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from typer.testing import CliRunner
 
-from honed.cli import app
+from tests.helpers import ROOT, TINY, lock_held_elsewhere
+from tests.helpers import cli as run_cli
 
-from tests.helpers import TINY, lock_held_elsewhere
-
-ROOT = Path(__file__).resolve().parents[2]
 DATA = str(ROOT / "examples" / "support_triage.jsonl")
 FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2", "--no-report"]
 
 
 def cli(*args: str) -> Any:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    result = run_cli(*args, env={"COLUMNS": "200"})
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     return result
 

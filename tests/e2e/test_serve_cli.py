@@ -14,18 +14,10 @@ from pathlib import Path
 
 import pytest
 from openai import OpenAI
-from typer.testing import CliRunner
 
 from honed import __version__
-from honed.cli import app
 from honed.serve.server import free_port
-
-ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
-
-
-def cli(*args: str, stdin: str | None = None):
-    return CliRunner().invoke(app, list(args), input=stdin)
+from tests.helpers import ROOT, TINY, cli
 
 
 def test_version() -> None:

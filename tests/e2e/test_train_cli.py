@@ -11,11 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from honed.cli import app
 
-from tests.helpers import TINY
+from tests.helpers import cli, TINY
 
 FAST = ["--set", "num_threads=1", "--set", "batch_size=4"]
 
@@ -29,10 +27,6 @@ def data(tmp_path) -> Path:
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def test_train_then_runs_list_and_show(tmp_path, data):
