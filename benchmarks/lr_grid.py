@@ -75,14 +75,14 @@ def run_point(task: str, lr: str, *, data: tuple[Path, Path, Path], args: argpar
     }
 
 
-def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+def render(results: list[dict[str, Any]], *, epochs: int | None) -> str:
+    """The section for one epoch setting; `results` may come from several invocations (one task each)."""
+    commands = "; ".join(dict.fromkeys(f"`{r['command']}` ({r['date']})" for r in results))
     lines = [
         "## Default learning rate against a small grid (`benchmarks/lr_grid.py`, "
-        f"{'default epochs' if args.epochs is None else f'{args.epochs} epoch(s)'})",
+        f"{'default epochs' if epochs is None else f'{epochs} epoch(s)'})",
         "",
-        f"- Date: {dt.date.today().isoformat()}; CPU flags {cpu_flags()}; command: `.venv/bin/python "
-        f"benchmarks/lr_grid.py --tasks {','.join(args.tasks)} --lrs {args.lrs}"
-        f"{'' if args.epochs is None else f' --epochs {args.epochs}'}`",
+        f"- CPU flags {cpu_flags()}; commands: {commands}",
         "- Every other setting at honed's defaults (LoRA r=16, alpha 32, batch 16, cosine, warmup 3%); one thread per "
         "run, two runs at a time; best checkpoint by holdout loss on 100 held-out training rows (not the test "
         "examples), evaluated on the same test examples for every rate.",
@@ -98,7 +98,7 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{t['value']:.3f} [{t['low']:.3f}, {t['high']:.3f}] | {r['majority']['value']:.3f} | "
             f"{r['holdout_loss']:.4f} | {r['train_seconds']:.0f} |"
         )
-    for task in args.tasks:
+    for task in dict.fromkeys(r["task"] for r in results):
         rows = [r for r in results if r["task"] == task]
         best = max(rows, key=lambda r: r["tuned"]["value"])
         default = next((r for r in rows if r["lr"] == "default"), None)
@@ -117,7 +117,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the section from the saved results")
     args = parser.parse_args()
+    setting = "epochs-auto" if args.epochs is None else f"epochs-{args.epochs}"
+    saved = WORK / f"results-{setting}.json"  # one results file per epoch setting
+    if args.render_only:
+        write_report(json.loads(saved.read_text()), args)
+        return
     if not DATA.is_dir():
         sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
     data = {}
@@ -127,13 +133,24 @@ def main() -> None:
     points = [(task, lr) for task in args.tasks for lr in args.lrs.split(",")]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda p: run_point(p[0], p[1], data=data[p[0]], args=args), points))
-    (WORK / "results.json").write_text(json.dumps(results, indent=2))
-    report = render(results, args)
+    command = (f".venv/bin/python benchmarks/lr_grid.py --tasks {','.join(args.tasks)} --lrs {args.lrs}"
+               f"{'' if args.epochs is None else f' --epochs {args.epochs}'}")
+    for row in results:
+        row.update(command=command, date=dt.date.today().isoformat())
+    # Rows of tasks not run this time are kept, so the tasks can run apart.
+    earlier = json.loads(saved.read_text()) if saved.is_file() else []
+    results = [r for r in earlier if r["task"] not in args.tasks] + results
+    saved.write_text(json.dumps(results, indent=2))
+    write_report(results, args)
+
+
+def write_report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    report = render(results, epochs=args.epochs)
     print(report)
     if not args.no_write:
-        epochs = "epochs-auto" if args.epochs is None else f"epochs-{args.epochs}"
-        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION.format(epochs=epochs, edge="start"),
-                      end=SECTION.format(epochs=epochs, edge="end"))
+        setting = "epochs-auto" if args.epochs is None else f"epochs-{args.epochs}"
+        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION.format(epochs=setting, edge="start"),
+                      end=SECTION.format(epochs=setting, edge="end"))
 
 
 if __name__ == "__main__":
