@@ -102,10 +102,11 @@ def render(results: list[dict[str, Any]], *, epochs: int | None) -> str:
         rows = [r for r in results if r["task"] == task]
         best = max(rows, key=lambda r: r["tuned"]["value"])
         default = next((r for r in rows if r["lr"] == "default"), None)
-        if default:
+        if default is best:
+            lines.append(f"\n- {task}: the default is the best rate of the grid.")
+        elif default:
             gap = best["tuned"]["value"] - default["tuned"]["value"]
-            lines.append(f"\n- {task}: the default is {gap:.3f} below the best rate of the grid "
-                         f"({best['lr'] if best['lr'] != 'default' else 'the default itself'}).")
+            lines.append(f"\n- {task}: the default is {gap:.3f} below the best rate of the grid ({best['lr']}).")
     return "\n".join(lines) + "\n"
 
 
