@@ -21,14 +21,13 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from benchmarks_md import cpu_flags, write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
-from eval_tasks import DATA, MODEL, PREPARE  # noqa: E402
+from eval_tasks import DATA, MODEL, PREPARE, honed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench-grid"
@@ -36,20 +35,8 @@ SECTION = "<!-- lr_grid:{epochs}:{edge} -->"  # one section per epoch setting: a
 SIZES = {"banking77": (600, 200), "restaurant8k": (300, 200)}  # (train, test) examples
 
 
-def honed(args: list[str], *, log: Path) -> str:
-    with log.open("a", encoding="utf-8") as err:
-        err.write(f"\n$ honed {' '.join(args)}\n")
-        err.flush()
-        done = subprocess.run([sys.executable, "-m", "honed", *args], stdout=subprocess.PIPE, stderr=err, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"honed {' '.join(args)} failed with exit {done.returncode}; see {log}")
-    return done.stdout
-
-
 def run_point(task: str, lr: str, *, data: tuple[Path, Path, Path], args: argparse.Namespace) -> dict[str, Any]:
     """Train one setting and evaluate its best checkpoint; the figures as a dict."""
-    import time
-
     import yaml
 
     run_dir = WORK / task / f"lr-{lr}"
@@ -60,11 +47,11 @@ def run_point(task: str, lr: str, *, data: tuple[Path, Path, Path], args: argpar
     train_args = ["train", "--data", str(train_path), "--holdout", str(valid_path), "--model", MODEL, "--out", str(run_dir),
                   "--set", "num_threads=1", "--set", "data.eval_max_examples=100", "--no-report", "--json"]
     train_args += ([] if args.epochs is None else ["--epochs", str(args.epochs)]) + ([] if lr == "default" else ["--lr", lr])
-    started = time.perf_counter()
-    trained = json.loads(honed(train_args, log=log))
-    train_s = time.perf_counter() - started
-    summary = json.loads(honed(["eval", str(run_dir), "--data", str(test_path), "--baselines", "none", "--threads", "1",
-                                "--no-report", "--json"], log=log))
+    out, train_s, _ = honed(*train_args, log=log)  # the CPU figure counts both parallel runs: not used
+    trained = json.loads(out)
+    out, _, _ = honed("eval", str(run_dir), "--data", str(test_path), "--baselines", "none", "--threads", "1",
+                      "--no-report", "--json", log=log)
+    summary = json.loads(out)
     metric = summary["main_metric"]
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     return {
