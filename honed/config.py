@@ -26,10 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from honed.errors import ConfigError
 
-# Only where the model is not known (a config checked on its own); a run's lr comes from the model's width
-# (honed.train.build.auto_lr, honed.train.hparams).
-DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 1e-5}
-
 # `epochs: auto` follows the rule the OpenAI fine-tuning API documents: aim for 3 epochs, but make sure
 # a tiny dataset is seen at least ~100 times in total and a large one no more than ~25,000 examples,
 # capped to 1..10 epochs.
@@ -166,7 +162,11 @@ class TrainConfig(_Strict):
         return value
 
     def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+        """The lr a run uses. `lr: null` means honed's rule for the model's width, which only
+        honed.train.build.resolve_config can apply (it needs the model), so there is no second default here."""
+        if self.lr is None:
+            raise RuntimeError("lr is not resolved: pass the config through honed.train.build.resolve_config first")
+        return self.lr
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -200,7 +200,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of `base` with dotted `key=value` overrides applied.
 
-    >>> apply_overrides({"lora": {"r": 16}}, ["lora.r=8", "lr=1e-4"])
+    >>> apply_overrides({"lora": {"r": 16}}, ["lora.r=8", "lr=0.0001"])
     {'lora': {'r': 8}, 'lr': 0.0001}
     """
     out: dict[str, Any] = _deep_copy(base)
@@ -312,7 +312,7 @@ def load_config(
     """Defaults <- `base` (a parent run's config) <- YAML file <- `--set` overrides <- CLI flags (None
     flags are ignored).
 
-    >>> load_config(None, flags={"method": "full"}).resolved_lr()
+    >>> load_config(None, flags={"method": "full", "lr": 1e-5}).resolved_lr()
     1e-05
     """
     data = _deep_merge(base or {}, read_yaml(path) if path is not None else {})

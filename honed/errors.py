@@ -14,6 +14,8 @@ class HonedError(Exception):
     """Base class for every error the user can act on.
 
     >>> raise DataError("train.jsonl:3: invalid JSON; fix the line or pass --skip-invalid")
+    Traceback (most recent call last):
+    honed.errors.DataError: train.jsonl:3: invalid JSON; fix the line or pass --skip-invalid
     """
 
     def __init__(self, message: str, *, details: list[str] | None = None) -> None:

@@ -13,7 +13,9 @@ def test_defaults_are_a_sensible_first_run():
     cfg = load_config(None)
     assert cfg.method == "lora" and cfg.lora.target_modules == "all-linear"
     assert (cfg.lora.r, cfg.lora.alpha) == (16, 32.0)
-    assert cfg.resolved_lr() == 2e-4 and load_config(None, flags={"method": "full"}).resolved_lr() == 1e-5
+    assert cfg.lr is None  # honed's width rule, applied by resolve_config once the model is known
+    with pytest.raises(RuntimeError, match="resolve_config"):
+        cfg.resolved_lr()  # never a silent second default
     assert cfg.schedule == "cosine" and cfg.warmup_ratio == 0.03 and cfg.epochs == "auto"
 
 
