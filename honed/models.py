@@ -6,7 +6,9 @@ A spec is one of:
   converts it once to a safetensors folder in the cache and later loads take a fraction of a second;
 - a local Hugging Face folder (config.json + safetensors weights, tokenizer files);
 - a local `.gguf` file (read through transformers' gguf support);
-- a hub id (`org/name`), which needs a reachable hub; offline the error names the alternatives.
+- a hub id (`org/name`), which needs a reachable hub or the model in the local Hugging Face cache; when
+  the hub cannot be reached (one socket probe, seconds) only the cache is tried, so an offline machine gets
+  the error naming the alternatives at once rather than after huggingface_hub's ~25 s of retries.
 
 Weights are loaded from safetensors only (`use_safetensors=True`): never unpickle untrusted files.
 """
@@ -14,8 +16,10 @@ Weights are loaded from safetensors only (`use_safetensors=True`): never unpickl
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,6 +113,32 @@ def _offline_error(spec: str, exc: Exception) -> ModelError:
     )
 
 
+def hub_kwargs(source: ModelSource) -> dict[str, Any]:
+    """from_pretrained's extra arguments for `source`: `local_files_only` for a hub id when the hub is out
+    of reach (the cache may still hold it), nothing otherwise."""
+    return {"local_files_only": True} if source.is_hub and not hub_reachable() else {}
+
+
+@functools.cache
+def hub_reachable(timeout_s: float = 5.0) -> bool:
+    """Whether a TCP connection to the hub endpoint opens. Behind a proxy or with HF_HUB_OFFLINE set the
+    answer is left to huggingface_hub (True: no probe), since a direct connection says nothing there."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in (
+            "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def _drop_quantization_marker(model: Any) -> None:
     """A GGUF-loaded model is dequantized but still marked quantized; save_pretrained refuses it until the
     marker is dropped (measured: see DESIGN.md)."""
@@ -160,7 +190,7 @@ def load_tokenizer(spec: str) -> Any:
             if (converted / "tokenizer_config.json").is_file():
                 return AutoTokenizer.from_pretrained(converted)
             return _tokenizer_cache(source)
-        return AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+        return AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file, **hub_kwargs(source))
     except ModelError:
         raise
     except OSError as exc:
@@ -198,9 +228,10 @@ def model_config(spec: str) -> Any:
     from transformers import AutoConfig
 
     path, gguf_file = local_path(spec)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         with quiet_transformers():
-            return AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+            return AutoConfig.from_pretrained(path, **kwargs, **hub_kwargs(resolve(spec)))
     except (OSError, ValueError) as exc:
         if resolve(spec).is_hub:
             raise _offline_error(spec, exc) from exc
@@ -229,7 +260,7 @@ def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any
     path, gguf_file = local_path(spec)
     source = resolve(spec)
     try:
-        kwargs: dict[str, Any] = {"dtype": dtype}
+        kwargs: dict[str, Any] = {"dtype": dtype, **hub_kwargs(source)}
         if gguf_file is not None:
             kwargs["gguf_file"] = gguf_file
         else:

@@ -150,7 +150,7 @@ def _load_4bit(spec: str, *, device: str) -> Any:
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from honed.models import local_path
+    from honed.models import hub_kwargs, local_path, resolve
 
     path, gguf_file = local_path(spec)
     quant = BitsAndBytesConfig(
@@ -160,6 +160,7 @@ def _load_4bit(spec: str, *, device: str) -> Any:
         bnb_4bit_use_double_quant=True,
     )
     extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
+    extra.update(hub_kwargs(resolve(spec)))
     model = AutoModelForCausalLM.from_pretrained(
         path, quantization_config=quant, dtype=torch.bfloat16, device_map={"": device}, **extra
     )
