@@ -14,7 +14,12 @@ OUT=${DEMO_OUT:-runs/demo}
 MODEL=smollm2-135m
 PORT=${DEMO_PORT:-8765}
 
-step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
+step() {
+  printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"
+  local started=$SECONDS
+  "${@:2}"
+  printf '(%s: %d s; demo so far %d:%02d)\n' "${1%% *}" $((SECONDS - started)) $((SECONDS / 60)) $((SECONDS % 60))
+}
 
 rm -rf "$OUT" "$OUT-data"
 step "1/8 check the data (real tokenizer, duplicates, labels, refusals)" \
