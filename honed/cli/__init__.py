@@ -80,18 +80,5 @@ def main_options(
     """honed: check your data, fine-tune open models correctly, and prove the tuned model is better."""
 
 
-
-def progress_callback(progress: Any, *, prefix: str = "") -> Callable[[str, int, int], None]:
-    """An `on_progress(label, done, total)` that keeps one rich progress bar per label."""
-    tasks: dict[str, Any] = {}
-
-    def on_progress(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(prefix + label, total=total)
-        progress.update(tasks[label], completed=done)
-
-    return on_progress
-
-
 # The commands, one module per pipeline stage; importing a module registers its commands.
 from honed.cli import data, train, evaluate, report, ship, monitor  # noqa: E402, F401

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from honed.cli import app, err_console, progress_callback, user_errors
+from honed.cli import app, err_console, user_errors
 
 
 # ---- evaluate: honed eval, honed compare ------------------------------------------------------------------
@@ -50,8 +50,7 @@ def eval_command(
     """
     import json
 
-    from rich.progress import Progress
-
+    from honed.cli.progress import PassProgress
     from honed.cli.report import export_to_trackers, refresh_report, tracking_of
     from honed.evaluate.run_eval import EvalSettings, evaluate_run
     from honed.evaluate.tables import curve_table, differences_table, eval_table
@@ -62,8 +61,8 @@ def eval_command(
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
         max_new_tokens=max_new_tokens, seed=seed, threads=threads, constrain=constrain,
     )
-    with Progress(console=err_console, transient=True, disable=as_json) as progress:
-        summary = evaluate_run(run_dir, settings, on_progress=progress_callback(progress, prefix="generating: "))
+    with PassProgress(err_console, prefix="generating: ") as on_progress:
+        summary = evaluate_run(run_dir, settings, on_progress=on_progress)
     console = err_console if as_json else Console(highlight=False)  # --json: stdout holds only the summary
     curve = _learning_curve(run_dir, console=console)
     if as_json:

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from honed.cli import app, err_console, progress_callback, user_errors
+from honed.cli import app, err_console, user_errors
 
 
 # ---- monitor: honed monitor ----------------------------------------------------------------------------
@@ -61,12 +61,11 @@ def monitor_command(
 def _monitor_traffic(run_dir: str, settings: Any, *, as_json: bool) -> bool:
     import json
 
-    from rich.progress import Progress
-
+    from honed.cli.progress import PassProgress
     from honed.monitor.watch import monitor_run
 
-    with Progress(console=err_console, transient=True, disable=as_json) as progress:
-        report = monitor_run(run_dir, settings, on_progress=progress_callback(progress))
+    with PassProgress(err_console) as on_progress:
+        report = monitor_run(run_dir, settings, on_progress=on_progress)
     if as_json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -77,14 +76,16 @@ def _monitor_traffic(run_dir: str, settings: Any, *, as_json: bool) -> bool:
 def _monitor_canary(run_dir: str, *, endpoint: str, model: str | None, size: int, seed: int, as_json: bool) -> bool:
     import json
 
-    from rich.progress import Progress
-
+    from honed.cli.progress import PassProgress
     from honed.monitor.canary import run_canary
 
-    with Progress(console=err_console, transient=True, disable=as_json) as progress:
-        task = progress.add_task("canary", total=size)
-        result = run_canary(run_dir, endpoint=endpoint, model=model, size=size, seed=seed,
-                            progress=lambda n: progress.advance(task, n))
+    done = [0]
+    with PassProgress(err_console) as on_progress:
+        def advance(count: int) -> None:
+            done[0] += count
+            on_progress("canary", done[0], size)
+
+        result = run_canary(run_dir, endpoint=endpoint, model=model, size=size, seed=seed, progress=advance)
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
         return result.status != "ok"

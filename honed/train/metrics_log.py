@@ -55,7 +55,7 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
-def _clock_text(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
     return str(dt.timedelta(seconds=round(seconds)))
 
 
@@ -122,5 +122,5 @@ class TrainProgress:
         eta = elapsed / done * (self.total - step) if done > 0 else 0.0
         return (
             f"step {step}/{self.total}  loss {loss:.4f}  {tokens_per_s:.0f} tok/s  "
-            f"elapsed {_clock_text(elapsed)}  eta {_clock_text(eta)}"
+            f"elapsed {clock_text(elapsed)}  eta {clock_text(eta)}"
         )

@@ -38,6 +38,9 @@ def test_eval_writes_every_system_and_a_summary(two_runs) -> None:
     assert set(summary["differences"]) == {"tuned - base", "tuned - few-shot-2", "tuned - majority"}
     interval = summary["systems"]["tuned"]["metrics"]["field_f1_micro"]
     assert interval["low"] <= interval["value"] <= interval["high"]
+    # not a terminal (a log file, CI): plain progress lines on stderr, stdout stays one JSON document
+    for system in ("tuned", "base", "few-shot-2"):
+        assert f"generating: {system} 12/12  elapsed" in result.stderr
     assert summary["verdict"].startswith("Too small to tell: 12 holdout examples")
     assert len(summary["holdout"]["sha256"]) == 64
     for system in ("tuned", "base", "few-shot-2", "majority"):
