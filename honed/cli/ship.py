@@ -45,7 +45,7 @@ def export_command(
         dtype=dtype, base_name=base_name, force=force, batch_size=batch_size,
     )
     with err_console.status("exporting...", spinner="dots") as status:
-        result = export_run(run_dir, settings, on_step=lambda message: status.update(message + "..."))
+        result = export_run(run_dir, settings, on_step=_step_reporter(status))
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -56,6 +56,18 @@ def export_command(
             console.print(line, soft_wrap=True)
     if as_json and result.parity is not None and result.parity.significantly_worse:
         err_console.print(f"[bold red]warning:[/] {escape(result.parity.lines()[-1])}", soft_wrap=True)
+
+
+def _step_reporter(status: Any) -> Any:
+    """The spinner's text on a terminal; elsewhere (a log file, CI) a plain stderr line per step, since a
+    spinner shows nothing there and a GGUF conversion or a parity check runs for minutes."""
+    def on_step(message: str) -> None:
+        if err_console.is_terminal:
+            status.update(message + "...")
+        else:
+            err_console.print(message + "...", markup=False, highlight=False, soft_wrap=True)
+
+    return on_step
 
 
 def _serve_device(device: str) -> str:

@@ -50,6 +50,9 @@ def test_merged_loads_with_plain_transformers_and_matches_the_run(run: Path, tmp
     assert result.exit_code == 0, result.output
     assert "parity on 3 holdout examples (transformers): field_f1_micro tuned" in result.stdout
     assert "identical outputs" in result.stdout
+    # not a terminal: each step is a plain stderr line (a spinner would show nothing in a log)
+    assert "merging the adapter into the base model (float32)..." in result.stderr
+    assert "parity: the tuned model and the artifact (transformers) on 3 holdout examples..." in result.stderr
     model = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no honed
     tokenizer = AutoTokenizer.from_pretrained(out)
     tuned, tuned_tokenizer = load_run_model(RunDir(run))
