@@ -1,7 +1,7 @@
 """Progress of labelled passes (one per evaluated system, one per monitor stage) on stderr.
 
 On a terminal: a rich bar per label, cleared when done. Anywhere else (a log file, CI, a pipe): plain
-lines, one when a label starts, then at most every PLAIN_INTERVAL_S seconds and one when it finishes, so
+lines, one at a label's first update, then at most every PLAIN_INTERVAL_S seconds and one when it finishes, so
 a log shows life at least that often while the passes advance (`honed train` does the same for its steps).
 Progress goes to stderr, so `--json` output on stdout stays one JSON document.
 """
