@@ -35,6 +35,11 @@ SECTION = "<!-- lr_grid:{epochs}:{edge} -->"  # one section per epoch setting: a
 SIZES = {"banking77": (600, 200), "restaurant8k": (300, 200)}  # (train, test) examples
 
 
+def setting_name(epochs: int | None) -> str:
+    """The epoch setting's name in the results file and the BENCHMARKS markers."""
+    return "epochs-auto" if epochs is None else f"epochs-{epochs}"
+
+
 def run_point(task: str, lr: str, *, data: tuple[Path, Path, Path], args: argparse.Namespace) -> dict[str, Any]:
     """Train one setting and evaluate its best checkpoint; the figures as a dict."""
     import yaml
@@ -107,8 +112,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--render-only", action="store_true", help="rewrite the section from the saved results")
     args = parser.parse_args()
-    setting = "epochs-auto" if args.epochs is None else f"epochs-{args.epochs}"
-    saved = WORK / f"results-{setting}.json"  # one results file per epoch setting
+    saved = WORK / f"results-{setting_name(args.epochs)}.json"  # one results file per epoch setting
     if args.render_only:
         write_report(json.loads(saved.read_text()), args)
         return
@@ -136,7 +140,7 @@ def write_report(results: list[dict[str, Any]], args: argparse.Namespace) -> Non
     report = render(results, epochs=args.epochs)
     print(report)
     if not args.no_write:
-        setting = "epochs-auto" if args.epochs is None else f"epochs-{args.epochs}"
+        setting = setting_name(args.epochs)
         write_section(ROOT / "BENCHMARKS.md", report, start=SECTION.format(epochs=setting, edge="start"),
                       end=SECTION.format(epochs=setting, edge="end"))
 

@@ -228,12 +228,13 @@ def model_config(spec: str) -> Any:
     from transformers import AutoConfig
 
     path, gguf_file = local_path(spec)
+    source = resolve(spec)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         with quiet_transformers():
-            return AutoConfig.from_pretrained(path, **kwargs, **hub_kwargs(resolve(spec)))
+            return AutoConfig.from_pretrained(path, **kwargs, **hub_kwargs(source))
     except (OSError, ValueError) as exc:
-        if resolve(spec).is_hub:
+        if source.is_hub:
             raise _offline_error(spec, exc) from exc
         raise ModelError(f"--model {spec}: its config{'' if gguf_file else '.json'} cannot be read ({exc}); pass a "
                          "folder saved with save_pretrained") from exc

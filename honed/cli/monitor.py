@@ -78,14 +78,11 @@ def _monitor_canary(run_dir: str, *, endpoint: str, model: str | None, size: int
 
     from honed.cli.progress import PassProgress
     from honed.monitor.canary import run_canary
+    from honed.monitor.watch import progress_counter
 
-    done = [0]
     with PassProgress(err_console) as on_progress:
-        def advance(count: int) -> None:
-            done[0] += count
-            on_progress("canary", done[0], size)
-
-        result = run_canary(run_dir, endpoint=endpoint, model=model, size=size, seed=seed, progress=advance)
+        result = run_canary(run_dir, endpoint=endpoint, model=model, size=size, seed=seed,
+                            progress=progress_counter(on_progress, "canary", size))
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
         return result.status != "ok"

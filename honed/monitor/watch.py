@@ -156,7 +156,7 @@ def monitor_run(run_dir: str | Path, settings: MonitorSettings, *, on_progress: 
                            reference=len(reference.prompts), embedder=embedder, alpha=settings.alpha)
     for name, group in windows:
         vectors = embed_texts(model, tokenizer, [i.prompt for i in group],
-                              progress=_counter(on_progress, f"embedding window {name}", len(group)))
+                              progress=progress_counter(on_progress, f"embedding window {name}", len(group)))
         report.windows.append(_window_report(name, group, vectors, reference, settings))
     return report
 
@@ -182,7 +182,7 @@ def _reference(run: RunDir, settings: MonitorSettings, *, model: Any, tokenizer:
     if len(prompts) > settings.max_reference:
         prompts = random.Random(settings.seed).sample(prompts, settings.max_reference)
     vectors = embed_texts(model, tokenizer, prompts,
-                          progress=_counter(on_progress, "embedding training prompts", len(prompts)))
+                          progress=progress_counter(on_progress, "embedding training prompts", len(prompts)))
     return Reference(prompts, vectors, responses)
 
 
@@ -213,7 +213,8 @@ def _window_report(
                         least_like=shown, shifts=shifts, health=health.to_json())
 
 
-def _counter(on_progress: OnProgress | None, label: str, total: int) -> Callable[[int], None] | None:
+def progress_counter(on_progress: OnProgress | None, label: str, total: int) -> Callable[[int], None] | None:
+    """A `progress(count)` that adds up counts and reports `label`'s running total to `on_progress`."""
     if on_progress is None:
         return None
     done = [0]

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT, TINY, cli
 
-from tests.helpers import cli, TINY
-
-ROOT = Path(__file__).parents[2]
 DATA = str(ROOT / "examples" / "support_triage.jsonl")
 FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 

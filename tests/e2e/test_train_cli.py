@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-
-from tests.helpers import cli, TINY
+from tests.helpers import TINY, cli
 
 FAST = ["--set", "num_threads=1", "--set", "batch_size=4"]
 
