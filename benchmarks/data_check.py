@@ -104,7 +104,7 @@ def honed_tokens(path: Path, workers: int) -> tuple[float, float, int]:
     from honed.data.read import read_conversations
     from honed.data.chunks import Chunked
     from honed.data.report import _count_tokens
-    from honed.models import load_tokenizer
+    from honed.model.loading import load_tokenizer
 
     conversations = read_conversations(path).conversations
     tokenizer = load_tokenizer("smollm2-135m")
@@ -121,7 +121,7 @@ def trl_tokens(path: Path, workers: int) -> tuple[float, float, float, int]:
     import datasets
     from trl.data_utils import _tokenize
 
-    from honed.models import load_tokenizer
+    from honed.model.loading import load_tokenizer
 
     datasets.disable_progress_bars()
     tokenizer = load_tokenizer("smollm2-135m")
@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
-    from honed.models import load_tokenizer
+    from honed.model.loading import load_tokenizer
 
     load_tokenizer("smollm2-135m")  # warm the tokenizer cache (one-time GGUF conversion) outside the timings
     m = machine()

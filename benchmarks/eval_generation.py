@@ -8,7 +8,7 @@ The prompts are the first N user turns of restaurant8k's test.jsonl rendered wit
 (system prompt included), exactly as `honed eval` renders them; max_new_tokens is derived from the
 references as `honed eval` does. Systems, one after another in this process on smollm2-135m (fp32, CPU):
 
-- honed batched:     `honed.evaluate.generate.generate(batch_size=B)` (left padding, KV cache, length-sorted
+- honed batched:     `honed.model.decode.generate(batch_size=B)` (left padding, KV cache, length-sorted
                      batches, finished rows dropped);
 - honed one-by-one:  the same function with batch_size=1 (KV cache, no padding);
 - transformers batched: `model.generate(do_sample=False)` on the same left-padded batches (same batch size,
@@ -45,8 +45,8 @@ SECTION_END = "<!-- eval_generation:end -->"
 def load_prompts(count: int, *, data: Path = DATA) -> tuple[Any, Any, list[list[int]], int]:
     from honed.data.read import read_conversations
     from honed.data.render import ensure_chat_template, render_prompt
-    from honed.evaluate.generate import default_max_new_tokens
-    from honed.models import load_model, load_tokenizer
+    from honed.model.decode import default_max_new_tokens
+    from honed.model.loading import load_model, load_tokenizer
 
     tokenizer = ensure_chat_template(load_tokenizer(MODEL))
     model = load_model(MODEL)
@@ -58,7 +58,7 @@ def load_prompts(count: int, *, data: Path = DATA) -> tuple[Any, Any, list[list[
 
 
 def run_honed(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new: int, batch_size: int) -> dict[str, Any]:
-    from honed.evaluate.generate import generate
+    from honed.model.decode import generate
 
     cpu = time.process_time()
     outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size)
@@ -69,7 +69,7 @@ def run_honed(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new: 
 def run_transformers(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new: int) -> dict[str, Any]:
     import torch
 
-    from honed.evaluate.generate import stop_token_ids
+    from honed.model.decode import stop_token_ids
 
     stops = stop_token_ids(tokenizer, model)
     started, cpu, tokens, ids = time.perf_counter(), time.process_time(), 0, []
@@ -90,7 +90,7 @@ def run_transformers_batched(model: Any, tokenizer: Any, prompts: list[list[int]
     """transformers' own batched greedy `generate` on left-padded batches grouped as honed groups them."""
     import torch
 
-    from honed.evaluate.generate import length_batches, pad_token_id, stop_token_ids
+    from honed.model.decode import length_batches, pad_token_id, stop_token_ids
 
     stops = stop_token_ids(tokenizer, model)
     pad = pad_token_id(tokenizer, stops)

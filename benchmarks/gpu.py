@@ -143,7 +143,7 @@ def packing_job(*, model: Path, device: str, data: Path, max_length: int) -> dic
 
     from honed.data.read import read_conversations
     from honed.data.render import render_batch
-    from honed.models import load_model, load_tokenizer
+    from honed.model.loading import load_model, load_tokenizer
     from honed.train.batching import Example, collate
     from honed.train.loss import per_example_losses
 
@@ -179,7 +179,7 @@ def trl_job(work: Path, *, model: Path, device: str, steps: int, batch: int, max
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from honed.models import load_model, load_tokenizer
+    from honed.model.loading import load_model, load_tokenizer
 
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     config = SFTConfig(

@@ -61,7 +61,7 @@ def windows(same: np.ndarray, foreign: np.ndarray, *, mix: float, count: int, si
 
 def embed_cached(texts: list[str], *, name: str, fresh: bool) -> tuple[np.ndarray, float, float]:
     """Embeddings of `texts` (from runs/bench-monitor/NAME.npz when it holds these texts), wall and CPU seconds."""
-    from honed.models import load_model, load_tokenizer
+    from honed.model.loading import load_model, load_tokenizer
     from honed.monitor.embed import embed_texts
 
     cache = ROOT / "runs" / "bench-monitor" / f"{name}.npz"

@@ -147,7 +147,7 @@ def run_system(name: str, url: str, model: str, *, client_counts: list[int], per
 
 
 def honed_system(client_counts: list[int], *, per_client: int, max_tokens: int) -> dict[int, dict[str, float]]:
-    from honed.models import local_path
+    from honed.model.loading import local_path
     from honed.serve.app import Settings
     from honed.serve.engine import Engine
     from honed.serve.loading import load_targets
@@ -163,7 +163,7 @@ def honed_system(client_counts: list[int], *, per_client: int, max_tokens: int) 
 
 def transformers_system(client_counts: list[int], *, per_client: int, max_tokens: int) -> dict[int, dict[str, float]]:
     from honed.data.render import ensure_chat_template
-    from honed.models import load_model, load_tokenizer
+    from honed.model.loading import load_model, load_tokenizer
 
     model, tokenizer = load_model(MODEL).eval(), ensure_chat_template(load_tokenizer(MODEL))
     with uvicorn_thread(transformers_app(model, tokenizer)) as url:
@@ -176,7 +176,7 @@ def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: i
     import subprocess
     import urllib.request
 
-    from honed.models import resolve
+    from honed.model.loading import resolve
     from honed.serve.server import free_port
 
     source = resolve(MODEL)

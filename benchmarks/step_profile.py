@@ -39,7 +39,7 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
 
     from honed.config import load_config
     from honed.data.render import ensure_chat_template
-    from honed.models import load_tokenizer
+    from honed.model.loading import load_tokenizer
     from honed.train import loss as loss_module
     from honed.train.batching import micro_batches
     from honed.train.build import build_model

@@ -179,7 +179,7 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool =
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from honed.models import load_model, load_tokenizer
+    from honed.model.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(MODEL)
     model = load_model(MODEL)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from honed.errors import ConfigError
-from honed.serve.batch import Sampling
+from honed.model.batch import Sampling
 from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job
 from honed.serve.loading import ServedModel
 

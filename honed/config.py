@@ -81,6 +81,9 @@ class TrainConfig(_Strict):
     """Everything a training run needs. See the module docstring for the layering rules."""
 
     model: str = "smollm2-135m"
+    # A family name (chatml, gemma, llama3, phi3, mistral) or a .jinja file; None: the model's own template,
+    # else its family's (honed.model.template). The choice is stored in RUN/template.json.
+    chat_template: str | None = None
     method: Literal["lora", "full", "qlora"] = "lora"
     # Start from these weights instead of fresh LoRA / the base model: a run's checkpoint folder (an adapter
     # for lora, a whole model for full). `parent_run` is that run's directory, recorded as the lineage.

@@ -231,6 +231,11 @@ class RunDir:
         return self.path / "run.json"
 
     @property
+    def template_json(self) -> Path:
+        """The chat template train chose and every later stage uses (honed.model.template.ChatTemplate)."""
+        return self.path / "template.json"
+
+    @property
     def metrics_jsonl(self) -> Path:
         return self.path / "metrics.jsonl"
 
@@ -349,6 +354,10 @@ class RunDir:
 
     def write_config(self, yaml_text: str) -> None:
         write_text_atomic(self.config_yaml, yaml_text)
+
+    def base_model(self) -> str:
+        """The model spec the run was trained from (config.yaml's `model`, else run.json's)."""
+        return str(self.read_config().get("model") or self.read_run().model)
 
     # -- run.json
     def read_run(self) -> RunRecord:

@@ -169,14 +169,14 @@ def data_show_command(
 
     from honed.data.read import load_or_fail
     from honed.data.show import has_chat_template, preview, print_preview
-    from honed.models import load_tokenizer
+    from honed.model.tokenizers import model_tokenizer
 
     columns = _column_mapping(prompt_col, response_col, system, system_col)
     conversations = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid, strict=strict)
     for notice in conversations.notices:
         err_console.print(f"warning: {notice}", soft_wrap=True, markup=False)
-    tokenizer = load_tokenizer(model)
-    default_template = not has_chat_template(tokenizer)
+    tokenizer, choice = model_tokenizer(model)
+    default_template = choice.name != "model"
     views = preview(conversations.conversations, tokenizer, n=n, max_length=max_length)
     if as_json:
         payload = {"model": model, "default_chat_template": default_template, "examples": [v.to_json() for v in views]}

@@ -21,6 +21,7 @@ def train_command(
     out: str = typer.Option(..., "--out", help="run directory to create (or to continue with --resume)"),
     holdout: str = typer.Option(None, "--holdout", help="holdout data; without it a holdout is split off --data"),
     model: str = typer.Option(None, "--model", help="built-in alias (smollm2-135m), HF folder, .gguf file or hub id"),
+    chat_template: str = typer.Option(None, "--chat-template", help="chat template: a family (chatml, gemma, llama3, phi3, mistral) or a .jinja file (default: the model's own, else its family's)"),
     config_file: str = typer.Option(None, "--config", help="YAML file with any config field (see README)"),
     overrides: list[str] = typer.Option(None, "--set", help="override one field, e.g. --set lora.r=8 (repeatable)"),
     method: str = typer.Option(None, "--method", help="lora (default), full, or qlora (GPU only)"),
@@ -62,7 +63,7 @@ def train_command(
     console = err_console if as_json else Console(highlight=False)
     flags = {  # config fields set by flags; None = not given
         "data.train": data, "data.holdout": holdout, "model": model, "method": method,
-        "epochs": int(epochs) if epochs is not None and epochs.isdigit() else epochs, "lr": lr,
+        "chat_template": chat_template, "epochs": int(epochs) if epochs is not None and epochs.isdigit() else epochs, "lr": lr,
         "max_length": max_length, "max_steps": max_steps, "seed": seed, "merge": True if merge else None,
         "data.skip_invalid": True if skip_invalid else None, "num_threads": threads,
     }

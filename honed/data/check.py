@@ -32,7 +32,8 @@ from honed.data.report import (
     notice_findings,
 )
 from honed.errors import ConfigError
-from honed.models import DEFAULT_MODEL, load_tokenizer
+from honed.model.loading import DEFAULT_MODEL
+from honed.model.tokenizers import model_tokenizer
 
 EXIT_OK = 0
 EXIT_WARNINGS = 1  # only with --strict
@@ -67,7 +68,7 @@ def run_check(
     if holdout is not None:
         held = load_or_fail(holdout, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
         advance(1)
-    tokenizer = load_tokenizer(model)
+    tokenizer, _template = model_tokenizer(model)
     advance(1)
     report = build_report(
         train.conversations,

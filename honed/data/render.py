@@ -14,6 +14,9 @@ supervised when its characters start inside a supervised span. This works for an
 rendering of a prefix is a prefix of the full rendering (ChatML, Llama 3, Mistral, Gemma, Qwen ...);
 a template that is not raises a clear error instead of guessing.
 
+The template is the one honed.model.template chose for the model (set on the tokenizer by
+honed.model.tokenizers); prompts for generation are rendered by honed.model.prompt with the same template.
+
 Plain text (`{"text": ...}`, language-model fine-tuning) has no chat template: the text is written as it
 is, between the tokenizer's BOS token (when it has one) and its EOS token (so the model learns where a
 text ends), and every token after BOS is supervised, the same in training, `data show` and `data check`.
@@ -32,16 +35,6 @@ from jinja2.exceptions import TemplateError
 from honed.data.types import Conversation
 from honed.errors import DataError, ModelError
 
-# Used when a tokenizer has no chat template: ChatML, the format of many open instruct models.
-# Documented in the README; special tokens are added to the tokenizer's text, not its vocabulary.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
 @dataclass(frozen=True)
 class Rendered:
     """Token ids and the loss mask for one conversation.
@@ -59,11 +52,10 @@ class Rendered:
         return sum(self.loss_mask)
 
 
-def ensure_chat_template(tokenizer: Any) -> Any:
-    """Give a tokenizer without a chat template the documented default (ChatML)."""
+def _require_template(tokenizer: Any) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
-    return tokenizer
+        raise ModelError("the tokenizer has no chat template set; load it through honed.model.tokenizers "
+                         "(model_tokenizer or run_tokenizer), which choose or apply the run's template")
 
 
 def _template_text(tokenizer: Any, conversation: Conversation, end: int, *, generation_prompt: bool) -> str:
@@ -106,7 +98,7 @@ def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, l
     """
     if conversation.plain:
         return _plain_spans(tokenizer, conversation.messages[0].content)
-    ensure_chat_template(tokenizer)
+    _require_template(tokenizer)
     full = _template_text(tokenizer, conversation, len(conversation.messages), generation_prompt=False)
     spans: list[tuple[int, int]] = []
     for i, message in enumerate(conversation.messages):
@@ -220,17 +212,3 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[in
     tokenizer(texts[0], add_special_tokens=False)
     encodings = backend.encode_batch(texts, add_special_tokens=False)
     return [(encoding.ids, encoding.offsets) for encoding in encodings]
-
-
-def render_prompt(conversation: Conversation, tokenizer: Any) -> list[int]:
-    """Token ids of everything before the last assistant turn plus the assistant header: the input a model
-    generates the answer from at evaluation time (same template as training, so they always agree).
-    A plain-text example has no prompt: its input is the BOS token alone (empty without one)."""
-    if conversation.plain:
-        bos = getattr(tokenizer, "bos_token", None) or ""
-        return list(tokenizer(bos, add_special_tokens=False)["input_ids"]) if bos else []
-    ensure_chat_template(tokenizer)
-    end = conversation.last_assistant_index()
-    end = len(conversation.messages) if end is None else end
-    text = _template_text(tokenizer, conversation, end, generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

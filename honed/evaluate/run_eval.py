@@ -5,8 +5,8 @@
          RUN_DIR/eval/summary.json                          (metrics with 95% CIs, differences, verdict)
 
 Every local model answers the same holdout prompts (rendered with its chat template by `render_prompt`)
-with the same greedy decoding (`generate`). The base systems load `honed.models.load_model(config.model)`;
-the tuned system loads the run's best checkpoint through `honed.models.load_run_model` (LoRA merged);
+with the same greedy decoding (`generate`). The base systems load `honed.model.loading.load_model(config.model)`;
+the tuned system loads the run's best checkpoint through `honed.model.loading.load_run_model` (LoRA merged);
 exported models load from their path. Endpoints get the same messages over the chat API. Which systems
 there are and how their prompts are built: honed/evaluate/systems.py; scoring and the summary:
 honed/evaluate/summary.py.
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from honed.data.read import ColumnMapping, read_conversations, sha256_file
-from honed.data.render import ensure_chat_template, render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
 from honed.evaluate.constrain import ConstraintPlan, plan_constraint
-from honed.evaluate.generate import default_max_new_tokens, generate
+from honed.model.decode import default_max_new_tokens, generate
 from honed.evaluate.stats import DEFAULT_RESAMPLES
 from honed.evaluate.summary import (  # noqa: F401  (memorised_share: re-exported for callers of 0.1)
     MetricPlan,
@@ -91,7 +91,9 @@ def read_examples(path: str | Path, *, reading: dict[str, Any] | None = None) ->
 
 def _load_models(run: RunDir, systems: Sequence[System], *, checkpoint: str, model_spec: str) -> dict[str, Any]:
     """(model, tokenizer) for every set of weights the systems need: tuned, base, and each exported model."""
-    from honed.models import load_model, load_run_model, load_tokenizer
+    from honed.model.loading import load_model
+    from honed.model.run import fit_vocabulary, load_run_model
+    from honed.model.tokenizers import model_tokenizer, run_tokenizer
 
     loaded: dict[str, Any] = {}
     for system in systems:
@@ -99,9 +101,13 @@ def _load_models(run: RunDir, systems: Sequence[System], *, checkpoint: str, mod
             continue
         if system.model == TUNED:
             loaded[TUNED] = load_run_model(run, checkpoint=checkpoint)
+        elif system.model == "base" and model_spec == run.base_model():
+            # The base answers with the run's own template, so base and tuned see the same prompts.
+            tokenizer, _ = run_tokenizer(run)
+            loaded["base"] = (fit_vocabulary(load_model(model_spec), tokenizer), tokenizer)
         else:
             spec = model_spec if system.model == "base" else system.model
-            loaded[system.model] = (load_model(spec), ensure_chat_template(load_tokenizer(spec)))
+            loaded[system.model] = (load_model(spec), model_tokenizer(spec)[0])
     return loaded
 
 

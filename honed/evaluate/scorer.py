@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from honed.data.render import render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
 from honed.errors import ConfigError
 from honed.evaluate import metrics as M
-from honed.evaluate.generate import default_max_new_tokens, generate
+from honed.model.decode import default_max_new_tokens, generate
 
 ScoreFn = Callable[[Any, Any], dict[str, float]]
 

@@ -11,7 +11,7 @@
   so it is always evaluated: a tuned model must beat it to mean anything.
 - `endpoint:NAME=URL[#model]`: any OpenAI-compatible chat endpoint (see honed/evaluate/endpoint.py).
 - `export:PATH` / `model:PATH` (optionally `export:NAME=PATH`): a model folder (Hugging Face layout, e.g.
-  what `honed export` wrote) or a .gguf file, loaded with `honed.models.load_model`.
+  what `honed export` wrote) or a .gguf file, loaded with `honed.model.loading.load_model`.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def parse_export(item: str) -> System:
     if not Path(path).expanduser().exists():
         raise ConfigError(f"--baselines {item!r}: {path}: no such file or folder; give the folder `honed export` "
                           "wrote (Hugging Face layout) or a .gguf file")
-    from honed.models import resolve
+    from honed.model.loading import resolve
 
     resolve(path)  # a folder that is no model is a ModelError now, before any model loads
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).expanduser().resolve().stem) or "model"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from honed.data.render import render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
 from honed.export.parity import Answerer
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from honed.atomic import atomic_folder
 from honed.errors import ConfigError
-from honed.models import cache_dir, load_run_model, local_path, quiet_transformers
+from honed.model.loading import cache_dir, local_path, quiet_transformers
+from honed.model.run import load_run_model
 from honed.rundir import RunDir
 
 # The hub id of each built-in model: what an adapter trained on it names as its base.
@@ -30,7 +31,7 @@ HUB_CACHE_SNAPSHOT = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
 
 def run_base_spec(run: RunDir) -> str:
     """The model spec the run was trained from, as the user gave it (config.yaml's `model`)."""
-    return str(run.read_config().get("model") or run.read_run().model)
+    return run.base_model()
 
 
 def base_dtype(spec: str) -> str:
@@ -79,12 +80,13 @@ def portable_base_name(spec: str) -> str:
 
 def _set_generation_config(model: Any, tokenizer: Any) -> None:
     """Name the chat template's end-of-turn token as eos, so plain `generate` stops where honed's does."""
-    from honed.evaluate.generate import pad_token_id, stop_token_ids
+    from honed.model.decode import pad_token_id, stops_for
 
-    stops = stop_token_ids(tokenizer, model)
-    model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    stops = stops_for(tokenizer, model)
+    ids = stops.id_list
+    model.generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
     model.generation_config.pad_token_id = pad_token_id(tokenizer, stops)
-    model.config.eos_token_id = stops[0]
+    model.config.eos_token_id = ids[0]
 
 
 def write_merged(run: RunDir, *, checkpoint: str, folder: Path, dtype: str) -> None:
@@ -126,14 +128,12 @@ def write_adapter(run: RunDir, *, checkpoint: str, folder: Path, base_name: str)
     >>> write_adapter(RunDir("runs/demo"), checkpoint="best", folder=Path("out/adapter"),
     ...               base_name="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
     """
-    from honed.data.render import ensure_chat_template
-    from honed.models import load_tokenizer
+    from honed.model.tokenizers import run_tokenizer
 
     source = require_adapter(run, checkpoint=checkpoint)
     config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name
-    tokenizer_source = str(source) if (source / "tokenizer_config.json").is_file() else run_base_spec(run)
-    tokenizer = ensure_chat_template(load_tokenizer(tokenizer_source))
+    tokenizer, _ = run_tokenizer(run, source)
     shutil.copy2(source / "adapter_model.safetensors", folder / "adapter_model.safetensors")
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(folder)
@@ -142,16 +142,11 @@ def write_adapter(run: RunDir, *, checkpoint: str, folder: Path, base_name: str)
 def load_adapter_model(folder: Path, *, base_spec: str) -> tuple[Any, Any]:
     """An exported adapter on its base (loaded from `base_spec`, this machine's copy), merged, ready to
     generate: what a user of the adapter gets."""
-    import warnings
+    from honed.model.loading import load_model
+    from honed.model.run import fit_vocabulary, load_adapter
+    from honed.model.tokenizers import model_tokenizer
 
-    from peft import PeftModel
-
-    from honed.data.render import ensure_chat_template
-    from honed.models import load_model, load_tokenizer
-
-    base = load_model(base_spec)
-    with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    tokenizer, _ = model_tokenizer(str(folder))
+    model = load_adapter(fit_vocabulary(load_model(base_spec), tokenizer), folder).merge_and_unload()
     model.eval()
-    return model, ensure_chat_template(load_tokenizer(str(folder)))
+    return model, tokenizer

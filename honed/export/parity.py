@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from honed.data.read import sha256_file
-from honed.data.render import render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
-from honed.evaluate.generate import default_max_new_tokens, generate
+from honed.model.decode import default_max_new_tokens, generate
 from honed.evaluate.run_eval import plan_metrics, read_examples, score_examples
 from honed.evaluate.stats import Interval, corpus_difference, paired_difference, resample_indices
 from honed.rundir import RunDir
@@ -92,7 +92,7 @@ def _tuned_answers(run: RunDir, holdout: Sequence[Conversation], *, checkpoint: 
     if summary is not None:
         rows = run.read_eval_rows("tuned")[: len(holdout)]
         return [row["output"] for row in rows], "eval/tuned.jsonl"
-    from honed.models import load_run_model
+    from honed.model.run import load_run_model
 
     model, tokenizer = load_run_model(run, checkpoint=checkpoint)
     answers = answer_with_transformers(model, tokenizer, batch_size=batch_size)(holdout, max_new_tokens)
@@ -136,7 +136,7 @@ def _metric_plan(run: RunDir, references: list[str], *, summary: Any | None, rea
 def _max_new_tokens(run: RunDir, references: list[str], *, summary: Any | None) -> int:
     if summary is not None and summary.decoding.get("max_new_tokens"):
         return int(summary.decoding["max_new_tokens"])
-    from honed.models import load_tokenizer
+    from honed.model.loading import load_tokenizer
     from honed.export.merged import run_base_spec
 
     tokenizer = load_tokenizer(run_base_spec(run))

@@ -147,10 +147,10 @@ def _write_merged(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answere
     M.write_merged(plan.run, checkpoint=plan.checkpoint, folder=tmp, dtype=dtype)
 
     def load() -> Any:
-        from honed.data.render import ensure_chat_template
-        from honed.models import load_model, load_tokenizer
+        from honed.model.loading import load_model
+        from honed.model.tokenizers import model_tokenizer
 
-        return load_model(str(tmp)), ensure_chat_template(load_tokenizer(str(tmp)))
+        return load_model(str(tmp)), model_tokenizer(str(tmp))[0]
 
     return _lazy(load, plan), {"dtype": dtype}
 
@@ -173,9 +173,9 @@ def _lazy(load: Callable[[], tuple[Any, Any]], plan: ExportPlan) -> Answerer:
 
 
 def _write_gguf(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
-    from honed.data.render import ensure_chat_template
-    from honed.evaluate.generate import stop_token_ids
-    from honed.models import load_tokenizer
+    from honed.model.decode import stops_for
+    from honed.model.stops import stop_strings
+    from honed.model.tokenizers import model_tokenizer
 
     assert plan.quant is not None
     staging = tmp / ".merged"
@@ -184,12 +184,12 @@ def _write_gguf(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer,
     name = f"model-{plan.quant}.gguf"
     on_step(f"converting to GGUF {plan.quant} with llama.cpp's converter")
     G.convert_to_gguf(staging, tmp / name, quant=plan.quant)
-    tokenizer = ensure_chat_template(load_tokenizer(str(staging)))
+    tokenizer, _ = model_tokenizer(str(staging))
     metadata = G.gguf_metadata(tmp / name)
     if not metadata["chat_template"]:
         raise ConfigError(f"{name}: the converter wrote no chat template into the GGUF metadata")
     if plan.settings.ollama:
-        stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(tokenizer)]
+        stops = stop_strings(tokenizer, stops_for(tokenizer))
         write_text_atomic(tmp / "Modelfile", G.modelfile(tokenizer, gguf_name=name, stop_tokens=stops))
     answerer = _gguf_answerer(tmp / name, tokenizer, plan)
     details = {"quant": plan.quant, "gguf": name, "tensor_types": metadata["tensor_types"]}
@@ -203,7 +203,7 @@ def _gguf_answerer(path: Path, tokenizer: Any, plan: ExportPlan) -> Answerer:
         return answer_with_llama_cpp(path, tokenizer)
 
     def load() -> Any:
-        from honed.models import load_model
+        from honed.model.loading import load_model
 
         return load_model(str(path)), tokenizer
 

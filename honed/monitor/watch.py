@@ -162,7 +162,8 @@ def monitor_run(run_dir: str | Path, settings: MonitorSettings, *, on_progress: 
 
 
 def _embedder(run: RunDir, settings: MonitorSettings) -> tuple[Any, Any, str]:
-    from honed.models import load_model, load_run_model, load_tokenizer
+    from honed.model.loading import load_model, load_tokenizer
+    from honed.model.run import load_run_model
 
     if settings.embed_model:
         return load_model(settings.embed_model), load_tokenizer(settings.embed_model), settings.embed_model

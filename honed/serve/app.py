@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from honed.serve.batch import Sampling
+from honed.model.batch import Sampling
 from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job, QueueFull, ShuttingDown
 from honed.serve.loading import ServedModel
 from honed.serve.metrics import CONTENT_TYPE, Metrics

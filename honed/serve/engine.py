@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from honed.serve.batch import Row, RunningBatch, Sampling
+from honed.model.batch import Row, RunningBatch, Sampling
 from honed.serve.loading import ServedModel
 from honed.serve.textstream import TextStream
 
@@ -171,7 +171,9 @@ class Engine:
                     self._waiting.extendleft(reversed(jobs))
                 continue
             for job in jobs:
-                job.text = TextStream(job.served.tokenizer, stop=job.stop)
+                # An end of turn of several tokens is a stop string (honed.model.stops), matched on the text.
+                turn_end = [] if job.ignore_eos else list(job.served.stops.strings)
+                job.text = TextStream(job.served.tokenizer, stop=[*job.stop, *turn_end])
             self._select(jobs[0].served)
             try:
                 batch.admit([Row(prompt_ids=job.prompt_ids, sampling=job.sampling, payload=job) for job in jobs])

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import ConfigError
+from honed.model.prompt import render_messages
+from honed.model.stops import StopRule
 from honed.rundir import RunDir
 
 NO_CONTEXT_LIMIT = 1 << 30
@@ -45,7 +47,7 @@ class ServedModel:
     model: Any  # the torch module (shared by every adapter on the same base)
     tokenizer: Any
     adapter: str | None  # the peft adapter to select, None for a whole model
-    stop_ids: list[int]
+    stops: StopRule  # the end of turn and eos: ids, and the end of turn as a string when it is several tokens
     pad_id: int
     context_length: int
     run: Path | None
@@ -54,13 +56,15 @@ class ServedModel:
     created: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def render(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Prompt token ids as training rendered them: the chat template plus the assistant header.
+    @property
+    def stop_ids(self) -> list[int]:
+        """The single-token stops (what the engines check per token and vLLM takes as stop_token_ids)."""
+        return self.stops.id_list
 
-        Raises jinja2's TemplateError when the template refuses the messages (callers say so their way).
-        """
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def render(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Prompt token ids as training rendered them (honed.model.prompt): the run's template plus the
+        assistant header. Raises jinja2's TemplateError when the template refuses the messages."""
+        return render_messages(messages, self.tokenizer)
 
     @property
     def default_log(self) -> Path:
@@ -84,7 +88,7 @@ def parse_target(text: str, *, checkpoint: str = "best") -> Target:
                           "an exported model folder or a .gguf file")
     run = RunDir(path)
     if not run.is_run():
-        from honed.models import resolve
+        from honed.model.loading import resolve
 
         resolve(str(path))  # a folder that is not a model is a ModelError naming it
         label = str(path.resolve())
@@ -93,7 +97,7 @@ def parse_target(text: str, *, checkpoint: str = "best") -> Target:
     relative = str(folder.relative_to(run.path)) if folder.is_relative_to(run.path) else str(folder)
     base = None
     if (folder / "adapter_config.json").is_file():
-        base = str(run.read_config().get("model") or run.read_run().model)
+        base = run.base_model()
     return Target(name=name or run.path.resolve().name, weights=folder, base=base, run=run.path.resolve(),
                   checkpoint=relative)
 
@@ -110,13 +114,12 @@ def _check_names(targets: list[Target]) -> None:
 
 
 def _tokenizer_for(target: Target) -> Any:
-    from honed.data.render import ensure_chat_template
-    from honed.models import load_tokenizer
+    """A run's tokenizer with its stored template; an export's own tokenizer and template."""
+    from honed.model.tokenizers import model_tokenizer, run_tokenizer
 
-    folder = target.weights if target.weights.is_dir() else None
-    has_own = folder is not None and (folder / "tokenizer_config.json").is_file()
-    source = str(target.weights) if has_own or target.base is None else target.base
-    return ensure_chat_template(load_tokenizer(source))
+    if target.run is not None:
+        return run_tokenizer(RunDir(target.run), target.weights if target.weights.is_dir() else None)[0]
+    return model_tokenizer(str(target.weights))[0]
 
 
 def _context_length(config: Any) -> int:
@@ -129,15 +132,14 @@ def _load_adapters(base_spec: str, targets: list[Target], *, device: str, dtype:
 
     Run names may hold dots, which peft refuses in adapter names (they become module keys).
     """
-    from peft import PeftModel
+    from honed.model.loading import load_model
+    from honed.model.run import fit_vocabulary, load_adapter
 
-    from honed.models import load_model
-
-    base = load_model(base_spec, device=device, dtype=dtype)
+    base = fit_vocabulary(load_model(base_spec, device=device, dtype=dtype), _tokenizer_for(targets[0]))
     names = [f"a{i}" for i in range(len(targets))]
+    model = load_adapter(base, targets[0].weights, adapter_name=names[0])
     with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = PeftModel.from_pretrained(base, str(targets[0].weights), adapter_name=names[0])
         for target, adapter in zip(targets[1:], names[1:]):
             model.load_adapter(str(target.weights), adapter_name=adapter)
     model.eval()
@@ -149,8 +151,8 @@ def load_targets(texts: list[str], *, checkpoint: str = "best", device: str = "c
     """Load everything named on the command line; runs on one base share that base's weights."""
     import time
 
-    from honed.evaluate.generate import pad_token_id, stop_token_ids
-    from honed.models import load_model
+    from honed.model.decode import pad_token_id, stops_for
+    from honed.model.loading import load_model
 
     if not texts:
         raise ConfigError("nothing to serve; pass one or more run directories or exported model folders")
@@ -171,10 +173,10 @@ def load_targets(texts: list[str], *, checkpoint: str = "best", device: str = "c
     for target in targets:
         model, adapter = loaded[target.name]
         tokenizer = _tokenizer_for(target)
-        stop_ids = stop_token_ids(tokenizer, model)
+        stops = stops_for(tokenizer, model)
         served.append(ServedModel(
-            name=target.name, model=model, tokenizer=tokenizer, adapter=adapter, stop_ids=stop_ids,
-            pad_id=pad_token_id(tokenizer, stop_ids), context_length=_context_length(model.config), run=target.run,
+            name=target.name, model=model, tokenizer=tokenizer, adapter=adapter, stops=stops,
+            pad_id=pad_token_id(tokenizer, stops), context_length=_context_length(model.config), run=target.run,
             checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
         ))
     return served
@@ -186,18 +188,18 @@ def vllm_front_models(targets: list[Target]) -> list[ServedModel]:
 
     from transformers import AutoConfig
 
-    from honed.evaluate.generate import pad_token_id, stop_token_ids
-    from honed.models import local_path
+    from honed.model.decode import pad_token_id, stops_for
+    from honed.model.loading import local_path
 
     _check_names(targets)
     served = []
     for target in targets:
         tokenizer = _tokenizer_for(target)
-        stop_ids = stop_token_ids(tokenizer)
+        stops = stops_for(tokenizer)
         config = AutoConfig.from_pretrained(local_path(target.base)[0] if target.base else str(target.weights))
         served.append(ServedModel(
-            name=target.name, model=None, tokenizer=tokenizer, adapter=None, stop_ids=stop_ids,
-            pad_id=pad_token_id(tokenizer, stop_ids), context_length=_context_length(config), run=target.run,
+            name=target.name, model=None, tokenizer=tokenizer, adapter=None, stops=stops,
+            pad_id=pad_token_id(tokenizer, stops), context_length=_context_length(config), run=target.run,
             checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
         ))
     return served

@@ -49,7 +49,7 @@ def _max_lora_rank(targets: list[Target]) -> int:
 
 def model_args(targets: list[Target]) -> list[str]:
     """vLLM's model flags: one base and every adapter, or one whole model (an export or full fine-tune)."""
-    from honed.models import local_path
+    from honed.model.loading import local_path
 
     adapters = [t for t in targets if t.base is not None]
     whole = [t for t in targets if t.base is None]
@@ -121,7 +121,7 @@ class VllmEngine:
         stop_ids = [] if job.ignore_eos else job.served.stop_ids
         return {"model": job.served.name, "prompt": job.prompt_ids,
                 "max_tokens": job.sampling.max_tokens, "temperature": job.sampling.temperature,
-                "top_p": job.sampling.top_p, "seed": job.sampling.seed, "stop": job.stop or None,
+                "top_p": job.sampling.top_p, "seed": job.sampling.seed, "stop": [*job.stop, *([] if job.ignore_eos else job.served.stops.strings)] or None,
                 "stop_token_ids": stop_ids, "ignore_eos": job.ignore_eos, "logprobs": 1, "stream": True,
                 "stream_options": {"include_usage": True}, "skip_special_tokens": True}
 

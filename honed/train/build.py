@@ -18,7 +18,7 @@ import torch
 
 from honed.config import TrainConfig, auto_epochs
 from honed.errors import ConfigError
-from honed.models import quiet_transformers  # noqa: F401  (re-exported: the loop uses it)
+from honed.model.loading import quiet_transformers  # noqa: F401  (re-exported: the loop uses it)
 from honed.train.batching import steps_in_epoch
 from honed.train.distributed import Dist
 from honed.train.hparams import default_lr
@@ -27,7 +27,7 @@ from honed.train.lora_fold import fold_lora_scale
 
 def resolve_config(config: TrainConfig, *, num_train: int) -> TrainConfig:
     """Fill in what `auto`/None stood for, so config.yaml says exactly what ran."""
-    from honed.models import resolve
+    from honed.model.loading import resolve
 
     source = resolve(config.model)
     model = config.model if (source.builtin or source.is_hub) else str(Path(config.model).resolve())
@@ -45,7 +45,7 @@ def auto_lr(config: TrainConfig) -> float:
     """The config's lr, or the rule of honed.train.hparams for this method and model width."""
     if config.lr is not None:
         return config.lr
-    from honed.models import model_width
+    from honed.model.loading import model_width
 
     hidden_size, model_type = model_width(config.model)
     return default_lr(config.method, hidden_size=hidden_size, model_type=model_type, lora_alpha=config.lora.alpha)
@@ -92,7 +92,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def build_model(config: TrainConfig, *, device: str) -> Any:
     """Base model plus, for LoRA/QLoRA, a peft adapter on `lora.target_modules`; weights in fp32."""
-    from honed.models import load_model
+    from honed.model.loading import load_model
 
     full_start = config.init_from if config.method == "full" and config.init_from else config.model
     with quiet_transformers():
@@ -150,7 +150,7 @@ def _load_4bit(spec: str, *, device: str) -> Any:
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from honed.models import hub_kwargs, local_path, resolve
+    from honed.model.loading import hub_kwargs, local_path, resolve
 
     path, gguf_file = local_path(spec)
     quant = BitsAndBytesConfig(

@@ -37,10 +37,10 @@ import torch
 from rich.console import Console
 
 from honed.config import TrainConfig, config_to_yaml, validate_config
-from honed.data.render import ensure_chat_template
 from honed.data.types import Conversation
 from honed.errors import ConfigError, HonedError
 from honed.machine import machine_info
+from honed.model.template import ChatTemplate, write_template
 from honed.registry import record_run
 from honed.rundir import RunDir, RunRecord, now_iso
 from honed.threads import apply_threads
@@ -90,7 +90,10 @@ class Trainer:
         score_fn: ScoreFn | None,
     ) -> None:
         self.config, self.run, self.dist, self.console = config, run, dist, console
-        self.tokenizer = load_tokenizer(config)
+        self.tokenizer, self.template = load_tokenizer(config, run, resume=resume)
+        if dist.is_main:
+            write_template(run.template_json, self.template)
+        self.say(f"chat template: {self.template.name} (end of turn {self.template.end_of_turn!r}): {self.template.reason}")
         self.examples, holdout = render_examples(config, datasets, self.tokenizer, dist=dist, console=console)
         self.device, self.autocast = resolve_device(config, dist=dist)
         self.model = prepare_model(  # FSDP2 when asked (or full fine-tuning on several GPUs); else unchanged
@@ -269,12 +272,15 @@ class Trainer:
         )
 
 
-def load_tokenizer(config: TrainConfig) -> Any:
-    """The model's tokenizer, with a chat template (a default one when the model has none)."""
-    from honed.models import load_tokenizer as load
+def load_tokenizer(config: TrainConfig, run: RunDir, *, resume: bool) -> tuple[Any, ChatTemplate]:
+    """The model's tokenizer with its chat template: chosen for a new run (honed.model.template), the
+    stored one when resuming, so a resumed run renders exactly as it started."""
+    from honed.model.tokenizers import model_tokenizer, run_tokenizer
 
     with quiet_transformers():
-        return ensure_chat_template(load(config.model))
+        if resume and run.template_json.is_file():
+            return run_tokenizer(run)
+        return model_tokenizer(config.model, chat_template=config.chat_template)
 
 
 def render_examples(

@@ -27,7 +27,7 @@ EVAL_METRICS = ("holdout_loss", "holdout_token_accuracy")  # what every holdout 
 def check_before_writing(config: TrainConfig, *, dist: Dist, has_scorer: bool, score_fn_given: bool = False) -> None:
     """Refuse, before anything is written, every mistake the config alone shows (see the module docstring).
     `score_fn_given`: the caller passed a ready score_fn, which may report any holdout_<name>."""
-    from honed.models import resolve
+    from honed.model.loading import resolve
     from honed.registry import check_registry
 
     resolve(config.model)
@@ -71,7 +71,7 @@ def empty_model(spec: str) -> Any | None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from honed.models import local_path, model_config
+    from honed.model.loading import local_path, model_config
 
     if local_path(spec)[1] is not None:
         return None

@@ -42,7 +42,7 @@ def _logits(model, ids):
 def test_merged_loads_with_plain_transformers_and_matches_the_run(run: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from honed.models import load_run_model
+    from honed.model.run import load_run_model
     from honed.rundir import RunDir
 
     out = tmp_path / "merged"
@@ -83,7 +83,7 @@ def test_adapter_names_its_base_portably(run: Path) -> None:
 
 @needs_converter
 def test_gguf_round_trips_with_chat_template_and_modelfile(run: Path) -> None:
-    from honed.models import load_model, load_run_model, load_tokenizer
+    from honed.model.loading import load_model, load_run_model, load_tokenizer
     from honed.rundir import RunDir
 
     result = cli("export", str(run), "--to", "gguf", "--quant", "q8_0", "--ollama", "--parity", "3", "--json")

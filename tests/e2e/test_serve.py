@@ -16,10 +16,10 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from honed.cli import app
-from honed.data.render import render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation, Message
-from honed.evaluate.generate import generate
-from honed.models import load_run_model
+from honed.model.decode import generate
+from honed.model.run import load_run_model
 from honed.rundir import RunDir
 from honed.serve.app import Settings
 from honed.serve.engine import Engine

@@ -34,10 +34,10 @@ def test_a_few_steps_lower_the_holdout_loss_and_the_run_loads(tmp_path):
     assert (out / "final" / "adapter_model.safetensors").is_file()
     assert (out / "merged" / "model.safetensors").is_file()
 
-    from honed.data.render import render_prompt
+    from honed.model.prompt import render_prompt
     from honed.data.types import Conversation
-    from honed.models import load_model
-    from honed.models import load_run_model
+    from honed.model.loading import load_model
+    from honed.model.run import load_run_model
     from honed.rundir import RunDir
 
     model, tokenizer = load_run_model(RunDir(out))

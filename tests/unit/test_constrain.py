@@ -9,12 +9,13 @@ import jsonschema
 import pytest
 import torch
 
-from honed.data.render import render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation, Message
 from honed.errors import ConfigError
-from honed.evaluate.constrain import JsonConstraint, LabelConstraint, compile_json, plan_constraint
-from honed.evaluate.generate import generate, stop_token_ids
-from honed.models import load_model, load_tokenizer
+from honed.evaluate.constrain import plan_constraint
+from honed.model.constrain import JsonConstraint, LabelConstraint, compile_json
+from honed.model.decode import generate, stops_for
+from honed.model.loading import load_model, load_tokenizer
 
 TINY = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
 LABELS = ["bug", "billing", "how_to", "account", "feature_request", "b"]  # "b" is a prefix of two others
@@ -39,7 +40,7 @@ def _prompts(tokenizer: object, n: int = 10) -> list[list[int]]:
 
 
 def _labels(model: object, tokenizer: object) -> LabelConstraint:
-    return LabelConstraint(LABELS, tokenizer, stop_ids=stop_token_ids(tokenizer, model),
+    return LabelConstraint(LABELS, tokenizer, stop_ids=stops_for(tokenizer, model).id_list,
                            vocab_size=model.config.vocab_size)
 
 
@@ -59,7 +60,7 @@ def test_every_label_constrained_answer_is_a_label(tiny) -> None:
 def test_the_label_trie_allows_only_label_continuations_and_stops_where_a_label_ends(tiny) -> None:
     model, tokenizer = tiny
     constraint = _labels(model, tokenizer)
-    stop = stop_token_ids(tokenizer, model)[0]
+    stop = stops_for(tokenizer, model).id_list[0]
     state = constraint.start()
     first = {tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in LABELS}
     assert set(torch.nonzero(state.allowed()).flatten().tolist()) == first  # no stop before any label
@@ -72,7 +73,7 @@ def test_the_label_trie_allows_only_label_continuations_and_stops_where_a_label_
 def test_json_constrained_answers_parse_and_follow_the_schema(tiny) -> None:
     model, tokenizer = tiny
     prompts = _prompts(tokenizer)
-    stops, vocab = stop_token_ids(tokenizer, model), model.config.vocab_size
+    stops, vocab = stops_for(tokenizer, model).id_list, model.config.vocab_size
     constraint = JsonConstraint(compile_json(ENUM_SCHEMA), tokenizer, stop_ids=stops, vocab_size=vocab)
     outputs, _ = generate(model, tokenizer, prompts, max_new_tokens=60, batch_size=4, constraint=constraint)
     for g in outputs:
@@ -88,7 +89,7 @@ def test_any_json_object_every_finished_answer_parses(tiny) -> None:
     by max_new_tokens (reported as unfinished), but every answer that ended is an object, and every answer
     is the start of one."""
     model, tokenizer = tiny
-    constraint = JsonConstraint(compile_json(None), tokenizer, stop_ids=stop_token_ids(tokenizer, model),
+    constraint = JsonConstraint(compile_json(None), tokenizer, stop_ids=stops_for(tokenizer, model).id_list,
                                 vocab_size=model.config.vocab_size)
     outputs, _ = generate(model, tokenizer, _prompts(tokenizer), max_new_tokens=40, batch_size=5,
                           constraint=constraint)

@@ -12,7 +12,7 @@ from honed.export.merged import BUILTIN_HUB_IDS, base_dtype, portable_base_name
 from honed.export.parity import _compare
 from honed.export.run_export import normalize_checkpoint
 from honed.evaluate.run_eval import plan_metrics
-from honed.models import BUILTIN_MODELS, load_tokenizer
+from honed.model.loading import BUILTIN_MODELS, load_tokenizer
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny-llama"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from honed.errors import ModelError
-from honed.models import hub_reachable, load_tokenizer, model_config
+from honed.model.loading import hub_reachable, load_tokenizer, model_config
 
 from tests.helpers import TINY
 

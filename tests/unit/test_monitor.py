@@ -104,7 +104,7 @@ def test_monitor_cli_json_and_strict_exit(run_dir, traffic):
 def test_no_false_alarms_on_same_distribution_windows(run_dir):
     """The false-alarm rate of monitor's rule, measured: 100 windows of 30 fresh same-distribution prompts at
     alpha 0.01 (each of its two tests alone stays near its level too)."""
-    from honed.models import load_run_model
+    from honed.model.run import load_run_model
     from honed.rundir import RunDir
 
     model, tokenizer = load_run_model(RunDir(run_dir))
@@ -121,7 +121,7 @@ def test_no_false_alarms_on_same_distribution_windows(run_dir):
 
 def test_a_new_mix_of_familiar_prompts_is_not_drift(run_dir):
     """Only the 'charged me twice' kind of support prompt: MMD sees the changed mix, novelty sees nothing new."""
-    from honed.models import load_run_model
+    from honed.model.run import load_run_model
     from honed.rundir import RunDir
 
     model, tokenizer = load_run_model(RunDir(run_dir))

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from tests.helpers import TINY
 from honed.cli import app
 from honed.config import load_config
-from honed.data.render import render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
-from honed.evaluate.generate import generate
+from honed.model.decode import generate
 from honed.evaluate.run_eval import EvalSettings, evaluate_run
-from honed.models import load_run_model
+from honed.model.run import load_run_model
 from honed.monitor.canary import run_canary
 from honed.monitor.from_traffic import FromTrafficSettings, traffic_to_data
 from honed.monitor.review import review_file

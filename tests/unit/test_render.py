@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
-from honed.data.render import DEFAULT_CHAT_TEMPLATE, render, render_batch, render_prompt, supervised_spans
+from honed.data.render import render, render_batch, supervised_spans
+from honed.model.prompt import render_prompt
+from honed.model.template import CHATML
+from honed.model.tokenizers import model_tokenizer
 from honed.data.types import Conversation, Message, Source
 from honed.errors import DataError
-from honed.models import load_tokenizer
+from honed.model.loading import load_tokenizer
 
 from tests.helpers import TINY
 
@@ -27,12 +30,13 @@ def tok() -> Any:
 
 @pytest.fixture(scope="module")
 def tok_no_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The tiny tokenizer with its chat template removed: honed must fall back to its default (ChatML)."""
+    """The tiny tokenizer with its chat template removed: honed chooses ChatML (its tokens are in the vocabulary)."""
     folder = tmp_path_factory.mktemp("no-template") / "tiny"
     shutil.copytree(TINY, folder)
     (folder / "chat_template.jinja").unlink()
-    tokenizer = load_tokenizer(str(folder))
-    assert not tokenizer.chat_template
+    assert not load_tokenizer(str(folder)).chat_template
+    tokenizer, choice = model_tokenizer(str(folder))
+    assert choice.name == "chatml" and not choice.added_tokens
     return tokenizer
 
 
@@ -81,7 +85,7 @@ def test_single_turn_supervises_the_answer_and_end_of_turn_only(
 def test_tokenizer_without_template_gets_the_default_chatml(tok: Any, tok_no_template: Any) -> None:
     c = conv(("user", "Hi"), ("assistant", "Hello"))
     with_default = render(c, tok_no_template)
-    assert tok_no_template.chat_template == DEFAULT_CHAT_TEMPLATE
+    assert tok_no_template.chat_template == CHATML
     assert tok_no_template.decode(with_default.input_ids) == (
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
     )
@@ -213,7 +217,7 @@ def test_template_that_refuses_a_conversation_is_a_located_data_error(tmp_path: 
     tokenizer = load_tokenizer(str(_copy_without_template(tmp_path)))
     tokenizer.chat_template = (
         "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('must start with user') }}{% endif %}"
-        + DEFAULT_CHAT_TEMPLATE
+        + CHATML
     )
     c = Conversation(messages=(Message("assistant", "Hi"),), source=Source("data.jsonl", 7))
     with pytest.raises(DataError, match=r"data.jsonl:7: .*must start with user"):

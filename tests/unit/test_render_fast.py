@@ -14,7 +14,7 @@ import pytest
 from honed.data import render as render_module
 from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation, Message
-from honed.models import load_tokenizer
+from honed.model.loading import load_tokenizer
 
 from tests.helpers import TINY
 

@@ -16,7 +16,7 @@ from honed.data.check import exit_status
 from honed.data.render import render_batch
 from honed.data.report import Report, build_report, prompt_key
 from honed.data.types import Conversation, Message, Source
-from honed.models import load_tokenizer
+from honed.model.loading import load_tokenizer
 
 from tests.helpers import TINY
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from honed.config import load_config
 from honed.errors import ConfigError, HonedError
-from honed.models import load_run_model
+from honed.model.run import load_run_model
 from honed.registry import get_run, list_runs, registry_path
 from honed.rundir import RunDir
 from honed.train.loop import train
@@ -37,7 +37,7 @@ def make_run(tmp_path: Path, data: Path, name: str, *overrides: str):
 def test_load_trained_model_applies_the_adapter(tmp_path, data):
     result = make_run(tmp_path, data, "lora", "lora.dropout=0")
     model, tokenizer = load_run_model(RunDir(result.run_dir), checkpoint="best")
-    from honed.models import load_model
+    from honed.model.loading import load_model
 
     ids = torch.tensor([tokenizer("<|im_start|>user\nsay 3<|im_end|>\n")["input_ids"]])
     with torch.no_grad():

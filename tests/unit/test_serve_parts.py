@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from honed.errors import ConfigError
-from honed.models import load_tokenizer
+from honed.model.loading import load_tokenizer
 from honed.serve.loading import Target, parse_target
 from honed.serve.schemas import ApiError, Limits, max_tokens_for, parse_request
 from honed.serve.textstream import TextStream, held_back
@@ -129,7 +129,7 @@ def test_targets_are_named_and_checked(tmp_path) -> None:
 
 
 def test_a_full_or_stopping_engine_refuses_at_once() -> None:
-    from honed.serve.batch import Sampling
+    from honed.model.batch import Sampling
     from honed.serve.engine import Engine, Job, QueueFull, ShuttingDown
 
     def job() -> Job:

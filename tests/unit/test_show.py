@@ -17,7 +17,7 @@ from honed.cli import app
 from honed.data.render import render, supervised_spans
 from honed.data.show import ExampleView, TokenView, has_chat_template, preview, print_preview
 from honed.data.types import Conversation, Message, Source
-from honed.models import load_tokenizer
+from honed.model.loading import load_tokenizer
 
 from tests.helpers import TINY
 

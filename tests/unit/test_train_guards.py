@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from honed.data.render import Rendered, ensure_chat_template, render
+from honed.data.render import Rendered, render
 from honed.data.types import Conversation, Message
 from honed.errors import DataError, HonedError
-from honed.models import load_tokenizer
+from honed.model.loading import load_tokenizer
 from honed.train.guards import Watchdog, mask_preview, require_targets, summarise
 
 from tests.helpers import TINY
@@ -31,7 +31,7 @@ def test_no_targets_anywhere_is_refused_with_a_fix():
 
 
 def test_mask_preview_marks_exactly_the_trained_text():
-    tokenizer = ensure_chat_template(load_tokenizer(TINY))
+    tokenizer = load_tokenizer(TINY)
     conv = Conversation(messages=(Message("user", "hello there"), Message("assistant", "general kenobi")))
     preview = mask_preview(render(conv, tokenizer), tokenizer)
     trained = preview.split("«")[1].split("»")[0]

@@ -371,7 +371,7 @@ def test_merge_writes_what_export_merged_writes(tmp_path):
     # transformers, gives the run's logits, and stops at the chat template's end of turn like the export.
     from transformers import AutoModelForCausalLM
 
-    from honed.models import load_run_model
+    from honed.model.run import load_run_model
     from honed.rundir import RunDir
 
     result, output = run(tmp_path, "m", "merge=true", "lora.dropout=0")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from honed.models import load_model
+from honed.model.loading import load_model
 from honed.train.batching import Example, collate, micro_batches
 from honed.train.loss import loss_sum, model_parts, per_example_losses, step_normaliser, token_losses
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from honed.evaluate.generate import generate
-from honed.models import load_model, load_tokenizer
-from honed.serve.batch import Row, RunningBatch, Sampling, sample_token
+from honed.model.decode import generate
+from honed.model.stops import StopRule
+from honed.model.loading import load_model, load_tokenizer
+from honed.model.batch import Row, RunningBatch, Sampling, sample_token
 
 TINY = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
 
@@ -51,7 +52,7 @@ def _decode_staggered(model: object, prompts: list[list[int]], *, steps: int, jo
 def test_rows_joining_mid_decode_match_one_by_one(tiny) -> None:
     model, tokenizer = tiny
     prompts = _prompts()
-    alone = [generate(model, tokenizer, [p], max_new_tokens=10, batch_size=1, stop_ids=[])[0][0].token_ids for p in prompts]
+    alone = [generate(model, tokenizer, [p], max_new_tokens=10, batch_size=1, stops=StopRule(frozenset()))[0][0].token_ids for p in prompts]
     staggered = _decode_staggered(model, prompts, steps=10, join_at={0: [0, 1], 3: [2], 4: [3, 4], 12: [5]})
     assert staggered == alone
 

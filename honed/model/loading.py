@@ -28,7 +28,6 @@ from typing import Any
 
 from honed.atomic import atomic_folder
 from honed.errors import HonedError, ModelError
-from honed.rundir import RunDir
 
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     # alias: (python package that ships the file, GGUF file name inside it)
@@ -240,6 +239,28 @@ def model_config(spec: str) -> Any:
                          "folder saved with save_pretrained") from exc
 
 
+def model_type(spec: str) -> str | None:
+    """The architecture name of the model's text part (`llama`, `gemma3_text`, ...), read from its config
+    (a built-in's GGUF metadata when it is not converted yet: no weights are loaded); None when unreadable.
+
+    >>> model_type("tests/assets/tiny-llama")
+    'llama'
+    """
+    from transformers import AutoConfig
+
+    source = resolve(spec)
+    try:
+        if source.builtin is not None and not (_converted_dir(source.builtin) / "config.json").is_file():
+            with quiet_transformers():
+                config = AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
+        else:
+            config = model_config(spec)
+    except (HonedError, OSError, ValueError):
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return str(getattr(text, "model_type", None) or config.model_type)
+
+
 def model_width(spec: str) -> tuple[int, str]:
     """(hidden size, model type) from the model's config (the default learning rate needs them).
 
@@ -275,33 +296,6 @@ def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any
     if gguf_file is not None:
         _drop_quantization_marker(model)
     return model.to(device)
-
-
-def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu") -> tuple[Any, Any]:
-    """The model and tokenizer of a training run, ready for generation (LoRA merged in).
-
-    LoRA folders are loaded onto the run's base model through peft and merged for fast inference;
-    full fine-tuning folders are complete models. Weights come from safetensors only.
-
-    >>> model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")  # doctest: +SKIP
-    """
-    from honed.data.render import ensure_chat_template
-
-    base_spec = str(run.read_config().get("model") or run.read_run().model)
-    folder = run.resolve_checkpoint(checkpoint)
-    tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base_spec
-    tokenizer = ensure_chat_template(load_tokenizer(tokenizer_source))
-    with damaged_weights(folder):
-        if (folder / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            base = load_model(base_spec, device=device)
-            with quiet_transformers():  # and peft's warning about a deprecated transformers attribute
-                model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-        else:
-            model = load_model(str(folder), device=device)
-    model.eval()
-    return model, tokenizer
 
 
 @contextlib.contextmanager

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from honed.data.render import render_prompt
+from honed.model.prompt import render_prompt
 from honed.data.types import Conversation, Message
-from honed.evaluate.generate import default_max_new_tokens, generate, length_batches, stop_token_ids
-from honed.models import load_model, load_tokenizer
+from honed.model.decode import default_max_new_tokens, generate, length_batches, stops_for
+from honed.model.stops import StopRule
+from honed.model.loading import load_model, load_tokenizer
 
 from tests.helpers import TINY
 
@@ -38,7 +39,7 @@ def test_batched_equals_one_by_one(tiny: tuple[object, object]) -> None:
 def test_batched_equals_transformers_generate(tiny: tuple[object, object]) -> None:
     model, tokenizer = tiny
     prompts = _prompts()[:4]
-    ours, _ = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=4, stop_ids=[2])
+    ours, _ = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=4, stops=StopRule(frozenset({2})))
     for prompt, mine in zip(prompts, ours):
         theirs = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=2)
         assert mine.token_ids == [t for t in theirs[0, len(prompt) :].tolist() if t != 2]
@@ -47,13 +48,13 @@ def test_batched_equals_transformers_generate(tiny: tuple[object, object]) -> No
 def test_rows_that_stop_early_leave_the_batch_and_others_are_unchanged(tiny: tuple[object, object]) -> None:
     model, tokenizer = tiny
     prompts = _prompts()
-    free, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=8, stop_ids=[])
+    free, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=8, stops=StopRule(frozenset()))
     stop = free[0].token_ids[2]  # a token row 0 emits at step 3: rows now stop at different steps
-    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=8, stop_ids=[stop])
+    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=8, stops=StopRule(frozenset({stop})))
     assert batched[0].stopped and len(batched[0].token_ids) <= 2
     assert any(not g.stopped for g in batched), "the test needs rows that run on"
     assert [g.token_ids for g in batched] == _one_by_one(
-        model, tokenizer, prompts, max_new_tokens=12, stop_ids=[stop]
+        model, tokenizer, prompts, max_new_tokens=12, stops=StopRule(frozenset({stop}))
     )
     for cut, full in zip(batched, free):  # a stopped row is the free row's prefix up to the stop token
         assert full.token_ids[: len(cut.token_ids)] == cut.token_ids
@@ -61,7 +62,7 @@ def test_rows_that_stop_early_leave_the_batch_and_others_are_unchanged(tiny: tup
 
 def test_stop_token_is_the_templates_end_of_turn(tiny: tuple[object, object]) -> None:
     model, tokenizer = tiny
-    assert stop_token_ids(tokenizer, model)[0] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stops_for(tokenizer, model).ids
 
 
 def test_rendered_prompts_in_original_order(tiny: tuple[object, object]) -> None:
@@ -119,13 +120,13 @@ def _shared_prefix_prompts() -> list[list[int]]:
 
 
 def test_shared_prefix_is_encoded_once_and_gives_the_same_answers(tiny: tuple[object, object]) -> None:
-    from honed.evaluate.generate import common_prefix_length
+    from honed.model.decode import common_prefix_length
 
     model, tokenizer = tiny
     prompts = _shared_prefix_prompts()
     assert common_prefix_length(prompts) == 20
-    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=5, stop_ids=[2])
-    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=10, stop_ids=[2])
+    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=5, stops=StopRule(frozenset({2})))
+    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=10, stops=StopRule(frozenset({2})))
     for prompt, mine in zip(prompts, batched):  # and what transformers' own generate gives, prompt by prompt
         theirs = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=2)
         assert mine.token_ids == [t for t in theirs[0, len(prompt) :].tolist() if t != 2]
@@ -134,18 +135,18 @@ def test_shared_prefix_is_encoded_once_and_gives_the_same_answers(tiny: tuple[ob
 def test_shared_prefix_with_rows_stopping_early(tiny: tuple[object, object]) -> None:
     model, tokenizer = tiny
     prompts = _shared_prefix_prompts() + [_shared_prefix_prompts()[0][:20] + [5, 6]]
-    free, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=6, stop_ids=[])
+    free, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=6, stops=StopRule(frozenset()))
     stop = free[1].token_ids[3]
-    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=6, stop_ids=[stop])
+    batched, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=6, stops=StopRule(frozenset({stop})))
     assert any(g.stopped for g in batched)
-    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=12, stop_ids=[stop])
+    assert [g.token_ids for g in batched] == _one_by_one(model, tokenizer, prompts, max_new_tokens=12, stops=StopRule(frozenset({stop})))
 
 
 def test_generation_uses_the_supported_cache_argument(tiny: tuple[object, object]) -> None:
     """transformers 5.24 deprecates `past_key_values` (FutureWarning, removed in 5.40): honed passes `cache`."""
     import warnings
 
-    from honed.evaluate.generate import cache_argument
+    from honed.model.decode import cache_argument
 
     model, tokenizer = tiny
     assert cache_argument(model) == "cache"
@@ -162,7 +163,7 @@ def test_a_peft_wrapped_model_gets_the_cache_through_its_kwargs(tiny: tuple[obje
 
     import peft
 
-    from honed.evaluate.generate import cache_argument
+    from honed.model.decode import cache_argument
 
     model, tokenizer = tiny
     wrapped = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))

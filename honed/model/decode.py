@@ -1,8 +1,8 @@
 """Batched greedy decoding with a KV cache and left padding: the one way honed generates answers.
 
 Every system in an evaluation (tuned, base, few-shot) goes through `generate`, so they share the same
-prompts template, the same greedy decoding and the same stopping rule (the chat template's end-of-turn
-token, e.g. `<|im_end|>` for ChatML).
+prompts template, the same greedy decoding and the same stopping rule (honed.model.stops: the chat
+template's end of turn, e.g. `<|im_end|>` for ChatML, as one token or as a string of several).
 
 How: prompts are sorted by length and cut into batches of similar length (less padding); each batch is
 left-padded so every row's last prompt token sits in the last column, and position ids count only real
@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from honed.data.render import ensure_chat_template
-from honed.evaluate.constrain import Constraint, RowState
+from honed.model.constrain import Constraint, RowState
+from honed.model.stops import StopRule, stop_rule
+from honed.model.template import end_of_turn_of
 
 Progress = Callable[[int], None]
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forward pass
@@ -51,36 +52,24 @@ class GenerationStats:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def stop_token_ids(tokenizer: Any, model: Any | None = None) -> list[int]:
-    """The ids that end an answer: the template's end-of-turn token plus the tokenizer's and model's eos.
+def stops_for(tokenizer: Any, model: Any | None = None) -> StopRule:
+    """The stop rule of a tokenizer whose chat template is set (honed.model.tokenizers sets it): the end
+    of turn its template writes, plus the tokenizer's and the model's eos.
 
-    The end-of-turn token is read off the chat template itself (the first token after an assistant
-    message's content), so this works for ChatML (`<|im_end|>`), Llama 3 (`<|eot_id|>`), Gemma, ...
-
-    >>> stop_token_ids(tokenizer)  # doctest: +SKIP
-    [2]
+    >>> stops_for(tokenizer).ids  # doctest: +SKIP
+    frozenset({2})
     """
-    ensure_chat_template(tokenizer)
-    marker = "HONEDMARKER"
-    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    ids: list[int] = []
-    tail = text[text.rfind(marker) + len(marker) :]
-    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
-    if tail_ids:
-        ids.append(int(tail_ids[0]))
-    for source in (tokenizer, getattr(model, "generation_config", None)):
-        eos = getattr(source, "eos_token_id", None)
-        for value in eos if isinstance(eos, list) else [eos]:
-            if value is not None and int(value) not in ids:
-                ids.append(int(value))
-    return ids
+    template = getattr(tokenizer, "chat_template", None)
+    end = end_of_turn_of(tokenizer, template) if template else str(getattr(tokenizer, "eos_token", "") or "")
+    return stop_rule(tokenizer, end, model)
 
 
-def pad_token_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
+def pad_token_id(tokenizer: Any, stops: StopRule) -> int:
     """Any id works for padding (padded positions are masked out); prefer the tokenizer's own."""
     pad = getattr(tokenizer, "pad_token_id", None)
-    return int(pad) if pad is not None else int(stop_ids[0])
+    if pad is not None:
+        return int(pad)
+    return stops.id_list[0] if stops.ids else 0
 
 
 def length_batches(lengths: Sequence[int], *, batch_size: int) -> list[list[int]]:
@@ -182,10 +171,13 @@ def _mask_logits(logits: Any, states: Sequence[RowState]) -> Any:
 
 
 def _generate_batch(
-    model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: set[int], pad_id: int,
-    constraint: Constraint | None = None,
+    model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stops: StopRule,
+    pad_id: int, constraint: Constraint | None = None,
 ) -> list[tuple[list[int], bool]]:
-    """Greedy-decode one left-padded batch; returns (new token ids without the stop token, stopped).
+    """Greedy-decode one left-padded batch; returns (new token ids without the stop, stopped).
+
+    A stop id ends a row at once; a stop string (an end of turn of several tokens) ends it when the row's
+    decoded tail completes it, and the tokens from the one it starts in are cut off.
 
     With a `constraint`, each row keeps its own state: before every argmax the tokens it forbids are
     masked out, and the chosen token advances it.
@@ -205,13 +197,17 @@ def _generate_batch(
         keep: list[int] = []
         for row, token in enumerate(next_tokens.tolist()):
             original = active[row]
-            if token in stop_ids:
+            if token in stops.ids:
                 results[original] = (results[original][0], True)
-            else:
-                results[original][0].append(token)
-                keep.append(row)
-                if states:
-                    states[original].advance(token)
+                continue
+            results[original][0].append(token)
+            cut = stops.cut(tokenizer, results[original][0]) if stops.strings else None
+            if cut is not None:
+                results[original] = (results[original][0][:cut], True)
+                continue
+            keep.append(row)
+            if states:
+                states[original].advance(token)
         if not keep or _step == max_new_tokens - 1:
             break
         if len(keep) < len(active):  # drop finished rows from the batch and the cache
@@ -233,15 +229,15 @@ def generate(
     *,
     max_new_tokens: int,
     batch_size: int = 16,
-    stop_ids: Sequence[int] | None = None,
+    stops: StopRule | None = None,
     progress: Progress | None = None,
     constraint: Constraint | None = None,
 ) -> tuple[list[Generation], GenerationStats]:
     """Greedy answers for token-id prompts (from `render_prompt`), in the order given.
 
-    `stop_ids` defaults to `stop_token_ids(tokenizer, model)` (end-of-turn and eos). A `constraint`
-    (honed.evaluate.constrain: a label set, JSON, a JSON schema) restricts every row's tokens; it must
-    allow one of `stop_ids` where an answer may end.
+    `stops` defaults to `stops_for(tokenizer, model)` (end of turn and eos). A `constraint`
+    (honed.model.constrain: a label set, JSON, a JSON schema) restricts every row's tokens; it must
+    allow one of the stop ids where an answer may end.
 
     >>> ids = [render_prompt(conv, tokenizer) for conv in holdout]  # doctest: +SKIP
     >>> outputs, stats = generate(model, tokenizer, ids, max_new_tokens=64)  # doctest: +SKIP
@@ -250,8 +246,8 @@ def generate(
     """
     import torch
 
-    stop_ids = list(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer, model)
-    pad_id = pad_token_id(tokenizer, stop_ids)
+    stops = stops if stops is not None else stops_for(tokenizer, model)
+    pad_id = pad_token_id(tokenizer, stops)
     results: list[Generation | None] = [None] * len(prompts)
     started = time.perf_counter()
     new_tokens = 0
@@ -260,16 +256,11 @@ def generate(
     try:
         with torch.inference_mode():
             for batch in length_batches([len(p) for p in prompts], batch_size=batch_size):
-                decoded = _generate_batch(
-                    model,
-                    [prompts[i] for i in batch],
-                    max_new_tokens=max_new_tokens,
-                    stop_ids=set(stop_ids),
-                    pad_id=pad_id,
-                    constraint=constraint,
-                )
+                decoded = _generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens=max_new_tokens,
+                                          stops=stops, pad_id=pad_id, constraint=constraint)
                 for i, (ids, stopped) in zip(batch, decoded):
-                    text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                    text = stops.answer_text(tokenizer, ids) if stops.strings else \
+                        tokenizer.decode(ids, skip_special_tokens=True).strip()
                     results[i] = Generation(text=text, token_ids=ids, stopped=stopped)
                     new_tokens += len(ids) + int(stopped)
                 if progress is not None:

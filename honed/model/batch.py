@@ -1,6 +1,6 @@
 """Continuous batching: one running batch that new requests join between decode steps.
 
-The same decoding as honed's evaluation generator (honed/evaluate/generate.py): prompts left-padded,
+The same decoding as honed's evaluation generator (honed/model/decode.py): prompts left-padded,
 position ids counting real tokens only, a KV cache, finished rows dropped from the batch and its cache,
 so a row computes what it would compute alone. What serving adds:
 
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from honed.evaluate.generate import cache_argument, left_pad
+from honed.model.decode import cache_argument, left_pad
 
 
 

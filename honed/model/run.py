@@ -1,0 +1,54 @@
+"""A training run's model, ready to generate: its base, its checkpoint's weights, its stored template.
+
+>>> model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from honed.model.loading import damaged_weights, load_model, quiet_transformers
+from honed.model.tokenizers import run_tokenizer
+from honed.rundir import RunDir
+
+
+def fit_vocabulary(model: Any, tokenizer: Any) -> Any:
+    """Grow the model's embeddings to the tokenizer when honed added special tokens to it (ChatML on a base
+    model without those tokens); the new rows start at the mean of the others, as transformers' own
+    `mean_resizing` does. A model whose vocabulary already covers the tokenizer is left alone."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        with quiet_transformers():
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return model
+
+
+def load_adapter(base: Any, folder: Path, *, adapter_name: str = "default") -> Any:
+    """peft's PeftModel for a LoRA folder on `base` (safetensors only), peft's deprecation warning silenced."""
+    from peft import PeftModel
+
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name)
+
+
+def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu") -> tuple[Any, Any]:
+    """The model and tokenizer of a training run, ready for generation (LoRA merged in).
+
+    LoRA folders are loaded onto the run's base model through peft and merged for fast inference;
+    full fine-tuning folders are complete models. Weights come from safetensors only.
+
+    >>> model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")  # doctest: +SKIP
+    """
+    folder = run.resolve_checkpoint(checkpoint)
+    tokenizer, _ = run_tokenizer(run, folder)
+    with damaged_weights(folder):
+        if (folder / "adapter_config.json").is_file():
+            base = fit_vocabulary(load_model(run.base_model(), device=device), tokenizer)
+            model = load_adapter(base, folder).merge_and_unload()
+        else:
+            model = load_model(str(folder), device=device)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,95 @@
+"""When an answer ends: the end of turn as text, and the token ids that stand for it.
+
+The end of turn is a string (`<end_of_turn>`, `<|eot_id|>`, or text several tokens long when a template's
+marker is not a token of the vocabulary). `StopRule` holds the single-token stops as ids (checked per
+token, for free) and the longer ones as strings, which the decoder matches on the decoded tail of a row,
+so an answer stops on the whole sequence whatever the token boundaries, and never contains it.
+
+>>> rule = stop_rule(tokenizer, "<|im_end|>")  # doctest: +SKIP
+>>> rule.ids, rule.strings  # doctest: +SKIP
+(frozenset({2}), ())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Token ids that end an answer at once, and stop strings that take several tokens."""
+
+    ids: frozenset[int]
+    strings: tuple[str, ...] = ()
+    window: int = 0  # tokens to decode when looking for a stop string (its longest tokenization + 2)
+
+    @property
+    def id_list(self) -> list[int]:
+        """The single-token stop ids, in a stable order (what xgrammar and vLLM take)."""
+        return sorted(self.ids)
+
+    def cut(self, tokenizer: Any, ids: Sequence[int]) -> int | None:
+        """Where to cut `ids` when their tail completes a stop string: the number of ids to keep, else None.
+
+        The kept ids are those before the token in which the stop string starts (that token may carry text
+        before the stop; `answer_text` keeps that text).
+        """
+        if not self.strings or not ids:
+            return None
+        tail = list(ids[-self.window:])
+        text = tokenizer.decode(tail, skip_special_tokens=False)
+        if not any(s in text for s in self.strings):
+            return None
+        for start in range(len(tail) - 1, -1, -1):  # the shortest suffix that still holds a stop string
+            piece = tokenizer.decode(tail[start:], skip_special_tokens=False)
+            if any(s in piece for s in self.strings):
+                return len(ids) - len(tail) + start
+        return len(ids) - len(tail)
+
+    def answer_text(self, tokenizer: Any, ids: Sequence[int]) -> str:
+        """The answer's text: specials removed and anything from the first stop string on cut off."""
+        text = tokenizer.decode(list(ids), skip_special_tokens=False)
+        for stop in self.strings:
+            at = text.find(stop)
+            if at >= 0:
+                text = text[:at]
+        return _strip_specials(tokenizer, text).strip()
+
+
+def _strip_specials(tokenizer: Any, text: str) -> str:
+    for special in sorted(set(getattr(tokenizer, "all_special_tokens", [])), key=len, reverse=True):
+        if special:
+            text = text.replace(special, "")
+    return text
+
+
+def stop_rule(tokenizer: Any, end_of_turn: str, model: Any | None = None, *, extra: Sequence[str] = ()) -> StopRule:
+    """The stops of a model: its end of turn, the tokenizer's and the model's eos, and `extra` strings.
+
+    A stop that encodes to one token becomes an id; a longer one a string.
+
+    >>> stop_rule(tokenizer, "<|im_end|>").ids  # doctest: +SKIP
+    frozenset({2})
+    """
+    ids: set[int] = set()
+    strings: list[str] = []
+    for text in (end_of_turn, *extra):
+        encoded = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        if len(encoded) == 1:
+            ids.add(int(encoded[0]))
+        elif encoded and text not in strings:
+            strings.append(text)
+    for source in (tokenizer, getattr(model, "generation_config", None)):
+        eos = getattr(source, "eos_token_id", None)
+        for value in eos if isinstance(eos, list) else [eos]:
+            if value is not None:
+                ids.add(int(value))
+    longest = max((len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in strings), default=0)
+    return StopRule(frozenset(ids), tuple(strings), window=longest + 2 if strings else 0)
+
+
+def stop_strings(tokenizer: Any, rule: StopRule) -> list[str]:
+    """Every stop as text (ids as their tokens' text): what a GGUF Modelfile and llama.cpp's server take."""
+    return [*(tokenizer.convert_ids_to_tokens(i) for i in rule.id_list), *rule.strings]

@@ -1,0 +1,50 @@
+"""A tokenizer with its chat template set: for a model (chosen, honed.model.template) or for a run (stored).
+
+`model_tokenizer` is what `data check` and `train` call: it chooses the template and says why. Every later
+stage calls `run_tokenizer`, which applies the run's stored template.json and never chooses again.
+
+>>> tokenizer, choice = model_tokenizer("smollm2-135m")  # doctest: +SKIP
+>>> choice.name, choice.reason  # doctest: +SKIP
+('model', "the model's own chat template")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from honed.model.loading import load_tokenizer, model_type
+from honed.model.template import ChatTemplate, choose_template, read_template
+from honed.rundir import RunDir
+
+
+def model_tokenizer(spec: str, *, chat_template: str | None = None) -> tuple[Any, ChatTemplate]:
+    """The model's tokenizer with its chat template chosen and set (`chat_template`: --chat-template)."""
+    tokenizer = load_tokenizer(spec)
+    choice = choose_template(tokenizer, model_type=model_type(spec), override=chat_template)
+    return choice.apply(tokenizer), choice
+
+
+def tokenizer_source(run: RunDir, folder: Path | None) -> str:
+    """Where a run's tokenizer is read: the checkpoint folder when it saved one, else the base model."""
+    if folder is not None and folder.is_dir() and (folder / "tokenizer_config.json").is_file():
+        return str(folder)
+    return run.base_model()
+
+
+def run_template(run: RunDir) -> ChatTemplate | None:
+    """The run's stored template (None for a run trained before template.json existed)."""
+    return read_template(run.template_json)
+
+
+def run_tokenizer(run: RunDir, folder: Path | None = None) -> tuple[Any, ChatTemplate]:
+    """The tokenizer of a run's checkpoint `folder` (or its base) with the run's stored template applied.
+
+    A run from before template.json gets what its checkpoint's tokenizer carries (it saved the template
+    it trained with), else the choice for its base model.
+    """
+    tokenizer = load_tokenizer(tokenizer_source(run, folder))
+    stored = run_template(run)
+    if stored is None:
+        stored = choose_template(tokenizer, model_type=model_type(run.base_model()))
+    return stored.apply(tokenizer), stored
