@@ -4,6 +4,7 @@
       config.yaml          resolved TrainConfig                      train writes; everyone reads
       data.json            DataRecord: files, sha256, counts, split  train writes; resume, eval, report read
       run.json             RunRecord: status, steps, best, evals     train writes; runs, eval, export read
+      template.json        ChatTemplate: the chat template chosen    train writes; eval, export, serve read
       metrics.jsonl        one JSON object per step / evaluation     train writes; report reads
       data/                train.jsonl, holdout.jsonl (when train split the holdout off)
       checkpoints/step-N/  weights + optimizer.pt + trainer_state.json (train.checkpoint)

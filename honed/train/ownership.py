@@ -31,7 +31,7 @@ from honed.train.distributed import Dist
 def run_entries(run: RunDir) -> frozenset[str]:
     """What `honed train` and the later stages write into a run directory (names from the RunDir contract);
     `--force` clears a folder only when everything in it is one of these or a temp folder (a dot name)."""
-    paths = (run.config_yaml, run.data_json, run.run_json, run.metrics_jsonl, run.data_dir, run.checkpoints,
+    paths = (run.config_yaml, run.data_json, run.run_json, run.template_json, run.metrics_jsonl, run.data_dir, run.checkpoints,
              run.final, run.merged, run.eval_dir, run.exports, run.report_html, run.tensorboard_dir,
              run.requests_log, run.lock_file)
     return frozenset(p.name for p in paths)
