@@ -44,11 +44,12 @@ SECTION_END = "<!-- eval_generation:end -->"
 
 def load_prompts(count: int, *, data: Path = DATA) -> tuple[Any, Any, list[list[int]], int]:
     from honed.data.read import read_conversations
-    from honed.data.render import ensure_chat_template, render_prompt
     from honed.model.decode import default_max_new_tokens
-    from honed.model.loading import load_model, load_tokenizer
+    from honed.model.loading import load_model
+    from honed.model.prompt import render_prompt
+    from honed.model.tokenizers import model_tokenizer
 
-    tokenizer = ensure_chat_template(load_tokenizer(MODEL))
+    tokenizer, _ = model_tokenizer(MODEL)
     model = load_model(MODEL)
     convs = read_conversations(data).conversations[:count]
     prompts = [render_prompt(c, tokenizer) for c in convs]
@@ -69,9 +70,9 @@ def run_honed(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new: 
 def run_transformers(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new: int) -> dict[str, Any]:
     import torch
 
-    from honed.model.decode import stop_token_ids
+    from honed.model.decode import stops_for
 
-    stops = stop_token_ids(tokenizer, model)
+    stops = stops_for(tokenizer, model).id_list
     started, cpu, tokens, ids = time.perf_counter(), time.process_time(), 0, []
     with torch.inference_mode():
         for prompt in prompts:
@@ -90,10 +91,10 @@ def run_transformers_batched(model: Any, tokenizer: Any, prompts: list[list[int]
     """transformers' own batched greedy `generate` on left-padded batches grouped as honed groups them."""
     import torch
 
-    from honed.model.decode import length_batches, pad_token_id, stop_token_ids
+    from honed.model.decode import length_batches, pad_token_id, stops_for
 
-    stops = stop_token_ids(tokenizer, model)
-    pad = pad_token_id(tokenizer, stops)
+    rule = stops_for(tokenizer, model)
+    stops, pad = rule.id_list, pad_token_id(tokenizer, rule)
     started, cpu, tokens, ids = time.perf_counter(), time.process_time(), 0, [[] for _ in prompts]
     with torch.inference_mode():
         for batch in length_batches([len(p) for p in prompts], batch_size=batch_size):

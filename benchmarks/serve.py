@@ -162,10 +162,10 @@ def honed_system(client_counts: list[int], *, per_client: int, max_tokens: int) 
 
 
 def transformers_system(client_counts: list[int], *, per_client: int, max_tokens: int) -> dict[int, dict[str, float]]:
-    from honed.data.render import ensure_chat_template
-    from honed.model.loading import load_model, load_tokenizer
+    from honed.model.loading import load_model
+    from honed.model.tokenizers import model_tokenizer
 
-    model, tokenizer = load_model(MODEL).eval(), ensure_chat_template(load_tokenizer(MODEL))
+    model, tokenizer = load_model(MODEL).eval(), model_tokenizer(MODEL)[0]
     with uvicorn_thread(transformers_app(model, tokenizer)) as url:
         return run_system("transformers", url, "smollm2", client_counts=client_counts, per_client=per_client,
                           max_tokens=max_tokens)

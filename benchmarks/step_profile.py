@@ -38,8 +38,7 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
     from train_vs_trl import conversations, read_banking77
 
     from honed.config import load_config
-    from honed.data.render import ensure_chat_template
-    from honed.model.loading import load_tokenizer
+    from honed.model.tokenizers import model_tokenizer
     from honed.train import loss as loss_module
     from honed.train.batching import micro_batches
     from honed.train.build import build_model
@@ -48,7 +47,7 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     config = load_config(None, overrides=["model=smollm2-135m", "lora.r=16", "lora.alpha=32", "lora.dropout=0"])
-    tokenizer = ensure_chat_template(load_tokenizer(config.model))
+    tokenizer, _ = model_tokenizer(config.model)
     chats_read = conversations(read_banking77(DATA / "train.csv", count=chats, seed=0))  # train_vs_trl's sample
     examples, _, _ = to_examples(chats_read, tokenizer, max_length=256)
     model = build_model(config, device="cpu")
