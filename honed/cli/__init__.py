@@ -9,6 +9,7 @@ pipeline stage registers its commands on `app` (imported at the bottom, in the o
     honed.cli.report    report (and the report/tracker refresh after train and eval)
     honed.cli.ship      export, serve, chat
     honed.cli.monitor   monitor
+    honed.cli.models    models
 """
 
 from __future__ import annotations
@@ -81,4 +82,4 @@ def main_options(
 
 
 # The commands, one module per pipeline stage; importing a module registers its commands.
-from honed.cli import data, train, evaluate, report, ship, monitor  # noqa: E402, F401
+from honed.cli import data, train, evaluate, report, ship, monitor, models  # noqa: E402, F401
