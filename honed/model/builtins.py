@@ -94,8 +94,8 @@ TESTED_ARCHITECTURES: tuple[TestedArchitecture, ...] = (
 TESTED_STAGES = ("data check", "train", "eval", "export merged", "export gguf", "serve")
 UNLISTED_ADVICE = (
     "Any causal LM transformers loads works: honed uses the model's own chat template, else its family's "
-    "by architecture and vocabulary, else ChatML with added tokens, and reports the architecture as untested "
-    "rather than refusing it. Check what it picked with `honed data check DATA --model MODEL` (the template "
+    "by architecture and vocabulary, else ChatML with added tokens; an architecture outside this list is "
+    "untested, never refused for its name. Check what it picked with `honed data check DATA --model MODEL` (the template "
     "line says which and why) and `honed data show` (the trained tokens must end with the end of turn); "
     "pass --chat-template NAME|FILE.jinja to data check and train when the choice is wrong."
 )
