@@ -1,13 +1,15 @@
 """The HTTP side: OpenAI-compatible routes on FastAPI, every handler async, no model work in the loop.
 
     POST /v1/chat/completions   non-streamed, or `stream: true` as server-sent events
+    POST /v1/completions        OpenAI's legacy completions: text or token-id prompts, echo, logprobs
     GET  /v1/models             the served names (run names)
     GET  /health                200 {"status": "ok"} while serving
     GET  /metrics               Prometheus text
 
 Safe by default: `--api-key` is checked on /v1/* (constant-time compare); the body, `max_tokens` and the
 prompt are bounded (413 / 400 in OpenAI's error shape); a full queue answers 429; a client that goes
-away cancels its job. Each finished request (also a failed or abandoned one) is appended to the
+away cancels its jobs. Every request field is honoured or refused (honed.serve.schemas); `n` answers
+are `n` rows of one batch. Each finished request (also a failed or abandoned one) is appended to the
 request log (docs/request-log.md) and counted in the metrics.
 
 >>> app = create_app(served, engine, settings=Settings(api_key="k"))  # doctest: +SKIP
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,13 +31,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from honed.model.batch import Sampling
-from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job, QueueFull, ShuttingDown
+from honed.errors import HonedError
+from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job, PromptScores, QueueFull, ShuttingDown
 from honed.serve.loading import ServedModel
 from honed.serve.metrics import CONTENT_TYPE, Metrics
 from honed.serve.requestlog import RequestLog, arrival_timestamp, record
 from honed.serve.schemas import (
-    ApiError, ChatRequest, Limits, chunk_body, completion_body, max_tokens_for, new_id, parse_request, sse, usage,
+    ApiError, ChatRequest, Choice, CompletionRequest, Limits, chat_logprob, check_engine, check_token_ids,
+    chunk_body, completion_body, completion_logprobs, max_tokens_for, new_id, parse_completion, parse_request, sse,
+    text_completion_body, usage,
 )
 
 log = logging.getLogger("honed.serve")
@@ -51,19 +56,55 @@ class Settings:
 
 
 @dataclass
-class Exchange:
-    """One accepted request, from arrival to its log line."""
+class Answer:
+    """What one choice of a request has produced so far."""
 
-    chat: ChatRequest
+    index: int
+    prompt_text: str = ""  # the prompt as text (echo)
+    parts: list[str] = field(default_factory=list)
+    picks: list[Any] = field(default_factory=list)  # honed.model.batch.Pick, when logprobs are asked
+    scores: tuple[Any, ...] = ()  # the prompt's honed.model.batch.Scored, with echo + logprobs
+    finished: Finished | None = None
+    offset: int = 0  # characters streamed so far (completions' text_offset)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
+class Exchange:
+    """One accepted request (its `n` choices, times the prompts of a completions request), from arrival
+    to its log line."""
+
+    request: ChatRequest | CompletionRequest
     served: ServedModel
-    job: Job
-    events: asyncio.Queue[Event]
+    jobs: list[Job]
+    events: asyncio.Queue[tuple[int, Event]]
     response_id: str
     ts: str
     arrived: float
     prompt_tokens: int
     max_tokens: int
+    answers: list[Answer]
     done: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return isinstance(self.request, ChatRequest)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(job.completion_tokens for job in self.jobs)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        tokens = self.completion_tokens
+        return sum(job.logprob_sum for job in self.jobs) / tokens if tokens else None
+
+    def cancel(self) -> None:
+        for job in self.jobs:
+            job.cancel()
 
 
 class Server:
@@ -74,6 +115,7 @@ class Server:
         self.engine = engine
         self.settings = settings
         self.metrics = Metrics(engine)
+        self._grammars: dict[tuple[str, str], Any] = {}  # (model, schema) -> compiled JsonConstraint
 
     # ---- request checks ------------------------------------------------------------------------------
 
@@ -107,69 +149,121 @@ class Server:
                            param="model", code="model_not_found")
         return self.models[name]
 
+    def constraint(self, served: ServedModel, schema: dict[str, Any]) -> Any:
+        """The compiled JSON constraint of `schema` ({} = any object) for `served`, compiled once."""
+        from honed.model.constrain import JsonConstraint, compile_json
+
+        key = (served.name, json.dumps(schema, sort_keys=True))
+        if key not in self._grammars:
+            try:
+                grammar = compile_json(schema or None, where="response_format")
+                compiled = JsonConstraint(grammar, served.tokenizer, stop_ids=served.stop_ids,
+                                          vocab_size=vocab_size(served))
+            except HonedError as exc:
+                raise ApiError(400, str(exc), param="response_format") from exc
+            if len(self._grammars) >= 64:  # a bounded cache: forget the oldest schema
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[key] = compiled
+        return self._grammars[key]
+
     # ---- accepting a request -------------------------------------------------------------------------
 
-    async def accept(self, request: Request) -> Exchange:
-        """Check, parse, render and queue one chat completion request."""
+    async def accept(self, request: Request, *, chat: bool) -> Exchange:
+        """Check, parse, render and queue one request: a job per choice (and per prompt)."""
         arrived, ts = time.perf_counter(), arrival_timestamp()
         self.authorize(request)
-        chat = parse_request(await self.read_body(request), limits=self.settings.limits)
-        served = self.model(chat.model)
-        prompt_ids = await asyncio.to_thread(render_prompt_ids, served, chat)
-        max_tokens = max_tokens_for(chat, prompt_tokens=len(prompt_ids), context_length=served.context_length,
-                                    limits=self.settings.limits)
+        body, limits = await self.read_body(request), self.settings.limits
+        parsed = parse_request(body, limits=limits) if chat else parse_completion(body, limits=limits)
+        served = self.model(parsed.model)
+        check_engine(parsed, engine=getattr(self.engine, "name", "torch"))
+        if parsed.logit_bias:
+            check_token_ids([t for t, _ in parsed.bias], vocab_size=vocab_size(served), param="logit_bias")
+        prompts = await asyncio.to_thread(prompts_of, served, parsed)
+        max_tokens = min(max_tokens_for(parsed, prompt_tokens=len(ids), context_length=served.context_length,
+                                        limits=limits) for ids, _ in prompts)
+        schema = parsed.schema if isinstance(parsed, ChatRequest) else None
+        compiled = await asyncio.to_thread(self.constraint, served, schema) if schema is not None else None
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        jobs, answers = [], []
+        for p, (ids, text) in enumerate(prompts):
+            for choice in range(parsed.n):
+                index = p * parsed.n + choice
+                jobs.append(self._job(parsed, served, ids, index=index, choice=choice, max_tokens=max_tokens,
+                                      loop=loop, events=events, constraint=compiled))
+                answers.append(Answer(index, prompt_text=text))
+        self._submit(jobs)
+        prompt_tokens = sum(len(ids) for ids, _ in prompts)
+        response_id = new_id("chatcmpl" if chat else "cmpl")
+        return Exchange(parsed, served, jobs, events, response_id, ts, arrived, prompt_tokens, max_tokens, answers)
 
+    @staticmethod
+    def _job(parsed: ChatRequest | CompletionRequest, served: ServedModel, ids: list[int], *, index: int, choice: int,
+             max_tokens: int, loop: asyncio.AbstractEventLoop, events: asyncio.Queue[tuple[int, Event]],
+             constraint: Any) -> Job:
         def emit(event: Event) -> None:  # called from the scheduler thread
             try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
+                loop.call_soon_threadsafe(events.put_nowait, (index, event))
             except RuntimeError:  # the loop is gone (shutdown): nobody is listening
                 pass
 
-        sampling = Sampling(max_tokens=max_tokens, temperature=chat.temperature, top_p=chat.top_p, seed=chat.seed)
-        job = Job(served=served, prompt_ids=prompt_ids, sampling=sampling, emit=emit, stop=chat.stop_list,
-                  ignore_eos=chat.ignore_eos)
-        try:
-            self.engine.submit(job)
-        except ShuttingDown as exc:
-            raise ApiError(503, f"{exc}; retry on another replica", kind="server_error", code="unavailable") from exc
-        except QueueFull as exc:
-            raise ApiError(429, f"the server is busy ({exc}); retry later", kind="rate_limit_error",
-                           code="rate_limit_exceeded") from exc
-        return Exchange(chat, served, job, events, new_id(), ts, arrived, len(prompt_ids), max_tokens)
+        if isinstance(parsed, ChatRequest):
+            top, wants, scored = parsed.top_logprobs, parsed.logprobs, None
+        else:
+            top, wants = parsed.logprobs or 0, parsed.logprobs is not None
+            scored = parsed.logprobs if parsed.echo and wants else None
+        sampling = parsed.sampling(max_tokens=max_tokens, choice=choice, top_logprobs=top, prompt_logprobs=scored)
+        return Job(served=served, prompt_ids=ids, sampling=sampling, emit=emit, stop=parsed.stop_list,
+                   ignore_eos=parsed.ignore_eos, constraint=constraint.start() if constraint is not None else None,
+                   logprobs=wants)
+
+    def _submit(self, jobs: list[Job]) -> None:
+        """Queue every job of a request, or none: one refused cancels those already queued."""
+        for done, job in enumerate(jobs):
+            try:
+                self.engine.submit(job)
+            except QueueFull as exc:
+                for queued in jobs[:done]:
+                    queued.cancel()
+                if isinstance(exc, ShuttingDown):
+                    raise ApiError(503, f"{exc}; retry on another replica", kind="server_error",
+                                   code="unavailable") from exc
+                raise ApiError(429, f"the server is busy ({exc}); retry later", kind="rate_limit_error",
+                               code="rate_limit_exceeded") from exc
 
     # ---- finishing a request -------------------------------------------------------------------------
 
-    def finish(self, ex: Exchange, *, text: str, event: Finished | None, error: str | None, status: int) -> None:
+    def finish(self, ex: Exchange, *, error: str | None, status: int) -> None:
         """Log and count a request once, however it ended."""
         if ex.done:
             return
         ex.done = True
         latency = time.perf_counter() - ex.arrived
-        completion = event.completion_tokens if event is not None else ex.job.completion_tokens
-        ttft = event.ttft_s if event is not None and ex.chat.stream else None
-        mean = event.mean_logprob if event is not None else None
-        params = {"max_tokens": ex.max_tokens, "temperature": ex.chat.temperature, "top_p": ex.chat.top_p,
-                  "stop": ex.chat.stop, "seed": ex.chat.seed}
+        first = ex.answers[0]
+        event = first.finished if error is None else None
+        ttft = event.ttft_s if event is not None and ex.request.stream else None
+        params = ex.request.log_params(max_tokens=ex.max_tokens)
+        if ex.chat:
+            messages = [m.model_dump(exclude_none=True) for m in ex.request.messages]  # type: ignore[union-attr]
+        else:
+            params["endpoint"] = "completions"
+            messages = [{"role": "user", "content": a.prompt_text} for a in ex.answers[:: ex.request.n]]
         entry = record(
-            response_id=ex.response_id, ts=ex.ts, served=ex.served,
-            messages=[m.model_dump(exclude_none=True) for m in ex.chat.messages], params=params, output=text,
-            finish_reason=event.finish_reason if event is not None else "error", error=error,
-            prompt_tokens=ex.prompt_tokens, completion_tokens=completion, latency_ms=latency * 1000,
-            ttft_ms=ttft * 1000 if ttft is not None else None, mean_logprob=mean, stream=ex.chat.stream,
+            response_id=ex.response_id, ts=ex.ts, served=ex.served, messages=messages, params=params,
+            output=first.text, finish_reason=event.finish_reason if event is not None else "error", error=error,
+            prompt_tokens=ex.prompt_tokens, completion_tokens=ex.completion_tokens, latency_ms=latency * 1000,
+            ttft_ms=ttft * 1000 if ttft is not None else None, mean_logprob=ex.mean_logprob, stream=ex.request.stream,
         )
         try:
             self.settings.request_log.append(ex.served, entry)
         except OSError as exc:  # the answer matters more than its log line; say so loudly
             log.error("could not write the request log for %s: %s", ex.served.name, exc)
         self.metrics.observe(ex.served.name, status=status, prompt_tokens=ex.prompt_tokens,
-                             completion_tokens=completion, latency_s=latency,
+                             completion_tokens=ex.completion_tokens, latency_s=latency,
                              ttft_s=event.ttft_s if event is not None else None)
 
     async def complete(self, request: Request, ex: Exchange) -> Response:
-        """A non-streamed answer; a client that disconnects first cancels the job."""
-        text, event = "", None
-        answer = asyncio.ensure_future(_collect(ex.events))
+        """A non-streamed answer; a client that disconnects first cancels the jobs."""
+        answer = asyncio.ensure_future(_collect(ex))
         gone = asyncio.ensure_future(_wait_for_disconnect(request))
         try:
             await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -177,67 +271,156 @@ class Server:
             gone.cancel()
             if not answer.done():
                 answer.cancel()
-                ex.job.cancel()
-                self.finish(ex, text="", event=None, error=DISCONNECTED, status=499)
+                ex.cancel()
+                self.finish(ex, error=DISCONNECTED, status=499)
         if ex.done:
             return Response(status_code=499)
-        text, event = answer.result()
-        if isinstance(event, Failed):
-            self.finish(ex, text=text, event=None, error=event.message, status=500)
-            return JSONResponse(ApiError(500, event.message, kind="server_error").body(), status_code=500)
-        self.finish(ex, text=text, event=event, error=None, status=200)
-        return JSONResponse(completion_body(
-            response_id=ex.response_id, model=ex.served.name, text=text, finish_reason=event.finish_reason,
-            prompt_tokens=ex.prompt_tokens, completion_tokens=event.completion_tokens,
-        ))
+        failed = answer.result()
+        if failed is not None:
+            ex.cancel()
+            self.finish(ex, error=failed.message, status=500)
+            return JSONResponse(ApiError(500, failed.message, kind="server_error").body(), status_code=500)
+        self.finish(ex, error=None, status=200)
+        choices = [self.choice(ex, a) for a in ex.answers]
+        if ex.chat:
+            return JSONResponse(completion_body(response_id=ex.response_id, model=ex.served.name, choices=choices,
+                                                prompt_tokens=ex.prompt_tokens,
+                                                completion_tokens=ex.completion_tokens))
+        return JSONResponse(text_completion_body(response_id=ex.response_id, model=ex.served.name, choices=choices,
+                                                 usage_counts=usage(ex.prompt_tokens, ex.completion_tokens)))
+
+    def choice(self, ex: Exchange, a: Answer) -> Choice:
+        """One whole answer in the endpoint's shape."""
+        assert a.finished is not None
+        tokenizer, request = ex.served.tokenizer, ex.request
+        if isinstance(request, ChatRequest):
+            logprobs = {"content": [chat_logprob(tokenizer, *p) for p in a.picks], "refusal": None} \
+                if request.logprobs else None
+            return Choice(a.index, a.text, a.finished.finish_reason, logprobs)
+        echo = a.prompt_text if request.echo else ""
+        logprobs = None
+        if request.logprobs is not None:
+            logprobs = completion_logprobs(tokenizer, [*(a.scores if request.echo else ()), *a.picks])
+        return Choice(a.index, echo + a.text, a.finished.finish_reason, logprobs)
 
     async def stream(self, ex: Exchange) -> AsyncIterator[str]:
-        """The SSE stream: a role chunk, content chunks, the finish chunk, usage if asked, [DONE]."""
-        name, parts = ex.served.name, []
+        """The SSE stream: chunks per choice as tokens come, each choice's finish, usage if asked, [DONE]."""
         try:
-            yield sse(chunk_body(response_id=ex.response_id, model=name, delta={"role": "assistant", "content": ""}))
-            while True:
-                event = await ex.events.get()
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                    yield sse(chunk_body(response_id=ex.response_id, model=name, delta={"content": event.text}))
-                    continue
+            for a in ex.answers:
+                first = self._first_chunk(ex, a)
+                if first is not None:
+                    yield sse(first)
+            waiting = len(ex.answers)
+            while waiting:
+                index, event = await ex.events.get()
+                a = ex.answers[index]
                 if isinstance(event, Failed):
-                    self.finish(ex, text="".join(parts), event=None, error=event.message, status=500)
+                    ex.cancel()
+                    self.finish(ex, error=event.message, status=500)
                     yield sse(ApiError(500, event.message, kind="server_error").body())
-                else:
-                    self.finish(ex, text="".join(parts), event=event, error=None, status=200)
-                    yield sse(chunk_body(response_id=ex.response_id, model=name, delta={},
-                                         finish_reason=event.finish_reason))
-                    if ex.chat.include_usage:
-                        counts = usage(ex.prompt_tokens, event.completion_tokens)
-                        yield sse(chunk_body(response_id=ex.response_id, model=name, delta={}, usage_counts=counts))
-                yield sse("[DONE]")
-                return
+                    break
+                if isinstance(event, Finished):
+                    a.finished, waiting = event, waiting - 1
+                    if waiting == 0:
+                        self.finish(ex, error=None, status=200)
+                yield sse(self._chunk(ex, a, event))
+            else:
+                if ex.request.include_usage:
+                    counts = usage(ex.prompt_tokens, ex.completion_tokens)
+                    yield sse(chunk_body(response_id=ex.response_id, model=ex.served.name, delta={},
+                                         usage_counts=counts) if ex.chat else
+                              text_completion_body(response_id=ex.response_id, model=ex.served.name, choices=[],
+                                                   usage_counts=counts))
+            yield sse("[DONE]")
         finally:  # cancelled: the client went away mid-stream
             if not ex.done:
-                ex.job.cancel()
-                self.finish(ex, text="".join(parts), event=None, error=DISCONNECTED, status=499)
+                ex.cancel()
+                self.finish(ex, error=DISCONNECTED, status=499)
+
+    def _first_chunk(self, ex: Exchange, a: Answer) -> dict[str, Any] | None:
+        if ex.chat:
+            return chunk_body(response_id=ex.response_id, model=ex.served.name, index=a.index,
+                              delta={"role": "assistant", "content": ""})
+        request = ex.request
+        assert isinstance(request, CompletionRequest)
+        if request.echo and request.logprobs is None:  # with logprobs, the echo waits for the prompt's scores
+            a.offset += len(a.prompt_text)
+            return self._text_chunk(ex, a, a.prompt_text, None)
+        return None
+
+    def _text_chunk(self, ex: Exchange, a: Answer, text: str, logprobs: Any, reason: str | None = None) -> dict[str, Any]:
+        return text_completion_body(response_id=ex.response_id, model=ex.served.name,
+                                    choices=[Choice(a.index, text, reason or "", logprobs)], usage_counts=None)
+
+    def _chunk(self, ex: Exchange, a: Answer, event: Event) -> dict[str, Any]:
+        """The chunk one engine event of choice `a` becomes."""
+        tokenizer, request, name = ex.served.tokenizer, ex.request, ex.served.name
+        if isinstance(event, Finished):
+            if ex.chat:
+                return chunk_body(response_id=ex.response_id, model=name, delta={}, index=a.index,
+                                  finish_reason=event.finish_reason)
+            return self._text_chunk(ex, a, "", None, event.finish_reason)
+        if isinstance(event, PromptScores):  # completions with echo and logprobs
+            logprobs = completion_logprobs(tokenizer, list(event.tokens), offset=a.offset)
+            a.offset += len(a.prompt_text)
+            return self._text_chunk(ex, a, a.prompt_text, logprobs)
+        assert isinstance(event, Delta)
+        a.parts.append(event.text)
+        if isinstance(request, ChatRequest):
+            logprobs = {"content": [chat_logprob(tokenizer, *p) for p in event.tokens], "refusal": None} \
+                if request.logprobs else None
+            return chunk_body(response_id=ex.response_id, model=name, delta={"content": event.text}, index=a.index,
+                              logprobs=logprobs)
+        logprobs = completion_logprobs(tokenizer, list(event.tokens), offset=a.offset) \
+            if request.logprobs is not None else None
+        a.offset += len(event.text)
+        return self._text_chunk(ex, a, event.text, logprobs)
 
 
-def render_prompt_ids(served: ServedModel, chat: ChatRequest) -> list[int]:
-    """The request's prompt as token ids; a template that refuses the messages is a 400."""
+def vocab_size(served: ServedModel) -> int:
+    """The number of token ids the model has (its embedding may be padded past the tokenizer)."""
+    config = getattr(served.model, "config", None)
+    size = getattr(config, "vocab_size", None)
+    return int(size) if isinstance(size, int) and size > 0 else len(served.tokenizer)
+
+
+def prompts_of(served: ServedModel, request: ChatRequest | CompletionRequest) -> list[tuple[list[int], str]]:
+    """The request's prompts as (token ids, text). Chat: the messages through the run's template (a
+    template that refuses them is a 400); completions: text tokenized as is, or token ids checked."""
     from jinja2.exceptions import TemplateError
 
-    try:
-        return served.render(chat.template_messages)
-    except TemplateError as exc:
-        raise ApiError(400, f"the model's chat template refused these messages ({exc})", param="messages") from exc
-
-
-async def _collect(events: asyncio.Queue[Event]) -> tuple[str, Finished | Failed]:
-    parts: list[str] = []
-    while True:
-        event = await events.get()
-        if isinstance(event, Delta):
-            parts.append(event.text)
+    if isinstance(request, ChatRequest):
+        try:
+            return [(served.render(request.template_messages), "")]
+        except TemplateError as exc:
+            raise ApiError(400, f"the model's chat template refused these messages ({exc})",
+                           param="messages") from exc
+    out = []
+    for prompt in request.prompts:
+        if isinstance(prompt, str):
+            out.append((list(served.tokenizer(prompt)["input_ids"]), prompt))
         else:
-            return "".join(parts), event
+            check_token_ids(prompt, vocab_size=vocab_size(served), param="prompt")
+            out.append((prompt, served.tokenizer.decode(prompt)))
+    return out
+
+
+async def _collect(ex: Exchange) -> Failed | None:
+    """Read every choice's events until all finished (None) or one failed (that failure)."""
+    waiting = len(ex.answers)
+    while waiting:
+        index, event = await ex.events.get()
+        a = ex.answers[index]
+        if isinstance(event, Delta):
+            a.parts.append(event.text)
+            a.picks.extend(event.tokens)
+        elif isinstance(event, PromptScores):
+            a.scores = event.tokens
+        elif isinstance(event, Finished):
+            a.finished, waiting = event, waiting - 1
+        else:
+            return event
+    return None
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -261,18 +444,25 @@ def create_app(served: list[ServedModel], engine: Engine, *, settings: Settings 
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if request.url.path.startswith("/v1/chat"):
+        if request.url.path.startswith(("/v1/chat", "/v1/completions")):
             server.metrics.requests.labels(model="-", status=str(exc.status)).inc()
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        ex = await server.accept(request)
-        if ex.chat.stream:
+    async def answer(request: Request, *, chat: bool) -> Response:
+        ex = await server.accept(request, chat=chat)
+        if ex.request.stream:
             return StreamingResponse(server.stream(ex), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return await server.complete(request, ex)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await answer(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await answer(request, chat=False)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

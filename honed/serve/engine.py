@@ -8,6 +8,11 @@ HTTP handlers never touch a model. They `submit` a `Job` and read its events (`D
     2. one decode step for every running batch: choose a token per row, stream its text, drop rows that
        finished (end-of-turn, a `stop` string, `max_tokens`, the context length) or were cancelled.
 
+A job may carry a constraint state (a JSON schema, honed.model.constrain) and sampling settings with
+penalties and logit_bias; the running batch applies them per row. A job that asks for log-probabilities
+gets each token's `Pick` with the text it starts (`Delta.tokens`), and one that asks for its prompt's
+(`/v1/completions` with echo) gets them first (`PromptScores`); `max_tokens` 0 ends it right after.
+
 The waiting queue is bounded: `submit` raises `QueueFull` instead of letting a request wait forever. A
 job whose client went away is cancelled and leaves the batch at the next step, freeing its slot. An
 exception while decoding fails the jobs of that batch only; the server goes on.
@@ -25,7 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from honed.model.batch import Row, RunningBatch, Sampling
+from honed.model.batch import Pick, Row, RunningBatch, Sampling, Scored
+from honed.model.constrain import RowState
 from honed.serve.loading import ServedModel
 from honed.serve.textstream import TextStream
 
@@ -34,9 +40,17 @@ log = logging.getLogger("honed.serve")
 
 @dataclass(frozen=True)
 class Delta:
-    """New final text of the answer."""
+    """New final text of the answer, and (when the job asks for log-probabilities) the tokens it starts."""
 
     text: str
+    tokens: tuple[Pick, ...] = ()
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """The prompt's tokens and their log-probabilities (asked with `Sampling.prompt_logprobs`)."""
+
+    tokens: tuple[Scored, ...]
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ class Failed:
     message: str
 
 
-Event = Delta | Finished | Failed
+Event = Delta | PromptScores | Finished | Failed
 
 
 class QueueFull(Exception):
@@ -78,6 +92,8 @@ class Job:
     emit: Callable[[Event], None]
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    constraint: RowState | None = None  # e.g. a JSON schema's matcher for this answer
+    logprobs: bool = False  # send each token's Pick with its Delta
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)
     # decoding state, owned by the scheduler thread
@@ -85,6 +101,8 @@ class Job:
     logprob_sum: float = 0.0
     first_token_at: float | None = None
     text: TextStream | None = None
+    picks: list[Pick] = field(default_factory=list)  # the tokens of the answer, when logprobs is asked
+    sent: int = 0  # picks already sent with a Delta
 
     def cancel(self) -> None:
         """Ask the scheduler to drop this job at its next step (the client went away)."""
@@ -93,6 +111,8 @@ class Job:
 
 class Engine:
     """The background decoding thread and its bounded queue of waiting jobs."""
+
+    name = "torch"  # which request parameters it implements: honed.serve.schemas.ENGINE_PARAMS
 
     def __init__(self, *, max_batch: int = 32, max_queue: int = 256) -> None:
         self.max_batch = max_batch
@@ -175,13 +195,26 @@ class Engine:
                 turn_end = [] if job.ignore_eos else list(job.served.stops.strings)
                 job.text = TextStream(job.served.tokenizer, stop=[*job.stop, *turn_end])
             self._select(jobs[0].served)
+            rows = [Row(prompt_ids=job.prompt_ids, sampling=job.sampling, payload=job, constraint=job.constraint)
+                    for job in jobs]
             try:
-                batch.admit([Row(prompt_ids=job.prompt_ids, sampling=job.sampling, payload=job) for job in jobs])
+                batch.admit(rows)
             except Exception as exc:  # e.g. out of memory on a long prompt: those jobs fail, others go on
                 log.exception("prefill failed")
                 for job in jobs:
                     job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+                continue
             self.running += len(jobs)
+            self._after_prefill(batch, rows)
+
+    def _after_prefill(self, batch: RunningBatch, rows: list[Row]) -> None:
+        """Send prompt scores where asked; a job with max_tokens 0 (scoring only) is done right here."""
+        for row in rows:
+            if row.prompt_scores is not None:
+                row.payload.emit(PromptScores(tuple(row.prompt_scores)))
+        if any(row.sampling.max_tokens == 0 for row in rows):
+            keep = [row.sampling.max_tokens > 0 or self._finish(row.payload, "length") for row in batch.rows]
+            batch.keep(keep)
 
     @staticmethod
     def _select(served: ServedModel) -> None:
@@ -193,7 +226,7 @@ class Engine:
         self._select(batch.rows[0].payload.served)
         try:
             picks = batch.choose()
-            keep = [self._accept(row.payload, token, logprob) for row, (token, logprob) in zip(batch.rows, picks)]
+            keep = [self._accept(row.payload, pick) for row, pick in zip(batch.rows, picks)]
             batch.keep(keep)
             if batch.rows:
                 batch.advance()
@@ -203,8 +236,9 @@ class Engine:
                 row.payload.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
             batch.keep([False] * len(batch.rows))
 
-    def _accept(self, job: Job, token: int, logprob: float) -> bool:
+    def _accept(self, job: Job, pick: Pick) -> bool:
         """Record one chosen token of `job`; False when the job is done (or cancelled)."""
+        token, logprob = pick.token, pick.logprob
         if job.cancelled.is_set():
             return False
         assert job.text is not None
@@ -214,22 +248,35 @@ class Engine:
             job.first_token_at = time.perf_counter()
         if token in job.served.stop_ids and not job.ignore_eos:
             return self._finish(job, "stop")
+        if job.logprobs:
+            job.picks.append(pick)
         delta, hit_stop = job.text.push(token)
-        if delta:
-            job.emit(Delta(delta))
         if hit_stop:
-            return self._finish(job, "stop")
+            return self._finish(job, "stop", delta=delta)
+        tokens = self._release(job, job.text.released())
+        if delta or tokens:
+            job.emit(Delta(delta, tokens))
         total = len(job.prompt_ids) + job.completion_tokens
         if job.completion_tokens >= job.sampling.max_tokens or total >= job.served.context_length:
             return self._finish(job, "length")
         return True
 
     @staticmethod
-    def _finish(job: Job, reason: str) -> bool:
+    def _release(job: Job, upto: int) -> tuple[Pick, ...]:
+        """The picks up to `upto` not sent yet (marked sent)."""
+        if upto <= job.sent:
+            return ()
+        tokens, job.sent = tuple(job.picks[job.sent:upto]), upto
+        return tokens
+
+    def _finish(self, job: Job, reason: str, *, delta: str = "") -> bool:
+        """Send the rest of the answer and `Finished`. Cut by a stop string, the tokens whose text starts
+        at or after the cut are not part of the answer; otherwise every token is."""
         assert job.text is not None
-        rest = job.text.flush()
-        if rest:
-            job.emit(Delta(rest))
+        rest = delta + job.text.flush()
+        tokens = self._release(job, job.text.released() if job.text.stopped else len(job.picks))
+        if rest or tokens:
+            job.emit(Delta(rest, tokens))
         mean = job.logprob_sum / job.completion_tokens if job.completion_tokens else None
         ttft = job.first_token_at - job.submitted_at if job.first_token_at is not None else None
         job.emit(Finished(reason, job.text.text, job.completion_tokens, mean, ttft))

@@ -1,11 +1,19 @@
-"""Chat completion requests in, OpenAI-shaped bodies out; every refusal an `ApiError` in OpenAI's shape.
+"""Requests in, OpenAI-shaped bodies out; every refusal an `ApiError` in OpenAI's shape.
 
 Errors look like OpenAI's (and vLLM's), so clients raise their usual exceptions:
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens", "code": null}}
 
-Unknown request fields are accepted and ignored (clients send `user`, `logprobs: false`, ...), except
-the ones honed cannot honour, which are refused rather than silently ignored (`n` > 1, tools).
+No field is silently ignored. Every field of OpenAI's chat completions and completions requests is one of:
+
+- read and honoured (`ChatRequest`, `CompletionRequest`; an engine that cannot honour one refuses it,
+  see `ENGINE_PARAMS`);
+- harmless: it cannot change the answer, clients send it by default, and it is accepted unread
+  (`HARMLESS`, or `HARMLESS_VALUES` for fields harmless only at their default value, e.g. `tools: []`);
+- refused with a 400 whose `param` names it and whose message says what to do (`REFUSED`).
+
+A field that is none of these (a typo, another server's extension) is a 400 too. `null` is read as the
+field's default everywhere, as OpenAI does.
 
 >>> request = parse_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}', limits=Limits())
 >>> request.model, request.messages[0].content
@@ -15,12 +23,16 @@ the ones honed cannot honour, which are refused rather than silently ignored (`n
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import lru_cache
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat; vLLM's default for both endpoints
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_tokens: int = 1024  # the largest max_tokens a request may ask for; also the default
     max_prompt_tokens: int = 4096
+    max_n: int = 8  # choices per request (rows of one batch); times the prompts of a completions request
 
 
 class ApiError(Exception):
@@ -42,6 +55,80 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+# ---- the fields honed does not read --------------------------------------------------------------------
+
+# Accepted and not read: none of them can change the answer.
+HARMLESS: dict[str, str] = {
+    "user": "an end-user id for OpenAI's abuse monitoring",
+    "safety_identifier": "an end-user id for OpenAI's abuse monitoring",
+    "metadata": "tags for OpenAI's stored completions",
+    "store": "OpenAI's stored completions (honed's request log records every request anyway)",
+    "service_tier": "OpenAI's processing tier",
+    "prompt_cache_key": "a hint for OpenAI's prompt cache",
+    "prompt_cache_retention": "a hint for OpenAI's prompt cache",
+    "prompt_cache_options": "a hint for OpenAI's prompt cache",
+    "prediction": "predicted output only makes OpenAI faster; the answer is the same",
+    "parallel_tool_calls": "only matters with tools, which honed refuses",
+}
+
+# Harmless only at these values (what clients send by default); any other value is refused (REFUSED).
+HARMLESS_VALUES: dict[str, tuple[Any, ...]] = {
+    "modalities": (["text"],),
+    "tools": ([],),
+    "functions": ([],),
+    "tool_choice": ("none", "auto"),
+    "function_call": ("none", "auto"),
+}
+
+_TOOLS = ("honed serve does not call tools yet; drop `tools`/`tool_choice` and describe the output format in "
+          "the messages, or use `response_format` with a JSON schema")
+REFUSED: dict[str, str] = {
+    "tools": _TOOLS,
+    "tool_choice": _TOOLS,
+    "functions": _TOOLS,
+    "function_call": _TOOLS,
+    "audio": "honed serves text models; drop `audio` and `modalities`",
+    "modalities": "honed serves text models: `modalities` may only be [\"text\"]",
+    "reasoning_effort": "honed's models have no reasoning-effort setting; drop `reasoning_effort`",
+    "verbosity": "honed's models have no verbosity setting; ask for brevity in the messages or set max_tokens",
+    "web_search_options": "honed serve does not search the web; drop `web_search_options`",
+    "moderation": "honed serve does not moderate; drop `moderation`",
+    "suffix": "honed serve does not insert text between a prompt and a suffix; drop `suffix`",
+    "best_of": "honed serve does not rank several answers server-side; drop `best_of` (or set it to n) and ask "
+               "for `n` answers with `logprobs` to rank them yourself",
+}
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def screen(raw: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of `raw` that `model` reads; nulls and harmless fields dropped, the rest refused.
+
+    >>> screen({"model": "m", "user": "u", "seed": None}, CompletionRequest)
+    {'model': 'm'}
+    """
+    kept: dict[str, Any] = {}
+    for key, value in raw.items():
+        if value is None:  # null is the default of every optional field
+            continue
+        if key in model.model_fields:
+            kept[key] = value
+        elif key in HARMLESS_VALUES and value in HARMLESS_VALUES[key]:
+            continue
+        elif key in HARMLESS:
+            continue
+        elif key in REFUSED:
+            raise ApiError(400, f"{key}: {REFUSED[key]}", param=key, code="unsupported_parameter")
+        else:
+            raise ApiError(400, f"unknown field '{key}': honed serve reads every field of OpenAI's request and "
+                           "refuses the others rather than ignore them; remove it (the README's field table "
+                           "lists what each one does here)", param=key, code="unknown_parameter")
+    return kept
+
+
+# ---- the request models ---------------------------------------------------------------------------------
 
 
 class ChatMessage(BaseModel):
@@ -62,28 +149,54 @@ class ChatMessage(BaseModel):
         return out
 
 
-class ChatRequest(BaseModel):
-    """The fields of POST /v1/chat/completions that honed reads."""
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+    include_obfuscation: bool = False  # OpenAI pads chunks against side channels; nothing to pad here
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # honed always constrains to the schema (strict or not)
+
+
+class ResponseFormat(BaseModel):
+    """`{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("`json_schema` is required with type json_schema, and only then")
+        return self
+
+
+class SamplingFields(BaseModel):
+    """What both endpoints share: the model, sampling, stops, choices and streaming."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = 1
+    n: int = Field(default=1, ge=1)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM's extension: decode to max_tokens (benchmarks)
-
-    @field_validator("temperature", "top_p", mode="before")
-    @classmethod
-    def _null_is_default(cls, value: Any) -> Any:
-        return 1.0 if value is None else value  # OpenAI's default for both
 
     @field_validator("stop")
     @classmethod
@@ -92,27 +205,166 @@ class ChatRequest(BaseModel):
             raise ValueError("at most 4 stop sequences")
         return value
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.lstrip("-").isdigit() or int(key) < 0:
+                raise ValueError(f"keys are token ids (strings of digits), not '{key}'")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases lie between -100 and 100, not {bias} (token {key})")
+        return value
+
     @property
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def bias(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
+
+    def engine_params(self) -> list[str]:
+        """The parameters in use that an engine must implement (not every engine does; ENGINE_PARAMS)."""
+        used = {"n": self.n > 1, "seed": self.seed is not None, "presence_penalty": self.presence_penalty != 0,
+                "frequency_penalty": self.frequency_penalty != 0, "logit_bias": bool(self.logit_bias)}
+        return [name for name, on in used.items() if on]
+
+    def log_params(self, *, max_tokens: int) -> dict[str, Any]:
+        """The request log's `params`: the documented five, then any other parameter set (docs/request-log.md)."""
+        params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                                  "stop": self.stop, "seed": self.seed}
+        defaults = {"n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "logit_bias": None}
+        params.update({k: getattr(self, k) for k, d in defaults.items() if getattr(self, k) != d})
+        return params
+
+    def sampling(self, *, max_tokens: int, choice: int = 0, top_logprobs: int = 0,
+                 prompt_logprobs: int | None = None) -> Any:
+        """The decoding settings (honed.model.batch.Sampling) of choice `choice`; each choice of a seeded
+        request gets its own seed (seed + choice), so n answers differ yet repeat."""
+        from honed.model.batch import Sampling
+
+        seed = self.seed + choice if self.seed is not None else None
+        return Sampling(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p, seed=seed,
+                        presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+                        logit_bias=self.bias, top_logprobs=top_logprobs, prompt_logprobs=prompt_logprobs)
+
+
+class ChatRequest(SamplingFields):
+    """The fields of POST /v1/chat/completions that honed reads."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int = Field(default=0, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_needs_logprobs(cls, value: int, info: ValidationInfo) -> int:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    @property
+    def asked_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
 
     @property
     def template_messages(self) -> list[dict[str, Any]]:
         return [m.to_template() for m in self.messages]
 
     @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
+    def schema(self) -> dict[str, Any] | None:
+        """The JSON schema to constrain to ({} = any JSON object), or None for free text."""
+        fmt = self.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        return fmt.json_schema.json_schema if fmt.json_schema is not None else {}
+
+    def engine_params(self) -> list[str]:
+        used = {"logprobs": self.logprobs, "response_format": self.schema is not None}
+        return [*super().engine_params(), *(name for name, on in used.items() if on)]
+
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(SamplingFields):
+    """The fields of POST /v1/completions that honed reads (OpenAI's legacy completions, as lm-eval uses)."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False
+    max_tokens: int = Field(default=16, ge=0)  # OpenAI's default for this endpoint
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    best_of: int | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: Prompt) -> Prompt:
+        if isinstance(value, list) and (not value or any(isinstance(p, list) and not p for p in value)):
+            raise ValueError("an empty prompt; send text or at least one token id")
+        return value
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _zero_only_with_echo(cls, value: int, info: ValidationInfo) -> int:
+        if value == 0 and not info.data.get("echo"):
+            raise ValueError("max_tokens 0 only makes sense with echo: true (the prompt's log-probabilities)")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_is_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value != info.data.get("n", 1):
+            raise ValueError(REFUSED["best_of"])
+        return value
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts, one per entry: text or token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(p, int) for p in prompt):
+            return [list(prompt)]  # type: ignore[arg-type]
+        return list(prompt)  # type: ignore[arg-type]
+
+    def engine_params(self) -> list[str]:
+        used = {"logprobs": self.logprobs is not None, "echo": self.echo}
+        return [*super().engine_params(), *(name for name, on in used.items() if on)]
+
+
+# The parameters each engine implements beyond the plain ones (model, messages/prompt, max_tokens,
+# temperature, top_p, stop, stream): anything else a request uses is refused on that engine.
+ENGINE_PARAMS: dict[str, frozenset[str]] = {
+    "torch": frozenset({"n", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+                        "response_format", "echo"}),
+    "vllm": frozenset({"seed", "presence_penalty", "frequency_penalty", "logit_bias"}),
+}
+
+
+def check_engine(request: SamplingFields, *, engine: str) -> None:
+    """Refuse a parameter the serving engine does not implement (a 400 naming it)."""
+    supported = ENGINE_PARAMS.get(engine, ENGINE_PARAMS["torch"])
+    for param in request.engine_params():
+        if param not in supported:
+            raise ApiError(400, f"{param} is not implemented on the {engine} engine of honed serve; drop it, or "
+                           "serve with `--engine torch`", param=param, code="unsupported_parameter")
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     param = ".".join(str(p) for p in first["loc"]) or None
-    return ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return ApiError(400, f"{param}: {message}" if param else message, param=param)
 
 
-def parse_request(body: bytes, *, limits: Limits) -> ChatRequest:
-    """Validate a request body; every problem is an ApiError 400 naming the parameter."""
+def _parse(body: bytes, model: type[T]) -> T:
     try:
         raw = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -120,40 +372,133 @@ def parse_request(body: bytes, *, limits: Limits) -> ChatRequest:
     if not isinstance(raw, dict):
         raise ApiError(400, "the request body must be a JSON object")
     try:
-        request = ChatRequest.model_validate(raw)
+        return model.model_validate(screen(raw, model))
     except ValidationError as exc:
         raise _validation_error(exc) from exc
-    if request.n != 1:
-        raise ApiError(400, "only n=1 is supported", param="n")
-    if raw.get("tools") or raw.get("functions"):
-        raise ApiError(400, "tools and function calling are not supported by honed serve", param="tools")
-    asked = request.max_completion_tokens or request.max_tokens
+
+
+def _check_limits(request: SamplingFields, *, asked: int | None, choices: int, limits: Limits) -> None:
+    if choices > limits.max_n:
+        raise ApiError(400, f"this request asks for {choices} answers, above this server's limit of {limits.max_n}; "
+                       "ask for fewer (n times the prompts)", param="n")
     if asked is not None and asked > limits.max_tokens:
         raise ApiError(400, f"max_tokens is {asked}, above this server's limit of {limits.max_tokens}; ask for "
                        f"fewer (the limit is `honed serve --max-tokens-limit`)", param="max_tokens")
+
+
+def parse_request(body: bytes, *, limits: Limits) -> ChatRequest:
+    """Validate a chat completions body; every problem is an ApiError 400 naming the parameter."""
+    request = _parse(body, ChatRequest)
+    _check_limits(request, asked=request.asked_tokens, choices=request.n, limits=limits)
     return request
 
 
-def max_tokens_for(request: ChatRequest, *, prompt_tokens: int, context_length: int, limits: Limits) -> int:
+def parse_completion(body: bytes, *, limits: Limits) -> CompletionRequest:
+    """Validate a completions body; every problem is an ApiError 400 naming the parameter.
+
+    >>> parse_completion(b'{"model": "m", "prompt": [1, 2, 3], "echo": true, "max_tokens": 0}', limits=Limits()).prompts
+    [[1, 2, 3]]
+    """
+    request = _parse(body, CompletionRequest)
+    _check_limits(request, asked=request.max_tokens, choices=request.n * len(request.prompts), limits=limits)
+    return request
+
+
+def check_token_ids(ids: list[int], *, vocab_size: int, param: str) -> None:
+    """Token ids a client sent (prompt, logit_bias) must exist in the model's vocabulary."""
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise ApiError(400, f"{param}: token id {bad[0]} is outside this model's vocabulary (0 to {vocab_size - 1})",
+                       param=param)
+
+
+def max_tokens_for(request: ChatRequest | CompletionRequest, *, prompt_tokens: int, context_length: int,
+                   limits: Limits) -> int:
     """The max_tokens to decode with: asked or the server's limit, refused when the prompt leaves no room."""
+    where = "messages" if isinstance(request, ChatRequest) else "prompt"
     if prompt_tokens > limits.max_prompt_tokens:
         raise ApiError(400, f"the prompt is {prompt_tokens} tokens, above this server's limit of "
-                       f"{limits.max_prompt_tokens}; shorten the messages", param="messages",
+                       f"{limits.max_prompt_tokens}; shorten the {where}", param=where,
                        code="context_length_exceeded")
-    asked = request.max_completion_tokens or request.max_tokens
+    asked = request.asked_tokens if isinstance(request, ChatRequest) else request.max_tokens
     room = context_length - prompt_tokens
     if asked is not None and asked > room:
-        raise ApiError(400, f"this model's maximum context length is {context_length} tokens; the messages use "
+        raise ApiError(400, f"this model's maximum context length is {context_length} tokens; the {where} use "
                        f"{prompt_tokens} and max_tokens asks for {asked}; ask for at most {max(room, 0)}",
                        param="max_tokens", code="context_length_exceeded")
-    if room < 1:
+    if room < 1 and asked != 0:
         raise ApiError(400, f"the prompt is {prompt_tokens} tokens, at or above this model's maximum context length "
-                       f"of {context_length}; shorten the messages", param="messages", code="context_length_exceeded")
-    return min(asked or limits.max_tokens, room)
+                       f"of {context_length}; shorten the {where}", param=where, code="context_length_exceeded")
+    return min(limits.max_tokens if asked is None else asked, room)
 
 
-def new_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+# ---- tokens as OpenAI shows them ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (each byte as a printable character), reversed."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def _byte_level(tokenizer: Any) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return "ByteLevel" in repr(getattr(backend, "decoder", ""))
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> list[int]:
+    """The exact bytes of one token (a token may hold part of a character, which its text cannot show).
+
+    >>> token_bytes(tokenizer, 100)  # doctest: +SKIP
+    [194]
+    """
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if isinstance(piece, str):
+        if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):  # sentencepiece's byte fallback
+            return [int(piece[3:5], 16)]
+        decoder = _byte_decoder()
+        if _byte_level(tokenizer) and piece and all(ch in decoder for ch in piece):
+            return [decoder[ch] for ch in piece]
+    return list(tokenizer.decode([int(token_id)]).encode("utf-8"))
+
+
+def token_text(tokenizer: Any, token_id: int) -> str:
+    return str(tokenizer.decode([int(token_id)]))
+
+
+def chat_logprob(tokenizer: Any, token: int, logprob: float, top: tuple[tuple[int, float], ...]) -> dict[str, Any]:
+    """One entry of a chat choice's `logprobs.content`: token, logprob, bytes, top_logprobs."""
+    def one(token_id: int, value: float) -> dict[str, Any]:
+        return {"token": token_text(tokenizer, token_id), "logprob": value, "bytes": token_bytes(tokenizer, token_id)}
+
+    return {**one(token, logprob), "top_logprobs": [one(t, v) for t, v in top]}
+
+
+def completion_logprobs(tokenizer: Any, entries: list[tuple[int, float | None, tuple[tuple[int, float], ...]]], *,
+                        offset: int = 0, with_top: bool = True) -> dict[str, Any]:
+    """A completions choice's `logprobs`: tokens, token_logprobs, top_logprobs (the chosen token among the
+    alternatives, as vLLM and lm-eval expect; None where there is no log-probability) and text_offset."""
+    tokens, values, tops, offsets = [], [], [], []
+    for token, logprob, top in entries:
+        text = token_text(tokenizer, token)
+        tokens.append(text)
+        values.append(logprob)
+        alternatives = {token_text(tokenizer, t): v for t, v in top}
+        if logprob is not None:
+            alternatives.setdefault(text, logprob)
+        tops.append(alternatives if logprob is not None and with_top else None)
+        offsets.append(offset)
+        offset += len(text)
+    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+
+
+# ---- response bodies ------------------------------------------------------------------------------------
+
+
+def new_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -161,25 +506,48 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion_body(*, response_id: str, model: str, text: str, finish_reason: str, prompt_tokens: int,
+@dataclass
+class Choice:
+    """One finished answer of a request: what the response bodies are built from."""
+
+    index: int
+    text: str
+    finish_reason: str
+    logprobs: Any = None  # already in the endpoint's shape, or None
+
+
+def completion_body(*, response_id: str, model: str, choices: list[Choice], prompt_tokens: int,
                     completion_tokens: int) -> dict[str, Any]:
     """A non-streamed `chat.completion` object."""
     return {
         "id": response_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                     "finish_reason": finish_reason}],
+        "choices": [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": c.logprobs,
+                     "finish_reason": c.finish_reason} for c in choices],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
 def chunk_body(*, response_id: str, model: str, delta: dict[str, Any], finish_reason: str | None = None,
-               usage_counts: dict[str, int] | None = None) -> dict[str, Any]:
+               usage_counts: dict[str, int] | None = None, index: int = 0, logprobs: Any = None) -> dict[str, Any]:
     """One `chat.completion.chunk` of a streamed answer (no choices in the final usage chunk)."""
     choices = [] if usage_counts is not None else [
-        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     ]
     body: dict[str, Any] = {"id": response_id, "object": "chat.completion.chunk", "created": int(time.time()),
                             "model": model, "choices": choices}
+    if usage_counts is not None:
+        body["usage"] = usage_counts
+    return body
+
+
+def text_completion_body(*, response_id: str, model: str, choices: list[Choice], usage_counts: dict[str, int] | None,
+                         ) -> dict[str, Any]:
+    """A `text_completion` object: the whole answer, or (streaming) one chunk of it."""
+    body: dict[str, Any] = {
+        "id": response_id, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason or None}
+                    for c in choices],
+    }
     if usage_counts is not None:
         body["usage"] = usage_counts
     return body

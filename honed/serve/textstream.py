@@ -3,7 +3,8 @@
 Text is decoded from all the tokens so far (so multi-byte characters split across tokens come out whole),
 and a delta is released only when it is final: text that might still become a `stop` string, or a
 character still incomplete (U+FFFD at the end), is held back until the next token decides. The deltas
-joined are exactly the non-streamed answer.
+joined are exactly the non-streamed answer. `starts` records where each token's text begins in the
+decoded answer, so a token's log-probability goes out with the text it starts (`released`).
 
 >>> stream = TextStream(tokenizer, stop=["\\n\\n"])  # doctest: +SKIP
 >>> delta, stopped = stream.push(token_id)  # doctest: +SKIP
@@ -41,11 +42,22 @@ class TextStream:
         self.token_ids: list[int] = []
         self.text = ""  # the final text released so far
         self.stopped = False
+        self.starts: list[int] = []  # where each token's text begins in the decoded answer
+        self._decoded = 0  # length of the decoded text so far
+
+    def released(self) -> int:
+        """How many tokens have text in the released answer (a token counts from where its text starts)."""
+        count = 0
+        while count < len(self.starts) and self.starts[count] < len(self.text):
+            count += 1
+        return count
 
     def push(self, token_id: int) -> tuple[str, bool]:
         """Add one token; return the newly final text and whether a stop string ended the answer."""
         self.token_ids.append(token_id)
         full = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        self.starts.append(min(self._decoded, len(full)))
+        self._decoded = len(full)
         hit = self._first_stop(full)
         if hit is not None:
             self.stopped = True

@@ -4,7 +4,10 @@ vLLM's own OpenAI server is started on a private loopback port with the base mod
 adapter as a LoRA module (`--enable-lora --lora-modules NAME=PATH ...`). honed's front (app.py, the
 same routes, auth, limits, metrics and request log as the torch engine) renders each prompt with the
 run's chat template exactly as training did and forwards the token ids to vLLM's /v1/completions,
-streaming the text back and averaging the returned log-probabilities into `mean_logprob`.
+streaming the text back and averaging the returned log-probabilities into `mean_logprob`. It passes
+`seed`, the penalties and `logit_bias` through; the request parameters it does not pass through
+(`logprobs`, `response_format`, `n` > 1, `echo`) are refused by the front with a 400
+(honed.serve.schemas.ENGINE_PARAMS).
 
 Several GPUs: pass vLLM's own flags through, e.g. `--vllm-arg=--tensor-parallel-size=4` (one model
 sharded over 4 GPUs) or `--vllm-arg=--data-parallel-size=2` (two replicas).
@@ -88,6 +91,8 @@ class VllmEngine:
     """The Engine protocol (submit, start, stop, queue_depth, running) over a vLLM server: each job is
     forwarded on its own thread, streamed, and cancelled by closing its connection."""
 
+    name = "vllm"  # which request parameters it passes through: honed.serve.schemas.ENGINE_PARAMS
+
     def __init__(self, base_url: str, *, max_queue: int = 256) -> None:
         self.base_url = base_url
         self.max_queue = max_queue
@@ -119,11 +124,18 @@ class VllmEngine:
 
     def _payload(self, job: Job) -> dict[str, Any]:
         stop_ids = [] if job.ignore_eos else job.served.stop_ids
-        return {"model": job.served.name, "prompt": job.prompt_ids,
-                "max_tokens": job.sampling.max_tokens, "temperature": job.sampling.temperature,
-                "top_p": job.sampling.top_p, "seed": job.sampling.seed, "stop": [*job.stop, *([] if job.ignore_eos else job.served.stops.strings)] or None,
-                "stop_token_ids": stop_ids, "ignore_eos": job.ignore_eos, "logprobs": 1, "stream": True,
-                "stream_options": {"include_usage": True}, "skip_special_tokens": True}
+        turn_end = [] if job.ignore_eos else list(job.served.stops.strings)
+        sampling = job.sampling
+        payload = {"model": job.served.name, "prompt": job.prompt_ids,
+                   "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
+                   "top_p": sampling.top_p, "seed": sampling.seed, "stop": [*job.stop, *turn_end] or None,
+                   "stop_token_ids": stop_ids, "ignore_eos": job.ignore_eos, "logprobs": 1, "stream": True,
+                   "stream_options": {"include_usage": True}, "skip_special_tokens": True}
+        if sampling.penalized:
+            payload.update(presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty)
+        if sampling.logit_bias:
+            payload["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias}
+        return payload
 
     def _stream(self, job: Job) -> None:
         request = urllib.request.Request(f"{self.base_url}/v1/completions", data=json.dumps(self._payload(job)).encode(),

@@ -39,7 +39,7 @@ def _decode_staggered(model: object, prompts: list[list[int]], *, steps: int, jo
                     break
                 continue
             keep = []
-            for row, (token, logprob) in zip(batch.rows, batch.choose()):
+            for row, (token, logprob, _top) in zip(batch.rows, batch.choose()):
                 assert logprob <= 0.0
                 out.setdefault(row.payload, []).append(token)
                 keep.append(len(out[row.payload]) < steps)

@@ -11,7 +11,10 @@ import pytest
 from honed.errors import ConfigError
 from honed.model.loading import load_tokenizer
 from honed.serve.loading import Target, parse_target
-from honed.serve.schemas import ApiError, Limits, max_tokens_for, parse_request
+from honed.serve.schemas import (
+    ApiError, HARMLESS, HARMLESS_VALUES, REFUSED, ChatRequest, CompletionRequest, Limits, check_engine, max_tokens_for,
+    parse_completion, parse_request, token_bytes,
+)
 from honed.serve.textstream import TextStream, held_back
 from honed.serve.vllm import build_command, require_vllm
 
@@ -59,7 +62,7 @@ def _body(**fields) -> bytes:
 def test_request_validation_names_the_parameter() -> None:
     limits = Limits(max_tokens=100)
     assert parse_request(_body(temperature=None, stop="x"), limits=limits).stop_list == ["x"]
-    cases = {"temperature": _body(temperature=3), "max_tokens": _body(max_tokens=101), "n": _body(n=3),
+    cases = {"temperature": _body(temperature=3), "max_tokens": _body(max_tokens=101), "n": _body(n=9),
              "messages": _body(messages=[]), "stop": _body(stop=["a", "b", "c", "d", "e"])}
     for param, body in cases.items():
         with pytest.raises(ApiError) as caught:
@@ -70,6 +73,68 @@ def test_request_validation_names_the_parameter() -> None:
     parts = parse_request(_body(messages=[{"role": "user", "content": [{"type": "text", "text": "a"},
                                                                          {"type": "text", "text": "b"}]}]), limits=limits)
     assert parts.template_messages == [{"role": "user", "content": "ab"}]
+
+
+def _openai_fields(module: str) -> set[str]:
+    """Every field of the official client's request type (its TypedDict), stream flag included."""
+    import importlib
+    import typing
+
+    params = importlib.import_module(f"openai.types.{module}")
+    return set(typing.get_type_hints(params.CompletionCreateParamsBase)) | {"stream"}
+
+
+def test_every_openai_field_is_read_harmless_or_refused() -> None:
+    for module, model in (("chat.completion_create_params", ChatRequest), ("completion_create_params", CompletionRequest)):
+        fields = _openai_fields(module)
+        unclassified = fields - set(model.model_fields) - set(HARMLESS) - set(HARMLESS_VALUES) - set(REFUSED)
+        assert not unclassified, f"{module}: {sorted(unclassified)} are neither read, harmless nor refused"
+
+
+def test_refused_and_unknown_fields_are_400s_naming_them_and_defaults_pass() -> None:
+    limits = Limits()
+    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]), ("audio", {"voice": "x"}),
+                         ("reasoning_effort", "low"), ("modalities", ["text", "audio"]), ("typo_field", 1),
+                         ("logprobs", 3), ("top_logprobs", 2), ("logit_bias", {"x": 1}), ("response_format", {"type": "xml"})]:
+        with pytest.raises(ApiError) as caught:
+            parse_request(_body(**{field: value}), limits=limits)
+        assert caught.value.status == 400 and caught.value.param.split(".")[0] == field, (field, caught.value.message)
+    harmless = dict(user="u", metadata={"a": "b"}, store=False, logprobs=False, tools=[], tool_choice="none",
+                    modalities=["text"], service_tier="auto", parallel_tool_calls=True, seed=None, n=None)
+    assert parse_request(_body(**harmless), limits=limits).n == 1
+    with pytest.raises(ApiError, match="suffix") as caught:
+        parse_completion(json.dumps({"model": "m", "prompt": "a", "suffix": "b"}).encode(), limits=limits)
+    assert caught.value.param == "suffix"
+
+
+def test_an_engine_refuses_what_it_does_not_implement() -> None:
+    request = parse_request(_body(logprobs=True, top_logprobs=2, seed=1), limits=Limits())
+    check_engine(request, engine="torch")
+    with pytest.raises(ApiError) as caught:
+        check_engine(request, engine="vllm")
+    assert caught.value.param == "logprobs" and "--engine torch" in caught.value.message
+    check_engine(parse_request(_body(seed=1, presence_penalty=0.5, logit_bias={"5": -100}), limits=Limits()), engine="vllm")
+
+
+def test_completion_prompts_and_limits() -> None:
+    limits = Limits(max_n=4)
+    def parse(**fields):
+        return parse_completion(json.dumps({"model": "m", **fields}).encode(), limits=limits)
+    assert parse(prompt="a").prompts == ["a"] and parse(prompt=["a", "b"]).prompts == ["a", "b"]
+    assert parse(prompt=[1, 2]).prompts == [[1, 2]] and parse(prompt=[[1], [2, 3]]).prompts == [[1], [2, 3]]
+    assert parse(prompt="a").max_tokens == 16  # OpenAI's default on this endpoint
+    for fields, param in [({"prompt": "a", "max_tokens": 0}, "max_tokens"), ({"prompt": []}, "prompt"),
+                          ({"prompt": ["a", "b", "c"], "n": 2}, "n"), ({"prompt": "a", "best_of": 3}, "best_of"),
+                          ({"prompt": "a", "logprobs": 21}, "logprobs")]:
+        with pytest.raises(ApiError) as caught:
+            parse(**fields)
+        assert caught.value.param == param, fields
+    assert parse(prompt="a", max_tokens=0, echo=True).max_tokens == 0
+
+
+def test_token_bytes_are_exact_where_the_text_is_not(tokenizer) -> None:
+    ids = tokenizer("café ünïcode", add_special_tokens=False)["input_ids"]
+    assert bytes(b for i in ids for b in token_bytes(tokenizer, i)).decode("utf-8") == tokenizer.decode(ids)
 
 
 def test_max_tokens_defaults_to_the_limit_and_respects_the_context() -> None:
