@@ -93,14 +93,27 @@ class Exchange:
     def chat(self) -> bool:
         return isinstance(self.request, ChatRequest)
 
+    def _counts(self) -> list[tuple[int, float | None]]:
+        """(tokens, mean log-probability) of each choice: as its engine reported them when it finished
+        (the vllm engine counts there), else as far as the torch engine got."""
+        out = []
+        for job, a in zip(self.jobs, self.answers):
+            if a.finished is not None:
+                out.append((a.finished.completion_tokens, a.finished.mean_logprob))
+            else:
+                tokens = job.completion_tokens
+                out.append((tokens, job.logprob_sum / tokens if tokens else None))
+        return out
+
     @property
     def completion_tokens(self) -> int:
-        return sum(job.completion_tokens for job in self.jobs)
+        return sum(tokens for tokens, _ in self._counts())
 
     @property
     def mean_logprob(self) -> float | None:
-        tokens = self.completion_tokens
-        return sum(job.logprob_sum for job in self.jobs) / tokens if tokens else None
+        scored = [(tokens, mean) for tokens, mean in self._counts() if mean is not None and tokens]
+        total = sum(tokens for tokens, _ in scored)
+        return sum(tokens * mean for tokens, mean in scored) / total if total else None
 
     def cancel(self) -> None:
         for job in self.jobs:

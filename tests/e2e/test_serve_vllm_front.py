@@ -68,5 +68,22 @@ def test_the_front_forwards_token_ids_and_logs_like_the_torch_engine(tmp_path) -
     sent = RECEIVED[-1]
     assert sent["model"] == "tiny" and sent["prompt"] == served[0].render([{"role": "user", "content": "hi"}])
     assert sent["stop_token_ids"] == served[0].stop_ids and sent["max_tokens"] == 2 and sent["stream"] is True
+    assert "presence_penalty" not in sent and "logit_bias" not in sent
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["output"] == "Hello" and entry["mean_logprob"] == -1.0 and entry["run"] is None
+
+
+def test_the_vllm_front_refuses_what_it_does_not_pass_through() -> None:
+    import openai
+    import pytest
+
+    served = vllm_front_models([parse_target(f"tiny={TINY}")])
+    engine = VllmEngine("http://127.0.0.1:9")  # never reached: every request here is refused first
+    with ServerThread(served, engine, settings=Settings(request_log=RequestLog(enabled=False))) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        for fields, param in (({"logprobs": True}, "logprobs"), ({"n": 2}, "n"),
+                              ({"response_format": {"type": "json_object"}}, "response_format")):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=2, **fields)
+            assert caught.value.param == param and "--engine torch" in caught.value.message

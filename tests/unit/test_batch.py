@@ -80,3 +80,39 @@ def test_sampling_is_seeded_and_top_p_keeps_the_nucleus() -> None:
     assert set(draws) == {0, 1}  # the tail beyond 90% of the mass is never drawn
     again = [sample_token(logits, sampling=settings, generator=torch.Generator().manual_seed(s)) for s in range(50)]
     assert draws == again
+
+
+def _first_pick(model: object, prompt: list[int], sampling: Sampling, **row: object):
+    batch = RunningBatch(model, pad_id=0)
+    with torch.inference_mode():
+        batch.admit([Row(prompt_ids=prompt, sampling=sampling, **row)])
+        return batch.choose()[0], batch
+
+
+def test_logit_bias_and_penalties_change_only_the_rows_that_ask(tiny) -> None:
+    model, _ = tiny
+    prompt = _prompts()[1]
+    plain, _ = _first_pick(model, prompt, Sampling(max_tokens=1, top_logprobs=3))
+    assert plain.top[0][0] == plain.token and plain.top[0][1] == pytest.approx(plain.logprob)
+    banned, _ = _first_pick(model, prompt, Sampling(max_tokens=1, logit_bias=((plain.token, -100.0),)))
+    assert banned.token != plain.token and banned.token == plain.top[1][0]  # the runner-up wins
+    row = Row(prompt_ids=prompt, sampling=Sampling(max_tokens=1, presence_penalty=2.0))
+    row.counts = {plain.token: 1}  # as if it had been generated once already
+    batch = RunningBatch(model, pad_id=0)
+    with torch.inference_mode():
+        batch.admit([row, Row(prompt_ids=prompt, sampling=Sampling(max_tokens=1))])
+        penalized, untouched = batch.choose()
+    assert untouched.token == plain.token and penalized.logprob == pytest.approx(
+        torch.log_softmax(batch.logits[0].float(), -1)[penalized.token].item())
+
+
+def test_prompt_scores_are_the_prompts_log_likelihood(tiny) -> None:
+    model, _ = tiny
+    prompt = _prompts()[3]
+    _, batch = _first_pick(model, prompt, Sampling(max_tokens=1, prompt_logprobs=2))
+    scores = batch.rows[0].prompt_scores
+    with torch.inference_mode():
+        expected = torch.log_softmax(model(input_ids=torch.tensor([prompt])).logits[0].float(), -1)
+    assert [s.token for s in scores] == prompt and scores[0].logprob is None
+    assert [s.logprob for s in scores[1:]] == pytest.approx([expected[i, t].item() for i, t in enumerate(prompt[1:])], abs=1e-4)
+    assert all(len(s.top) == 2 for s in scores[1:])
