@@ -272,3 +272,21 @@ def models_report() -> dict[str, object]:
         "tested_stages": list(TESTED_STAGES),
         "unlisted": UNLISTED_ADVICE,
     }
+
+
+def record_added_tokens(folder: Path) -> None:
+    """Copy tokenizer.json's added tokens into tokenizer_config.json's `added_tokens_decoder`, which
+    transformers 5 no longer writes there but llama.cpp's converter reads to type them: without it the
+    turn markers stay control tokens (from tokenizer.model) but Gemma's 165 user-defined pieces (`\\n`,
+    `\\n\\n`, `[multimodal]`, ...) become normal pieces, unlike in the GGUF they came from.
+
+    >>> record_added_tokens(Path("~/.cache/honed/models/gemma3-270m").expanduser())  # doctest: +SKIP
+    """
+    import json
+
+    added = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens") or []
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    keys = ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
+    config["added_tokens_decoder"] = {str(token["id"]): {k: token[k] for k in keys if k in token} for token in added}
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

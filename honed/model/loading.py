@@ -27,7 +27,9 @@ from typing import Any
 
 from honed.atomic import atomic_folder
 from honed.errors import HonedError, ModelError
-from honed.model.builtins import BUILTIN_MODELS, DEFAULT_MODEL, builtin_gguf, write_sentencepiece_model
+from honed.model.builtins import (
+    BUILTIN_MODELS, DEFAULT_MODEL, builtin_gguf, record_added_tokens, write_sentencepiece_model,
+)
 
 __all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL"]  # re-exported: callers import them from here
 
@@ -132,7 +134,8 @@ def _drop_quantization_marker(model: Any) -> None:
 def convert_builtin(alias: str) -> Path:
     """Convert a built-in GGUF once to a safetensors folder in the cache; return the folder: config.json,
     model.safetensors (float32), generation_config.json, tokenizer.json + tokenizer_config.json, and for a
-    sentencepiece vocabulary (gemma3-270m) tokenizer.model rebuilt from the GGUF's vocabulary.
+    sentencepiece vocabulary (gemma3-270m) tokenizer.model rebuilt from the GGUF's vocabulary and the added
+    tokens' types in tokenizer_config.json (what llama.cpp's GGUF converter reads).
 
     Written to a temporary folder and renamed, so an interrupted conversion never leaves a half folder.
     """
@@ -148,8 +151,10 @@ def convert_builtin(alias: str) -> Path:
         _drop_quantization_marker(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        # transformers 5 writes no tokenizer.model for a GGUF-loaded tokenizer; GGUF export needs it
-        write_sentencepiece_model(Path(source.path) / str(source.gguf_file), Path(tmp))
+        # transformers 5 writes no tokenizer.model for a GGUF-loaded tokenizer, nor the added tokens' types
+        # in tokenizer_config.json; llama.cpp's GGUF converter needs both for a sentencepiece vocabulary
+        if write_sentencepiece_model(Path(source.path) / str(source.gguf_file), Path(tmp)):
+            record_added_tokens(Path(tmp))
     return target
 
 
