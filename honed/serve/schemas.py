@@ -270,6 +270,14 @@ class ChatRequest(SamplingFields):
             raise ValueError("top_logprobs needs logprobs: true")
         return value
 
+    @field_validator("response_format")
+    @classmethod
+    def _a_format_ends(cls, value: ResponseFormat | None, info: ValidationInfo) -> ResponseFormat | None:
+        # A constrained answer ends where the grammar does; decoding past it has no allowed token.
+        if value is not None and value.type != "text" and info.data.get("ignore_eos"):
+            raise ValueError("ignore_eos cannot be combined with a JSON response_format; drop one of them")
+        return value
+
     @property
     def asked_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
