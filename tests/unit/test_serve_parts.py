@@ -210,3 +210,18 @@ def test_a_full_or_stopping_engine_refuses_at_once() -> None:
     stopping.stop()
     with pytest.raises(ShuttingDown):
         stopping.submit(job())
+
+
+def test_the_vllm_engine_passes_seed_penalties_and_logit_bias_through() -> None:
+    from types import SimpleNamespace
+
+    from honed.model.batch import Sampling
+    from honed.model.stops import StopRule
+    from honed.serve.engine import Job
+    from honed.serve.vllm import VllmEngine
+
+    served = SimpleNamespace(name="m", stop_ids=[2], stops=StopRule(frozenset({2})))
+    sampling = Sampling(max_tokens=4, seed=3, presence_penalty=0.5, frequency_penalty=-0.5, logit_bias=((7, -100.0),))
+    payload = VllmEngine("http://x")._payload(Job(served=served, prompt_ids=[1, 2], sampling=sampling, emit=print))  # type: ignore[arg-type]
+    assert payload["seed"] == 3 and payload["presence_penalty"] == 0.5 and payload["frequency_penalty"] == -0.5
+    assert payload["logit_bias"] == {"7": -100.0} and payload["prompt"] == [1, 2]
