@@ -75,6 +75,7 @@ def stop_rule(tokenizer: Any, end_of_turn: str, model: Any | None = None, *, ext
     """
     ids: set[int] = set()
     strings: list[str] = []
+    turn_ids = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"] if end_of_turn else []
     for text in (end_of_turn, *extra):
         encoded = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
         if len(encoded) == 1:
@@ -87,7 +88,8 @@ def stop_rule(tokenizer: Any, end_of_turn: str, model: Any | None = None, *, ext
             if value is not None:
                 ids.add(int(value))
     longest = max((len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in strings), default=0)
-    return StopRule(frozenset(ids), tuple(strings), window=longest + 2 if strings else 0)
+    return StopRule(frozenset(ids), tuple(strings), window=longest + 2 if strings else 0,
+                    end_of_turn_id=int(turn_ids[0]) if len(turn_ids) == 1 else None)
 
 
 def stop_strings(tokenizer: Any, rule: StopRule) -> list[str]:
