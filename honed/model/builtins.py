@@ -101,8 +101,8 @@ UNLISTED_ADVICE = (
 )
 
 
-def _cache_dir() -> Path:
-    # the same rule as honed.model.loading.cache_dir (which imports this module, so it is not imported here)
+def cache_dir() -> Path:
+    """Where assembled and converted models live: $HONED_CACHE, else ~/.cache/honed."""
     return Path(os.environ.get("HONED_CACHE", Path.home() / ".cache" / "honed"))
 
 
@@ -112,7 +112,7 @@ def _package_dir(module: str) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def missing_packages(model: BuiltinModel) -> list[str]:
@@ -133,7 +133,7 @@ def _not_installed(model: BuiltinModel, missing: list[str]) -> ModelError:
 
 def assembled_path(model: BuiltinModel) -> Path:
     """Where a chunked model's GGUF is assembled: honed's cache, one file per model."""
-    return _cache_dir() / "gguf" / model.gguf_file
+    return cache_dir() / "gguf" / model.gguf_file
 
 
 def builtin_gguf(alias: str) -> Path:
@@ -254,7 +254,7 @@ def model_listing(alias: str) -> dict[str, object]:
         "alias": model.alias, "model": model.name, "kind": model.kind, "hub_id": model.hub_id,
         "family": model.family, "template_source": model.template_source,
         "installed": not missing, "install": None if not missing else f"{model.install_command}  (or `{model.make_target}`)",
-        "converted": (_cache_dir() / "models" / alias / "config.json").is_file(),
+        "converted": (cache_dir() / "models" / alias / "config.json").is_file(),
         "size_mb": model.size_mb, "default": alias == DEFAULT_MODEL,
     }
 

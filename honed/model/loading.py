@@ -27,11 +27,16 @@ from typing import Any
 
 from honed.atomic import atomic_folder
 from honed.errors import HonedError, ModelError
-from honed.model.builtins import (
-    BUILTIN_MODELS, DEFAULT_MODEL, builtin_gguf, record_added_tokens, write_sentencepiece_model,
-)
 
-__all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL"]  # re-exported: callers import them from here
+# BUILTIN_MODELS, DEFAULT_MODEL and cache_dir are re-exported: callers import them from here
+from honed.model.builtins import (  # noqa: F401
+    BUILTIN_MODELS,
+    DEFAULT_MODEL,
+    builtin_gguf,
+    cache_dir,
+    record_added_tokens,
+    write_sentencepiece_model,
+)
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,6 @@ class ModelSource:
     gguf_file: str | None = None
     is_hub: bool = False
     builtin: str | None = None
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $HONED_CACHE, else ~/.cache/honed."""
-    return Path(os.environ.get("HONED_CACHE", Path.home() / ".cache" / "honed"))
 
 
 def resolve(spec: str) -> ModelSource:

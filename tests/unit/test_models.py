@@ -1,15 +1,28 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
 from honed.errors import ModelError
-from honed.model.loading import hub_reachable, load_tokenizer, model_config
-
-from tests.helpers import TINY
+from honed.model import builtins
+from honed.model.builtins import (
+    BUILTIN_MODELS,
+    TESTED_ARCHITECTURES,
+    BuiltinModel,
+    assembled_path,
+    builtin_gguf,
+    missing_packages,
+    write_sentencepiece_model,
+)
+from honed.model.loading import hub_reachable, load_tokenizer, model_config, resolve
+from honed.model.template import FAMILIES
+from tests.helpers import ROOT, TINY, cli
 
 
 def test_model_folder_without_tokenizer_files_is_a_model_error(tmp_path: Path) -> None:
@@ -40,22 +53,9 @@ def test_unreachable_hub_fails_at_once_with_the_offline_alternatives(monkeypatch
 
 # ---- built-in models (honed.model.builtins) -------------------------------------------------------------
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-
-from honed.model import builtins  # noqa: E402
-from honed.model.builtins import (  # noqa: E402
-    BUILTIN_MODELS, TESTED_ARCHITECTURES, BuiltinModel, assembled_path, builtin_gguf, missing_packages,
-    write_sentencepiece_model,
-)
-from honed.model.loading import resolve  # noqa: E402
-from honed.model.template import FAMILIES  # noqa: E402
-
-from tests.helpers import ROOT, cli  # noqa: E402
-
 GEMMA = BUILTIN_MODELS["gemma3-270m"]
-needs_gemma = pytest.mark.skipif(bool(missing_packages(GEMMA)), reason=f"gemma3-270m not installed ({GEMMA.install_command})")
+needs_gemma = pytest.mark.skipif(bool(missing_packages(GEMMA)),
+                                 reason=f"gemma3-270m is not installed ({GEMMA.install_command})")
 
 
 def _fake_chunked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, payload: bytes, *,
