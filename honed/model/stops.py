@@ -24,11 +24,14 @@ class StopRule:
     ids: frozenset[int]
     strings: tuple[str, ...] = ()
     window: int = 0  # tokens to decode when looking for a stop string (its longest tokenization + 2)
+    end_of_turn_id: int | None = None  # the end of turn's id when it is one token: first in `id_list`
 
     @property
     def id_list(self) -> list[int]:
-        """The single-token stop ids, in a stable order (what xgrammar and vLLM take)."""
-        return sorted(self.ids)
+        """The single-token stops, the end of turn first (what a config's one `eos_token_id` should name),
+        then the others in a stable order (what xgrammar and vLLM take)."""
+        first = [self.end_of_turn_id] if self.end_of_turn_id in self.ids else []
+        return first + sorted(i for i in self.ids if i != self.end_of_turn_id)
 
     def cut(self, tokenizer: Any, ids: Sequence[int]) -> int | None:
         """Where to cut `ids` when their tail completes a stop string: the number of ids to keep, else None.
