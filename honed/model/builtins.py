@@ -18,6 +18,7 @@ damaged download is refused instead of trained on. Loading then converts it once
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -95,8 +96,8 @@ TESTED_STAGES = ("data check", "train", "eval", "export merged", "export gguf", 
 UNLISTED_ADVICE = (
     "Any causal LM transformers loads works: honed uses the model's own chat template, else its family's "
     "by architecture and vocabulary, else ChatML with added tokens; an architecture outside this list is "
-    "untested, never refused for its name. Check what it picked with `honed data check DATA --model MODEL` (the template "
-    "line says which and why) and `honed data show` (the trained tokens must end with the end of turn); "
+    "untested, never refused for its name. Check what it picked with `honed data check DATA --model MODEL` "
+    "(the template line says which and why) and `honed data show` (the trained tokens must end with the end of turn); "
     "pass --chat-template NAME|FILE.jinja to data check and train when the choice is wrong."
 )
 
@@ -157,6 +158,14 @@ def builtin_gguf(alias: str) -> Path:
     return path
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _assemble(model: BuiltinModel) -> Path:
     """Join the chunks into the cache once: the package's `assemble` writes a temporary file in the same
     folder and checks its sha256, then it is renamed into place, so a killed assembly leaves no half file."""
@@ -171,8 +180,10 @@ def _assemble(model: BuiltinModel) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with disk_errors(target):  # ~240 MB: a full disk is the likely failure
+        with disk_errors(target):  # 253 MB: a full disk is the likely failure
             assembler.assemble(output_path=tmp, overwrite=True)
+            if _sha256(tmp) != model.sha256:  # honed's own check too (seconds, once), not only the package's
+                raise ValueError(f"sha256 of {tmp} is not {model.sha256}")
             os.replace(tmp, target)
     except (FileNotFoundError, ModuleNotFoundError) as exc:  # a chunk package removed or damaged
         raise ModelError(f"built-in model '{model.alias}': a chunk is missing ({exc}); reinstall: "

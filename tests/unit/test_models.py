@@ -268,3 +268,12 @@ def test_real_gemma3_converted_folder_gives_llama_cpp_the_ggufs_own_vocabulary(t
               if a != b]
     # measured: only Gemma's 30 whitespace-run pieces (ids 138-167) lose the source's user-defined type
     assert all(not t.strip(" ") for t in differ) and len(differ) <= 30
+
+
+def test_honed_checks_the_sha256_itself_not_only_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _fake_chunked(tmp_path, monkeypatch, b"weights")
+    monkeypatch.setitem(BUILTIN_MODELS, model.alias, BuiltinModel(**{**model.__dict__, "sha256": "1" * 64}))
+    monkeypatch.setattr(sys.modules.get("fakeasm") or __import__("fakeasm"), "EXPECTED_SHA256", "1" * 64)
+    with pytest.raises(ModelError, match="sha256"):  # the package's assemble "passed"; honed's own hash did not
+        builtin_gguf(model.alias)
+    assert not assembled_path(model).exists()
