@@ -105,6 +105,7 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
         "file_type": value("general.file_type"),
         "chat_template": value("tokenizer.chat_template"),
         "eos_token_id": value("tokenizer.ggml.eos_token_id"),
+        "eot_token_id": value("tokenizer.ggml.eot_token_id"),
         "tensor_types": sorted({t.tensor_type.name for t in reader.tensors}),
     }
 
@@ -141,18 +142,59 @@ def _go_escape(text: str) -> str:
     return text.replace('"""', '\\"\\"\\"')
 
 
-def modelfile(tokenizer: Any, *, gguf_name: str, stop_tokens: list[str]) -> str:
-    """An Ollama Modelfile for the GGUF: the chat template as a Go template, stop tokens, greedy decoding,
-    and the template's default system prompt (as SYSTEM, which Ollama uses when a request has none)."""
-    parts, generation, default_system = _turn_parts(tokenizer)
+# Each family's chat format as an Ollama (Go) template, written from the family's Jinja template in
+# honed.model.template. Ollama adds bos itself (from the GGUF's add_bos_token), so no template writes it;
+# families without a system role fold the system text into the first user turn, as training did.
+GO_TEMPLATES: dict[str, str] = {
+    "chatml": "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+    "llama3": ("{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
+               "{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    "phi3": "{{- range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n",
+    "gemma": ('{{- $system := "" }}{{- range .Messages }}{{ if eq .Role "system" }}{{ $system = .Content }}'
+              '{{ else if eq .Role "assistant" }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n'
+              '{{ else }}<start_of_turn>{{ .Role }}\n{{ if $system }}{{ $system }}\n\n{{ $system = "" }}{{ end }}'
+              '{{ .Content }}<end_of_turn>\n{{ end }}{{ end }}<start_of_turn>model\n'),
+    "mistral": ('{{- $system := "" }}{{- range .Messages }}{{ if eq .Role "system" }}{{ $system = .Content }}'
+                '{{ else if eq .Role "user" }}[INST] {{ if $system }}{{ $system }}\n\n{{ $system = "" }}{{ end }}'
+                '{{ .Content }} [/INST]{{ else }}{{ .Content }}</s>{{ end }}{{ end }}'),
+}
+
+
+def _probed_template(tokenizer: Any) -> tuple[str, str | None] | None:
+    """A Go template (and default system prompt) read off a model's own Jinja template by rendering marker
+    messages; None when the template does not render turns independently (it folds or rewrites them)."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        parts, generation, default_system = _turn_parts(tokenizer)
+    except (ValueError, TemplateError):
+        return None
     branches = "".join(
         f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}{parts[role][0]}{{{{ .Content }}}}{parts[role][1]}'
         for i, role in enumerate(("system", "user", "assistant"))
     )
-    template = f"{{{{- range .Messages }}}}{branches}{{{{ end }}}}{{{{ end }}}}{generation}"
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{_go_escape(template)}"""']
-    if default_system:
-        lines.append(f'SYSTEM """{_go_escape(default_system)}"""')
+    return f"{{{{- range .Messages }}}}{branches}{{{{ end }}}}{{{{ end }}}}{generation}", default_system
+
+
+def modelfile(tokenizer: Any, *, gguf_name: str, stop_tokens: list[str], family: str | None = None) -> str:
+    """An Ollama Modelfile for the GGUF: the chat template as a Go template (the family's, else read off the
+    model's own template), the stops (the end of turn first), greedy decoding, and the template's default
+    system prompt (as SYSTEM, which Ollama uses when a request has none).
+
+    >>> "PARAMETER stop" in modelfile(tokenizer, gguf_name="m.gguf", stop_tokens=["<end_of_turn>"], family="gemma")  # doctest: +SKIP
+    True
+    """
+    lines = [f"FROM ./{gguf_name}"]
+    probed = None if family in GO_TEMPLATES else _probed_template(tokenizer)
+    if family in GO_TEMPLATES:
+        lines.append(f'TEMPLATE """{_go_escape(GO_TEMPLATES[family])}"""')
+    elif probed is not None:
+        lines.append(f'TEMPLATE """{_go_escape(probed[0])}"""')
+        if probed[1]:
+            lines.append(f'SYSTEM """{_go_escape(probed[1])}"""')
+    else:
+        lines.append("# no TEMPLATE: this chat template folds or rewrites turns, which a Go template cannot say "
+                     "turn by turn; Ollama reads the GGUF's own chat template")
     lines += [f'PARAMETER stop "{token}"' for token in stop_tokens]
     lines += ["PARAMETER temperature 0", "PARAMETER top_k 1"]  # greedy, as honed evaluated it
     return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@
       -> adapter_config.json (base_model_name_or_path = base_name), adapter_model.safetensors, tokenizer
 
 A merged folder loads with plain `transformers.AutoModelForCausalLM.from_pretrained(folder)` and stops
-at the chat template's end-of-turn token, because generation_config.json names it as eos.
+at the chat template's end-of-turn token, because the tokenizer's eos, config.json's and generation_config.json
+name it (and llama.cpp's converter copies the tokenizer's eos into a GGUF).
 """
 
 from __future__ import annotations
@@ -96,10 +97,42 @@ def write_merged(run: RunDir, *, checkpoint: str, folder: Path, dtype: str) -> N
 
     model, tokenizer = load_run_model(run, checkpoint=checkpoint)
     model = model.to(getattr(torch, dtype))
+    name_end_of_turn_as_eos(tokenizer)
     _set_generation_config(model, tokenizer)
     with quiet_transformers():  # no "Writing model shards" bar in honed's output
         model.save_pretrained(folder, safe_serialization=True)
+    save_tokenizer(run, tokenizer, folder)
+
+
+def name_end_of_turn_as_eos(tokenizer: Any) -> None:
+    """Make the tokenizer's eos the end of turn (when it is one token), so every runtime that reads an
+    export's eos (llama.cpp's converter writes it into the GGUF, Ollama, plain transformers) stops where the
+    model was trained to: a Llama-3 or Gemma base's eos (`<|end_of_text|>`, `<eos>`) never comes after an
+    answer. A multi-token end of turn cannot be an eos; the Modelfile and honed's engines stop on its text."""
+    from honed.model.decode import stops_for
+
+    stops = stops_for(tokenizer)
+    if stops.end_of_turn_id is not None and stops.end_of_turn_id != tokenizer.eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(stops.end_of_turn_id)
+
+
+# Tokenizer files transformers 5 does not write back after loading, which llama.cpp's converter needs for
+# sentencepiece families (Gemma, Phi-3, Mistral): copied from the base model's folder when it has them.
+BASE_TOKENIZER_FILES = ("tokenizer.model", "tokenizer.model.v3", "tekken.json")
+
+
+def save_tokenizer(run: RunDir, tokenizer: Any, folder: Path) -> None:
+    """The tokenizer with the run's template, plus the base's sentencepiece files and the added-token types
+    (tokenizer_config's `added_tokens_decoder`) that llama.cpp's converter reads."""
+    from honed.model.builtins import record_added_tokens
+
     tokenizer.save_pretrained(folder)
+    base_dir = Path(local_path(run.base_model())[0])
+    for name in BASE_TOKENIZER_FILES:
+        if (base_dir / name).is_file() and not (folder / name).exists():
+            shutil.copy2(base_dir / name, folder / name)
+    if (folder / "tokenizer.json").is_file():
+        record_added_tokens(folder)
 
 
 def save_merged(run: RunDir, *, checkpoint: str, target: Path, dtype: str) -> Path:
@@ -134,9 +167,10 @@ def write_adapter(run: RunDir, *, checkpoint: str, folder: Path, base_name: str)
     config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name
     tokenizer, _ = run_tokenizer(run, source)
+    name_end_of_turn_as_eos(tokenizer)
     shutil.copy2(source / "adapter_model.safetensors", folder / "adapter_model.safetensors")
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(run, tokenizer, folder)
 
 
 def load_adapter_model(folder: Path, *, base_spec: str) -> tuple[Any, Any]:

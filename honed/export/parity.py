@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from honed.data.read import sha256_file
-from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
-from honed.model.decode import default_max_new_tokens, generate
 from honed.evaluate.run_eval import plan_metrics, read_examples, score_examples
 from honed.evaluate.stats import Interval, corpus_difference, paired_difference, resample_indices
+from honed.model.decode import default_max_new_tokens, generate
+from honed.model.prompt import render_prompt
+from honed.model.stops import runtime_stops
 from honed.rundir import RunDir
 
 DEFAULT_PARITY_EXAMPLES = 64
@@ -64,14 +65,17 @@ class Parity:
                       "(the interval lies below 0); do not ship it without finding out why (try another --quant)"]
 
 
-def answer_with_transformers(model: Any, tokenizer: Any, *, batch_size: int = 16) -> Answerer:
+def answer_with_transformers(model: Any, tokenizer: Any, *, batch_size: int = 16, artifact: bool = False) -> Answerer:
     """Answers from a loaded transformers model with honed's batched greedy decoding and the model's own
-    chat template (an artifact's template is part of what parity checks)."""
+    chat template (an artifact's template is part of what parity checks). For an `artifact` the answers
+    stop only where the artifact's own eos ids say (honed.model.stops.runtime_stops), as a plain runtime
+    would: an export whose eos is not the end of turn then runs on and fails parity."""
 
     def answer(holdout: Sequence[Conversation], max_new_tokens: int) -> list[str]:
         prompts = [render_prompt(c, tokenizer) for c in holdout]
+        stops = runtime_stops(tokenizer, model) if artifact else None
         return [g.text for g in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                          batch_size=batch_size)[0]]
+                                          batch_size=batch_size, stops=stops)[0]]
 
     return answer
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.atomic import atomic_folder, write_json_atomic, write_text_atomic
-from honed.errors import ConfigError
+from honed.errors import ConfigError, ModelError
 from honed.export import gguf as G
 from honed.export.card import model_card
 from honed.export import merged as M
@@ -145,12 +145,12 @@ def _write_merged(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answere
     dtype = plan.settings.dtype or M.base_dtype(plan.base_spec)
     on_step(f"merging the adapter into the base model ({dtype})")
     M.write_merged(plan.run, checkpoint=plan.checkpoint, folder=tmp, dtype=dtype)
+    require_end_of_turn_eos(plan.run, _folder_eos_ids(tmp), artifact=tmp.name)
 
     def load() -> Any:
         from honed.model.loading import load_model
-        from honed.model.tokenizers import model_tokenizer
 
-        return load_model(str(tmp)), model_tokenizer(str(tmp))[0]
+        return load_model(str(tmp)), artifact_tokenizer(tmp)
 
     return _lazy(load, plan), {"dtype": dtype}
 
@@ -167,7 +167,8 @@ def _lazy(load: Callable[[], tuple[Any, Any]], plan: ExportPlan) -> Answerer:
 
     def answer(holdout: Any, max_new_tokens: int) -> list[str]:
         model, tokenizer = load()
-        return answer_with_transformers(model, tokenizer, batch_size=plan.settings.batch_size)(holdout, max_new_tokens)
+        return answer_with_transformers(model, tokenizer, batch_size=plan.settings.batch_size,
+                                        artifact=True)(holdout, max_new_tokens)
 
     return answer
 
@@ -175,7 +176,7 @@ def _lazy(load: Callable[[], tuple[Any, Any]], plan: ExportPlan) -> Answerer:
 def _write_gguf(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
     from honed.model.decode import stops_for
     from honed.model.stops import stop_strings
-    from honed.model.tokenizers import model_tokenizer
+    from honed.model.tokenizers import model_tokenizer, run_template
 
     assert plan.quant is not None
     staging = tmp / ".merged"
@@ -186,11 +187,14 @@ def _write_gguf(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer,
     G.convert_to_gguf(staging, tmp / name, quant=plan.quant)
     tokenizer, _ = model_tokenizer(str(staging))
     metadata = G.gguf_metadata(tmp / name)
+    require_end_of_turn_eos(plan.run, {metadata["eos_token_id"], metadata["eot_token_id"]} - {None}, artifact=name)
     if not metadata["chat_template"]:
         raise ConfigError(f"{name}: the converter wrote no chat template into the GGUF metadata")
     if plan.settings.ollama:
+        stored = run_template(plan.run)
         stops = stop_strings(tokenizer, stops_for(tokenizer))
-        write_text_atomic(tmp / "Modelfile", G.modelfile(tokenizer, gguf_name=name, stop_tokens=stops))
+        write_text_atomic(tmp / "Modelfile", G.modelfile(tokenizer, gguf_name=name, stop_tokens=stops,
+                                                         family=stored.name if stored is not None else None))
     answerer = _gguf_answerer(tmp / name, tokenizer, plan)
     details = {"quant": plan.quant, "gguf": name, "tensor_types": metadata["tensor_types"]}
     return answerer, details
@@ -205,9 +209,49 @@ def _gguf_answerer(path: Path, tokenizer: Any, plan: ExportPlan) -> Answerer:
     def load() -> Any:
         from honed.model.loading import load_model
 
-        return load_model(str(path)), tokenizer
+        return load_model(str(path)), artifact_tokenizer(path)
 
     return _lazy(load, plan)
+
+
+def _folder_eos_ids(folder: Path) -> set[int]:
+    """The eos ids a plain transformers user of an exported folder stops on: tokenizer + generation config."""
+    import json
+
+    ids: set[int] = set()
+    for name in ("config.json", "generation_config.json"):
+        path = folder / name
+        value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id") if path.is_file() else None
+        ids.update(int(v) for v in (value if isinstance(value, list) else [value]) if v is not None)
+    return ids
+
+
+def require_end_of_turn_eos(run: Any, eos_ids: set[int], *, artifact: str) -> None:
+    """Refuse an artifact whose own eos ids miss the run's end of turn (when that is one token): a runtime
+    reading it would never stop after an answer, whatever honed's own engines do."""
+    from honed.model.stops import stop_rule
+    from honed.model.tokenizers import run_tokenizer
+
+    tokenizer, template = run_tokenizer(run)
+    turn_end = stop_rule(tokenizer, template.end_of_turn).end_of_turn_id
+    if turn_end is not None and turn_end not in eos_ids:
+        raise ModelError(f"{artifact}: the export names eos {sorted(eos_ids)}, not the end of turn "
+                         f"{template.end_of_turn!r} (id {turn_end}), so runtimes reading it would not stop after an "
+                         "answer; this is a bug in honed's export, please report it")
+
+
+def artifact_tokenizer(path: Path) -> Any:
+    """The tokenizer an artifact carries, as a runtime reads it: a folder's own files, or the tokenizer and
+    chat template in a GGUF's metadata; never the run's. Parity then tests what ships."""
+    from honed.model.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(str(path))
+    if not getattr(tokenizer, "chat_template", None) and path.suffix == ".gguf":
+        tokenizer.chat_template = G.gguf_metadata(path)["chat_template"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError(f"{path}: the exported artifact carries no chat template, so a runtime would not know "
+                         "how to prompt it; this is a bug in the export, please report it")
+    return tokenizer
 
 
 WRITERS = {"merged": _write_merged, "adapter": _write_adapter, "gguf": _write_gguf}

@@ -98,3 +98,20 @@ def stop_rule(tokenizer: Any, end_of_turn: str, model: Any | None = None, *, ext
 def stop_strings(tokenizer: Any, rule: StopRule) -> list[str]:
     """Every stop as text (ids as their tokens' text): what a GGUF Modelfile and llama.cpp's server take."""
     return [*(tokenizer.convert_ids_to_tokens(i) for i in rule.id_list), *rule.strings]
+
+
+def runtime_stops(tokenizer: Any, model: Any | None = None) -> StopRule:
+    """What a plain runtime stops on: only the eos ids the artifact itself names (its tokenizer's and its
+    generation config's), never honed's reading of the template. Export parity decodes with this, so an
+    artifact whose eos is not the end of turn fails parity instead of passing on honed's own stop ids.
+
+    >>> runtime_stops(AutoTokenizer.from_pretrained("exports/merged"), model).ids  # doctest: +SKIP
+    frozenset({2})
+    """
+    ids: set[int] = set()
+    for source in (tokenizer, getattr(model, "generation_config", None)):
+        eos = getattr(source, "eos_token_id", None)
+        for value in eos if isinstance(eos, list) else [eos]:
+            if value is not None:
+                ids.add(int(value))
+    return StopRule(frozenset(ids))

@@ -83,7 +83,8 @@ def test_adapter_names_its_base_portably(run: Path) -> None:
 
 @needs_converter
 def test_gguf_round_trips_with_chat_template_and_modelfile(run: Path) -> None:
-    from honed.model.loading import load_model, load_run_model, load_tokenizer
+    from honed.model.loading import load_model, load_tokenizer
+    from honed.model.run import load_run_model
     from honed.rundir import RunDir
 
     result = cli("export", str(run), "--to", "gguf", "--quant", "q8_0", "--ollama", "--parity", "3", "--json")
