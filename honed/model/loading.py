@@ -145,7 +145,7 @@ def convert_builtin(alias: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(alias)
-    with atomic_folder(target) as tmp:
+    with atomic_folder(target) as tmp, quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype="float32")
         _drop_quantization_marker(model)
@@ -315,15 +315,24 @@ def quiet_transformers() -> Iterator[None]:
     and peft's FutureWarning about a deprecated transformers attribute; restore both afterwards."""
     from transformers.utils import logging as hf_logging
 
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # transformers' GGUF loader draws its "de-quantizing GGUF tensors" bar with plain tqdm, which its
+    # progress-bar switch does not reach: quieten that one bar for the duration.
+    gguf_bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(gguf_bar, disable=True)
     try:
         with warnings.catch_warnings():
             # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; the warning is theirs.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             yield
     finally:
+        gguf_utils.tqdm = gguf_bar
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
