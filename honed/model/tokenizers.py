@@ -10,9 +10,11 @@ stage calls `run_tokenizer`, which applies the run's stored template.json and ne
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from honed.model.builtins import TESTED_ARCHITECTURES
 from honed.model.loading import load_tokenizer, model_type
 from honed.model.template import ChatTemplate, choose_template, read_template
 from honed.rundir import RunDir
@@ -21,7 +23,12 @@ from honed.rundir import RunDir
 def model_tokenizer(spec: str, *, chat_template: str | None = None) -> tuple[Any, ChatTemplate]:
     """The model's tokenizer with its chat template chosen and set (`chat_template`: --chat-template)."""
     tokenizer = load_tokenizer(spec)
-    choice = choose_template(tokenizer, model_type=model_type(spec), override=chat_template)
+    architecture = model_type(spec)
+    choice = choose_template(tokenizer, model_type=architecture, override=chat_template)
+    if architecture not in {t.model_type for t in TESTED_ARCHITECTURES}:
+        # Never refused for its name: said once, where the template choice is said (data check, train).
+        choice = replace(choice, reason=f"{choice.reason}; architecture {architecture} is outside honed's tested "
+                         "matrix (`honed models`): it loads, but check `honed data check` and the eval before trusting it")
     return choice.apply(tokenizer), choice
 
 
