@@ -42,6 +42,9 @@ SystemOption = Annotated[str | None, typer.Option("--system", help="system promp
 SystemColOption = Annotated[str | None, typer.Option("--system-col", help=SYSTEM_COL_HELP)]
 SkipInvalidOption = Annotated[bool, typer.Option(
     "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing")]
+ChatTemplateOption = Annotated[str | None, typer.Option(
+    "--chat-template", help="a family name (gemma, llama3, phi3, mistral, chatml) or a .jinja file; default: the "
+    "model's own, else its family's (`honed models`)")]
 NearThresholdOption = Annotated[float, typer.Option(
     "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates")]
 
@@ -52,6 +55,7 @@ def data_check_command(
     file: str = typer.Argument(..., help=DATA_HELP),
     holdout: str = typer.Option(None, "--holdout", help="holdout file to check for leakage from the training data"),
     model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template count tokens"),
+    chat_template: ChatTemplateOption = None,
     max_length: int = typer.Option(2048, "--max-length", min=1, help="training sequence length: truncation counts"),
     near_threshold: NearThresholdOption = 0.85,
     fmt: FormatOption = "auto",
@@ -79,6 +83,7 @@ def data_check_command(
         report = run_check(
             file, holdout=holdout, model=model, max_length=max_length, near_threshold=near_threshold, fmt=fmt,
             columns=_column_mapping(prompt_col, response_col, system, system_col), skip_invalid=skip_invalid, progress=progress,
+            chat_template=chat_template,
         )
     if as_json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
@@ -148,6 +153,7 @@ def data_split_command(
 def data_show_command(
     file: str = typer.Argument(..., help=DATA_HELP),
     model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template to use"),
+    chat_template: ChatTemplateOption = None,
     n: int = typer.Option(3, "-n", "--num", min=1, help="how many examples to show (from the top)"),
     max_length: int = typer.Option(None, "--max-length", min=1, help="truncate as training would"),
     fmt: FormatOption = "auto",
@@ -175,14 +181,16 @@ def data_show_command(
     conversations = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid, strict=strict)
     for notice in conversations.notices:
         err_console.print(f"warning: {notice}", soft_wrap=True, markup=False)
-    tokenizer, choice = model_tokenizer(model)
-    default_template = choice.name != "model"
+    tokenizer, choice = model_tokenizer(model, chat_template=chat_template)
     views = preview(conversations.conversations, tokenizer, n=n, max_length=max_length)
     if as_json:
-        payload = {"model": model, "default_chat_template": default_template, "examples": [v.to_json() for v in views]}
+        used = {"name": choice.name, "end_of_turn": choice.end_of_turn, "reason": choice.reason}
+        payload = {"model": model, "chat_template": used, "default_chat_template": choice.name != "model",
+                   "examples": [v.to_json() for v in views]}
         print(json.dumps(payload, ensure_ascii=False))
         return
-    print_preview(Console(highlight=False), views, model=model, default_template=default_template)
+    line = f"chat template: {choice.name} (end of turn {choice.end_of_turn!r}): {choice.reason}"
+    print_preview(Console(highlight=False), views, template=line)
 
 
 

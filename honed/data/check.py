@@ -31,7 +31,7 @@ from honed.data.report import (
     no_progress,
     notice_findings,
 )
-from honed.errors import ConfigError
+from honed.errors import ConfigError, DataError
 from honed.model.loading import DEFAULT_MODEL
 from honed.model.tokenizers import model_tokenizer
 
@@ -51,11 +51,13 @@ def run_check(
     columns: ColumnMapping | None = None,
     skip_invalid: bool = False,
     progress: Callable[[str, int], Callable[[int], None]] = no_progress,
+    chat_template: str | None = None,
 ) -> Report:
     """Read and validate `file` (and `holdout`), then measure everything in the report.
 
     Invalid rows raise DataError listing them (exit 2) unless `skip_invalid`, which leaves them out,
-    writes them to `<file>.invalid.jsonl` and counts them in the report.
+    writes them to `<file>.invalid.jsonl` and counts them in the report. Data the model could not learn
+    from raises DataError too (see `require_learnable`). `chat_template`: --chat-template.
     """
     if max_length < 1:
         raise ConfigError(f"--max-length must be at least 1 (got {max_length})")
@@ -68,7 +70,7 @@ def run_check(
     if holdout is not None:
         held = load_or_fail(holdout, fmt=fmt, columns=columns, skip_invalid=skip_invalid)
         advance(1)
-    tokenizer, _template = model_tokenizer(model)
+    tokenizer, template = model_tokenizer(model, chat_template=chat_template)
     advance(1)
     report = build_report(
         train.conversations,
@@ -83,9 +85,33 @@ def run_check(
         skipped_invalid=len(train.bad_rows) + (len(held.bad_rows) if held is not None else 0),
         invalid_files=[str(r.invalid_path) for r in (train, held) if r is not None and r.invalid_path],
         progress=progress,
+        template=template,
     )
+    require_learnable(report)
     report.warnings += notice_findings(train.notices + (held.notices if held is not None else []))
     return report
+
+
+def require_learnable(report: Report) -> None:
+    """Refuse data from which the model could learn nothing, or never learn to stop (exit 2).
+
+    An empty assistant mask (no supervised token in any example) trains nothing; supervised tokens of
+    which none is the template's end of turn teach answers that never end (a template or data that leaves
+    the marker out of the trained turn).
+    """
+    t, used = report.tokens, report.chat_template
+    template = f"{used.name} chat template" if used is not None else "chat template"
+    if report.examples and t.supervised == 0:
+        raise DataError(
+            f"{report.file}: no example has a supervised token: the assistant mask is empty with the {template} "
+            f"of {report.model}, so training would learn nothing; every example needs an assistant turn with "
+            "weight != 0 (prompt/completion data: a non-empty completion), or pass --chat-template")
+    trained = report.examples - t.no_supervised
+    if used is not None and trained and t.end_of_turn_untrained == trained:
+        raise DataError(
+            f"{report.file}: the end of turn {used.end_of_turn!r} of the {template} is in no example's trained "
+            f"tokens, so the model could never learn to stop; pass --chat-template with a template that writes "
+            "it inside the assistant turn (`honed models` lists the families)")
 
 
 def exit_status(report: Report, *, strict: bool) -> int:
@@ -218,8 +244,20 @@ def _labels_table(report: Report) -> Table:
     return table
 
 
+def _print_template(console: Console, report: Report) -> None:
+    used = report.chat_template
+    if used is None:
+        return
+    console.print(Text(f"chat template: {used.name} (end of turn {used.end_of_turn!r}): {used.reason}"), soft_wrap=True)
+    if used.system_folded:
+        console.print(Text(f"notice: {used.system_folded} examples have a system turn; the {used.name} template has "
+                           "no system role, so it is folded into the first user turn, as the family's own template "
+                           "does"), soft_wrap=True)
+
+
 def print_report(console: Console, report: Report) -> None:
     """The report as rich tables, then the warnings (what to fix) and where the evidence is."""
+    _print_template(console, report)
     console.print(_summary_table(report))
     console.print(_duplicates_table(report))
     if report.labels is not None:

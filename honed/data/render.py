@@ -212,3 +212,27 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[in
     tokenizer(texts[0], add_special_tokens=False)
     encodings = backend.encode_batch(texts, add_special_tokens=False)
     return [(encoding.ids, encoding.offsets) for encoding in encodings]
+
+
+def trained_text(rendered: Rendered, tokenizer: Any) -> str:
+    """The text of the supervised tokens (each run of them decoded apart, joined by a line break)."""
+    ids, mask = rendered.input_ids, rendered.loss_mask
+    runs: list[list[int]] = []
+    for t, supervised in enumerate(mask):
+        if supervised:
+            if t == 0 or not mask[t - 1]:
+                runs.append([])
+            runs[-1].append(ids[t])
+    return "\n".join(tokenizer.batch_decode(runs, skip_special_tokens=False)) if runs else ""
+
+
+def trains_end_of_turn(rendered: Rendered, tokenizer: Any, end_of_turn: str) -> bool:
+    """Whether an example's supervised tokens hold the whole end of turn, so it teaches the model to stop.
+
+    Checked on the decoded text, not on ids, because an end of turn that is several tokens may be split
+    differently next to the answer's last characters than on its own.
+
+    >>> trains_end_of_turn(render(conv, tok), tok, "<|im_end|>")  # doctest: +SKIP
+    True
+    """
+    return bool(end_of_turn) and end_of_turn in trained_text(rendered, tokenizer)

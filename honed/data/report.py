@@ -25,7 +25,7 @@ from honed.data.chunks import Chunked, default_workers
 from honed.data.dedup import DEFAULT_NEAR_THRESHOLD, dialogue_text, prompt_key
 from honed.data.labels import looks_like_classification
 from honed.data.notices import Notice
-from honed.data.render import render_batch, supervised_spans
+from honed.data.render import render_batch, supervised_spans, trains_end_of_turn
 from honed.data.report_sections import (
     Conflicts,
     Duplicates,
@@ -37,9 +37,11 @@ from honed.data.report_sections import (
     LengthStats,
     Refusals,
     Report,
+    TemplateUsed,
     Tokens,
 )
 from honed.data.types import Conversation
+from honed.model.template import ChatTemplate, end_of_turn_of
 
 DEFAULT_MAX_LENGTH = 2048
 EXAMPLES_SHOWN = 5  # examples listed per finding; counts always cover every row
@@ -98,18 +100,22 @@ def _stack(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def _count_tokens(
-    conversations: Sequence[Conversation], *, tokenizer: Any, max_length: int
-) -> list[tuple[int, int, int]]:
-    """(length, supervised tokens, supervised tokens kept within max_length) per conversation."""
+    conversations: Sequence[Conversation], *, tokenizer: Any, max_length: int, end_of_turn: str
+) -> list[tuple[int, int, int, bool]]:
+    """(length, supervised tokens, supervised tokens kept within max_length, whether the supervised tokens
+    hold the end of turn) per conversation. Plain text ends with the eos token instead."""
     counts = []
-    for rendered in render_batch(conversations, tokenizer):
+    eos = str(getattr(tokenizer, "eos_token", None) or "")
+    for conversation, rendered in zip(conversations, render_batch(conversations, tokenizer)):
         mask = rendered.loss_mask
-        counts.append((len(mask), mask.count(True), mask[:max_length].count(True)))
+        end = eos if conversation.plain else end_of_turn
+        stops = trains_end_of_turn(rendered, tokenizer, end) if end else True
+        counts.append((len(mask), mask.count(True), mask[:max_length].count(True), stops))
     return counts
 
 
-def token_stats(counts: Sequence[tuple[int, int, int]], *, max_length: int) -> Tokens:
-    """Summarise per-example (length, supervised, kept supervised) counts."""
+def token_stats(counts: Sequence[tuple[int, int, int, bool]], *, max_length: int) -> Tokens:
+    """Summarise per-example (length, supervised, kept supervised, trains end of turn) counts."""
     lengths = np.array([c[0] for c in counts] or [0], dtype=np.int64)
     supervised = np.array([c[1] for c in counts] or [0], dtype=np.int64)
     kept = np.array([c[2] for c in counts] or [0], dtype=np.int64)
@@ -128,6 +134,7 @@ def token_stats(counts: Sequence[tuple[int, int, int]], *, max_length: int) -> T
         truncated=int((lengths > max_length).sum()),
         all_supervised_lost=int(((supervised > 0) & (kept == 0)).sum()),
         no_supervised=int((supervised == 0).sum()) if counts else 0,
+        end_of_turn_untrained=sum(1 for c in counts if c[1] > 0 and not c[3]),
         per_epoch=int(np.minimum(lengths, max_length).sum()),
         supervised_per_epoch=int(kept.sum()),
     )
@@ -315,6 +322,9 @@ def findings(report: Report) -> list[Finding]:
          "invalid rows were skipped (--skip-invalid); fix them to use them"),
         ("no_supervised_tokens", t.no_supervised,
          "examples have no supervised (assistant) token and teach nothing; add an answer or drop them"),
+        ("end_of_turn_not_trained", t.end_of_turn_untrained,
+         "examples train an answer without its end of turn, so they teach the model not to stop; check how "
+         "their last assistant turn is written (weight, template)"),
         ("all_supervised_lost", t.all_supervised_lost,
          f"examples lose every supervised token when cut to --max-length {n}; raise it or shorten prompts"),
         ("truncated", t.truncated, f"examples are longer than --max-length {n} and will be cut"),
@@ -375,6 +385,7 @@ def build_report(
     invalid_files: Sequence[str] = (),
     workers: int | None = None,
     progress: Progress = no_progress,
+    template: ChatTemplate | None = None,
 ) -> Report:
     """Measure everything `honed data check` reports.
 
@@ -384,8 +395,9 @@ def build_report(
     0.31
     """
     by_text = near_texts(train)
+    end_of_turn = template.end_of_turn if template is not None else _end_of_turn(tokenizer)
     with Chunked(workers=default_workers() if workers is None else workers) as pool:
-        count = partial(_count_tokens, tokenizer=tokenizer, max_length=max_length)
+        count = partial(_count_tokens, tokenizer=tokenizer, max_length=max_length, end_of_turn=end_of_turn)
         token_job = pool.add(count, train)
         near_job = pool.add(_signatures, list(by_text))
         if holdout is not None:
@@ -413,9 +425,24 @@ def build_report(
         refusals=refusals_found,
         leakage=leaks,
         most_common_response=responses.of_conversations(train, holdout=holdout),
+        chat_template=template_used(template, train) if template is not None else None,
     )
     report.warnings = findings(report) + tool_call_findings(train, tokenizer=tokenizer, model=model)
     return report
+
+
+def _end_of_turn(tokenizer: Any) -> str:
+    """The end of turn of the template set on `tokenizer` ("" when it has none: plain text only)."""
+    template = getattr(tokenizer, "chat_template", None)
+    return end_of_turn_of(tokenizer, template) if isinstance(template, str) and template else ""
+
+
+def template_used(template: ChatTemplate, train: Sequence[Conversation]) -> TemplateUsed:
+    """The report's chat_template section: the choice, and how many examples have their system text folded."""
+    folded = 0 if template.system_role else sum(
+        1 for c in train if not c.plain and any(m.role == "system" for m in c.messages))
+    return TemplateUsed(template.name, template.end_of_turn, template.reason, template.system_role,
+                        list(template.added_tokens), folded)
 
 
 def tool_call_findings(train: Sequence[Conversation], *, tokenizer: Any, model: str) -> list[Finding]:

@@ -38,6 +38,7 @@ class Tokens:
     truncated: int  # examples longer than max_length
     all_supervised_lost: int  # examples that still had supervised tokens but lose all of them to truncation
     no_supervised: int  # examples with no supervised token at all, even untruncated
+    end_of_turn_untrained: int  # examples with supervised tokens none of which is the end of turn
     per_epoch: int  # tokens one epoch processes after truncation
     supervised_per_epoch: int
 
@@ -115,6 +116,18 @@ class Finding:
 
 
 @dataclass
+class TemplateUsed:
+    """The chat template the tokens were counted with, and why it was chosen (honed.model.template)."""
+
+    name: str
+    end_of_turn: str
+    reason: str
+    system_role: bool
+    added_tokens: list[str]
+    system_folded: int  # examples whose system text the template folds into the first user turn
+
+
+@dataclass
 class Report:
     file: str
     format: str
@@ -130,6 +143,7 @@ class Report:
     refusals: Refusals
     leakage: Leakage | None
     most_common_response: responses.MostCommonResponse | None = None
+    chat_template: TemplateUsed | None = None
     warnings: list[Finding] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

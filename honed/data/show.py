@@ -2,7 +2,7 @@
 with the supervised tokens (the loss is computed on them) told apart from the masked ones.
 
     views = preview(conversations, tokenizer, n=3)
-    print_preview(Console(), views, model="smollm2-135m", default_template=False)
+    print_preview(Console(), views, template="chat template: model (end of turn '<|im_end|>'): ...")
 
 The ids and the mask come from `honed.data.render.render`, the same function training uses, so what is
 shown is exactly what is trained on.
@@ -123,15 +123,11 @@ def example_text(view: ExampleView) -> Text:
     return out
 
 
-def print_preview(console: Console, views: list[ExampleView], *, model: str, default_template: bool) -> None:
-    """Print the legend, then each example with its counts (no auto-highlighting: styles mean the mask)."""
-    if default_template:
-        console.print(
-            f"note: {model}'s tokenizer has no chat template; using honed's default (ChatML: "
-            "<|im_start|>role ... <|im_end|>)",
-            style="yellow",
-            markup=False,
-        )
+def print_preview(console: Console, views: list[ExampleView], *, template: str | None = None) -> None:
+    """Print the chat template line (`template`: which one and why), the legend, then each example with its
+    counts (no auto-highlighting: styles mean the mask)."""
+    if template is not None:
+        console.print(template, style="yellow", markup=False, soft_wrap=True)
     console.print(legend())
     for number, view in enumerate(views, start=1):
         console.rule(Text(f"example {number}" + (f" · {view.source}" if view.source else "")), style="dim")

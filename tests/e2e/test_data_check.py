@@ -153,3 +153,51 @@ def test_text_that_looks_like_rich_markup_prints_as_it_is(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
     assert "[INST] hi [/INST]" in done.stdout and "[positive]" in done.stdout
     assert "train[1].jsonl" in done.stdout
+
+
+def test_the_chat_template_is_said_and_reported(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [("first question here", "first answer")])
+    plain = honed("data", "check", str(path), "--model", MODEL)
+    assert plain.returncode == 0, plain.stderr
+    assert "chat template: model (end of turn '<|im_end|>'): the model's own chat template" in plain.stdout
+    report = check_json(str(path))
+    assert report["chat_template"]["name"] == "model" and report["chat_template"]["end_of_turn"] == "<|im_end|>"
+    assert report["tokens"]["end_of_turn_untrained"] == 0
+    forced = check_json(str(path), "--chat-template", "phi3")  # its turn tokens are added to the vocabulary
+    assert forced["chat_template"]["name"] == "phi3" and forced["chat_template"]["added_tokens"]
+
+
+def test_a_system_turn_folded_by_the_template_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "system", "content": "Be brief."},
+                                             {"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    done = honed("data", "check", str(path), "--model", MODEL, "--chat-template", "mistral")
+    assert done.returncode == 0, done.stderr
+    assert "notice: 1 examples have a system turn; the mistral template has no system role" in done.stdout
+    assert check_json(str(path), "--chat-template", "mistral")["chat_template"]["system_folded"] == 1
+
+
+def test_an_empty_assistant_mask_is_refused(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [("first question here", "first answer")])
+    template = tmp_path / "users-only.jinja"  # a template that never writes an answer: nothing to learn
+    template.write_text("{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}"
+                        "<|im_end|>\n{% endif %}{% endfor %}")
+    done = honed("data", "check", str(path), "--model", MODEL, "--chat-template", str(template))
+    assert done.returncode == 2, done.stdout
+    assert f"{path}: no example has a supervised token: the assistant mask is empty" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_template_that_leaves_the_end_of_turn_out_of_the_answer_is_refused(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [("first question here", "first answer")])
+    # The end marker is written with the next turn's header, after the assistant turn has ended, so an
+    # answer ends with nothing but the eos, which no trained token holds: such a model never learns to stop.
+    template = tmp_path / "late-end.jinja"
+    template.write_text("{% for m in messages %}{% if not loop.first %}<|im_end|>{% endif %}<|im_start|>{{ m['role'] }}\n"
+                        "{{ m['content'] }}{% endfor %}"
+                        "{% if add_generation_prompt %}<|im_end|><|im_start|>assistant\n{% endif %}")
+    done = honed("data", "check", str(path), "--model", MODEL, "--chat-template", str(template))
+    assert done.returncode == 2, done.stdout
+    assert "is in no example's trained tokens, so the model could never learn to stop" in done.stderr
+    assert "Traceback" not in done.stderr

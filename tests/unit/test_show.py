@@ -78,10 +78,10 @@ def test_weight_zero_answer_shows_nothing_supervised(tok: Any) -> None:
     assert view.num_supervised == 0
 
 
-def render_to_ansi(views: list[ExampleView], *, default_template: bool = False) -> str:
+def render_to_ansi(views: list[ExampleView]) -> str:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, color_system="standard", width=200)
-    print_preview(console, views, model="tiny", default_template=default_template)
+    print_preview(console, views)
     return out.getvalue()
 
 
@@ -128,7 +128,7 @@ def test_cli_rich_output_has_a_line_per_example(data_file: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len(re.findall(r"\d+ tokens, \d+ supervised \(\d+\.\d%\)", result.output)) == 3
     assert "legend:" in result.output
-    assert "chat template" not in result.output
+    assert "chat template: model (end of turn '<|im_end|>'): the model's own chat template" in result.output
 
 
 def test_cli_says_when_the_default_chat_template_is_used(data_file: Path, tmp_path: Path) -> None:
@@ -138,9 +138,14 @@ def test_cli_says_when_the_default_chat_template_is_used(data_file: Path, tmp_pa
     assert not has_chat_template(load_tokenizer(str(no_template)))
     result = CliRunner().invoke(app, ["data", "show", str(data_file), "--model", str(no_template), "-n", "1"])
     assert result.exit_code == 0, result.output
-    assert "no chat template" in result.output and "default (ChatML" in result.output
+    # The tiny vocabulary has ChatML's turn tokens, so its family is found from them.
+    assert "chat template: chatml (end of turn '<|im_end|>'): no template in the model" in result.output
     as_json = CliRunner().invoke(app, ["data", "show", str(data_file), "--model", str(no_template), "--json"])
-    assert json.loads(as_json.stdout)["default_chat_template"] is True
+    payload = json.loads(as_json.stdout)
+    assert payload["default_chat_template"] is True and payload["chat_template"]["name"] == "chatml"
+    forced = CliRunner().invoke(app, ["data", "show", str(data_file), "--model", str(TINY), "--chat-template", "phi3"])
+    assert forced.exit_code == 0, forced.output
+    assert "chat template: phi3 (end of turn '<|end|>'): --chat-template phi3" in forced.output
 
 
 def test_cli_bad_model_is_a_clear_error(data_file: Path, tmp_path: Path) -> None:
