@@ -73,6 +73,24 @@ def require_targets(summary: DataSummary, *, path: str, max_length: int) -> None
     raise DataError(f"{path}: no example has a supervised token, so there is nothing to train on; {hint}")
 
 
+STOP_SAMPLE = 64  # trained examples whose decoded supervised text is searched for the end of turn
+
+
+def require_end_of_turn(rendered: Sequence[Rendered], ends: Sequence[str], tokenizer: Any, *, path: str) -> None:
+    """Refuse to train when each example's end (`ends`: the template's end of turn, the eos for plain text)
+    is in none of the first trained examples' supervised tokens: the model could never learn to stop
+    (`honed data check` counts this over every example)."""
+    from honed.data.render import trains_end_of_turn
+
+    sample = [(r, end) for r, end in zip(rendered, ends) if sum(r.loss_mask[1:]) > 0 and not r.truncated and end]
+    sample = sample[:STOP_SAMPLE]
+    if not sample or any(trains_end_of_turn(r, tokenizer, end) for r, end in sample):
+        return
+    raise DataError(f"{path}: the end of turn {sample[0][1]!r} is in none of the first {len(sample)} examples' trained "
+                    "tokens, so the model could never learn to stop; pass --chat-template with a template that "
+                    "writes it inside the assistant turn (`honed data check` shows the mask)")
+
+
 def mask_preview(rendered: Rendered, tokenizer: Any, *, max_chars: int = 1200) -> str:
     """Rich markup of one example: trained-on text in green between «», the rest dimmed.
 

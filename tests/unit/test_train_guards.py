@@ -8,7 +8,7 @@ from honed.data.render import Rendered, render
 from honed.data.types import Conversation, Message
 from honed.errors import DataError, HonedError
 from honed.model.loading import load_tokenizer
-from honed.train.guards import Watchdog, mask_preview, require_targets, summarise
+from honed.train.guards import Watchdog, mask_preview, require_end_of_turn, require_targets, summarise
 
 from tests.helpers import TINY
 
@@ -28,6 +28,16 @@ def test_no_targets_anywhere_is_refused_with_a_fix():
     summary = summarise([rendered([False, False], truncated=True)])
     with pytest.raises(DataError, match="raise --max-length \\(now 2\\)"):
         require_targets(summary, path="train.jsonl", max_length=2)
+
+
+def test_training_without_the_end_of_turn_in_any_answer_is_refused():
+    tokenizer = load_tokenizer(TINY)
+    conv = Conversation(messages=(Message("user", "hello there"), Message("assistant", "general kenobi")))
+    example = render(conv, tokenizer)
+    require_end_of_turn([example], ["<|im_end|>"], tokenizer, path="train.jsonl")  # ChatML's answer holds it
+    # A stop text that no answer holds: the model could never learn to stop.
+    with pytest.raises(DataError, match="train.jsonl: the end of turn 'STOP' is in none of the first 1 examples"):
+        require_end_of_turn([example], ["STOP"], tokenizer, path="train.jsonl")
 
 
 def test_mask_preview_marks_exactly_the_trained_text():
