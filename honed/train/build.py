@@ -4,7 +4,7 @@
 Each piece has its own function, so the loop (honed.train.loop) reads as "build, then run":
 
 >>> device, autocast = resolve_device(config, dist=Dist.current())  # doctest: +SKIP
->>> model = build_model(config, device=device)  # doctest: +SKIP
+>>> model = build_model(config, device=device, tokenizer=tokenizer, added_tokens=template.added_tokens)  # doctest: +SKIP
 >>> optimizer, scheduler = build_optimizer(model, config, total_steps=total_steps(config, num_examples=320))  # doctest: +SKIP
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -90,17 +91,26 @@ def cpu_has_fast_bf16() -> bool:
     return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
 
 
-def build_model(config: TrainConfig, *, device: str) -> Any:
-    """Base model plus, for LoRA/QLoRA, a peft adapter on `lora.target_modules`; weights in fp32."""
+def build_model(config: TrainConfig, *, device: str, tokenizer: Any = None, added_tokens: Sequence[str] = ()) -> Any:
+    """Base model plus, for LoRA/QLoRA, a peft adapter on `lora.target_modules`; weights in fp32.
+
+    `added_tokens`: special tokens honed added to `tokenizer` for the chat template (ChatML on a base model
+    without turn tokens). The embeddings grow to the tokenizer, and those rows are trained: under full
+    fine-tuning with everything else, under LoRA through peft's `trainable_token_indices` (only those rows,
+    saved in the adapter; the approach of TRL's `clone_chat_template`)."""
     from honed.model.loading import load_model
+    from honed.model.run import fit_vocabulary
 
     full_start = config.init_from if config.method == "full" and config.init_from else config.model
     with quiet_transformers():
         model = _load_4bit(config.model, device=device) if config.method == "qlora" else load_model(full_start, device=device)
+        if tokenizer is not None:
+            fit_vocabulary(model, tokenizer)
         if config.method == "full":
             model.requires_grad_(True)
             return model
-        model = _add_lora(model, config)
+        token_ids = [int(tokenizer.convert_tokens_to_ids(t)) for t in added_tokens] if tokenizer is not None else []
+        model = _add_lora(model, config, token_ids=token_ids)
         fold_lora_scale(model)  # the same numbers as peft's forward, a few % faster steps (honed.train.lora_fold)
     if config.init_from:
         _load_adapter(model, Path(config.init_from))
@@ -121,7 +131,8 @@ def _load_adapter(model: Any, folder: Path) -> None:
                           "parent's lora.r and lora.target_modules") from None
 
 
-def _add_lora(model: Any, config: TrainConfig) -> Any:
+def _add_lora(model: Any, config: TrainConfig, *, token_ids: Sequence[int] = ()) -> Any:
+    """peft's LoRA on the config's target layers; `token_ids`: embedding rows trained as well (new tokens)."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -130,6 +141,7 @@ def _add_lora(model: Any, config: TrainConfig) -> Any:
         lora_dropout=config.lora.dropout,
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
+        trainable_token_indices=list(token_ids) or None,
     )
     try:
         return get_peft_model(model, lora)

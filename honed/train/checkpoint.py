@@ -48,8 +48,15 @@ def is_peft(model: Any) -> bool:
 
 def save_weights(model: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, Any] | None = None) -> None:
     """Weights (adapter for LoRA, whole model for full) and tokenizer, as safetensors.
-    `state_dict`: the whole weights gathered from FSDP2 shards (the model's own tensors are shards)."""
-    extra = {} if state_dict is None else {"state_dict": state_dict}
+    `state_dict`: the whole weights gathered from FSDP2 shards (the model's own tensors are shards).
+
+    A LoRA adapter never carries the whole embedding matrix: rows of tokens honed added are trained and saved
+    as peft's trainable tokens (their values, not a delta), so the base grown to the tokenizer is all a
+    loader needs (honed.model.run.fit_vocabulary); peft would otherwise save every row because it sees the
+    vocabulary resized."""
+    extra: dict[str, Any] = {} if state_dict is None else {"state_dict": state_dict}
+    if is_peft(model):
+        extra["save_embedding_layers"] = False
     model.save_pretrained(folder, safe_serialization=True, **extra)
     tokenizer.save_pretrained(folder)
     (folder / "README.md").unlink(missing_ok=True)  # peft writes a model-card stub; nothing in it is ours

@@ -52,7 +52,7 @@ from honed.train.distributed import Dist, all_reduce_gradients, is_fsdp, pad_mic
 from honed.train.evaluator import (
     Evaluation, HoldoutEvaluator, ScoreFn, autocast, eval_interval, holdout_sample, subsample_size,
 )
-from honed.train.guards import Watchdog, mask_preview, require_targets
+from honed.train.guards import Watchdog, mask_preview, require_end_of_turn, require_targets
 from honed.train.loss import loss_sum, model_parts, step_normaliser
 from honed.train.metrics_log import MetricsLog, TrainProgress
 from honed.train.ownership import owning, refuse_existing
@@ -94,10 +94,11 @@ class Trainer:
         if dist.is_main:
             write_template(run.template_json, self.template)
         self.say(f"chat template: {self.template.name} (end of turn {self.template.end_of_turn!r}): {self.template.reason}")
-        self.examples, holdout = render_examples(config, datasets, self.tokenizer, dist=dist, console=console)
+        self.examples, holdout = render_examples(config, datasets, self.tokenizer, self.template, dist=dist, console=console)
         self.device, self.autocast = resolve_device(config, dist=dist)
         self.model = prepare_model(  # FSDP2 when asked (or full fine-tuning on several GPUs); else unchanged
-            build_model(config, device=self.device), sharding=config.sharding, method=config.method,
+            build_model(config, device=self.device, tokenizer=self.tokenizer, added_tokens=self.template.added_tokens),
+            sharding=config.sharding, method=config.method,
             device=self.device, world_size=dist.world_size, resume=resume, task_metric=score_fn is not None,
         )
         self.total_steps = total_steps(config, num_examples=len(self.examples))
@@ -284,12 +285,15 @@ def load_tokenizer(config: TrainConfig, run: RunDir, *, resume: bool) -> tuple[A
 
 
 def render_examples(
-    config: TrainConfig, datasets: Datasets, tokenizer: Any, *, dist: Dist, console: Console
+    config: TrainConfig, datasets: Datasets, tokenizer: Any, template: ChatTemplate, *, dist: Dist, console: Console
 ) -> tuple[list[Example], list[Example]]:
-    """Render train and holdout once; refuse data without supervised tokens; on rank 0 print the data
-    summary (truncation) and the first example's loss-mask preview."""
+    """Render train and holdout once; refuse data without supervised tokens or without the end of turn in
+    them; on rank 0 print the data summary (truncation) and the first example's loss-mask preview."""
     train_examples, summary, rendered = to_examples(datasets.train, tokenizer, max_length=config.max_length)
     require_targets(summary, path=str(config.data.train), max_length=config.max_length)
+    eos = str(tokenizer.eos_token or "")
+    ends = [eos if c.plain else template.end_of_turn for c in datasets.train]
+    require_end_of_turn(rendered, ends, tokenizer, path=str(config.data.train))
     holdout, _, _ = to_examples(datasets.holdout, tokenizer, max_length=config.max_length)
     if config.data.eval_max_examples is not None:
         holdout = holdout[: config.data.eval_max_examples]
