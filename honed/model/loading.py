@@ -276,6 +276,7 @@ def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any
         kwargs: dict[str, Any] = {"dtype": dtype, **hub_kwargs(source)}
         if gguf_file is not None:
             kwargs["gguf_file"] = gguf_file
+            kwargs.update(_gguf_head_dim(path, gguf_file))
         else:
             kwargs["use_safetensors"] = True
         with quiet_transformers():  # no "Loading weights" bar or info logs in honed's output
@@ -284,9 +285,40 @@ def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any
         if source.is_hub:
             raise _offline_error(spec, exc) from exc
         raise ModelError(f"could not load model weights from {spec}: {exc}") from exc
+    except RuntimeError as exc:  # transformers' loading report: weights whose shapes differ from the config
+        if "mismatched_sizes" not in str(exc):
+            raise
+        raise ModelError(f"transformers could not read {spec}: some weights' shapes differ from the config it "
+                         "derives for them (a GGUF whose metadata transformers' reader does not map); use the "
+                         "model's Hugging Face folder, or llama.cpp for a GGUF") from exc
     if gguf_file is not None:
         _drop_quantization_marker(model)
     return model.to(device)
+
+
+def _gguf_head_dim(path: str, gguf_file: str) -> dict[str, Any]:
+    """{"config": ...} with the GGUF's own attention head size where transformers' GGUF reader would miss it.
+
+    transformers (5.x) ignores `<arch>.attention.key_length` and assumes the architecture's usual head size
+    (128 for Qwen3), so a model whose heads are another size fails to load with a shape mismatch; llama.cpp
+    reads the key. Empty when the reader already gets it right."""
+    from gguf import GGUFReader
+    from transformers import AutoConfig
+
+    reader = GGUFReader(str(Path(path) / gguf_file))
+    arch_field = reader.fields.get("general.architecture")
+    if arch_field is None:
+        return {}
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    key = reader.fields.get(f"{arch}.attention.key_length")
+    if key is None:
+        return {}
+    head_dim = int(key.parts[key.data[0]][0])
+    config = AutoConfig.from_pretrained(path, gguf_file=gguf_file)
+    if getattr(config, "head_dim", head_dim) == head_dim:
+        return {}
+    config.head_dim = head_dim
+    return {"config": config}
 
 
 @contextlib.contextmanager
