@@ -11,6 +11,7 @@ quants can dequantize Q4_K/Q6_K but not quantize them), so it uses the compiled 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,27 @@ def _run_converter(model_dir: Path, outfile: Path, *, outtype: str) -> None:
     if result.returncode != 0 or not outfile.is_file():
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {result.returncode}"
-        raise ModelError(f"llama.cpp's converter could not convert {model_dir} to GGUF: {last}")
+        raise ModelError(f"llama.cpp's converter could not convert {model_dir} ({_architecture(model_dir)}) to "
+                         f"GGUF: {last}{_converter_hint(last)}")
+
+
+def _architecture(model_dir: Path) -> str:
+    """The model_type of a Hugging Face folder, for messages ("architecture gemma2")."""
+    try:
+        return "architecture " + str(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["model_type"])
+    except (OSError, ValueError, KeyError):
+        return "architecture unknown"
+
+
+def _converter_hint(last: str) -> str:
+    """What to do about the converter's known refusals."""
+    if "tokenizer.model" in last:
+        return ("; llama.cpp converts this architecture's vocabulary only from a SentencePiece tokenizer.model, "
+                "which the base model does not have (it has tokenizer.json only): put the base's tokenizer.model "
+                "beside it, or export --to merged or --to adapter")
+    if "not supported" in last.lower():
+        return "; llama.cpp's converter does not support this architecture: export --to merged or --to adapter"
+    return ""
 
 
 def _quantize(source: Path, target: Path, *, ftype: int) -> None:
