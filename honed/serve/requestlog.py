@@ -2,8 +2,9 @@
 
 `honed monitor` and `honed data from-traffic` read it, so the fields and their meaning are agreed there;
 change both together. Each record is appended with a single `write` of one line and a `flush`, under a
-lock (lines from concurrent requests never interleave). The file is opened by name for every record, so
-moving it away (rotation) simply starts a new one.
+lock (lines from concurrent requests never interleave); a line holds no character that str.splitlines()
+breaks at (U+2028, U+2029 and NEL are written as JSON escapes). The file is opened by name for every
+record, so moving it away (rotation) simply starts a new one.
 
 >>> log = RequestLog()  # doctest: +SKIP
 >>> log.append(run_dir / "requests.jsonl", record(...))  # doctest: +SKIP
@@ -20,6 +21,9 @@ from typing import Any
 from honed.serve.loading import ServedModel
 
 VERSION = 1
+# Line breaks to str.splitlines() (which the readers use) that json.dumps leaves raw with ensure_ascii=False.
+# They can only occur inside JSON strings, where their \u escape means the same character.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\u2028\u2029\x85"}
 
 
 def arrival_timestamp() -> str:
@@ -55,6 +59,15 @@ def record(
     }
 
 
+def json_line(entry: dict[str, Any]) -> str:
+    """`entry` as one line of UTF-8 JSON: no character in it that any line splitter breaks at.
+
+    >>> print(json_line({"output": "a" + chr(0x2028) + "b"}), end="")
+    {"output": "a\\u2028b"}
+    """
+    return json.dumps(entry, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+
+
 class RequestLog:
     """Where records go: each model's own log (default), one `--request-log` file, or nowhere (`--no-log`)."""
 
@@ -73,7 +86,7 @@ class RequestLog:
         path = self.path_for(served)
         if path is None:
             return
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        line = json_line(entry)
         with self._lock:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as f:
