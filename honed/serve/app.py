@@ -30,6 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from honed.errors import HonedError
 from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job, PromptScores, QueueFull, ShuttingDown
@@ -142,18 +143,23 @@ class Server:
                            "`honed serve --api-key`", code="invalid_api_key")
 
     async def read_body(self, request: Request) -> bytes:
-        """The body, refused with 413 as soon as it passes the limit (not after reading it all)."""
+        """The body, refused with 413 as soon as it passes the limit (not after reading it all), and with 499
+        when the client goes away before sending all of it."""
         limit = self.settings.limits.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"the request body is {declared} bytes, above this server's limit of {limit} "
                            "(`honed serve --max-body-bytes`)", code="request_too_large")
         body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > limit:
-                raise ApiError(413, f"the request body is above this server's limit of {limit} bytes "
-                               "(`honed serve --max-body-bytes`)", code="request_too_large")
+        try:
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise ApiError(413, f"the request body is above this server's limit of {limit} bytes "
+                                   "(`honed serve --max-body-bytes`)", code="request_too_large")
+        except ClientDisconnect as exc:  # gone mid-upload: refused and counted like any refusal, no traceback
+            raise ApiError(499, "the client disconnected before its request body was complete",
+                           code="client_disconnected") from exc
         return bytes(body)
 
     def model(self, name: str) -> ServedModel:
