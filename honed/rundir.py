@@ -396,7 +396,7 @@ class RunDir:
         if not path.is_file():
             raise ConfigError(f"{path} is missing; run `honed eval {self.path}` again")
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -414,7 +414,7 @@ class RunDir:
         if not self.metrics_jsonl.is_file():
             return []
         records = []
-        for line in self.metrics_jsonl.read_text(encoding="utf-8").splitlines():
+        for line in self.metrics_jsonl.read_text(encoding="utf-8").split("\n"):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:

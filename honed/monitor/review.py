@@ -43,7 +43,7 @@ def read_drafts(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file; make drafts with `honed data from-traffic LOG --out {path}`")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip():
             continue
         try:

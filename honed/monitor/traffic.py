@@ -82,7 +82,7 @@ def is_request_log(path: Path) -> bool:
 
 def read_request_log(path: Path) -> list[TrafficItem]:
     """Parse a request log; a torn last line (a write in progress) is skipped, any other bad line is an error."""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     items = []
     for i, line in enumerate(lines):

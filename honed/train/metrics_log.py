@@ -39,7 +39,7 @@ class MetricsLog:
         if not self.enabled or not self.path.is_file():
             return
         kept: list[str] = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in self.path.read_text(encoding="utf-8").split("\n"):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

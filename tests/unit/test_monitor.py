@@ -172,3 +172,17 @@ def test_a_damaged_or_newer_request_log_is_refused(run_dir, tmp_path):
     for path, message in ((damaged, "damaged.jsonl:2"), (newer, "newer than this honed reads")):
         result = CliRunner().invoke(app, ["monitor", str(run_dir), "--traffic", str(path)])
         assert result.exit_code == 2 and message in result.output
+
+
+def test_a_log_line_holding_unicode_line_separators_is_one_record(tmp_path):
+    """JSON Lines are split on \\n only: U+2028, U+2029 and NEL inside a message (raw, as a log written before
+    the writer escaped them) stay inside their record instead of tearing it."""
+    from honed.monitor.traffic import read_request_log
+
+    ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    lines = [json.dumps(json.loads(log_line(f"a\u2028b\u2029c\x85d {i}", "x", ts, i)), ensure_ascii=False)
+             for i in range(2)]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    items = read_request_log(path)
+    assert len(items) == 2 and "\u2028" in items[0].prompt
