@@ -9,7 +9,7 @@ No field is silently ignored. Every field of OpenAI's chat completions and compl
 - read and honoured (`ChatRequest`, `CompletionRequest`; an engine that cannot honour one refuses it,
   see `ENGINE_PARAMS`);
 - harmless: it cannot change the answer, clients send it by default, and it is accepted unread
-  (`HARMLESS`, or `HARMLESS_VALUES` for fields harmless only at their default value, e.g. `tools: []`);
+  (`HARMLESS`, or `HARMLESS_VALUES` for fields harmless only at their default value, e.g. `modalities: ["text"]`);
 - refused with a 400 whose `param` names it and whose message says what to do (`REFUSED`).
 
 A field that is none of these (a typo, another server's extension) is a 400 too. `null` is read as the
@@ -70,25 +70,19 @@ HARMLESS: dict[str, str] = {
     "prompt_cache_retention": "a hint for OpenAI's prompt cache",
     "prompt_cache_options": "a hint for OpenAI's prompt cache",
     "prediction": "predicted output only makes OpenAI faster; the answer is the same",
-    "parallel_tool_calls": "only matters with tools, which honed refuses",
 }
 
 # Harmless only at these values (what clients send by default); any other value is refused (REFUSED).
 HARMLESS_VALUES: dict[str, tuple[Any, ...]] = {
     "modalities": (["text"],),
-    "tools": ([],),
     "functions": ([],),
-    "tool_choice": ("none", "auto"),
     "function_call": ("none", "auto"),
 }
 
-_TOOLS = ("honed serve does not call tools yet; drop `tools`/`tool_choice` and describe the output format in "
-          "the messages, or use `response_format` with a JSON schema")
+_FUNCTIONS = "`functions`/`function_call` are OpenAI's deprecated form of tools; send `tools` and `tool_choice`"
 REFUSED: dict[str, str] = {
-    "tools": _TOOLS,
-    "tool_choice": _TOOLS,
-    "functions": _TOOLS,
-    "function_call": _TOOLS,
+    "functions": _FUNCTIONS,
+    "function_call": _FUNCTIONS,
     "audio": "honed serves text models; drop `audio` and `modalities`",
     "modalities": "honed serves text models: `modalities` may only be [\"text\"]",
     "reasoning_effort": "honed's models have no reasoning-effort setting; drop `reasoning_effort`",
@@ -239,6 +233,10 @@ class SamplingFields(BaseModel):
                                   "stop": self.stop, "seed": self.seed}
         defaults = {"n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "logit_bias": None}
         params.update({k: getattr(self, k) for k, d in defaults.items() if getattr(self, k) != d})
+        if isinstance(self, ChatRequest) and self.calls_tools:
+            choice = self.tool_choice
+            params["tools"] = self.tool_names
+            params["tool_choice"] = choice.function.name if isinstance(choice, NamedToolChoice) else (choice or "auto")
         return params
 
     def sampling(self, *, max_tokens: int, choice: int = 0, top_logprobs: int = 0,
@@ -253,6 +251,39 @@ class SamplingFields(BaseModel):
                         logit_bias=self.bias, top_logprobs=top_logprobs, prompt_logprobs=prompt_logprobs)
 
 
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of the arguments object
+    strict: bool | None = None  # honed always validates the arguments against `parameters`
+
+
+class ToolDefinition(BaseModel):
+    """One entry of `tools`: `{"type": "function", "function": {"name", "description", "parameters"}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice: {"type": "function", "function": {"name": ...}}`: call that function."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatRequest(SamplingFields):
     """The fields of POST /v1/chat/completions that honed reads."""
 
@@ -262,6 +293,23 @@ class ChatRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int = Field(default=0, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
+    tools: list[ToolDefinition] = Field(default_factory=list)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t.function.name for t in self.tools]
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the answer may be tool calls: tools given and tool_choice not "none"."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        """The tools as the chat template takes them (None: render no tools)."""
+        return [t.model_dump(exclude_none=True) for t in self.tools] if self.calls_tools else None
 
     @field_validator("top_logprobs")
     @classmethod
@@ -394,10 +442,25 @@ def _check_limits(request: SamplingFields, *, asked: int | None, choices: int, l
                        f"fewer (the limit is `honed serve --max-tokens-limit`)", param="max_tokens")
 
 
+def _check_tool_choice(request: ChatRequest) -> None:
+    """`tool_choice` must fit `tools`, and a tool-calling answer cannot also be scored or JSON-constrained."""
+    choice = request.tool_choice
+    if choice not in (None, "none", "auto") and not request.tools:
+        raise ApiError(400, "tool_choice asks for a tool call but `tools` is empty; send the tools",
+                       param="tool_choice")
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in request.tool_names:
+        raise ApiError(400, f"tool_choice names '{choice.function.name}', which is not among `tools` "
+                       f"({', '.join(request.tool_names)})", param="tool_choice")
+    if request.calls_tools and (request.logprobs or request.schema is not None):
+        raise ApiError(400, "tools cannot be combined with logprobs or a JSON response_format here (the answer is "
+                       "read back as tool calls); drop one of them", param="tools")
+
+
 def parse_request(body: bytes, *, limits: Limits) -> ChatRequest:
     """Validate a chat completions body; every problem is an ApiError 400 naming the parameter."""
     request = _parse(body, ChatRequest)
     _check_limits(request, asked=request.asked_tokens, choices=request.n, limits=limits)
+    _check_tool_choice(request)
     return request
 
 
@@ -522,6 +585,7 @@ class Choice:
     text: str
     finish_reason: str
     logprobs: Any = None  # already in the endpoint's shape, or None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's `tool_calls` (then `text` is the content before them)
 
 
 def completion_body(*, response_id: str, model: str, choices: list[Choice], prompt_tokens: int,
@@ -529,10 +593,16 @@ def completion_body(*, response_id: str, model: str, choices: list[Choice], prom
     """A non-streamed `chat.completion` object."""
     return {
         "id": response_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": c.logprobs,
+        "choices": [{"index": c.index, "message": _message(c), "logprobs": c.logprobs,
                      "finish_reason": c.finish_reason} for c in choices],
         "usage": usage(prompt_tokens, completion_tokens),
     }
+
+
+def _message(c: Choice) -> dict[str, Any]:
+    if c.tool_calls:
+        return {"role": "assistant", "content": c.text or None, "tool_calls": c.tool_calls}
+    return {"role": "assistant", "content": c.text}
 
 
 def chunk_body(*, response_id: str, model: str, delta: dict[str, Any], finish_reason: str | None = None,
