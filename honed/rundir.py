@@ -98,6 +98,7 @@ class DataRecord(Record):
     holdout: FileEntry | None = None
     split: SplitRecord | None = None
     mixed: MixRecord | None = None
+    tool_call_examples: int = 0  # training examples with a trained assistant tool call (serve takes `tools`)
 
     @field_validator("train", "holdout", "split", mode="before")
     @classmethod

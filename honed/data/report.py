@@ -453,5 +453,6 @@ def tool_call_findings(train: Sequence[Conversation], *, tokenizer: Any, model: 
     return [Finding(
         "tool_calls_not_rendered", dropped,
         f"{dropped} examples have trained-on tool calls that {model}'s chat template does not write out, "
-        "so those turns teach an empty reply; use a model whose template renders tool_calls",
+        "so those turns teach an empty reply; pass --chat-template chatml (honed's ChatML writes tools and calls "
+        "as Qwen 2.5 does), a .jinja template that writes them, or a model whose template does",
     )]

@@ -42,6 +42,7 @@ from honed.serve.schemas import (
     chunk_body, completion_body, completion_logprobs, max_tokens_for, new_id, parse_completion, parse_request, sse,
     text_completion_body, usage,
 )
+from honed.serve.toolcalls import answer_message, check_tools, prefill
 
 log = logging.getLogger("honed.serve")
 DISCONNECTED = "client disconnected"
@@ -195,6 +196,8 @@ class Server:
         parsed = parse_request(body, limits=limits) if chat else parse_completion(body, limits=limits)
         served = self.model(parsed.model)
         check_engine(parsed, engine=getattr(self.engine, "name", "torch"))
+        if isinstance(parsed, ChatRequest):
+            check_tools(parsed, served)
         if parsed.logit_bias:
             check_token_ids([t for t, _ in parsed.bias], vocab_size=vocab_size(served), param="logit_bias")
         prompts = await asyncio.to_thread(prompts_of, served, parsed)
@@ -209,7 +212,8 @@ class Server:
                 index = p * parsed.n + choice
                 jobs.append(self._job(parsed, served, ids, index=index, choice=choice, max_tokens=max_tokens,
                                       loop=loop, events=events, constraint=compiled))
-                answers.append(Answer(index, prompt_text=text))
+                # chat: `text` is the answer's prefill (a tool call's opening), which the answer starts with
+                answers.append(Answer(index, parts=[text] if text else []) if chat else Answer(index, prompt_text=text))
         self._submit(jobs)
         prompt_tokens = sum(len(ids) for ids, _ in prompts)
         response_id = new_id("chatcmpl" if chat else "cmpl")
@@ -315,7 +319,9 @@ class Server:
         if isinstance(request, ChatRequest):
             logprobs = {"content": [chat_logprob(tokenizer, *p) for p in a.picks], "refusal": None} \
                 if request.logprobs else None
-            return Choice(a.index, a.text, a.finished.finish_reason, logprobs)
+            content, calls = answer_message(a.text, request, ex.served)
+            reason = "tool_calls" if calls else a.finished.finish_reason
+            return Choice(a.index, content, reason, logprobs, tool_calls=calls)
         echo = a.prompt_text if request.echo else ""
         logprobs = None
         if request.logprobs is not None:
@@ -342,7 +348,9 @@ class Server:
                     a.finished, waiting = event, waiting - 1
                     if waiting == 0:
                         self.finish(ex, error=None, status=200)
-                yield sse(self._chunk(ex, a, event))
+                body = self._chunk(ex, a, event)
+                if body is not None:  # None: a tool-calling answer is sent whole when it finishes
+                    yield sse(body)
             else:
                 if ex.request.include_usage:
                     counts = usage(ex.prompt_tokens, ex.completion_tokens)
@@ -371,9 +379,11 @@ class Server:
         return text_completion_body(response_id=ex.response_id, model=ex.served.name,
                                     choices=[Choice(a.index, text, reason or "", logprobs)], usage_counts=None)
 
-    def _chunk(self, ex: Exchange, a: Answer, event: Event) -> dict[str, Any]:
-        """The chunk one engine event of choice `a` becomes."""
+    def _chunk(self, ex: Exchange, a: Answer, event: Event) -> dict[str, Any] | None:
+        """The chunk one engine event of choice `a` becomes (None: nothing to send yet)."""
         tokenizer, request, name = ex.served.tokenizer, ex.request, ex.served.name
+        if isinstance(request, ChatRequest) and request.calls_tools:
+            return self._tool_chunk(ex, a, event)
         if isinstance(event, Finished):
             if ex.chat:
                 return chunk_body(response_id=ex.response_id, model=name, delta={}, index=a.index,
@@ -396,6 +406,20 @@ class Server:
         return self._text_chunk(ex, a, event.text, logprobs)
 
 
+    def _tool_chunk(self, ex: Exchange, a: Answer, event: Event) -> dict[str, Any] | None:
+        """A tool-calling answer is read whole (its calls can only be parsed complete): text is kept until it
+        finishes, then sent in one chunk as content or as `tool_calls`, with the finish reason."""
+        if isinstance(event, Delta):
+            a.parts.append(event.text)
+            return None
+        assert isinstance(event, Finished) and isinstance(ex.request, ChatRequest)
+        content, calls = answer_message(a.text, ex.request, ex.served)
+        delta: dict[str, Any] = {"content": content} if calls is None else {
+            "content": content or None, "tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+        return chunk_body(response_id=ex.response_id, model=ex.served.name, delta=delta, index=a.index,
+                          finish_reason="tool_calls" if calls else event.finish_reason)
+
+
 def vocab_size(served: ServedModel) -> int:
     """The number of token ids the model has (its embedding may be padded past the tokenizer)."""
     config = getattr(served.model, "config", None)
@@ -410,10 +434,12 @@ def prompts_of(served: ServedModel, request: ChatRequest | CompletionRequest) ->
 
     if isinstance(request, ChatRequest):
         try:
-            return [(served.render(request.template_messages), "")]
+            ids = served.render(request.template_messages, tools=request.template_tools)
         except TemplateError as exc:
             raise ApiError(400, f"the model's chat template refused these messages ({exc})",
                            param="messages") from exc
+        start = prefill(request, served)  # a forced tool call's opening, which the answer continues
+        return [(ids + list(served.tokenizer(start, add_special_tokens=False)["input_ids"]) if start else ids, start)]
     out = []
     for prompt in request.prompts:
         if isinstance(prompt, str):

@@ -23,6 +23,7 @@ from typing import Any
 from honed.errors import ConfigError
 from honed.model.prompt import render_messages
 from honed.model.stops import StopRule
+from honed.model.tools import CallFormat
 from honed.rundir import RunDir
 
 NO_CONTEXT_LIMIT = 1 << 30
@@ -55,16 +56,31 @@ class ServedModel:
     base: str
     created: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    tool_format: CallFormat | None = None  # how its chat template writes a tool call; None: it writes none
+    tool_examples: int | None = None  # a run's training examples with tool calls; None: not a run (an export)
+
+    def tools_refusal(self) -> str | None:
+        """Why this model cannot take `tools` (None: it can): its template writes no tool calls, or it is a
+        run that no tool-calling example trained."""
+        if self.tool_format is None:
+            return (f"the model '{self.name}' cannot call tools: its chat template does not write tool calls; "
+                    "drop `tools`, or train with a template that does (`--chat-template chatml` writes them as "
+                    "Qwen 2.5 does)")
+        if self.tool_examples == 0:
+            return (f"the run '{self.name}' was not trained on tool calls (no training example has an assistant "
+                    "tool call), so it cannot call tools; drop `tools`, or train on tool-calling data (OpenAI "
+                    "`tools`/`tool_calls` or ShareGPT function_call rows)")
+        return None
 
     @property
     def stop_ids(self) -> list[int]:
         """The single-token stops (what the engines check per token and vLLM takes as stop_token_ids)."""
         return self.stops.id_list
 
-    def render(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Prompt token ids as training rendered them (honed.model.prompt): the run's template plus the
-        assistant header. Raises jinja2's TemplateError when the template refuses the messages."""
-        return render_messages(messages, self.tokenizer)
+    def render(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Prompt token ids as training rendered them (honed.model.prompt): the run's template, with `tools`
+        where given, plus the assistant header. Raises jinja2's TemplateError when the template refuses them."""
+        return render_messages(messages, self.tokenizer, tools=tools)
 
     @property
     def default_log(self) -> Path:
@@ -120,6 +136,17 @@ def _tokenizer_for(target: Target) -> Any:
     if target.run is not None:
         return run_tokenizer(RunDir(target.run), target.weights if target.weights.is_dir() else None)[0]
     return model_tokenizer(str(target.weights))[0]
+
+
+def tool_support(target: Target, tokenizer: Any) -> dict[str, Any]:
+    """ServedModel's tool fields: the template's tool-call format, and a run's tool-calling examples."""
+    from honed.model.template import end_of_turn_of
+    from honed.model.tools import call_format
+
+    template = getattr(tokenizer, "chat_template", None)
+    fmt = call_format(tokenizer, end_of_turn_of(tokenizer, template)) if isinstance(template, str) and template else None
+    examples = RunDir(target.run).read_data().tool_call_examples if target.run is not None else None
+    return {"tool_format": fmt, "tool_examples": examples}
 
 
 def _context_length(config: Any) -> int:
@@ -178,6 +205,7 @@ def load_targets(texts: list[str], *, checkpoint: str = "best", device: str = "c
             name=target.name, model=model, tokenizer=tokenizer, adapter=adapter, stops=stops,
             pad_id=pad_token_id(tokenizer, stops), context_length=_context_length(model.config), run=target.run,
             checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
+            **tool_support(target, tokenizer),
         ))
     return served
 
@@ -201,5 +229,6 @@ def vllm_front_models(targets: list[Target]) -> list[ServedModel]:
             name=target.name, model=None, tokenizer=tokenizer, adapter=None, stops=stops,
             pad_id=pad_token_id(tokenizer, stops), context_length=_context_length(config), run=target.run,
             checkpoint=target.checkpoint, base=target.base or str(target.weights), created=int(time.time()),
+            **tool_support(target, tokenizer),
         ))
     return served

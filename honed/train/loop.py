@@ -438,5 +438,6 @@ def open_run(
     resolved = resolve_config(config, num_train=len(datasets.train))
     if dist.is_main:
         run.write_config(config_to_yaml(resolved))
-        run.write_data(datasets.info)
+        calls = sum(1 for c in datasets.train if any(m.tool_calls and m.trainable for m in c.messages))
+        run.write_data(datasets.info.model_copy(update={"tool_call_examples": calls}))
     return resolved, datasets

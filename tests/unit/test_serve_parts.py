@@ -93,7 +93,8 @@ def test_every_openai_field_is_read_harmless_or_refused() -> None:
 
 def test_refused_and_unknown_fields_are_400s_naming_them_and_defaults_pass() -> None:
     limits = Limits()
-    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]), ("audio", {"voice": "x"}),
+    for field, value in [("tools", [{"type": "function", "function": {"name": "f", "params": {}}}]),
+                         ("tool_choice", "required"), ("functions", [{"name": "f"}]), ("audio", {"voice": "x"}),
                          ("reasoning_effort", "low"), ("modalities", ["text", "audio"]), ("typo_field", 1),
                          ("logprobs", 3), ("top_logprobs", 2), ("logit_bias", {"x": 1}), ("response_format", {"type": "xml"})]:
         with pytest.raises(ApiError) as caught:
