@@ -214,7 +214,8 @@ def data_from_traffic_command(
     result = traffic_to_data(FromTrafficSettings(log=log, out=out, run=run, since=since, uncertain=uncertain,
                                                  draft_with=draft_with, force=force))
     Console(highlight=False).print(
-        f"{result.read} requests read; {result.duplicates} repeated a prompt, {result.in_training} already in the "
+        f"{result.read} requests read; {result.left_out} left out (/v1/completions or tool-calling requests), "
+        f"{result.duplicates} repeated a prompt, {result.in_training} already in the "
         f"run's training or holdout data; {result.written} drafts ({result.drafted_by}) written to {result.out}\n"
         f"next: honed data review {result.out}", markup=False, soft_wrap=True)
 

@@ -4,7 +4,11 @@ Each kept request becomes one canonical chat example: the request's messages plu
 served model's own output, or a teacher model's answer from any OpenAI-compatible endpoint), marked
 `"honed": {"review": "unreviewed", ...}` until `honed data review` accepts, edits or rejects it.
 
-Kept: requests that completed, since `--since`, not repeating a prompt already kept or already in the
+Left out: /v1/completions requests (a raw prompt, often an lm-eval scoring request, is not a chat to train
+on) and requests that offered tools (the log names the tools, not their definitions, so the example could
+not be rendered as the model saw it); both are counted.
+
+Kept: chat requests that completed, since `--since`, not repeating a prompt already kept or already in the
 run's training or holdout data (normalised: lower-cased, whitespace collapsed); with `--uncertain N` only the N the
 model was least sure of (lowest mean token log-probability, recorded by the server: active learning).
 
@@ -49,6 +53,7 @@ class FromTrafficSettings:
 @dataclass
 class FromTrafficResult:
     read: int
+    left_out: int  # /v1/completions and tool-calling requests
     duplicates: int
     in_training: int
     written: int
@@ -67,6 +72,8 @@ def traffic_to_data(settings: FromTrafficSettings) -> FromTrafficResult:
                           "from-traffic turns logged requests into data")
     items = [i for i in read_traffic(log) if i.finish_reason != "error" and i.prompt.strip()]
     read = len(items)
+    items = [i for i in items if i.endpoint == "chat" and not i.tools]
+    left_out = read - len(items)
     items = since(items, settings.since)
     items, duplicates = _unique(items)
     seen = training_prompt_keys(_run_for(settings, items))
@@ -77,7 +84,7 @@ def traffic_to_data(settings: FromTrafficSettings) -> FromTrafficResult:
     drafter = Drafter.from_spec(settings.draft_with)
     rows = [example_row(item, drafter) for item in kept]
     write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return FromTrafficResult(read, duplicates, in_training, len(rows), out, drafter.name)
+    return FromTrafficResult(read, left_out, duplicates, in_training, len(rows), out, drafter.name)
 
 
 def prompt_key(text: str) -> str:

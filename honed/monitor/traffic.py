@@ -37,6 +37,8 @@ class TrafficItem:
     finish_reason: str | None = None
     latency_ms: float | None = None
     mean_logprob: float | None = None
+    endpoint: str = "chat"  # "completions": a /v1/completions request (a raw prompt, no chat)
+    tools: bool = False  # the answer could call tools (the log names them; their definitions are not kept)
 
 
 def read_traffic(path: str | Path) -> list[TrafficItem]:
@@ -108,6 +110,7 @@ def _request_item(record: Any, *, where: str, path: Path) -> TrafficItem:
                         f"({REQUEST_LOG_VERSION}); upgrade honed")
     messages = tuple(m for m in record["messages"] if isinstance(m, dict))
     users = [m for m in messages if m.get("role") == "user"]
+    params = record.get("params") if isinstance(record.get("params"), dict) else {}
     return TrafficItem(
         where=where,
         prompt=content_text(users[-1].get("content")) if users else "",
@@ -120,6 +123,8 @@ def _request_item(record: Any, *, where: str, path: Path) -> TrafficItem:
         finish_reason=record.get("finish_reason"),
         latency_ms=record.get("latency_ms"),
         mean_logprob=record.get("mean_logprob"),
+        endpoint=str(params.get("endpoint") or "chat"),
+        tools=bool(params.get("tools")),
     )
 
 

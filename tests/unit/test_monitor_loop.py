@@ -139,6 +139,19 @@ def test_from_traffic_dedupes_filters_and_picks_the_least_sure(runs, tmp_path):
     assert since.read == 6 and since.written == 3  # ids 1, 3 and 5 arrived on the 2nd; 0 (same prompt as 1) before
 
 
+def test_from_traffic_leaves_out_completions_and_tool_requests(runs, tmp_path):
+    log = request_log(tmp_path / "requests.jsonl", runs["yes"], [("a chat", -1.0), ("Question: 2+2? Answer: 4", -1.0),
+                                                                 ("weather?", -1.0)])
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lines[1]["params"] = {"endpoint": "completions"}
+    lines[2]["params"] = {"tools": ["get_weather"], "tool_choice": "auto"}
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "new.jsonl"
+    result = traffic_to_data(FromTrafficSettings(log=str(log), out=str(out)))
+    assert (result.read, result.left_out, result.written) == (3, 2, 1)
+    assert json.loads(out.read_text())["messages"][0]["content"] == "a chat"
+
+
 def test_from_traffic_drafts_with_a_teacher_endpoint(runs, tmp_path):
     log = request_log(tmp_path / "requests.jsonl", runs["yes"], [("brand new prompt", -1.0)])
     teacher = ModelServer(runs["no"])
