@@ -34,6 +34,7 @@ import torch
 
 from honed.atomic import atomic_folder
 from honed.errors import ConfigError
+from honed.model.loading import quiet_transformers
 from honed.rundir import RunDir, checkpoint_name
 from honed.train.distributed import Dist, gathered_state
 
@@ -57,7 +58,8 @@ def save_weights(model: Any, tokenizer: Any, folder: Path, *, state_dict: dict[s
     extra: dict[str, Any] = {} if state_dict is None else {"state_dict": state_dict}
     if is_peft(model):
         extra["save_embedding_layers"] = False
-    model.save_pretrained(folder, safe_serialization=True, **extra)
+    with quiet_transformers():  # no "Writing model shards" bar in the training log
+        model.save_pretrained(folder, safe_serialization=True, **extra)
     tokenizer.save_pretrained(folder)
     (folder / "README.md").unlink(missing_ok=True)  # peft writes a model-card stub; nothing in it is ours
 
