@@ -176,23 +176,27 @@ class Trainer:
 
     def fit(self) -> None:
         """Optimizer steps from the restored step to the end, or to an early stop."""
-        if self.step == 0:
-            self.evaluate_before_training()
         # A run resumed from its early-stop checkpoint (killed while exporting final/) is already done.
         last_step = self.step if self.evaluator.stopped_early else self.total_steps
         with TrainProgress(self.console, total=self.total_steps, start_step=self.step, enabled=self.dist.is_main) as progress:
+            if self.step == 0:
+                with progress.phase("evaluating the holdout before training"):
+                    self.evaluate_before_training()
+                progress.start_clock()  # elapsed and eta count the steps
             for step in range(self.step + 1, last_step + 1):
                 record = self.train_step(step)
-                evaluation = self.evaluator.maybe_evaluate(self.model, self.tokenizer, step=step)
+                with progress.phase(f"evaluating the holdout after step {step}"):
+                    evaluation = self.evaluator.maybe_evaluate(self.model, self.tokenizer, step=step)
                 if evaluation is not None:
                     record.update(evaluation.record())
                     self.report(evaluation)
                 self.metrics.write(record)
                 progress.update(step, loss=record["loss"], tokens_per_s=record["tokens_per_s"])
-                self.checkpointer.maybe_save(
-                    step, trainer_state=self.trainer_state(), best_step=self.evaluator.best_step,
-                    improved=evaluation is not None and evaluation.improved, stopping=self.evaluator.stopped_early,
-                )
+                with progress.phase(f"saving the checkpoint of step {step}"):
+                    self.checkpointer.maybe_save(
+                        step, trainer_state=self.trainer_state(), best_step=self.evaluator.best_step,
+                        improved=evaluation is not None and evaluation.improved, stopping=self.evaluator.stopped_early,
+                    )
                 if self.evaluator.stopped_early:
                     self.say(f"early stop at step {step}: {self.config.select_by} did not improve "
                              f"for {self.evaluator.state.bad_evals} evals")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 
 from rich.console import Console
 
@@ -70,3 +71,29 @@ def test_truncate_after_drops_later_and_torn_lines(tmp_path):
     assert [json.loads(line) for line in path.read_text().splitlines()] == [
         {"step": 0}, {"step": 1, "loss": 2}, {"step": 2, "loss": 0.5}
     ]
+
+
+def test_a_long_step_or_evaluation_gets_heartbeat_lines_saying_what_runs():
+    out, clock = io.StringIO(), Clock()
+    with TrainProgress(Console(file=out, width=200), total=4, start_step=0, interval_s=30, clock=clock,
+                       heartbeat_s=None) as progress:
+        clock.now += 40
+        progress.update(1, loss=1.0, tokens_per_s=1.0)  # the first step's line
+        clock.now += 31
+        progress.beat()  # step 2 has been running for 31 s: a heartbeat
+        clock.now += 10
+        progress.beat()  # 10 s after the heartbeat: nothing
+        with progress.phase("evaluating the holdout"):
+            clock.now += 30
+            progress.beat()
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == ["... still training step 2/4 (elapsed 0:01:11)",
+                         "... still evaluating the holdout (elapsed 0:01:51)"]
+
+
+def test_the_heartbeat_thread_speaks_when_the_loop_is_quiet():
+    out = io.StringIO()
+    with TrainProgress(Console(file=out), total=3, start_step=0, interval_s=0.05, heartbeat_s=0.01) as progress:
+        with progress.phase("saving the checkpoint of step 1"):
+            time.sleep(0.3)
+    assert "... still saving the checkpoint of step 1" in out.getvalue()
