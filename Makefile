@@ -32,7 +32,8 @@ gguf-tools:
 	$(BIN)/pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/src
 	$(BIN)/python -m honed.export.tools $(VENV)/src/$(LLAMA_CPP_SDIST)
 
-# Optional: compile llama.cpp (about 8 minutes on 2 cores) for --quant q4_k_m and GGUF parity in llama.cpp.
+# Optional: compile llama.cpp (about 8 minutes on 2 cores) for `honed serve --engine llama.cpp`, --quant q4_k_m
+# and GGUF parity in llama.cpp (the same as CMAKE_ARGS="-DLLAVA_BUILD=OFF" pip install -e '.[llamacpp]').
 llama-cpp: install
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip install -q --no-deps llama-cpp-python==0.3.36 diskcache
 

@@ -87,7 +87,8 @@ def serve_command(
     api_key: str = typer.Option(None, "--api-key", envvar="HONED_API_KEY",
                                 help="require `Authorization: Bearer KEY` on /v1/* (or set HONED_API_KEY)"),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, final, last or checkpoints/step-N of each run"),
-    engine: str = typer.Option("torch", "--engine", help="torch (built in: CPU or one GPU) or vllm (GPU, vLLM installed)"),
+    engine: str = typer.Option("torch", "--engine", help="torch (built in: CPU or one GPU), llama.cpp (the run's GGUF "
+                               "export, llama-cpp-python installed) or vllm (GPU, vLLM installed)"),
     no_log: bool = typer.Option(False, "--no-log", help="write no request log"),
     request_log: str = typer.Option(None, "--request-log", help="one log file for every model (default: RUN/requests.jsonl)"),
     max_tokens_limit: int = typer.Option(1024, "--max-tokens-limit", min=1, help="largest max_tokens a request may ask for (also the default)"),
@@ -95,8 +96,8 @@ def serve_command(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help="largest request body (413 above)"),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="requests decoded together"),
     max_queue: int = typer.Option(256, "--max-queue", min=0, help="requests allowed to wait; more get 429"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch engine)"),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores, see README)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch and llama.cpp engines)"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch and llama.cpp (default: the usable cores, see README)"),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", min=0, help="seconds SIGTERM waits for in-flight requests"),
     vllm_args: list[str] = typer.Option(None, "--vllm-arg", help="extra argument for vLLM, e.g. --vllm-arg=--tensor-parallel-size=2"),
 ) -> None:
@@ -107,6 +108,8 @@ def serve_command(
 
     Example: honed serve runs/support runs/billing --port 8000 --api-key secret
 
+    Example: honed serve runs/support --engine llama.cpp   (after `honed export runs/support --to gguf`)
+
     Example: honed serve runs/support --engine vllm --vllm-arg=--tensor-parallel-size=2
     """
     from honed.errors import ConfigError
@@ -114,8 +117,8 @@ def serve_command(
     from honed.serve.requestlog import RequestLog
     from honed.serve.schemas import Limits
 
-    if engine not in ("torch", "vllm"):
-        raise ConfigError(f"--engine {engine}: use torch or vllm")
+    if engine not in ("torch", "llama.cpp", "vllm"):
+        raise ConfigError(f"--engine {engine}: use torch, llama.cpp or vllm")
     if no_log and request_log:
         raise ConfigError("--no-log and --request-log contradict each other; pass one")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
@@ -130,6 +133,14 @@ def serve_command(
 
         serve_vllm(targets, host=host, port=port, settings=settings, checkpoint=checkpoint,
                    extra_args=vllm_args or [], max_queue=max_queue, drain_s=drain_timeout)
+        return
+    if engine == "llama.cpp":
+        from honed.serve.llamacpp import serve_llamacpp
+
+        served = _load_gguf_served(targets, checkpoint=checkpoint, device=device, threads=threads, max_batch=max_batch)
+        err_console.print(f"OpenAI-compatible API on http://{host}:{port}/v1 (Ctrl-C or SIGTERM to stop)", markup=False)
+        serve_llamacpp(served, host=host, port=port, settings=settings, max_batch=max_batch, max_queue=max_queue,
+                       drain_s=drain_timeout)
         return
     from honed.serve.server import serve
 
@@ -150,6 +161,23 @@ def _load_served(targets: list[str], *, checkpoint: str, device: str, threads: i
     for model in served:
         where = model.run or model.checkpoint
         err_console.print(f"serving {model.name} ({where}, {model.checkpoint})", markup=False, soft_wrap=True)
+    return served
+
+
+def _load_gguf_served(targets: list[str], *, checkpoint: str, device: str, threads: int | None, max_batch: int) -> Any:
+    """Load what `honed serve --engine llama.cpp` serves (each run's GGUF export) and say what it is."""
+    from honed.serve.llamacpp import load_llamacpp_targets
+    from honed.threads import apply_threads
+
+    count = apply_threads(threads)  # torch picks the tokens; llama.cpp computes with as many threads
+    with err_console.status("loading GGUF files into llama.cpp...", spinner="dots"):
+        served = load_llamacpp_targets(targets, checkpoint=checkpoint, sequences=max_batch, threads=count,
+                                       gpu=_serve_device(device) == "cuda")
+    for model in served:
+        where = model.run or model.checkpoint
+        err_console.print(f"serving {model.name} ({where}, {model.checkpoint}) with llama.cpp: "
+                          f"{model.model.sequences} sequences x {model.context_length} tokens", markup=False,
+                          soft_wrap=True)
     return served
 
 

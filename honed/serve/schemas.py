@@ -401,6 +401,9 @@ ENGINE_PARAMS: dict[str, frozenset[str]] = {
     "torch": frozenset({"n", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
                         "response_format", "echo"}),
     "vllm": frozenset({"seed", "presence_penalty", "frequency_penalty", "logit_bias"}),
+    # the torch engine's scheduler and token choice on llama.cpp's logits (honed.serve.llamacpp)
+    "llama.cpp": frozenset({"n", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+                            "response_format", "echo"}),
 }
 
 
