@@ -125,6 +125,7 @@ class RunRecord(Record):
     last_eval: dict[str, float] = Field(default_factory=dict)
     parent: str | None = None  # the run this one continued from (train --from-run)
     machine: dict[str, Any] | None = None  # honed.machine.machine_info at the (last) train start
+    timings: dict[str, float] | None = None  # wall seconds per phase (honed.train.timings), when completed
 
 
 class Interval(BaseModel):

@@ -55,6 +55,7 @@ from honed.train.evaluator import (
 from honed.train.guards import Watchdog, mask_preview, require_end_of_turn, require_targets
 from honed.train.loss import loss_sum, model_parts, step_normaliser
 from honed.train.metrics_log import MetricsLog, TrainProgress
+from honed.train.timings import Timings
 from honed.train.ownership import owning, refuse_existing
 from honed.train.preflight import check_before_writing, require_scorer
 
@@ -87,20 +88,26 @@ class Trainer:
 
     def __init__(
         self, config: TrainConfig, run: RunDir, datasets: Datasets, *, resume: bool, dist: Dist, console: Console,
-        score_fn: ScoreFn | None,
+        score_fn: ScoreFn | None, timings: Timings | None = None,
     ) -> None:
         self.config, self.run, self.dist, self.console = config, run, dist, console
-        self.tokenizer, self.template = load_tokenizer(config, run, resume=resume)
-        if dist.is_main:
-            write_template(run.template_json, self.template)
-        self.say(f"chat template: {self.template.name} (end of turn {self.template.end_of_turn!r}): {self.template.reason}")
-        self.examples, holdout = render_examples(config, datasets, self.tokenizer, self.template, dist=dist, console=console)
+        self.timings = timings or Timings()
+        with self.timings.phase("render"):
+            self.tokenizer, self.template = load_tokenizer(config, run, resume=resume)
+            if dist.is_main:
+                write_template(run.template_json, self.template)
+            self.say(f"chat template: {self.template.name} (end of turn {self.template.end_of_turn!r}): "
+                     f"{self.template.reason}")
+            self.examples, holdout = render_examples(config, datasets, self.tokenizer, self.template, dist=dist,
+                                                     console=console)
         self.device, self.autocast = resolve_device(config, dist=dist)
-        self.model = prepare_model(  # FSDP2 when asked (or full fine-tuning on several GPUs); else unchanged
-            build_model(config, device=self.device, tokenizer=self.tokenizer, added_tokens=self.template.added_tokens),
-            sharding=config.sharding, method=config.method,
-            device=self.device, world_size=dist.world_size, resume=resume, task_metric=score_fn is not None,
-        )
+        with self.timings.phase("model"):
+            self.model = prepare_model(  # FSDP2 when asked (or full fine-tuning on several GPUs); else unchanged
+                build_model(config, device=self.device, tokenizer=self.tokenizer,
+                            added_tokens=self.template.added_tokens),
+                sharding=config.sharding, method=config.method,
+                device=self.device, world_size=dist.world_size, resume=resume, task_metric=score_fn is not None,
+            )
         self.total_steps = total_steps(config, num_examples=len(self.examples))
         self.optimizer, self.scheduler = build_optimizer(self.model, config, total_steps=self.total_steps)
         self.evaluator = self.build_evaluator(holdout, score_fn=score_fn)
@@ -180,19 +187,20 @@ class Trainer:
         last_step = self.step if self.evaluator.stopped_early else self.total_steps
         with TrainProgress(self.console, total=self.total_steps, start_step=self.step, enabled=self.dist.is_main) as progress:
             if self.step == 0:
-                with progress.phase("evaluating the holdout before training"):
+                with progress.phase("evaluating the holdout before training"), self.timings.phase("evaluations"):
                     self.evaluate_before_training()
                 progress.start_clock()  # elapsed and eta count the steps
             for step in range(self.step + 1, last_step + 1):
-                record = self.train_step(step)
-                with progress.phase(f"evaluating the holdout after step {step}"):
+                with self.timings.phase("steps"):
+                    record = self.train_step(step)
+                with progress.phase(f"evaluating the holdout after step {step}"), self.timings.phase("evaluations"):
                     evaluation = self.evaluator.maybe_evaluate(self.model, self.tokenizer, step=step)
                 if evaluation is not None:
                     record.update(evaluation.record())
                     self.report(evaluation)
                 self.metrics.write(record)
                 progress.update(step, loss=record["loss"], tokens_per_s=record["tokens_per_s"])
-                with progress.phase(f"saving the checkpoint of step {step}"):
+                with progress.phase(f"saving the checkpoint of step {step}"), self.timings.phase("checkpoints"):
                     self.checkpointer.maybe_save(
                         step, trainer_state=self.trainer_state(), best_step=self.evaluator.best_step,
                         improved=evaluation is not None and evaluation.improved, stopping=self.evaluator.stopped_early,
@@ -356,7 +364,10 @@ def train(
 
 def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn | None,
            make_score_fn: MakeScoreFn | None, dist: Dist, console: Console) -> RunResult:
-    config, datasets = open_run(config, run, resume=resume, dist=dist, console=console)
+    timings = Timings()
+    timings.mark_start()
+    with timings.phase("data"):
+        config, datasets = open_run(config, run, resume=resume, dist=dist, console=console)
     if score_fn is None and make_score_fn is not None:
         score_fn = make_score_fn(config, datasets.holdout)
     require_scorer(config, has_scorer=score_fn is not None)
@@ -365,9 +376,11 @@ def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn 
     record = started_record(run, config, resume=resume, device=dist.device(config.device))
     write_run(run, record, dist=dist)
     try:
-        trainer = Trainer(config, run, datasets, resume=resume, dist=dist, console=console, score_fn=score_fn)
+        trainer = Trainer(config, run, datasets, resume=resume, dist=dist, console=console, score_fn=score_fn,
+                          timings=timings)
         trainer.fit()
-        final_dir = trainer.finish()
+        with timings.phase("checkpoints"):
+            final_dir = trainer.finish()
     except KeyboardInterrupt:
         write_run(run, record.model_copy(update={"status": "stopped", "finished_at": now_iso()}), dist=dist)
         raise
@@ -375,8 +388,9 @@ def _train(config: TrainConfig, run: RunDir, *, resume: bool, score_fn: ScoreFn 
         failed = {"status": "failed", "finished_at": now_iso(), "error": _message(exc)}
         write_run(run, record.model_copy(update=failed), dist=dist)
         raise
-    record = completed_record(record, trainer)
+    record = completed_record(record, trainer).model_copy(update={"timings": timings.record()})
     write_run(run, record, dist=dist)
+    trainer.say(timings.line())
     return RunResult(
         run.path, "completed", trainer.step, record.best, record.best_checkpoint, final_dir,
         record.first_eval, record.last_eval,

@@ -73,6 +73,10 @@ def test_run_directory_follows_the_contract(tmp_path):
     assert machine["cores"] >= 1 and machine["gpu"] is None and machine["torch"] == torch.__version__
     assert machine["cpu"] and all(f.startswith(("avx2", "avx512", "amx")) for f in machine["cpu_flags"])
     assert (root / run_json["best_checkpoint"] / "adapter_model.safetensors").is_file()
+    timings = run_json["timings"]  # where the time went, phase by phase (honed.train.timings)
+    assert set(timings) == {"start", "data", "render", "model", "steps", "evaluations", "checkpoints", "total"}
+    assert all(v >= 0 for v in timings.values()) and timings["total"] >= sum(v for k, v in timings.items() if k != "total")
+    assert "time " in output and "steps " in output
     data = json.loads((root / "data.json").read_text())
     assert data["split"]["holdout_fraction"] == 0.1 and data["holdout"]["count"] >= 1
     first = json.loads((root / "metrics.jsonl").read_text().splitlines()[0])
