@@ -25,6 +25,7 @@ from honed.data.read import ColumnMapping, read_conversations, sha256_file
 from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
+from honed.evaluate.answer_end import PROMPTED_KINDS, answer_end_rule, end_answer
 from honed.evaluate.constrain import ConstraintPlan, plan_constraint
 from honed.model.decode import default_max_new_tokens, generate
 from honed.evaluate.stats import DEFAULT_RESAMPLES
@@ -208,6 +209,7 @@ def run_systems(
     under `constraint`, built once per model)."""
     results: list[SystemResult] = []
     references = data.references
+    rule = answer_end_rule(references)  # where a prompted base model's answer ends (honed.evaluate.answer_end)
     built: dict[str, Any] = {}
     for system in systems:
         done = [0]
@@ -217,11 +219,12 @@ def run_systems(
             if on_progress is not None:
                 on_progress(name, done[0], len(references))
 
-        outputs, stopped, tokens, seconds = answer_with(system, models, data, settings=settings,
-                                                        max_new_tokens=max_new_tokens, progress=progress,
-                                                        constraint=_constraint_for(system, models, constraint, built))
+        raw, stopped, tokens, seconds = answer_with(system, models, data, settings=settings,
+                                                    max_new_tokens=max_new_tokens, progress=progress,
+                                                    constraint=_constraint_for(system, models, constraint, built))
+        outputs = [end_answer(o, rule) for o in raw] if system.kind in PROMPTED_KINDS else raw
         results.append(SystemResult(system, outputs, stopped, score_examples(plan, references, outputs),
-                                    tokens / seconds if seconds > 0 else 0.0, tokens, seconds))
+                                    tokens / seconds if seconds > 0 else 0.0, tokens, seconds, raw=raw))
     return results
 
 
@@ -304,7 +307,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         "holdout": FileEntry(path=str(data.holdout_path.resolve()), sha256=sha256_file(data.holdout_path),
                              count=len(data.holdout)),
         "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size,
-                     "constrain": settings.constrain},
+                     "constrain": settings.constrain, "baseline_answer_end": answer_end_rule(data.references)},
         "few_shot_seed": settings.seed,
         "schema_": plan.schema or None,
     })
@@ -318,10 +321,13 @@ def write_results(
 ) -> None:
     """eval/<system>.jsonl (one line per example) and eval/summary.json, each written atomically."""
     for r in results:
+        raw = r.raw if r.raw is not None else r.outputs
         rows = [
             {"id": i, "source": str(conv.source) if conv.source else None, "prompt": conv.user_text(),
-             "reference": ref, "output": out, "stopped": stopped, "scores": scores}
-            for i, (conv, ref, out, stopped, scores) in enumerate(zip(holdout, references, r.outputs, r.stopped, r.scores))
+             "reference": ref, "output": out, "stopped": stopped, "scores": scores,
+             **({"raw_output": whole} if whole != out else {})}
+            for i, (conv, ref, out, stopped, scores, whole)
+            in enumerate(zip(holdout, references, r.outputs, r.stopped, r.scores, raw))
         ]
         run.write_eval_rows(r.system.name, rows)
     run.write_summary(summary)

@@ -106,11 +106,13 @@ class SystemResult:
     tokens_per_s: float = 0.0
     new_tokens: int = 0
     seconds: float = 0.0
+    raw: list[str] | None = None  # the outputs before the baselines' answer-end cut (honed.evaluate.answer_end)
 
     def subset(self, keep: Sequence[int]) -> SystemResult:
         """The same system on the examples `keep` only."""
         return SystemResult(self.system, [self.outputs[i] for i in keep], [self.stopped[i] for i in keep],
-                            [self.scores[i] for i in keep], self.tokens_per_s, self.new_tokens, self.seconds)
+                            [self.scores[i] for i in keep], self.tokens_per_s, self.new_tokens, self.seconds,
+                            [self.raw[i] for i in keep] if self.raw is not None else None)
 
 
 # ---- intervals ---------------------------------------------------------------------------------------------

@@ -61,8 +61,14 @@ def test_knn_endpoint_export_and_majority_side_by_side(run) -> None:
     assert majority["kind"] == "constant" and majority["answer"] == summary["majority_answer"]
     rows = [json.loads(line) for line in (run / "eval" / "oracle.jsonl").read_text().splitlines()]
     assert [r["output"] for r in rows] == [r["reference"] for r in rows]
-    knn_rows = (run / "eval" / "few-shot-knn-2.jsonl").read_text().splitlines()
+    knn_rows = [json.loads(line) for line in (run / "eval" / "few-shot-knn-2.jsonl").read_text().splitlines()]
     assert len(knn_rows) == 6
+    # a prompted base model's answer ends after its first JSON value (the stop a prompting user sets); the
+    # tuned model is scored exactly as it answers, as it is served
+    assert summary["decoding"]["baseline_answer_end"] == "json"
+    assert all(r["raw_output"].lstrip().startswith(r["output"]) for r in knn_rows if "raw_output" in r)
+    tuned_rows = [json.loads(line) for line in (run / "eval" / "tuned.jsonl").read_text().splitlines()]
+    assert not any("raw_output" in r for r in tuned_rows)
 
 
 def test_tables_show_every_baseline(run) -> None:
