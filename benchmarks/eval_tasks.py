@@ -10,6 +10,12 @@ Tasks (data read from ../shared/data, subsets written under runs/bench-eval/, ne
   evaluated on the first 1,000 (`--eval`) of test.jsonl. Main metric: micro field F1 (pooled slots).
 - banking77: intent classification (CSV text,category). Seeded samples of 3,000 of train.csv and 1,000 of
   test.csv with a short system prompt (it does not list the 77 labels). Main metric: label accuracy.
+- support-triage: the demo's data (examples/support_triage.jsonl, 400 chats answered with a JSON object).
+  `honed data split` logic (near duplicates kept on one side) cuts 15% off as the test set, then 15% of the
+  rest as the holdout. Main metric: field F1.
+
+`--model gemma3-270m` (or any model) runs the same tasks on another model; its sections sit beside the
+built-in model's.
 
 Both tasks also draw 300 more training rows (valid.jsonl, disjoint from the training sample) as the holdout
 `honed train` stops early and picks its best checkpoint on; the test examples are used only by `honed eval
@@ -71,6 +77,18 @@ def prepare_restaurant8k(work: Path, *, train: int, eval_n: int, seed: int) -> t
     return _write_splits(work, pool, test, train=train, seed=seed)
 
 
+def prepare_support_triage(work: Path, *, train: int, eval_n: int, seed: int) -> tuple[Path, Path, Path]:
+    """Test, then holdout, split off with near-duplicate clusters kept whole (as `honed data split` does)."""
+    from honed.data.read import read_conversations, write_jsonl
+    from honed.data.split import split_conversations
+
+    pool = read_conversations(ROOT / "examples" / "support_triage.jsonl").conversations
+    first = split_conversations(pool, holdout_fraction=0.15, seed=seed)
+    second = split_conversations(first.train, holdout_fraction=0.15, seed=seed)
+    return (write_jsonl(work / "train.jsonl", second.train[:train]), write_jsonl(work / "valid.jsonl", second.holdout),
+            write_jsonl(work / "test.jsonl", first.holdout[:eval_n]))
+
+
 def prepare_banking77(work: Path, *, train: int, eval_n: int, seed: int) -> tuple[Path, Path, Path]:
     from honed.data.read import ColumnMapping, read_conversations
 
@@ -82,9 +100,11 @@ def prepare_banking77(work: Path, *, train: int, eval_n: int, seed: int) -> tupl
     return _write_splits(work, pool, test, train=train, seed=seed)
 
 
-PREPARE = {"restaurant8k": prepare_restaurant8k, "banking77": prepare_banking77}
+PREPARE = {"restaurant8k": prepare_restaurant8k, "banking77": prepare_banking77,
+           "support-triage": prepare_support_triage}
 VALID_COUNT = 300  # held-out training rows for early stopping and the best checkpoint
-DEFAULT_SIZES = {"restaurant8k": (2000, 1000), "banking77": (3000, 1000)}  # (train, eval): issue 8's sizes
+DEFAULT_SIZES = {"restaurant8k": (2000, 1000), "banking77": (3000, 1000),  # (train, eval): issue 8's sizes
+                 "support-triage": (400, 400)}  # all of the demo's data (the split decides the sizes)
 
 
 def honed(*args: str, log: Path) -> tuple[str, float, float]:
@@ -106,14 +126,23 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def work_dir(task: str, model: str) -> Path:
+    """runs/bench-eval/TASK for the built-in model, TASK-MODEL for another."""
+    return WORK / (task if model == MODEL else f"{task}-{Path(model).name}")
+
+
+def section_key(task: str, model: str) -> str:
+    return task if model == MODEL else f"{task}:{Path(model).name}"
+
+
 def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    work = WORK / task
+    work = work_dir(task, args.model)
     work.mkdir(parents=True, exist_ok=True)
     train_n, eval_n = args.train or DEFAULT_SIZES[task][0], args.eval or DEFAULT_SIZES[task][1]
     train_path, valid_path, test_path = PREPARE[task](work, train=train_n, eval_n=eval_n, seed=args.seed)
     run_dir = work / "run"
     log = work / "log.txt"
-    train_args = ["train", "--data", str(train_path), "--holdout", str(valid_path), "--model", MODEL,
+    train_args = ["train", "--data", str(train_path), "--holdout", str(valid_path), "--model", args.model,
                   "--out", str(run_dir), "--json"]
     for setting in args.train_set:
         train_args += ["--set", setting]
@@ -133,9 +162,10 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    result = {"task": task, "train_args": train_args, "eval_args": eval_args, "train_seconds": train_s,
+    result = {"task": task, "model": args.model, "train_args": train_args, "eval_args": eval_args, "train_seconds": train_s,
               "train_cpu_seconds": train_cpu, "eval_seconds": eval_s, "eval_cpu_seconds": eval_cpu,
-              "trained": trained, "summary": summary, "train_count": train_n,
+              "trained": trained, "summary": summary,
+              "train_count": sum(1 for line in train_path.read_text(encoding="utf-8").split("\n") if line.strip()),
               "resolved": {k: resolved.get(k) for k in ("lr", "epochs", "batch_size", "precision", "method")},
               "date": dt.date.today().isoformat(), "load_average": os.getloadavg()[0]}
     if args.long_base:
@@ -218,22 +248,40 @@ def render_report(result: dict[str, Any], args: argparse.Namespace) -> str:
     import torch
     from benchmarks_md import cpu_flags
 
+    model = result.get("model", MODEL)
+    end_of_turn = _end_of_turn(result)
     lines = [
-        f"## Evaluation on {result['task']}: tuned at honed's defaults vs majority, few-shot and retrieved few-shot",
+        f"## Evaluation on {result['task']}{'' if model == MODEL else f' with {model}'}: tuned at honed's defaults vs "
+        "majority, few-shot and retrieved few-shot",
         "",
         f"- Date: {result['date']}; machine: {platform.machine()}, {os.cpu_count()} cores, CPU flags "
         f"{cpu_flags()}, torch {torch.__version__}; load average at the end {result['load_average']:.1f}.",
         f"- Command: `.venv/bin/python benchmarks/eval_tasks.py --tasks {result['task']}"
         f"{f' --train {args.train}' if args.train else ''}{f' --eval {args.eval}' if args.eval else ''}"
         f"{''.join(f' --train-set {kv}' for kv in args.train_set)}"
-        f"{f' --long-base {args.long_base}' if result.get('long_base') else ''}`",
-        f"- Model {MODEL}; {result.get('train_count', '?')} training examples, {VALID_COUNT} more training rows as the "
-        "holdout for early stopping and the best checkpoint (never the test examples); honed's default training settings "
-        "(no lr, epoch or batch flags); greedy decoding stopped at <|im_end|>; `*` marks a difference whose 95% "
-        "CI excludes 0.",
+        f"{f' --long-base {args.long_base}' if result.get('long_base') else ''}"
+        f"{'' if model == MODEL else f' --model {model}'}`",
+        f"- Model {model}; {result.get('train_count', '?')} training examples, {_holdout_count(result)} more rows as "
+        "the holdout for early stopping and the best checkpoint (never the test examples); honed's default training "
+        f"settings (no lr, epoch or batch flags); greedy decoding stopped at {end_of_turn}; `*` marks a difference "
+        "whose 95% CI excludes 0.",
         "",
     ]
     return "\n".join(lines + render_task(result)[2:]) + "\n"
+
+
+def _end_of_turn(result: dict[str, Any]) -> str:
+    """The run's end of turn (template.json), as the section says what decoding stopped at."""
+    path = work_dir(result["task"], result.get("model", MODEL)) / "run" / "template.json"
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["end_of_turn"])
+    except (OSError, ValueError, KeyError):
+        return "<|im_end|>"
+
+
+def _holdout_count(result: dict[str, Any]) -> int:
+    path = work_dir(result["task"], result.get("model", MODEL)) / "valid.jsonl"
+    return sum(1 for line in path.read_text(encoding="utf-8").split("\n") if line.strip()) if path.is_file() else VALID_COUNT
 
 
 def main() -> None:
@@ -245,6 +293,7 @@ def main() -> None:
     parser.add_argument("--train-set", action="append", default=[], help="a deliberate training override, key=value")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts decoded together in eval")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=MODEL, help="model to train (default: the built-in smollm2-135m)")
     parser.add_argument("--reuse", action="store_true", help="reuse a finished run directory instead of retraining")
     parser.add_argument("--long-base", type=int, default=0,
                         help="also evaluate the base model with this max_new_tokens (JSON tasks: restaurant8k)")
@@ -255,15 +304,16 @@ def main() -> None:
         sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
     for task in args.tasks:
         if args.render_only:  # re-render BENCHMARKS.md from the saved result, without training again
-            result = json.loads((WORK / task / "result.json").read_text())
+            result = json.loads((work_dir(task, args.model) / "result.json").read_text())
         else:
             result = run_task(task, args)
-            (WORK / task / "result.json").write_text(json.dumps(result, indent=2))
+            (work_dir(task, args.model) / "result.json").write_text(json.dumps(result, indent=2))
         report = render_report(result, args)
         print(report, flush=True)
         if not args.no_write:
-            write_section(ROOT / "BENCHMARKS.md", report, start=SECTION.format(task=task, edge="start"),
-                          end=SECTION.format(task=task, edge="end"))
+            key = section_key(task, args.model)
+            write_section(ROOT / "BENCHMARKS.md", report, start=SECTION.format(task=key, edge="start"),
+                          end=SECTION.format(task=key, edge="end"))
 
 
 if __name__ == "__main__":
