@@ -148,6 +148,10 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         train_args += ["--set", setting]
     if run_dir.exists() and (run_dir / "run.json").is_file() and args.reuse:
         trained, train_s, train_cpu = json.loads((run_dir / "run.json").read_text()), float("nan"), float("nan")
+        earlier = work / "result.json"  # the training's own figures, from the run that trained it
+        if earlier.is_file():
+            before = json.loads(earlier.read_text())
+            train_s, train_cpu = before.get("train_seconds", train_s), before.get("train_cpu_seconds", train_cpu)
     else:
         if run_dir.exists():
             import shutil
