@@ -1,15 +1,7 @@
-"""The honed command line: parse, call one function, print. No logic lives here.
-
-Every HonedError becomes one clear message on stderr and exit status 2, never a traceback. One module per
-pipeline stage registers its commands on `app` (imported at the bottom, in the order `--help` lists them):
-
-    honed.cli.data      data check, split, show, from-traffic, review
-    honed.cli.train     train, runs list, runs show, curve
-    honed.cli.evaluate  eval, compare
-    honed.cli.report    report (and the report/tracker refresh after train and eval)
-    honed.cli.ship      export, serve, chat
-    honed.cli.monitor   monitor
-    honed.cli.models    models
+"""The honed command line: parse, call one function, print; no logic lives here. Every HonedError becomes
+one clear message on stderr and exit status 2, never a traceback, and one module per pipeline stage
+registers its commands on `app` (imported at the bottom, in the order `--help` lists them). Module map:
+docs/architecture.md; every command's help: docs/cli.md.
 """
 
 from __future__ import annotations
