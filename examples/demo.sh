@@ -49,4 +49,13 @@ step "7/8 serve it (OpenAI-compatible) and ask one question with the openai clie
            kill -TERM \$server; wait \$server || true"
 step "8/8 one HTML page with the evidence: curves, intervals, examples, data findings" \
   "$HONED" report "$OUT"
-printf '\nnext: open %s/report.html; the request went to %s/requests.jsonl (honed monitor reads it)\n' "$OUT" "$OUT"
+# Where the evidence is: the report, the verdict, the endpoint that was served and the request it logged.
+verdict=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["verdict"])' "$OUT/eval/summary.json")
+printf '\n\033[1m== where to look\033[0m\n'
+printf 'report:    %s/report.html (open it in a browser)\n' "$OUT"
+printf 'verdict:   %s/eval/summary.json: %s\n' "$OUT" "$verdict"
+printf '           (the report header shows it too; `%s eval %s --json` evaluates again and prints it)\n' "$HONED" "$OUT"
+printf 'endpoint:  http://127.0.0.1:%s/v1, model %s (stopped now; `%s serve %s --port %s` serves it again)\n' \
+  "$PORT" "$(basename "$OUT")" "$HONED" "$OUT" "$PORT"
+printf 'requests:  %s/requests.jsonl, the request log (`%s monitor %s --traffic %s/requests.jsonl` reads it)\n' \
+  "$OUT" "$HONED" "$OUT" "$OUT"
