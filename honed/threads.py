@@ -1,7 +1,7 @@
 """How many threads honed uses, decided in one place, so a busy machine slows honed down fairly instead of
 collapsing it.
 
-The rule (README "Threads on a shared machine"):
+The rule (docs/train.md, "Threads on a shared machine"):
 
 1. OpenMP threads wait PASSIVELY (`OMP_WAIT_POLICY=PASSIVE`). torch's CPU kernels run on an OpenMP pool
    (GNU libgomp in the pip wheels); by default a thread that finishes its share of an op spins on the

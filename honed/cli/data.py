@@ -30,7 +30,7 @@ def _column_mapping(
     return ColumnMapping(prompt_col, response_col, system=system, system_col=system_col)
 
 
-DATA_HELP = "data: a file, a folder of shards, a glob or a save_to_disk folder (formats: README 'Data formats')"
+DATA_HELP = "data: a file, a folder of shards, a glob or a save_to_disk folder (formats: docs/data.md)"
 FORMAT_HELP = "auto, chat, sharegpt, prompt-completion, alpaca, text, csv, parquet, arrow"
 SYSTEM_COL_HELP = "column holding each row's system prompt (an empty cell falls back to --system)"
 

@@ -29,7 +29,7 @@ def eval_command(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="prompts decoded together"),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="default: from the longest target"),
     seed: int = typer.Option(0, "--seed", help="seed of the few-shot choice and the bootstrap"),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores, see README)"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores, see docs/train.md)"),
     constrain: str = typer.Option(
         None, "--constrain", help="also decode every system constrained: labels (one of the training labels) or "
         "json (a JSON object; with --schema, one matching it); adds tuned+labels, base+labels, ... to the table"),

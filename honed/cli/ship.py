@@ -97,7 +97,7 @@ def serve_command(
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="requests decoded together"),
     max_queue: int = typer.Option(256, "--max-queue", min=0, help="requests allowed to wait; more get 429"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch and llama.cpp engines)"),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch and llama.cpp (default: the usable cores, see README)"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch and llama.cpp (default: the usable cores, see docs/train.md)"),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", min=0, help="seconds SIGTERM waits for in-flight requests"),
     vllm_args: list[str] = typer.Option(None, "--vllm-arg", help="extra argument for vLLM, e.g. --vllm-arg=--tensor-parallel-size=2"),
 ) -> None:

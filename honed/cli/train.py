@@ -22,7 +22,7 @@ def train_command(
     holdout: str = typer.Option(None, "--holdout", help="holdout data; without it a holdout is split off --data"),
     model: str = typer.Option(None, "--model", help="built-in alias (smollm2-135m), HF folder, .gguf file or hub id"),
     chat_template: str = typer.Option(None, "--chat-template", help="chat template: a family (chatml, gemma, llama3, phi3, mistral) or a .jinja file (default: the model's own, else its family's)"),
-    config_file: str = typer.Option(None, "--config", help="YAML file with any config field (see README)"),
+    config_file: str = typer.Option(None, "--config", help="YAML file with any config field (see docs/train.md)"),
     overrides: list[str] = typer.Option(None, "--set", help="override one field, e.g. --set lora.r=8 (repeatable)"),
     method: str = typer.Option(None, "--method", help="lora (default), full, or qlora (GPU only)"),
     epochs: str = typer.Option(None, "--epochs", help="number of epochs or 'auto' (default, depends on data size)"),
@@ -40,7 +40,7 @@ def train_command(
     from_run: str = typer.Option(None, "--from-run", help="continue from this run's best weights and settings (new data in --data)"),
     mix_old: float = typer.Option(0.0, "--mix-old", min=0.0, max=10.0, help="with --from-run: also train on this share (x new examples) of the parent's data"),
     no_report: bool = typer.Option(False, "--no-report", help="do not write RUN/report.html when training ends"),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores / --nproc, see README)"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores / --nproc, see docs/train.md)"),
 ) -> None:
     """Fine-tune a model on your examples; writes a self-describing run directory.
 

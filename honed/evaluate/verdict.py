@@ -1,6 +1,6 @@
 """The one-line verdict: did fine-tuning help on the main metric, by how much, and does it beat prompting?
 
-Rules (documented in the README and pinned by tests/unit/test_verdict.py):
+Rules (documented in docs/evaluate.md and pinned by tests/unit/test_verdict.py):
 - A difference is *significant* when its 95% paired-bootstrap interval excludes 0.
 - The holdout is *too small to tell* when it has fewer than MIN_EXAMPLES examples, or when the interval of
   tuned - base is wider than MAX_WIDTH (metrics are in [0, 1]: an interval that wide says nothing).

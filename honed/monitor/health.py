@@ -27,7 +27,7 @@ from honed.data.labels import looks_like_classification
 from honed.evaluate.metrics import is_json_task, normalize_label, parse_json
 from honed.monitor.traffic import TrafficItem
 
-# Limits that make a window `degraded` (documented in the README's monitor section).
+# Limits that make a window `degraded` (documented in docs/monitor.md).
 HEALTH_LIMITS = {
     "json_valid_min": 0.95,  # JSON tasks: at least 95% of outputs parse
     "schema_valid_min": 0.95,

@@ -117,7 +117,7 @@ def screen(raw: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
             raise ApiError(400, f"{key}: {REFUSED[key]}", param=key, code="unsupported_parameter")
         else:
             raise ApiError(400, f"unknown field '{key}': honed serve reads every field of OpenAI's request and "
-                           "refuses the others rather than ignore them; remove it (the README's field table "
+                           "refuses the others rather than ignore them; remove it (the field table in docs/serve.md "
                            "lists what each one does here)", param=key, code="unknown_parameter")
     return kept
 
