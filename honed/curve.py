@@ -31,7 +31,7 @@ from honed.config import TrainConfig
 from honed.data.read import load_or_fail, write_jsonl
 from honed.data.split import split_conversations
 from honed.errors import ConfigError
-from honed.rundir import Interval
+from honed.runs.rundir import Interval
 
 CURVE_FILE = "curve.json"
 
@@ -209,7 +209,7 @@ def _point(config: TrainConfig, out: Path, fraction: float, subset: list[Any], h
            baselines: str, limit: int | None, console: Any) -> CurvePoint:
     from honed.evaluate.run_eval import EvalSettings, evaluate_run
     from honed.evaluate.scorer import score_fn_from_config
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
     from honed.train import train
 
     name = f"f{round(fraction * 100):03d}"
@@ -229,7 +229,7 @@ def _point(config: TrainConfig, out: Path, fraction: float, subset: list[Any], h
 
 
 def _main_metric(run_dir: str) -> str:
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     return RunDir(run_dir).read_summary().main_metric
 

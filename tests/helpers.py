@@ -31,7 +31,7 @@ def cli(*args: str, stdin: str | None = None, env: Mapping[str, str] | None = No
 def lock_held_elsewhere(run_dir: str | Path) -> Iterator[subprocess.Popen]:
     """Another process holding `run_dir`'s lock as `honed train` would (killed on exit, so the lock drops)."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from honed.rundir import RunDir; "
+        "import time; from honed.runs.rundir import RunDir; "
         f"lock = RunDir({str(run_dir)!r}).lock('train'); lock.acquire(); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from honed.cli import data_app, err_console, user_errors
+from honed.cli.app import data_app, err_console, user_errors
 
 
 # ---- data: honed data check, split, show ---------------------------------------------------------------
@@ -174,7 +174,7 @@ def data_show_command(
     import json
 
     from honed.data.read import load_or_fail
-    from honed.data.show import has_chat_template, preview, print_preview
+    from honed.data.show import preview, print_preview
     from honed.model.tokenizers import model_tokenizer
 
     columns = _column_mapping(prompt_col, response_col, system, system_col)

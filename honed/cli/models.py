@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from honed.cli import app, user_errors
+from honed.cli.app import app, user_errors
 
 
 @app.command("models")

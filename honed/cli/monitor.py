@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from honed.cli import app, err_console, user_errors
+from honed.cli.app import app, err_console, user_errors
 
 
 # ---- monitor: honed monitor ----------------------------------------------------------------------------

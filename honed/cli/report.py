@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from honed.cli import app, err_console, user_errors
+from honed.cli.app import app, err_console, user_errors
 
 
 # ---- report: honed report (and the report/tracker refresh after train and eval) ----------------------------
@@ -29,7 +29,7 @@ def refresh_report(run_dir: Any, *, console: Console) -> Any:
 def tracking_of(run_dir: Any) -> list[str]:
     """The trackers a run's config.yaml names (`--set tracking=mlflow,...`); each must be installed."""
     from honed.report.trackers import require_installed
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     raw = RunDir(run_dir).read_config().get("tracking") or []
     names = [n.strip() for n in raw.split(",") if n.strip()] if isinstance(raw, str) else [str(n) for n in raw]

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from honed.cli import app, err_console, user_errors
+from honed.cli.app import app, err_console, user_errors
 
 
 @app.command("export")
@@ -199,7 +199,7 @@ def chat_command(
 
     Example: honed chat runs/support --prompt "App crashes on login"
     """
-    from honed.chat import ChatSession, repl
+    from honed.serve.chat import ChatSession, repl
     from honed.serve.engine import Engine
     from honed.serve.loading import load_targets
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from honed.cli import app, err_console, runs_app, user_errors
+from honed.cli.app import app, err_console, runs_app, user_errors
 
 
 # ---- train: honed train, honed runs list, honed runs show -------------------------------------------------
@@ -106,7 +106,7 @@ def _require_trackers(tracking: list[str]) -> None:
 def _parent_base(from_run: str | None, mix_old: float) -> dict[str, Any] | None:
     """--from-run: the parent's settings and weights as the base config (honed.train.from_run)."""
     from honed.errors import ConfigError
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
     from honed.train.from_run import parent_config
 
     if from_run is None:
@@ -156,7 +156,7 @@ def runs_list_command(
 
     from rich.table import Table
 
-    from honed.registry import list_runs
+    from honed.runs.registry import list_runs
 
     runs = list_runs()
     if as_json:
@@ -191,7 +191,7 @@ def runs_show_command(
     """
     import json
 
-    from honed.registry import get_run
+    from honed.runs.registry import get_run
 
     record = get_run(run)
     if as_json:

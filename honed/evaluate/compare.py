@@ -21,7 +21,7 @@ from honed.config import flatten_config
 from honed.errors import ConfigError
 from honed.evaluate.metrics import CORPUS, LEGACY_FIELD_METRICS, normalize_text
 from honed.evaluate.stats import corpus_difference, paired_difference, resample_indices
-from honed.rundir import EvalSummary, RunDir
+from honed.runs.rundir import EvalSummary, RunDir
 
 TUNED = "tuned"
 

@@ -48,7 +48,7 @@ from honed.evaluate.systems import (  # noqa: F401  (choose_shots, with_shots: r
     with_constrained,
     with_shots,
 )
-from honed.rundir import EvalSummary, FileEntry, RunDir
+from honed.runs.rundir import EvalSummary, FileEntry, RunDir
 from honed.threads import apply_threads
 
 OnProgress = Callable[[str, int, int], None]  # (system, examples done, total)

@@ -32,7 +32,7 @@ from honed.evaluate.stats import (
 )
 from honed.evaluate.systems import TUNED, System, majority_answer
 from honed.evaluate.verdict import Comparison, constant_note, verdict
-from honed.rundir import EvalSummary
+from honed.runs.rundir import EvalSummary
 
 NONEMPTY = "nonempty/"  # prefix of the metrics on the non-empty references alone
 

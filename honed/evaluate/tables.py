@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from honed.rundir import EvalSummary, Interval
+from honed.runs.rundir import EvalSummary, Interval
 
 
 def _cell(interval: Interval | dict[str, float] | None) -> str:

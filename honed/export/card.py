@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from honed.rundir import EvalSummary, RunDir
+from honed.runs.rundir import EvalSummary, RunDir
 
 
 def _front_matter(base_name: str, target: str) -> str:

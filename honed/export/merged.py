@@ -22,7 +22,7 @@ from honed.atomic import atomic_folder
 from honed.errors import ConfigError
 from honed.model.loading import cache_dir, local_path, quiet_transformers
 from honed.model.run import load_run_model
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 # The hub id of each built-in model: what an adapter trained on it names as its base.
 BUILTIN_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}

@@ -24,7 +24,7 @@ from honed.evaluate.stats import Interval, corpus_difference, paired_difference,
 from honed.model.decode import default_max_new_tokens, generate
 from honed.model.prompt import render_prompt
 from honed.model.stops import runtime_stops
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 DEFAULT_PARITY_EXAMPLES = 64
 # (holdout conversations, max_new_tokens) -> one answer per conversation

@@ -25,7 +25,7 @@ from honed.export import gguf as G
 from honed.export.card import model_card
 from honed.export import merged as M
 from honed.export.parity import DEFAULT_PARITY_EXAMPLES, Answerer, Parity, answer_with_transformers, check_parity
-from honed.rundir import RunDir, now_iso
+from honed.runs.rundir import RunDir, now_iso
 
 TARGETS = ("merged", "adapter", "gguf")
 STEP = re.compile(r"^step-(\d+)$")

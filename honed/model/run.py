@@ -11,7 +11,7 @@ from typing import Any
 
 from honed.model.loading import damaged_weights, load_model, quiet_transformers
 from honed.model.tokenizers import run_tokenizer
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 
 def fit_vocabulary(model: Any, tokenizer: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from honed.model.builtins import TESTED_ARCHITECTURES
 from honed.model.loading import load_tokenizer, model_type
 from honed.model.template import ChatTemplate, choose_template, read_template
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 
 def model_tokenizer(spec: str, *, chat_template: str | None = None) -> tuple[Any, ChatTemplate]:

@@ -25,7 +25,7 @@ from honed.evaluate.run_eval import read_examples
 from honed.evaluate.stats import paired_difference, resample_indices
 from honed.evaluate.endpoint import answer
 from honed.evaluate.systems import System
-from honed.rundir import EvalSummary, RunDir
+from honed.runs.rundir import EvalSummary, RunDir
 
 
 @dataclass

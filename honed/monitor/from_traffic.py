@@ -31,7 +31,7 @@ from honed.atomic import write_text_atomic
 from honed.data.read import load_or_fail
 from honed.errors import ConfigError
 from honed.monitor.traffic import TrafficItem, content_text, is_request_log, read_traffic
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 UNREVIEWED = "unreviewed"
 DRAFT_MAX_TOKENS = 512

@@ -29,7 +29,7 @@ from honed.monitor.embed import embed_texts
 from honed.monitor.health import output_health
 from honed.monitor.shifts import simple_shifts
 from honed.monitor.traffic import TrafficItem, read_traffic
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 DURATION = re.compile(r"^(\d+)([mhdw])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import HonedError
-from honed.rundir import DataRecord, EvalSummary, RunDir, RunRecord
+from honed.runs.rundir import DataRecord, EvalSummary, RunDir, RunRecord
 
 NOT_EVALUATED = "Not evaluated yet: run `honed eval {path}` to compare the tuned model with the base model."
 

@@ -25,7 +25,7 @@ from honed.curve import noise_note
 from honed.errors import ConfigError, HonedError
 from honed.report import analysis, plots
 from honed.report.collect import RunView, read_run_view
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 MAX_EXAMPLES = 2000  # examples listed per run: keeps the page a few MB at most
 LABEL_METRICS = {"label_accuracy", "macro_f1"}

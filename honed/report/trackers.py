@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 from honed.config import flatten_config
 from honed.errors import ConfigError
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboard", "wandb": "wandb"}  # tracker -> module to import

@@ -38,7 +38,7 @@ from typing import Any
 
 from honed.errors import ConfigError, ModelError
 from honed.model.batch import Row, RunningBatch, _score_prompt
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 from honed.serve.engine import Engine, Failed, Job
 from honed.serve.loading import ServedModel, Target, _check_names, _tokenizer_for, parse_target
 from honed.serve.textstream import TextStream

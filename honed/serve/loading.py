@@ -24,7 +24,7 @@ from honed.errors import ConfigError
 from honed.model.prompt import render_messages
 from honed.model.stops import StopRule
 from honed.model.tools import CallFormat
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 NO_CONTEXT_LIMIT = 1 << 30
 

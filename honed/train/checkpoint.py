@@ -35,7 +35,7 @@ import torch
 from honed.atomic import atomic_folder
 from honed.errors import ConfigError
 from honed.model.loading import quiet_transformers
-from honed.rundir import RunDir, checkpoint_name
+from honed.runs.rundir import RunDir, checkpoint_name
 from honed.train.distributed import Dist, gathered_state
 
 OPTIMIZER_FILE = "optimizer.pt"

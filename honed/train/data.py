@@ -19,7 +19,7 @@ from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_json
 from honed.data.render import Rendered, render_batch
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
-from honed.rundir import DataRecord, FileEntry, MixRecord, RunDir, SplitRecord
+from honed.runs.rundir import DataRecord, FileEntry, MixRecord, RunDir, SplitRecord
 from honed.train.batching import Example
 from honed.train.guards import DataSummary, summarise
 

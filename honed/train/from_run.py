@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from honed.errors import ConfigError
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 # What a continued run does not inherit: the data, the amount of training, and where the last one started.
 NOT_INHERITED = ("epochs", "max_steps", "init_from", "parent_run")

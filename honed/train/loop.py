@@ -41,8 +41,8 @@ from honed.data.types import Conversation
 from honed.errors import ConfigError, HonedError
 from honed.machine import machine_info
 from honed.model.template import ChatTemplate, write_template
-from honed.registry import record_run
-from honed.rundir import RunDir, RunRecord, now_iso
+from honed.runs.registry import record_run
+from honed.runs.rundir import RunDir, RunRecord, now_iso
 from honed.threads import apply_threads
 from honed.train.batching import Example, micro_batches, shard, step_examples, steps_in_epoch
 from honed.train.build import build_model, build_optimizer, quiet_transformers, resolve_config, resolve_device, total_steps

@@ -1,7 +1,7 @@
 """Who may write a run directory, and what happens to it when a train fails or is run again.
 
 `owning(run, command="train", dist=dist)` wraps a whole `honed train`:
-  - it takes the run's lock (honed.lock: a second writer is refused with the owner's pid) and keeps its
+  - it takes the run's lock (honed.runs.lock: a second writer is refused with the owner's pid) and keeps its
     heartbeat fresh from a thread, so `honed runs list` can tell a live run from a killed one;
   - with `force=True` it first clears a run that failed, stopped, was killed or was left half-made, so the
     same command starts it again in place; a completed run is only cleared with `discard_completed=True`
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from honed.errors import ConfigError
-from honed.rundir import LOCK_NAME, RunDir
+from honed.runs.rundir import LOCK_NAME, RunDir
 from honed.train.distributed import Dist
 
 
@@ -82,7 +82,7 @@ def trained_nothing(run: RunDir) -> bool:
 
 def remove_unborn(run: RunDir) -> None:
     """Remove a folder this train created and failed in before training, and its registry row."""
-    from honed.registry import forget_run
+    from honed.runs.registry import forget_run
 
     shutil.rmtree(run.path, ignore_errors=True)
     with contextlib.suppress(Exception):  # the registry may be the very thing that failed

@@ -28,7 +28,7 @@ def check_before_writing(config: TrainConfig, *, dist: Dist, has_scorer: bool, s
     """Refuse, before anything is written, every mistake the config alone shows (see the module docstring).
     `score_fn_given`: the caller passed a ready score_fn, which may report any holdout_<name>."""
     from honed.model.loading import resolve
-    from honed.registry import check_registry
+    from honed.runs.registry import check_registry
 
     resolve(config.model)
     resolve_device(config, dist=dist)

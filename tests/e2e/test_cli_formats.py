@@ -159,7 +159,7 @@ def test_train_on_a_folder_of_plain_text_shards(tmp_path: Path) -> None:
     args = ["train", "--data", str(folder), "--model", MODEL, "--out", str(out), "--max-steps", "1"]
     result = invoke(*args, "--set", "data.holdout_fraction=0.25")
     assert result.exit_code == 0, result.stdout + result.stderr
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     record = RunDir(out).read_data()
     assert record.split is not None and record.split.source.count == 12

@@ -43,7 +43,7 @@ def test_merged_loads_with_plain_transformers_and_matches_the_run(run: Path, tmp
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from honed.model.run import load_run_model
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     out = tmp_path / "merged"
     result = cli("export", str(run), "--to", "merged", "--out", str(out), "--parity", "3")
@@ -85,7 +85,7 @@ def test_adapter_names_its_base_portably(run: Path) -> None:
 def test_gguf_round_trips_with_chat_template_and_modelfile(run: Path) -> None:
     from honed.model.loading import load_model, load_tokenizer
     from honed.model.run import load_run_model
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     result = cli("export", str(run), "--to", "gguf", "--quant", "q8_0", "--ollama", "--parity", "3", "--json")
     assert result.exit_code == 0, result.output

@@ -87,7 +87,7 @@ def test_merged_export_loads_in_plain_transformers_with_the_same_logits(trained:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from honed.model.run import load_run_model
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     out = tmp_path / "merged"
     result = cli("export", str(trained.run), "--to", "merged", "--out", str(out), "--parity", "2")

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from honed.cli import app
 from honed.model.run import load_run_model
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 from honed.serve.app import Settings
 from honed.serve.engine import Engine
 from honed.serve.loading import load_targets

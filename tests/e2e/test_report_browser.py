@@ -19,7 +19,7 @@ import pytest
 from _chromium import Browser, find_chromium
 from _report_run import ROOT, train_and_eval
 
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 PLOTS = """JSON.stringify(Array.from(document.querySelectorAll("svg.plot")).map(svg => {

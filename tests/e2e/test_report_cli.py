@@ -13,7 +13,7 @@ import lxml.html
 import pytest
 from _report_run import DATA, TINY, cli, train_and_eval
 
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from honed.model.prompt import render_prompt
 from honed.data.types import Conversation, Message
 from honed.model.decode import generate
 from honed.model.run import load_run_model
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 from honed.serve.app import Settings
 from honed.serve.engine import Engine
 from honed.serve.loading import load_targets

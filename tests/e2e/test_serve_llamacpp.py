@@ -18,7 +18,7 @@ import pytest
 from openai import OpenAI
 
 from honed.export.tools import converter_dir
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 from honed.serve.app import Settings
 from honed.serve.schemas import Limits
 from honed.serve.server import ServerThread

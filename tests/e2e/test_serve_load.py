@@ -32,7 +32,7 @@ import httpx2
 import pytest
 
 from honed.monitor.traffic import read_request_log
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 from honed.serve.app import DISCONNECTED, Settings
 from honed.serve.engine import Engine
 from honed.serve.loading import load_targets

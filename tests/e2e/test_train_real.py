@@ -38,7 +38,7 @@ def test_a_few_steps_lower_the_holdout_loss_and_the_run_loads(tmp_path):
     from honed.data.types import Conversation
     from honed.model.loading import load_model
     from honed.model.run import load_run_model
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     model, tokenizer = load_run_model(RunDir(out))
     merged = load_model(str(out / "merged"))

@@ -11,7 +11,7 @@ from tests.helpers import TINY
 from honed.cli import app
 from honed.curve import doubling_slope, nested_subsets, parse_fractions
 from honed.errors import ConfigError
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 
 
 

@@ -105,7 +105,7 @@ def test_no_false_alarms_on_same_distribution_windows(run_dir):
     """The false-alarm rate of monitor's rule, measured: 100 windows of 30 fresh same-distribution prompts at
     alpha 0.01 (each of its two tests alone stays near its level too)."""
     from honed.model.run import load_run_model
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     model, tokenizer = load_run_model(RunDir(run_dir))
     rng = random.Random(7)
@@ -122,7 +122,7 @@ def test_no_false_alarms_on_same_distribution_windows(run_dir):
 def test_a_new_mix_of_familiar_prompts_is_not_drift(run_dir):
     """Only the 'charged me twice' kind of support prompt: MMD sees the changed mix, novelty sees nothing new."""
     from honed.model.run import load_run_model
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     model, tokenizer = load_run_model(RunDir(run_dir))
     rng = random.Random(3)

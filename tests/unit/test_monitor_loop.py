@@ -23,7 +23,7 @@ from honed.model.run import load_run_model
 from honed.monitor.canary import run_canary
 from honed.monitor.from_traffic import FromTrafficSettings, traffic_to_data
 from honed.monitor.review import review_file
-from honed.rundir import RunDir
+from honed.runs.rundir import RunDir
 from honed.train.loop import train
 
 

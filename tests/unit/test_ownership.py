@@ -15,8 +15,8 @@ import pytest
 
 from honed.atomic import write_text_atomic
 from honed.errors import ConfigError, DiskError
-from honed.lock import STALE_AFTER_S, heartbeat_age, owner_alive, read_owner
-from honed.rundir import RunDir, RunRecord
+from honed.runs.lock import STALE_AFTER_S, heartbeat_age, owner_alive, read_owner
+from honed.runs.rundir import RunDir, RunRecord
 from honed.train.ownership import clear_for_rerun, refuse_existing
 
 

@@ -17,7 +17,7 @@ import pytest
 from honed.atomic import write_text_atomic
 from honed.errors import ConfigError
 from honed.report.render import render_report
-from honed.rundir import DataRecord, EvalSummary, FileEntry, RunDir, RunRecord
+from honed.runs.rundir import DataRecord, EvalSummary, FileEntry, RunDir, RunRecord
 
 ASSETS = Path(__file__).parents[1] / "assets"
 LABELS = ["card", "card", "refund", "password", "refund", "card"]
@@ -187,7 +187,7 @@ def write_curve(folder: Path, runs: list[RunDir]) -> None:
     """OUT/curve.json as `honed curve` writes it, over hand-made runs OUT/f050, OUT/f100."""
     from honed.atomic import write_json_atomic
     from honed.curve import CURVE_FILE, Curve, CurvePoint
-    from honed.rundir import Interval
+    from honed.runs.rundir import Interval
 
     points = [CurvePoint(fraction=f, examples=n, run=str(r.path), metric=Interval(value=v, low=v - 0.05, high=v + 0.05),
                          holdout_loss=1.5 - v)

@@ -1,4 +1,4 @@
-"""The run-directory contract (honed.rundir): typed records, old run directories, damaged files."""
+"""The run-directory contract (honed.runs.rundir): typed records, old run directories, damaged files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from honed.atomic import atomic_folder, write_json_atomic
 from honed.errors import ConfigError
 from honed.evaluate.compare import compare_runs
-from honed.rundir import DataRecord, EvalSummary, RunDir, RunRecord, checkpoint_name
+from honed.runs.rundir import DataRecord, EvalSummary, RunDir, RunRecord, checkpoint_name
 
 V1 = Path(__file__).parents[1] / "assets" / "run-v1"  # written by honed 0.1 (no schema_version)
 

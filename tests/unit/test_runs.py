@@ -1,4 +1,4 @@
-"""Run directories (honed.rundir), loading a trained model, and the SQLite registry."""
+"""Run directories (honed.runs.rundir), loading a trained model, and the SQLite registry."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from rich.console import Console
 from honed.config import load_config
 from honed.errors import ConfigError, HonedError
 from honed.model.run import load_run_model
-from honed.registry import get_run, list_runs, registry_path
-from honed.rundir import RunDir
+from honed.runs.registry import get_run, list_runs, registry_path
+from honed.runs.rundir import RunDir
 from honed.train.loop import train
 
 from tests.helpers import TINY
@@ -156,7 +156,7 @@ def test_from_run_refuses_an_unfinished_parent_and_mix_old_alone(tmp_path, data)
 def test_runs_list_marks_killed_and_deleted_runs(tmp_path, data):
     import shutil
 
-    from honed.registry import record_run
+    from honed.runs.registry import record_run
 
     gone = make_run(tmp_path, data, "gone")
     shutil.rmtree(gone.run_dir)

@@ -354,7 +354,7 @@ def test_early_stopping_and_the_best_checkpoint_work_on_the_sample(tmp_path):
 def test_a_second_train_on_a_running_out_is_refused_and_a_failed_start_leaves_no_folder(tmp_path, monkeypatch):
 
     from honed.errors import ConfigError as _ConfigError
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
     out = tmp_path / "busy"
@@ -376,7 +376,7 @@ def test_merge_writes_what_export_merged_writes(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from honed.model.run import load_run_model
-    from honed.rundir import RunDir
+    from honed.runs.rundir import RunDir
 
     result, output = run(tmp_path, "m", "merge=true", "lora.dropout=0")
     merged_dir = result.run_dir / "merged"

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import HonedError
-from honed.lock import read_owner
-from honed.rundir import RunDir
+from honed.runs.lock import read_owner
+from honed.runs.rundir import RunDir
 
 
 def honed_home() -> Path:

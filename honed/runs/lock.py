@@ -19,10 +19,25 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from honed.errors import ConfigError
-from honed.rundir import RunDir, now_iso
+
+class Lockable(Protocol):
+    """What the lock needs of a run directory (honed.runs.rundir.RunDir): its folder and its lock file."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def lock_file(self) -> Path: ...
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 to the second, as every record stores it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
 
 HEARTBEAT_S = 30.0  # how often a writer refreshes its heartbeat
 STALE_AFTER_S = 150.0  # a run owned by another host is stale after this long without one (5 missed beats)
@@ -40,7 +55,7 @@ class RunLock:
     ...     ...
     """
 
-    def __init__(self, run: RunDir, command: str) -> None:
+    def __init__(self, run: Lockable, command: str) -> None:
         self.run, self.command = run, command
         self._fd: int | None = None
         self._owner: dict[str, Any] = {}
@@ -106,7 +121,7 @@ class RunLock:
             thread.join(timeout=5)
 
 
-def read_owner(run: RunDir) -> dict[str, Any] | None:
+def read_owner(run: Lockable) -> dict[str, Any] | None:
     """The owner record of the lock file (pid, host, command, since, heartbeat), or None if unreadable."""
     try:
         owner = json.loads(run.lock_file.read_text(encoding="utf-8"))
@@ -115,7 +130,7 @@ def read_owner(run: RunDir) -> dict[str, Any] | None:
     return owner if isinstance(owner, dict) else None
 
 
-def lock_owner(run: RunDir) -> str:
+def lock_owner(run: Lockable) -> str:
     """Who holds (or last held) the lock, in words: 'honed train, pid 123 on host h since ...'."""
     owner = read_owner(run)
     try:
@@ -133,7 +148,7 @@ def heartbeat_age(owner: dict[str, Any], *, now: datetime | None = None) -> floa
     return ((now or datetime.now(timezone.utc)) - beat).total_seconds()
 
 
-def owner_alive(run: RunDir) -> bool:
+def owner_alive(run: Lockable) -> bool:
     """Whether the process that owns the run is still there. On this host the kernel knows (the flock is
     held, or not); for a run owned by another host (a shared file system) only the heartbeat can tell.
 
@@ -147,7 +162,7 @@ def owner_alive(run: RunDir) -> bool:
     return is_locked(run)
 
 
-def is_locked(run: RunDir) -> bool:
+def is_locked(run: Lockable) -> bool:
     """True when a live process holds the run's lock (on this host; a lock is per machine)."""
     if not run.lock_file.is_file():
         return False

@@ -25,26 +25,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from honed.atomic import write_json_atomic, write_text_atomic
 from honed.errors import ConfigError, HonedError
-
-if TYPE_CHECKING:
-    from honed.lock import RunLock
+from honed.runs.lock import RunLock, now_iso, owner_alive  # noqa: F401  (now_iso: records stamp times with it)
 
 SCHEMA_VERSION = 2  # 1: the unversioned files of honed 0.1 (same fields, no schema_version)
 CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
 RunStatus = Literal["running", "completed", "failed", "stopped", "unknown"]
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601 to the second, as every record stores it."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def checkpoint_name(step: int) -> str:
@@ -297,15 +289,13 @@ class RunDir:
         return self.checkpoints / checkpoint_name(step)
 
     def lock(self, command: str) -> RunLock:
-        """The exclusive lock a writer holds while it changes this run directory (honed.lock.RunLock)."""
-        from honed.lock import RunLock
+        """The exclusive lock a writer holds while it changes this run directory (honed.runs.lock.RunLock)."""
+        from honed.runs.lock import RunLock
 
         return RunLock(self, command)
 
     def status(self) -> str:
         """run.json's status, or `stale` for a run that says "running" but whose process is gone."""
-        from honed.lock import owner_alive
-
         status = self.read_run().status
         return "stale" if status == "running" and not owner_alive(self) else status
 
