@@ -27,10 +27,15 @@ def answer_with_llama_cpp(path: Path, tokenizer: Any, *, threads: int | None = N
     loaded: list[Any] = []
 
     def answer(holdout: Sequence[Conversation], max_new_tokens: int) -> list[str]:
+        import logging
+
         import torch
         from llama_cpp import Llama
 
         if not loaded:
+            # llama.cpp prints its loading chatter (e.g. "using full-size SWA cache") until verbose=False takes
+            # effect; its logger at ERROR keeps it out of honed's output from the start
+            logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
             loaded.append(Llama(model_path=str(path), n_ctx=0, n_threads=threads or torch.get_num_threads(),
                                 seed=0, verbose=False))
         llm = loaded[0]
