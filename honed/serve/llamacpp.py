@@ -406,21 +406,12 @@ def load_llamacpp_targets(texts: list[str], *, checkpoint: str = "best", sequenc
 def serve_llamacpp(served: list[ServedModel], *, host: str, port: int, settings: Any, max_batch: int,
                    max_queue: int, drain_s: float) -> None:
     """Serve loaded GGUFs (load_llamacpp_targets) behind honed's front on host:port, until SIGTERM / Ctrl-C."""
-    import uvicorn
-
-    from honed.serve.app import create_app
-    from honed.serve.server import uvicorn_config
+    from honed.serve.server import serve
 
     slots = min([max_batch, *(s.model.sequences for s in served)])
-    engine = LlamaCppEngine(max_batch=slots, max_queue=max_queue)
-    server = uvicorn.Server(uvicorn_config(create_app(served, engine, settings=settings), host=host, port=port,
-                                           drain_s=drain_s))
     try:
-        server.run()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc}); pick another --port") from exc
+        serve(served, host=host, port=port, settings=settings, drain_s=drain_s,
+              engine=LlamaCppEngine(max_batch=slots, max_queue=max_queue))
     finally:
         for model in served:
             model.model.close()
-    if not server.started:
-        raise ConfigError(f"the server did not start on {host}:{port} (is the port in use?); pick another --port")

@@ -39,11 +39,12 @@ def uvicorn_config(app: Any, *, host: str, port: int, drain_s: float = 30.0) -> 
 
 
 def serve(served: list[ServedModel], *, host: str, port: int, settings: Settings, max_batch: int = 32,
-          max_queue: int = 256, drain_s: float = 30.0) -> None:
-    """Serve until SIGTERM / Ctrl-C (blocking)."""
+          max_queue: int = 256, drain_s: float = 30.0, engine: Any = None) -> None:
+    """Serve until SIGTERM / Ctrl-C (blocking). `engine`: another engine (honed.serve.llamacpp), else the torch
+    Engine with `max_batch` and `max_queue`."""
     import uvicorn
 
-    engine = Engine(max_batch=max_batch, max_queue=max_queue)
+    engine = engine if engine is not None else Engine(max_batch=max_batch, max_queue=max_queue)
     server = uvicorn.Server(uvicorn_config(create_app(served, engine, settings=settings), host=host, port=port,
                                            drain_s=drain_s))
     try:
