@@ -27,8 +27,8 @@ from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
 from honed.evaluate.answer_end import PROMPTED_KINDS, answer_end_rule, end_answer
 from honed.evaluate.constrain import ConstraintPlan, plan_constraint
+from honed.evaluate.settings import EvalSettings
 from honed.model.decode import default_max_new_tokens, generate
-from honed.evaluate.stats import DEFAULT_RESAMPLES
 from honed.evaluate.summary import (  # noqa: F401  (memorised_share: re-exported for callers of 0.1)
     MetricPlan,
     SystemResult,
@@ -124,24 +124,6 @@ def run_system(
         constraint=constraint,
     )
     return [g.text for g in generations], [g.stopped for g in generations], stats
-
-
-@dataclass
-class EvalSettings:
-    """Options of `honed eval` (see its --help)."""
-
-    data: str | None = None
-    limit: int | None = None
-    baselines: str = "base,few-shot:5"
-    metrics: list[str] | None = None
-    schema: str | None = None
-    checkpoint: str = "best"
-    batch_size: int = 16
-    max_new_tokens: int | None = None
-    seed: int = 0
-    resamples: int = DEFAULT_RESAMPLES
-    threads: int | None = None  # torch CPU threads; None: the rule in honed/threads.py
-    constrain: str | None = None  # "labels" or "json": also evaluate every system with constrained decoding
 
 
 @dataclass
@@ -291,7 +273,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     constraint = plan_constraint(settings.constrain, train_targets=data.train_targets, schema=schema,
                                  schema_path=settings.schema) if settings.constrain else None
     systems = with_constrained(systems, settings.constrain)
-    plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metrics, schema=schema)
+    plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metric_names(), schema=schema)
     models = _load_models(run, systems, checkpoint=settings.checkpoint, model_spec=str(config.get("model")))
     tokenizer = models[TUNED][1]
     max_new = settings.max_new_tokens or max(default_max_new_tokens(

@@ -23,29 +23,14 @@ from honed.atomic import atomic_folder, write_json_atomic, write_text_atomic
 from honed.errors import ConfigError, ModelError
 from honed.export import gguf as G
 from honed.export.card import model_card
+from honed.export.settings import ExportSettings
 from honed.export import merged as M
-from honed.export.parity import DEFAULT_PARITY_EXAMPLES, Answerer, Parity, answer_with_transformers, check_parity
+from honed.export.parity import Answerer, Parity, answer_with_transformers, check_parity
 from honed.runs.rundir import RunDir, now_iso
 
 TARGETS = ("merged", "adapter", "gguf")
 STEP = re.compile(r"^step-(\d+)$")
 OnStep = Callable[[str], None]
-
-
-@dataclass
-class ExportSettings:
-    """Options of `honed export` (see its --help)."""
-
-    to: str
-    quant: str | None = None  # gguf only; default q8_0
-    out: str | None = None  # default RUN/exports/<target>-<checkpoint>[-<quant>]
-    checkpoint: str = "best"
-    ollama: bool = False
-    parity: int = DEFAULT_PARITY_EXAMPLES  # 0: no parity check
-    dtype: str | None = None  # merged: default the base model's dtype
-    base_name: str | None = None  # adapter: default the base's hub id or path
-    force: bool = False
-    batch_size: int = 16
 
 
 @dataclass
@@ -125,7 +110,7 @@ def plan_export(run_dir: str | Path, settings: ExportSettings) -> ExportPlan:
     """Check every option and path; a HonedError names the first problem and its fix."""
     run = RunDir(run_dir).require_run()
     quant = _check_target(settings)
-    if settings.parity < 0:
+    if settings.parity_examples() < 0:
         raise ConfigError(f"--parity {settings.parity}: give a number of holdout examples >= 1, or --no-parity")
     checkpoint = normalize_checkpoint(settings.checkpoint)
     _require_finished(run, checkpoint=checkpoint)
@@ -269,10 +254,10 @@ def export_run(run_dir: str | Path, settings: ExportSettings, *, on_step: OnStep
     with RunDir(run_dir).lock("export"), atomic_folder(plan.folder) as tmp:
         answerer, details = WRITERS[settings.to](plan, tmp, step)
         parity = None
-        if settings.parity:
+        if settings.parity_examples():
             backend = "llama.cpp" if settings.to == "gguf" and G.has_llama_cpp() else "transformers"
-            step(f"parity: the tuned model and the artifact ({backend}) on {settings.parity} holdout examples")
-            parity = check_parity(plan.run, checkpoint=plan.checkpoint, artifact=answerer, n=settings.parity,
+            step(f"parity: the tuned model and the artifact ({backend}) on {settings.parity_examples()} holdout examples")
+            parity = check_parity(plan.run, checkpoint=plan.checkpoint, artifact=answerer, n=settings.parity_examples(),
                                   backend=backend, batch_size=settings.batch_size)
         shutil.rmtree(tmp / ".merged", ignore_errors=True)
         files = sorted(p.name for p in tmp.iterdir()) + ["README.md", "export.json"]
