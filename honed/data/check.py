@@ -21,16 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from honed.data.dedup import DEFAULT_NEAR_THRESHOLD, check_threshold
+from honed.data.dedup import check_threshold
 from honed.data.read import ColumnMapping, ReadResult, load_or_fail
 from honed.data.report import (
-    DEFAULT_MAX_LENGTH,
     Example,
     Report,
     build_report,
     no_progress,
     notice_findings,
 )
+from honed.data.settings import DEFAULT_MAX_LENGTH, DEFAULT_NEAR_THRESHOLD
 from honed.errors import ConfigError, DataError
 from honed.model.loading import DEFAULT_MODEL
 from honed.model.tokenizers import model_tokenizer

@@ -23,10 +23,10 @@ from typing import Hashable, Iterable, Sequence
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from honed.data.settings import DEFAULT_NEAR_THRESHOLD
 from honed.data.types import Conversation
 from honed.errors import ConfigError
 
-DEFAULT_NEAR_THRESHOLD = 0.85
 NUM_PERM = 64  # 64 permutations estimate a Jaccard of 0.85 within about +-0.05, at half the cost of 128
 SHINGLE_WORDS = 3
 SEED = 1

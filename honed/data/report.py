@@ -22,7 +22,8 @@ import numpy as np
 
 from honed.data import dedup, responses
 from honed.data.chunks import Chunked, default_workers
-from honed.data.dedup import DEFAULT_NEAR_THRESHOLD, dialogue_text, prompt_key
+from honed.data.dedup import dialogue_text, prompt_key
+from honed.data.settings import DEFAULT_MAX_LENGTH, DEFAULT_NEAR_THRESHOLD
 from honed.data.labels import looks_like_classification
 from honed.data.notices import Notice
 from honed.data.render import render_batch, supervised_spans, trains_end_of_turn
@@ -43,7 +44,6 @@ from honed.data.report_sections import (
 from honed.data.types import Conversation
 from honed.model.template import ChatTemplate, end_of_turn_of
 
-DEFAULT_MAX_LENGTH = 2048
 EXAMPLES_SHOWN = 5  # examples listed per finding; counts always cover every row
 TEXT_SHOWN = 160  # characters of a text shown in an example
 

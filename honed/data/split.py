@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from honed.atomic import atomic_folder, write_text_atomic
 from honed.data import dedup
-from honed.data.dedup import DEFAULT_NEAR_THRESHOLD
+from honed.data.settings import DEFAULT_NEAR_THRESHOLD
 from honed.data.labels import looks_like_classification
 from honed.data.read import ColumnMapping, load_or_fail, sha256_file, write_jsonl
 from honed.data.types import Conversation

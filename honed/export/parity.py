@@ -24,9 +24,9 @@ from honed.evaluate.stats import Interval, corpus_difference, paired_difference,
 from honed.model.decode import default_max_new_tokens, generate
 from honed.model.prompt import render_prompt
 from honed.model.stops import runtime_stops
+from honed.export.settings import DEFAULT_PARITY_EXAMPLES
 from honed.runs.rundir import RunDir
 
-DEFAULT_PARITY_EXAMPLES = 64
 # (holdout conversations, max_new_tokens) -> one answer per conversation
 Answerer = Callable[[Sequence[Conversation], int], list[str]]
 

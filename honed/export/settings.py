@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from honed.export.parity import DEFAULT_PARITY_EXAMPLES
 from honed.options import REQUIRED, option
+
+DEFAULT_PARITY_EXAMPLES = 64  # holdout examples an export's parity check answers
 
 
 @dataclass(kw_only=True)

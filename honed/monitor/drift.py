@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
-DEFAULT_ALPHA = 0.01
-DEFAULT_PERMUTATIONS = 200
+from honed.monitor.settings import DEFAULT_ALPHA, DEFAULT_PERMUTATIONS
+
 NOVELTY_QUANTILE = 0.05
 
 

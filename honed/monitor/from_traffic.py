@@ -30,24 +30,12 @@ from typing import Any
 from honed.atomic import write_text_atomic
 from honed.data.read import load_or_fail
 from honed.errors import ConfigError
+from honed.monitor.settings import FromTrafficSettings
 from honed.monitor.traffic import TrafficItem, content_text, is_request_log, read_traffic
 from honed.runs.rundir import RunDir
 
 UNREVIEWED = "unreviewed"
 DRAFT_MAX_TOKENS = 512
-
-
-@dataclass
-class FromTrafficSettings:
-    """Options of `honed data from-traffic` (see its --help)."""
-
-    log: str
-    out: str
-    run: str | None = None  # dedupe against this run's training data (default: the run the log names)
-    since: str | None = None
-    uncertain: int | None = None
-    draft_with: str | None = None  # endpoint:URL[#model]
-    force: bool = False
 
 
 @dataclass

@@ -24,9 +24,10 @@ import numpy as np
 
 from honed.data.read import load_or_fail
 from honed.errors import ConfigError
-from honed.monitor.drift import DEFAULT_ALPHA, DEFAULT_PERMUTATIONS, least_like, window_drift
+from honed.monitor.drift import least_like, window_drift
 from honed.monitor.embed import embed_texts
 from honed.monitor.health import output_health
+from honed.monitor.settings import MonitorSettings
 from honed.monitor.shifts import simple_shifts
 from honed.monitor.traffic import TrafficItem, read_traffic
 from honed.runs.rundir import RunDir
@@ -34,23 +35,6 @@ from honed.runs.rundir import RunDir
 DURATION = re.compile(r"^(\d+)([mhdw])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 OnProgress = Callable[[str, int, int], None]
-
-
-@dataclass
-class MonitorSettings:
-    """Options of `honed monitor` (see its --help)."""
-
-    traffic: str
-    window: str = "auto"  # auto | 1d | 6h | 30m | a number of requests, e.g. 200 | all
-    alpha: float = DEFAULT_ALPHA
-    permutations: int = DEFAULT_PERMUTATIONS
-    max_reference: int = 1000  # training prompts sampled as the reference
-    min_window: int = 20  # fewer prompts than this: no drift test for the window
-    embed_model: str | None = None  # default: the run's tuned model
-    checkpoint: str = "best"
-    schema: dict[str, Any] | None = None
-    seed: int = 0
-    shown: int = 5  # least-like prompts listed per window
 
 
 @dataclass
@@ -146,6 +130,9 @@ def monitor_run(run_dir: str | Path, settings: MonitorSettings, *, on_progress: 
     [('2026-12-01', 'ok')]
     """
     run = RunDir(run_dir).require_run()
+    if settings.traffic is None:
+        raise ConfigError("pass --traffic LOG (the request log or a data file), or --canary to replay examples")
+    schema = _read_schema(settings.schema)
     items = read_traffic(settings.traffic)
     if not items:
         raise ConfigError(f"{settings.traffic}: no requests in the traffic file; nothing to monitor")
@@ -157,8 +144,15 @@ def monitor_run(run_dir: str | Path, settings: MonitorSettings, *, on_progress: 
     for name, group in windows:
         vectors = embed_texts(model, tokenizer, [i.prompt for i in group],
                               progress=progress_counter(on_progress, f"embedding window {name}", len(group)))
-        report.windows.append(_window_report(name, group, vectors, reference, settings))
+        report.windows.append(_window_report(name, group, vectors, reference, settings, schema=schema))
     return report
+
+
+def _read_schema(path: str | None) -> dict[str, Any] | None:
+    """--schema, read and checked before any model loads."""
+    from honed.evaluate.run_eval import read_schema
+
+    return read_schema(path) if path else None
 
 
 def _embedder(run: RunDir, settings: MonitorSettings) -> tuple[Any, Any, str]:
@@ -188,9 +182,10 @@ def _reference(run: RunDir, settings: MonitorSettings, *, model: Any, tokenizer:
 
 
 def _window_report(
-    name: str, group: list[TrafficItem], vectors: np.ndarray, reference: Reference, settings: MonitorSettings
+    name: str, group: list[TrafficItem], vectors: np.ndarray, reference: Reference, settings: MonitorSettings, *,
+    schema: dict[str, Any] | None,
 ) -> WindowReport:
-    health = output_health(group, train_responses=reference.responses, schema=settings.schema)
+    health = output_health(group, train_responses=reference.responses, schema=schema)
     drift, reasons, shown = None, list(health.problems), []
     if len(group) >= settings.min_window:
         drift = window_drift(reference.vectors, vectors, alpha=settings.alpha, permutations=settings.permutations,
