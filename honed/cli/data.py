@@ -2,73 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass
 
 import typer
 from rich.console import Console
 
-from honed.cli.app import data_app, err_console, user_errors
+from honed.cli.app import data_app, err_console
+from honed.cli.options import command
+from honed.data.settings import CheckOptions, ShowOptions, SplitOptions
+from honed.monitor.settings import FromTrafficSettings
+from honed.options import argument, option
 
 
 # ---- data: honed data check, split, show ---------------------------------------------------------------
 
 
-def _column_mapping(
-    prompt_col: str | None, response_col: str | None, system: str | None, system_col: str | None = None
-) -> Any:
-    """A ColumnMapping from --prompt-col/--response-col/--system/--system-col, or None when no column is named."""
-    from honed.data.read import ColumnMapping
-    from honed.errors import ConfigError
-
-    if prompt_col is None and response_col is None:
-        for flag, value in (("--system", system), ("--system-col", system_col)):
-            if value is not None:
-                raise ConfigError(f"{flag} applies to column data; pass it with --prompt-col and --response-col")
-        return None
-    if prompt_col is None or response_col is None:
-        raise ConfigError("--prompt-col and --response-col go together; pass both column names")
-    return ColumnMapping(prompt_col, response_col, system=system, system_col=system_col)
-
-
-DATA_HELP = "data: a file, a folder of shards, a glob or a save_to_disk folder (formats: docs/data.md)"
-FORMAT_HELP = "auto, chat, sharegpt, prompt-completion, alpaca, text, csv, parquet, arrow"
-SYSTEM_COL_HELP = "column holding each row's system prompt (an empty cell falls back to --system)"
-
-# How to read a data file: the same options on check, split and show (each command sets the default).
-FormatOption = Annotated[str, typer.Option("--format", help=FORMAT_HELP)]
-PromptColOption = Annotated[str | None, typer.Option("--prompt-col", help="column holding the prompt (CSV/Parquet/JSON)")]
-ResponseColOption = Annotated[str | None, typer.Option("--response-col", help="column holding the response")]
-SystemOption = Annotated[str | None, typer.Option("--system", help="system prompt added to column data")]
-SystemColOption = Annotated[str | None, typer.Option("--system-col", help=SYSTEM_COL_HELP)]
-SkipInvalidOption = Annotated[bool, typer.Option(
-    "--skip-invalid", help="leave invalid rows out (written to FILE.invalid.jsonl) instead of failing")]
-ChatTemplateOption = Annotated[str | None, typer.Option(
-    "--chat-template", help="a family name (gemma, llama3, phi3, mistral, chatml) or a .jinja file; default: the "
-    "model's own, else its family's (`honed models`)")]
-NearThresholdOption = Annotated[float, typer.Option(
-    "--near-threshold", help="MinHash Jaccard similarity at which two examples count as near duplicates")]
-
-
-@data_app.command("check")
-@user_errors
-def data_check_command(
-    file: str = typer.Argument(..., help=DATA_HELP),
-    holdout: str = typer.Option(None, "--holdout", help="holdout file to check for leakage from the training data"),
-    model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template count tokens"),
-    chat_template: ChatTemplateOption = None,
-    max_length: int = typer.Option(2048, "--max-length", min=1, help="training sequence length: truncation counts"),
-    near_threshold: NearThresholdOption = 0.85,
-    fmt: FormatOption = "auto",
-    prompt_col: PromptColOption = None,
-    response_col: ResponseColOption = None,
-    system: SystemOption = None,
-    system_col: SystemColOption = None,
-    skip_invalid: SkipInvalidOption = False,
-    strict: bool = typer.Option(
-        False, "--strict", help="exit 1 when the report has any warning (content not trained on included)"
-    ),
-    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object (docs/data-check.md)"),
-) -> None:
+@command(data_app, "check", CheckOptions)
+def data_check_command(options: CheckOptions) -> None:
     """Report on training data before training: tokens, truncation, duplicates, conflicts, labels, leakage.
 
     Exit status: 0 report produced, 1 warnings with --strict, 2 invalid data or options.
@@ -79,37 +29,22 @@ def data_check_command(
 
     from honed.data.check import RichProgress, exit_status, print_report, run_check
 
+    o = options
     with RichProgress(err_console) as progress:
         report = run_check(
-            file, holdout=holdout, model=model, max_length=max_length, near_threshold=near_threshold, fmt=fmt,
-            columns=_column_mapping(prompt_col, response_col, system, system_col), skip_invalid=skip_invalid, progress=progress,
-            chat_template=chat_template,
+            o.file, holdout=o.holdout, model=o.model, max_length=o.max_length, near_threshold=o.near_threshold,
+            fmt=o.fmt, columns=o.columns(), skip_invalid=o.skip_invalid, progress=progress,
+            chat_template=o.chat_template,
         )
-    if as_json:
+    if o.as_json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
         print_report(Console(highlight=False), report)
-    raise typer.Exit(exit_status(report, strict=strict))
+    raise typer.Exit(exit_status(report, strict=o.strict))
 
 
-@data_app.command("split")
-@user_errors
-def data_split_command(
-    file: str = typer.Argument(..., help=DATA_HELP),
-    out: str = typer.Option(..., "--out", help="folder to create with train.jsonl, holdout.jsonl, manifest.json"),
-    holdout_fraction: float = typer.Option(0.1, "--holdout-fraction", help="share of examples held out, in (0, 1)"),
-    seed: int = typer.Option(0, "--seed", help="same file and seed give byte-identical outputs"),
-    near_threshold: NearThresholdOption = 0.85,
-    fmt: FormatOption = "auto",
-    prompt_col: PromptColOption = None,
-    response_col: ResponseColOption = None,
-    system: SystemOption = None,
-    system_col: SystemColOption = None,
-    force: bool = typer.Option(False, "--force", help="replace --out if it exists and is not empty"),
-    skip_invalid: SkipInvalidOption = False,
-    strict: bool = typer.Option(False, "--strict", help="refuse data holding content not trained on (images, <image>)"),
-    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
-) -> None:
+@command(data_app, "split", SplitOptions)
+def data_split_command(options: SplitOptions) -> None:
     """Split a data file into train and holdout, deterministically and without leaks.
 
     Near and exact duplicates stay on one side; classification-like data is stratified by label.
@@ -120,13 +55,13 @@ def data_split_command(
 
     from honed.data.split import split_file
 
-    columns = _column_mapping(prompt_col, response_col, system, system_col)
+    o = options
     with err_console.status("splitting (clustering near duplicates)...", spinner="dots"):
         manifest = split_file(
-            file, out=out, holdout_fraction=holdout_fraction, seed=seed, near_threshold=near_threshold,
-            fmt=fmt, columns=columns, force=force, skip_invalid=skip_invalid, strict=strict,
+            o.file, out=o.out, holdout_fraction=o.holdout_fraction, seed=o.seed, near_threshold=o.near_threshold,
+            fmt=o.fmt, columns=o.columns(), force=o.force, skip_invalid=o.skip_invalid, strict=o.strict,
         )
-    if as_json:
+    if o.as_json:
         print(json.dumps(manifest, indent=2, ensure_ascii=False))
         return
     counts = manifest["counts"]
@@ -138,33 +73,18 @@ def data_split_command(
                   "and stayed on its side", soft_wrap=True)
     strata = f"stratified by {manifest['labels']} labels" if manifest["stratified"] else "not stratified (no labels)"
     console.print(strata)
-    console.print(f"wrote {out}/train.jsonl, {out}/holdout.jsonl, {out}/manifest.json", soft_wrap=True)
+    console.print(f"wrote {o.out}/train.jsonl, {o.out}/holdout.jsonl, {o.out}/manifest.json", soft_wrap=True)
     for notice in manifest["notices"]:
         err_console.print(f"warning: {notice}", soft_wrap=True, markup=False)
     if manifest["skipped_invalid"]:
         from honed.data.read import invalid_path_for
 
-        console.print(f"skipped {manifest['skipped_invalid']} invalid rows (written to {invalid_path_for(file)})",
+        console.print(f"skipped {manifest['skipped_invalid']} invalid rows (written to {invalid_path_for(o.file)})",
                       soft_wrap=True, markup=False)
 
 
-@data_app.command("show")
-@user_errors
-def data_show_command(
-    file: str = typer.Argument(..., help=DATA_HELP),
-    model: str = typer.Option("smollm2-135m", "--model", help="model whose tokenizer and chat template to use"),
-    chat_template: ChatTemplateOption = None,
-    n: int = typer.Option(3, "-n", "--num", min=1, help="how many examples to show (from the top)"),
-    max_length: int = typer.Option(None, "--max-length", min=1, help="truncate as training would"),
-    fmt: FormatOption = "auto",
-    prompt_col: PromptColOption = None,
-    response_col: ResponseColOption = None,
-    system: SystemOption = None,
-    system_col: SystemColOption = None,
-    skip_invalid: SkipInvalidOption = False,
-    strict: bool = typer.Option(False, "--strict", help="refuse data holding content not trained on (images, <image>)"),
-    as_json: bool = typer.Option(False, "--json", help="print every token (text, id, supervised) as JSON"),
-) -> None:
+@command(data_app, "show", ShowOptions)
+def data_show_command(options: ShowOptions) -> None:
     """Show examples through the model's chat template, marking the tokens training learns from.
 
     Supervised tokens (the loss is computed on them) are bold green, masked tokens dim.
@@ -177,15 +97,15 @@ def data_show_command(
     from honed.data.show import preview, print_preview
     from honed.model.tokenizers import model_tokenizer
 
-    columns = _column_mapping(prompt_col, response_col, system, system_col)
-    conversations = load_or_fail(file, fmt=fmt, columns=columns, skip_invalid=skip_invalid, strict=strict)
+    o = options
+    conversations = load_or_fail(o.file, fmt=o.fmt, columns=o.columns(), skip_invalid=o.skip_invalid, strict=o.strict)
     for notice in conversations.notices:
         err_console.print(f"warning: {notice}", soft_wrap=True, markup=False)
-    tokenizer, choice = model_tokenizer(model, chat_template=chat_template)
-    views = preview(conversations.conversations, tokenizer, n=n, max_length=max_length)
-    if as_json:
+    tokenizer, choice = model_tokenizer(o.model, chat_template=o.chat_template)
+    views = preview(conversations.conversations, tokenizer, n=o.n, max_length=o.max_length)
+    if o.as_json:
         used = {"name": choice.name, "end_of_turn": choice.end_of_turn, "reason": choice.reason}
-        payload = {"model": model, "chat_template": used, "default_chat_template": choice.name != "model",
+        payload = {"model": o.model, "chat_template": used, "default_chat_template": choice.name != "model",
                    "examples": [v.to_json() for v in views]}
         print(json.dumps(payload, ensure_ascii=False))
         return
@@ -194,25 +114,15 @@ def data_show_command(
 
 
 
-@data_app.command("from-traffic")
-@user_errors
-def data_from_traffic_command(
-    log: str = typer.Argument(..., help="the request log of `honed serve` (RUN/requests.jsonl)"),
-    out: str = typer.Option(..., "--out", help="drafts file to write (chat JSONL)"),
-    run: str = typer.Option(None, "--run", help="dedupe against this run's training data (default: the run the log names)"),
-    since: str = typer.Option(None, "--since", help="only requests at or after this ISO date/time"),
-    uncertain: int = typer.Option(None, "--uncertain", min=1, help="keep the N requests the model was least sure of"),
-    draft_with: str = typer.Option(None, "--draft-with", help="endpoint:URL[#model]: a teacher model drafts the answers"),
-    force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
-) -> None:
+@command(data_app, "from-traffic", FromTrafficSettings)
+def data_from_traffic_command(settings: FromTrafficSettings) -> None:
     """Turn logged requests into draft training examples for review (deduplicated against training data).
 
     Example: honed data from-traffic runs/demo/requests.jsonl --out new.jsonl --uncertain 50
     """
-    from honed.monitor.from_traffic import FromTrafficSettings, traffic_to_data
+    from honed.monitor.from_traffic import traffic_to_data
 
-    result = traffic_to_data(FromTrafficSettings(log=log, out=out, run=run, since=since, uncertain=uncertain,
-                                                 draft_with=draft_with, force=force))
+    result = traffic_to_data(settings)
     Console(highlight=False).print(
         f"{result.read} requests read; {result.left_out} left out (/v1/completions or tool-calling requests), "
         f"{result.duplicates} repeated a prompt, {result.in_training} already in the "
@@ -220,12 +130,16 @@ def data_from_traffic_command(
         f"next: honed data review {result.out}", markup=False, soft_wrap=True)
 
 
-@data_app.command("review")
-@user_errors
-def data_review_command(
-    drafts: str = typer.Argument(..., help="drafts file written by `honed data from-traffic`"),
-    out: str = typer.Option(None, "--out", help="reviewed examples (default: <drafts>.reviewed.jsonl)"),
-) -> None:
+@dataclass(kw_only=True)
+class ReviewOptions:
+    """`honed data review`."""
+
+    drafts: str = argument("drafts file written by `honed data from-traffic`")
+    out: str | None = option(None, "reviewed examples (default: <drafts>.reviewed.jsonl)")
+
+
+@command(data_app, "review", ReviewOptions)
+def data_review_command(options: ReviewOptions) -> None:
     """Accept, edit ($EDITOR) or reject each draft; every decision is saved at once.
 
     Example: honed data review new.jsonl --out reviewed.jsonl
@@ -233,6 +147,6 @@ def data_review_command(
     from honed.monitor.review import review_file, terminal_decider
 
     console = Console(highlight=False)
-    result = review_file(drafts, out=out, decide=terminal_decider(console))
+    result = review_file(options.drafts, out=options.out, decide=terminal_decider(console))
     console.print(f"{result.accepted} accepted, {result.edited} edited, {result.rejected} rejected, "
                   f"{result.left} left to review; training data in {result.out}", markup=False, soft_wrap=True)

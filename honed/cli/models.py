@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
-from honed.cli.app import app, user_errors
+from honed.cli.app import app
+from honed.cli.options import command
+from honed.options import option
 
 
-@app.command("models")
-@user_errors
-def models_command(
-    as_json: bool = typer.Option(False, "--json", help="print the listing as JSON"),
-) -> None:
+@dataclass(kw_only=True)
+class ModelsOptions:
+    """`honed models`."""
+
+    as_json: bool = option(False, "print the listing as JSON", flag="--json")
+
+
+@command(app, "models", ModelsOptions)
+def models_command(options: ModelsOptions) -> None:
     """List the built-in models and the architectures the test suite runs through every stage.
 
     Example: honed models --json
@@ -23,7 +29,7 @@ def models_command(
     from honed.model.builtins import models_report
 
     report = models_report()
-    if as_json:
+    if options.as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return
     console = Console(highlight=False)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-import typer
 from rich.console import Console
 
-from honed.cli.app import app, err_console, user_errors
+from honed.cli.app import app, err_console
+from honed.cli.options import command
+from honed.options import argument, option
 
 
 # ---- report: honed report (and the report/tracker refresh after train and eval) ----------------------------
@@ -48,22 +50,21 @@ def export_to_trackers(run_dir: Any, *, stage: str, report: Any, console: Consol
         console.print("tracked: " + "; ".join(places), soft_wrap=True, markup=False)
 
 
-@app.command("report")
-@user_errors
-def report_command(
-    run_dirs: list[str] = typer.Argument(..., help="a run directory, or several to compare side by side"),
-    out: str = typer.Option(
-        None, "--out", help="HTML file to write (default: RUN/report.html; ./report.html for several runs)"
-    ),
-    open_report: bool = typer.Option(False, "--open", help="open the report in the default web browser"),
-    data_check: bool = typer.Option(
-        True, "--data-check/--no-data-check", help="run `honed data check` on the runs' files for the Data section"
-    ),
-    track: str = typer.Option(
-        None, "--track", help="also export the runs to trackers: mlflow, tensorboard, wandb (comma-separated)"
-    ),
-    as_json: bool = typer.Option(False, "--json", help="print {report, bytes, runs} as JSON"),
-) -> None:
+@dataclass(kw_only=True)
+class ReportOptions:
+    """`honed report`."""
+
+    run_dirs: list[str] = argument("a run directory, or several to compare side by side")
+    out: str | None = option(None, "HTML file to write (default: RUN/report.html; ./report.html for several runs)")
+    open_report: bool = option(False, "open the report in the default web browser", flag="--open")
+    data_check: bool = option(True, "run `honed data check` on the runs' files for the Data section",
+                              flag="--data-check/--no-data-check")
+    track: str | None = option(None, "also export the runs to trackers: mlflow, tensorboard, wandb (comma-separated)")
+    as_json: bool = option(False, "print {report, bytes, runs} as JSON", flag="--json")
+
+
+@command(app, "report", ReportOptions)
+def report_command(options: ReportOptions) -> None:
     """Write one self-contained HTML report: verdict, curves, metrics with intervals, examples, data findings.
 
     No network needed to view it: plots are inline SVG, styles and scripts inline.
@@ -79,19 +80,21 @@ def report_command(
     from honed.report.render import render_report
     from honed.report.trackers import export_run, require_installed
 
+    o = options
+    track, run_dirs = o.track, o.run_dirs
     names = [n.strip() for n in track.split(",") if n.strip()] if track is not None else []
     if track is not None and not names:
         raise ConfigError("--track: name at least one tracker: mlflow, tensorboard or wandb")
     require_installed(names, option="--track")
     with err_console.status("writing the report (data check, plots)...", spinner="dots"):
-        path = render_report(run_dirs, out=out, data_check=data_check)
+        path = render_report(run_dirs, out=o.out, data_check=o.data_check)
     places = [place for run_dir in run_dirs for place in export_run(run_dir, names, report=path)]
-    if as_json:
+    if o.as_json:
         print(json.dumps({"report": str(path), "bytes": path.stat().st_size, "runs": run_dirs, "tracked": places}))
     else:
         console = Console(highlight=False, markup=False)
         console.print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)", soft_wrap=True)
         for place in places:
             console.print(f"tracked: {place}", soft_wrap=True)
-    if open_report and not webbrowser.open(path.resolve().as_uri()):
+    if o.open_report and not webbrowser.open(path.resolve().as_uri()):
         err_console.print(f"note: no web browser found here; open {path} yourself", soft_wrap=True, markup=False)

@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 
-from honed.cli.app import app, err_console, user_errors
+from honed.cli.app import app, err_console
+from honed.cli.options import command
+from honed.export.settings import ExportSettings
+from honed.options import argument, option
 
 
-@app.command("export")
-@user_errors
-def export_command(
-    run_dir: str = typer.Argument(..., help="a finished run directory written by `honed train`"),
-    to: str = typer.Option(..., "--to", help="merged (HF folder), adapter (portable LoRA) or gguf (one file)"),
-    quant: str = typer.Option(None, "--quant", help="gguf only: f16, q8_0 (default) or q4_k_m"),
-    out: str = typer.Option(None, "--out", help="folder to create (default RUN/exports/<target>-<checkpoint>[-<quant>])"),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, final, last, step-N or checkpoints/step-N"),
-    ollama: bool = typer.Option(False, "--ollama", help="gguf only: also write an Ollama Modelfile"),
-    parity: int = typer.Option(64, "--parity", min=1, help="holdout examples the parity check answers"),
-    no_parity: bool = typer.Option(False, "--no-parity", help="skip the parity check"),
-    dtype: str = typer.Option(None, "--dtype", help="merged only: float32, bfloat16 or float16 (default: the base's)"),
-    base_name: str = typer.Option(None, "--base-name", help="adapter only: base_model_name_or_path to record"),
-    force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="prompts decoded together in the parity check"),
-    as_json: bool = typer.Option(False, "--json", help="print the export record as JSON"),
-) -> None:
+@dataclass(kw_only=True)
+class ExportOptions(ExportSettings):
+    """`honed export`: the export's settings, the run, and how to print."""
+
+    run_dir: str = argument("a finished run directory written by `honed train`")
+    as_json: bool = option(False, "print the export record as JSON", flag="--json")
+
+
+@command(app, "export", ExportOptions)
+def export_command(options: ExportOptions) -> None:
     """Export a run's tuned model (merged weights, a portable adapter, or GGUF) with a model card,
     then check parity: the artifact answers the holdout like the tuned model, or a warning says it does not.
 
@@ -38,14 +34,11 @@ def export_command(
     """
     import json
 
-    from honed.export.run_export import ExportSettings, export_run
+    from honed.export.run_export import export_run
 
-    settings = ExportSettings(
-        to=to, quant=quant, out=out, checkpoint=checkpoint, ollama=ollama, parity=0 if no_parity else parity,
-        dtype=dtype, base_name=base_name, force=force, batch_size=batch_size,
-    )
+    as_json = options.as_json
     with err_console.status("exporting...", spinner="dots") as status:
-        result = export_run(run_dir, settings, on_step=_step_reporter(status))
+        result = export_run(options.run_dir, options, on_step=_step_reporter(status))
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -78,29 +71,35 @@ def _serve_device(device: str) -> str:
     return device
 
 
-@app.command("serve")
-@user_errors
-def serve_command(
-    targets: list[str] = typer.Argument(..., help="run directories or exported model folders ([NAME=]PATH)"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback only unless you say so)"),
-    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port"),
-    api_key: str = typer.Option(None, "--api-key", envvar="HONED_API_KEY",
-                                help="require `Authorization: Bearer KEY` on /v1/* (or set HONED_API_KEY)"),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, final, last or checkpoints/step-N of each run"),
-    engine: str = typer.Option("torch", "--engine", help="torch (built in: CPU or one GPU), llama.cpp (the run's GGUF "
-                               "export, llama-cpp-python installed) or vllm (GPU, vLLM installed)"),
-    no_log: bool = typer.Option(False, "--no-log", help="write no request log"),
-    request_log: str = typer.Option(None, "--request-log", help="one log file for every model (default: RUN/requests.jsonl)"),
-    max_tokens_limit: int = typer.Option(1024, "--max-tokens-limit", min=1, help="largest max_tokens a request may ask for (also the default)"),
-    max_prompt_tokens: int = typer.Option(4096, "--max-prompt-tokens", min=1, help="longest prompt accepted, in tokens"),
-    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help="largest request body (413 above)"),
-    max_batch: int = typer.Option(32, "--max-batch", min=1, help="requests decoded together"),
-    max_queue: int = typer.Option(256, "--max-queue", min=0, help="requests allowed to wait; more get 429"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch and llama.cpp engines)"),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch and llama.cpp (default: the usable cores, see docs/train.md)"),
-    drain_timeout: float = typer.Option(30.0, "--drain-timeout", min=0, help="seconds SIGTERM waits for in-flight requests"),
-    vllm_args: list[str] = typer.Option(None, "--vllm-arg", help="extra argument for vLLM, e.g. --vllm-arg=--tensor-parallel-size=2"),
-) -> None:
+@dataclass(kw_only=True)
+class ServeOptions:
+    """`honed serve`: what to serve, where, on which engine, and the limits on each request."""
+
+    targets: list[str] = argument("run directories or exported model folders ([NAME=]PATH)")
+    host: str = option("127.0.0.1", "address to listen on (loopback only unless you say so)")
+    port: int = option(8000, "TCP port", min=1, max=65535)
+    api_key: str | None = option(None, "require `Authorization: Bearer KEY` on /v1/* (or set HONED_API_KEY)",
+                                 envvar="HONED_API_KEY")
+    checkpoint: str = option("best", "best, final, last or checkpoints/step-N of each run")
+    engine: str = option("torch", "torch (built in: CPU or one GPU), llama.cpp (the run's GGUF export, "
+                         "llama-cpp-python installed) or vllm (GPU, vLLM installed)")
+    no_log: bool = option(False, "write no request log")
+    request_log: str | None = option(None, "one log file for every model (default: RUN/requests.jsonl)")
+    max_tokens_limit: int = option(1024, "largest max_tokens a request may ask for (also the default)", min=1)
+    max_prompt_tokens: int = option(4096, "longest prompt accepted, in tokens", min=1)
+    max_body_bytes: int = option(1 << 20, "largest request body (413 above)", min=1024)
+    max_batch: int = option(32, "requests decoded together", min=1)
+    max_queue: int = option(256, "requests allowed to wait; more get 429", min=0)
+    device: str = option("auto", "auto, cpu or cuda (torch and llama.cpp engines)")
+    threads: int | None = option(
+        None, "CPU threads for torch and llama.cpp (default: the usable cores, see docs/train.md)", min=1)
+    drain_timeout: float = option(30.0, "seconds SIGTERM waits for in-flight requests", min=0)
+    vllm_args: list[str] | None = option(
+        None, "extra argument for vLLM, e.g. --vllm-arg=--tensor-parallel-size=2", flag="--vllm-arg")
+
+
+@command(app, "serve", ServeOptions)
+def serve_command(options: ServeOptions) -> None:
     """Serve runs and exported models over an OpenAI-compatible HTTP API (one base model, one adapter per run).
 
     Clients pick a run by its name in the request's `model` field. Every request is appended to
@@ -112,42 +111,49 @@ def serve_command(
 
     Example: honed serve runs/support --engine vllm --vllm-arg=--tensor-parallel-size=2
     """
+    o = options
+    settings = _front_settings(o)
+    if o.engine == "vllm":
+        from honed.serve.vllm import serve_vllm
+
+        serve_vllm(o.targets, host=o.host, port=o.port, settings=settings, checkpoint=o.checkpoint,
+                   extra_args=o.vllm_args or [], max_queue=o.max_queue, drain_s=o.drain_timeout)
+        return
+    if o.engine == "llama.cpp":
+        from honed.serve.llamacpp import serve_llamacpp
+
+        served = _load_gguf_served(o.targets, checkpoint=o.checkpoint, device=o.device, threads=o.threads,
+                                   max_batch=o.max_batch)
+        err_console.print(f"OpenAI-compatible API on http://{o.host}:{o.port}/v1 (Ctrl-C or SIGTERM to stop)", markup=False)
+        serve_llamacpp(served, host=o.host, port=o.port, settings=settings, max_batch=o.max_batch,
+                       max_queue=o.max_queue, drain_s=o.drain_timeout)
+        return
+    from honed.serve.server import serve
+
+    served = _load_served(o.targets, checkpoint=o.checkpoint, device=o.device, threads=o.threads)
+    err_console.print(f"OpenAI-compatible API on http://{o.host}:{o.port}/v1 (Ctrl-C or SIGTERM to stop)", markup=False)
+    serve(served, host=o.host, port=o.port, settings=settings, max_batch=o.max_batch, max_queue=o.max_queue,
+          drain_s=o.drain_timeout)
+
+
+def _front_settings(options: ServeOptions) -> Any:
+    """The HTTP front's settings (auth, limits, request log) after checking the options that conflict."""
     from honed.errors import ConfigError
     from honed.serve.app import Settings
     from honed.serve.requestlog import RequestLog
     from honed.serve.schemas import Limits
 
-    if engine not in ("torch", "llama.cpp", "vllm"):
-        raise ConfigError(f"--engine {engine}: use torch, llama.cpp or vllm")
-    if no_log and request_log:
+    if options.engine not in ("torch", "llama.cpp", "vllm"):
+        raise ConfigError(f"--engine {options.engine}: use torch, llama.cpp or vllm")
+    if options.no_log and options.request_log:
         raise ConfigError("--no-log and --request-log contradict each other; pass one")
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        err_console.print(f"warning: listening on {host} without --api-key: anyone who reaches this port can use the models")
-    settings = Settings(
-        api_key=api_key, limits=Limits(max_body_bytes=max_body_bytes, max_tokens=max_tokens_limit,
-                                       max_prompt_tokens=max_prompt_tokens),
-        request_log=RequestLog(single=request_log, enabled=not no_log),
-    )
-    if engine == "vllm":
-        from honed.serve.vllm import serve_vllm
-
-        serve_vllm(targets, host=host, port=port, settings=settings, checkpoint=checkpoint,
-                   extra_args=vllm_args or [], max_queue=max_queue, drain_s=drain_timeout)
-        return
-    if engine == "llama.cpp":
-        from honed.serve.llamacpp import serve_llamacpp
-
-        served = _load_gguf_served(targets, checkpoint=checkpoint, device=device, threads=threads, max_batch=max_batch)
-        err_console.print(f"OpenAI-compatible API on http://{host}:{port}/v1 (Ctrl-C or SIGTERM to stop)", markup=False)
-        serve_llamacpp(served, host=host, port=port, settings=settings, max_batch=max_batch, max_queue=max_queue,
-                       drain_s=drain_timeout)
-        return
-    from honed.serve.server import serve
-
-    served = _load_served(targets, checkpoint=checkpoint, device=device, threads=threads)
-    err_console.print(f"OpenAI-compatible API on http://{host}:{port}/v1 (Ctrl-C or SIGTERM to stop)", markup=False)
-    serve(served, host=host, port=port, settings=settings, max_batch=max_batch, max_queue=max_queue,
-          drain_s=drain_timeout)
+    if options.host not in ("127.0.0.1", "localhost", "::1") and not options.api_key:
+        err_console.print(f"warning: listening on {options.host} without --api-key: anyone who reaches this port "
+                          "can use the models")
+    limits = Limits(max_body_bytes=options.max_body_bytes, max_tokens=options.max_tokens_limit,
+                    max_prompt_tokens=options.max_prompt_tokens)
+    return Settings(api_key=options.api_key, limits=limits,
+                    request_log=RequestLog(single=options.request_log, enabled=not options.no_log))
 
 
 def _load_served(targets: list[str], *, checkpoint: str, device: str, threads: int | None) -> Any:
@@ -182,18 +188,22 @@ def _load_gguf_served(targets: list[str], *, checkpoint: str, device: str, threa
     return served
 
 
-@app.command("chat")
-@user_errors
-def chat_command(
-    target: str = typer.Argument(..., help="a run directory or an exported model folder"),
-    system: str = typer.Option(None, "--system", help="system prompt for the conversation"),
-    prompt: str = typer.Option(None, "--prompt", help="ask once, print the answer and exit (for scripts)"),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, final, last or checkpoints/step-N"),
-    max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="longest answer, in tokens"),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0, help="0 = greedy (as eval decodes)"),
-    seed: int = typer.Option(None, "--seed", help="seed for sampling (temperature > 0)"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-) -> None:
+@dataclass(kw_only=True)
+class ChatOptions:
+    """`honed chat`."""
+
+    target: str = argument("a run directory or an exported model folder")
+    system: str | None = option(None, "system prompt for the conversation")
+    prompt: str | None = option(None, "ask once, print the answer and exit (for scripts)")
+    checkpoint: str = option("best", "best, final, last or checkpoints/step-N")
+    max_tokens: int = option(512, "longest answer, in tokens", min=1)
+    temperature: float = option(0.0, "0 = greedy (as eval decodes)", min=0.0, max=2.0)
+    seed: int | None = option(None, "seed for sampling (temperature > 0)")
+    device: str = option("auto", "auto, cpu or cuda")
+
+
+@command(app, "chat", ChatOptions)
+def chat_command(options: ChatOptions) -> None:
     """Chat with a tuned model in the terminal (history, /reset, /quit, streamed tokens), or ask once.
 
     Example: honed chat runs/support --system "Triage the ticket as JSON."
@@ -205,13 +215,14 @@ def chat_command(
     from honed.serve.loading import load_targets
 
     with err_console.status("loading model...", spinner="dots"):
-        served = load_targets([target], checkpoint=checkpoint, device=_serve_device(device))[0]
+        served = load_targets([options.target], checkpoint=options.checkpoint, device=_serve_device(options.device))[0]
     engine = Engine(max_batch=1)
     engine.start()
     try:
-        session = ChatSession(served, engine, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed)
-        if prompt is not None:
-            session.reply(prompt, on_delta=lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+        session = ChatSession(served, engine, system=options.system, max_tokens=options.max_tokens,
+                              temperature=options.temperature, seed=options.seed)
+        if options.prompt is not None:
+            session.reply(options.prompt, on_delta=lambda text: (sys.stdout.write(text), sys.stdout.flush()))
             sys.stdout.write("\n")
             return
         repl(session, out=sys.stdout)

@@ -3,45 +3,73 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import typer
 from rich.console import Console
 
-from honed.cli.app import app, err_console, runs_app, user_errors
+from honed.cli.app import app, err_console, runs_app
+from honed.cli.options import command
+from honed.options import REQUIRED, argument, option
 
 
 # ---- train: honed train, honed runs list, honed runs show -------------------------------------------------
 
 
-@app.command("train")
-@user_errors
-def train_command(
-    data: str = typer.Option(None, "--data", help="training data (JSONL/JSON chat, prompt-completion, alpaca, CSV, Parquet)"),
-    out: str = typer.Option(..., "--out", help="run directory to create (or to continue with --resume)"),
-    holdout: str = typer.Option(None, "--holdout", help="holdout data; without it a holdout is split off --data"),
-    model: str = typer.Option(None, "--model", help="built-in alias (smollm2-135m), HF folder, .gguf file or hub id"),
-    chat_template: str = typer.Option(None, "--chat-template", help="chat template: a family (chatml, gemma, llama3, phi3, mistral) or a .jinja file (default: the model's own, else its family's)"),
-    config_file: str = typer.Option(None, "--config", help="YAML file with any config field (see docs/train.md)"),
-    overrides: list[str] = typer.Option(None, "--set", help="override one field, e.g. --set lora.r=8 (repeatable)"),
-    method: str = typer.Option(None, "--method", help="lora (default), full, or qlora (GPU only)"),
-    epochs: str = typer.Option(None, "--epochs", help="number of epochs or 'auto' (default, depends on data size)"),
-    lr: float = typer.Option(None, "--lr", help="learning rate (default: from the method and the model width, 1.3e-3 for LoRA on smollm2-135m; see docs)"),
-    max_length: int = typer.Option(None, "--max-length", help="tokens per example; longer ones are truncated"),
-    max_steps: int = typer.Option(None, "--max-steps", help="stop after this many optimizer steps"),
-    seed: int = typer.Option(None, "--seed", help="seed of data order and initialisation"),
-    merge: bool = typer.Option(False, "--merge", help="also save LoRA merged into the base weights in merged/"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="set invalid rows aside instead of stopping"),
-    resume: bool = typer.Option(False, "--resume", help="continue --out from its newest complete checkpoint"),
-    force: bool = typer.Option(False, "--force", help="start a failed, stopped or killed run in --out again from scratch (clears it)"),
-    discard_completed: bool = typer.Option(False, "--discard-completed", help="with --force: also delete a completed run in --out"),
-    as_json: bool = typer.Option(False, "--json", help="log to stderr and print the result as JSON"),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="training processes on this machine (torchrun; gloo on CPU, nccl on GPUs)"),
-    from_run: str = typer.Option(None, "--from-run", help="continue from this run's best weights and settings (new data in --data)"),
-    mix_old: float = typer.Option(0.0, "--mix-old", min=0.0, max=10.0, help="with --from-run: also train on this share (x new examples) of the parent's data"),
-    no_report: bool = typer.Option(False, "--no-report", help="do not write RUN/report.html when training ends"),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the usable cores / --nproc, see docs/train.md)"),
-) -> None:
+@dataclass(kw_only=True)
+class ConfigOptions:
+    """Where a training config comes from, shared by `honed train` and `honed curve`: a YAML file, --set
+    overrides and the flags below; a flag left out keeps the config's value (honed.config holds the defaults)."""
+
+    holdout: str | None = option(None, "holdout data; without it a holdout is split off --data")
+    model: str | None = option(None, "built-in alias (smollm2-135m), HF folder, .gguf file or hub id")
+    config_file: str | None = option(None, "YAML file with any config field (see docs/train.md)", flag="--config")
+    overrides: list[str] | None = option(None, "override one field, e.g. --set lora.r=8 (repeatable)", flag="--set")
+
+
+@dataclass(kw_only=True)
+class TrainOptions(ConfigOptions):
+    """`honed train`: config fields given as flags (None: not given), and how this command runs."""
+
+    data: str | None = option(None, "training data (JSONL/JSON chat, prompt-completion, alpaca, CSV, Parquet)")
+    out: str = option(REQUIRED, "run directory to create (or to continue with --resume)")
+    chat_template: str | None = option(None, "chat template: a family (chatml, gemma, llama3, phi3, mistral) or a "
+                                       ".jinja file (default: the model's own, else its family's)")
+    method: str | None = option(None, "lora (default), full, or qlora (GPU only)")
+    epochs: str | None = option(None, "number of epochs or 'auto' (default, depends on data size)")
+    lr: float | None = option(None, "learning rate (default: from the method and the model width, 1.3e-3 for LoRA "
+                              "on smollm2-135m; see docs)")
+    max_length: int | None = option(None, "tokens per example; longer ones are truncated")
+    max_steps: int | None = option(None, "stop after this many optimizer steps")
+    seed: int | None = option(None, "seed of data order and initialisation")
+    merge: bool = option(False, "also save LoRA merged into the base weights in merged/")
+    skip_invalid: bool = option(False, "set invalid rows aside instead of stopping")
+    resume: bool = option(False, "continue --out from its newest complete checkpoint")
+    force: bool = option(False, "start a failed, stopped or killed run in --out again from scratch (clears it)")
+    discard_completed: bool = option(False, "with --force: also delete a completed run in --out")
+    as_json: bool = option(False, "log to stderr and print the result as JSON", flag="--json")
+    nproc: int = option(1, "training processes on this machine (torchrun; gloo on CPU, nccl on GPUs)", min=1)
+    from_run: str | None = option(None, "continue from this run's best weights and settings (new data in --data)")
+    mix_old: float = option(0.0, "with --from-run: also train on this share (x new examples) of the parent's data",
+                            min=0.0, max=10.0)
+    no_report: bool = option(False, "do not write RUN/report.html when training ends")
+    threads: int | None = option(None, "CPU threads for torch (default: the usable cores / --nproc, see "
+                                 "docs/train.md)", min=1)
+
+    def config_flags(self) -> dict[str, Any]:
+        """The config fields these flags set (dotted names); None: not given, the config's value stands."""
+        epochs = int(self.epochs) if self.epochs is not None and self.epochs.isdigit() else self.epochs
+        return {
+            "data.train": self.data, "data.holdout": self.holdout, "model": self.model, "method": self.method,
+            "chat_template": self.chat_template, "epochs": epochs, "lr": self.lr, "max_length": self.max_length,
+            "max_steps": self.max_steps, "seed": self.seed, "merge": True if self.merge else None,
+            "data.skip_invalid": True if self.skip_invalid else None, "num_threads": self.threads,
+        }
+
+
+@command(app, "train", TrainOptions)
+def train_command(options: TrainOptions) -> None:
     """Fine-tune a model on your examples; writes a self-describing run directory.
 
     With --resume, the run's saved config.yaml is used and the other options are ignored.
@@ -60,29 +88,26 @@ def train_command(
     from honed.evaluate.scorer import score_fn_from_config
     from honed.train import distributed, train
 
-    console = err_console if as_json else Console(highlight=False)
-    flags = {  # config fields set by flags; None = not given
-        "data.train": data, "data.holdout": holdout, "model": model, "method": method,
-        "chat_template": chat_template, "epochs": int(epochs) if epochs is not None and epochs.isdigit() else epochs, "lr": lr,
-        "max_length": max_length, "max_steps": max_steps, "seed": seed, "merge": True if merge else None,
-        "data.skip_invalid": True if skip_invalid else None, "num_threads": threads,
-    }
-    if resume and (config_file or overrides or any(v is not None for v in flags.values())):
+    o = options
+    console = err_console if o.as_json else Console(highlight=False)
+    flags = o.config_flags()
+    if o.resume and (o.config_file or o.overrides or any(v is not None for v in flags.values())):
         console.print("note: --resume continues with the run's saved config.yaml; the other options are ignored")
-    _check_force(force=force, discard_completed=discard_completed, resume=resume)
-    config = load_config(config_file, overrides=overrides or [], flags=flags, base=_parent_base(from_run, mix_old))
+    _check_force(force=o.force, discard_completed=o.discard_completed, resume=o.resume)
+    config = load_config(o.config_file, overrides=o.overrides or [], flags=flags,
+                         base=_parent_base(o.from_run, o.mix_old))
     _require_trackers(config.tracking)
-    if nproc > 1 and not distributed.launched_by_torchrun():
+    if o.nproc > 1 and not distributed.launched_by_torchrun():
         # The config was checked above, once; the same command now runs as `nproc` torchrun workers.
-        raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc=nproc))
+        raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc=o.nproc))
     dist = distributed.Dist.from_env()
     with distributed.process_group(dist, device_setting=config.device):
         # eval_metric: the scorer (generation + task metrics) lives in honed.evaluate; train gets it injected.
-        result = train(config, out=out, resume=resume, console=console, make_score_fn=score_fn_from_config,
-                       force=force, discard_completed=discard_completed)
+        result = train(config, out=o.out, resume=o.resume, console=console, make_score_fn=score_fn_from_config,
+                       force=o.force, discard_completed=o.discard_completed)
     if not dist.is_main:
         return
-    _print_train_result(result, console=console, as_json=as_json, no_report=no_report)
+    _print_train_result(result, console=console, as_json=o.as_json, no_report=o.no_report)
 
 
 def _check_force(*, force: bool, discard_completed: bool, resume: bool) -> None:
@@ -143,11 +168,15 @@ def _print_train_result(result: Any, *, console: Console, as_json: bool, no_repo
     console.print(f"run directory: {result.run_dir}  (next: honed eval {result.run_dir})", soft_wrap=True)
 
 
-@runs_app.command("list")
-@user_errors
-def runs_list_command(
-    as_json: bool = typer.Option(False, "--json", help="print the runs as a JSON list"),
-) -> None:
+@dataclass(kw_only=True)
+class RunsListOptions:
+    """`honed runs list`."""
+
+    as_json: bool = option(False, "print the runs as a JSON list", flag="--json")
+
+
+@command(runs_app, "list", RunsListOptions)
+def runs_list_command(options: RunsListOptions) -> None:
     """List every training run in the registry ($HONED_HOME/runs.db), newest first.
 
     Example: honed runs list --json
@@ -159,7 +188,7 @@ def runs_list_command(
     from honed.runs.registry import list_runs
 
     runs = list_runs()
-    if as_json:
+    if options.as_json:
         print(json.dumps(runs, indent=2, default=str))
         return
     table = Table()
@@ -179,12 +208,16 @@ def runs_list_command(
     Console(highlight=False).print(table)
 
 
-@runs_app.command("show")
-@user_errors
-def runs_show_command(
-    run: str = typer.Argument(..., help="run name or run directory"),
-    as_json: bool = typer.Option(False, "--json", help="print the run record as JSON"),
-) -> None:
+@dataclass(kw_only=True)
+class RunsShowOptions:
+    """`honed runs show`."""
+
+    run: str = argument("run name or run directory")
+    as_json: bool = option(False, "print the run record as JSON", flag="--json")
+
+
+@command(runs_app, "show", RunsShowOptions)
+def runs_show_command(options: RunsShowOptions) -> None:
     """Show one run: status, model, data hashes, best metrics and the full config.
 
     Example: honed runs show runs/first
@@ -193,8 +226,8 @@ def runs_show_command(
 
     from honed.runs.registry import get_run
 
-    record = get_run(run)
-    if as_json:
+    record = get_run(options.run)
+    if options.as_json:
         print(json.dumps(record, indent=2, default=str))
         return
     console = Console(highlight=False)
@@ -217,21 +250,21 @@ def runs_show_command(
 # ---- curve: honed curve --------------------------------------------------------------------------------
 
 
-@app.command("curve")
-@user_errors
-def curve_command(
-    data: str = typer.Option(..., "--data", help="training data; nested subsets of it are trained"),
-    out: str = typer.Option(..., "--out", help="folder for the runs, the subsets and curve.json"),
-    fractions: str = typer.Option("0.25,0.5,1.0", "--fractions", help="increasing shares of the data, e.g. 0.25,0.5,1"),
-    holdout: str = typer.Option(None, "--holdout", help="holdout data; without it one holdout is split off --data"),
-    model: str = typer.Option(None, "--model", help="built-in alias (smollm2-135m), HF folder, .gguf file or hub id"),
-    config_file: str = typer.Option(None, "--config", help="YAML file with any config field"),
-    overrides: list[str] = typer.Option(None, "--set", help="override one field, e.g. --set lr=1e-3 (repeatable)"),
-    baselines: str = typer.Option("none", "--baselines", help="baselines to evaluate at every point (default none)"),
-    limit: int = typer.Option(None, "--limit", min=1, help="evaluate only the first N holdout examples"),
-    resume: bool = typer.Option(False, "--resume", help="continue --out, reusing finished points"),
-    as_json: bool = typer.Option(False, "--json", help="print curve.json"),
-) -> None:
+@dataclass(kw_only=True)
+class CurveOptions(ConfigOptions):
+    """`honed curve`: the training config's sources, the shares of the data, and what each point evaluates."""
+
+    data: str = option(REQUIRED, "training data; nested subsets of it are trained")
+    out: str = option(REQUIRED, "folder for the runs, the subsets and curve.json")
+    fractions: str = option("0.25,0.5,1.0", "increasing shares of the data, e.g. 0.25,0.5,1")
+    baselines: str = option("none", "baselines to evaluate at every point (see honed eval --baselines)")
+    limit: int | None = option(None, "evaluate only the first N holdout examples", min=1)
+    resume: bool = option(False, "continue --out, reusing finished points")
+    as_json: bool = option(False, "print curve.json", flag="--json")
+
+
+@command(app, "curve", CurveOptions)
+def curve_command(options: CurveOptions) -> None:
     """How much data do I need? Train on nested subsets and evaluate each on the same holdout.
 
     Example: honed curve --data examples/support_triage.jsonl --model smollm2-135m --out runs/curve --fractions 0.25,0.5,1
@@ -241,19 +274,20 @@ def curve_command(
     from honed.config import load_config
     from honed.curve import learning_curve, parse_fractions
 
-    shares = parse_fractions(fractions)
-    config = load_config(config_file, overrides=overrides or [], flags={"data.train": data, "data.holdout": holdout,
-                                                                         "model": model})
-    console = err_console if as_json else Console(highlight=False)
+    o = options
+    shares = parse_fractions(o.fractions)
+    config = load_config(o.config_file, overrides=o.overrides or [],
+                         flags={"data.train": o.data, "data.holdout": o.holdout, "model": o.model})
+    console = err_console if o.as_json else Console(highlight=False)
 
     def on_point(point: Any) -> None:
         m = point.metric
         console.print(f"{point.fraction:.0%} of the data ({point.examples} examples): {m.value:.3f} "
                       f"[{m.low:.3f}, {m.high:.3f}]", markup=False)
 
-    curve = learning_curve(config, out=out, fractions=shares, baselines=baselines, limit=limit, resume=resume,
-                           console=console, on_point=on_point)
-    if as_json:
+    curve = learning_curve(config, out=o.out, fractions=shares, baselines=o.baselines, limit=o.limit,
+                           resume=o.resume, console=console, on_point=on_point)
+    if o.as_json:
         print(json.dumps(curve.model_dump(mode="json"), indent=2))
         return
     from honed.evaluate.tables import curve_table
