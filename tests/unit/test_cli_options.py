@@ -97,3 +97,20 @@ def test_no_function_in_honed_is_over_60_lines() -> None:
                 if length > 60:
                     long.append(f"{Path(path).relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
     assert not long, "split these functions: " + "; ".join(long)
+
+
+def test_the_manuals_option_tables_state_the_codes_defaults() -> None:
+    """A hand-written `| --flag X | default | meaning |` row in docs/ says what the options object says."""
+    import re
+
+    from honed.data.settings import CheckOptions
+
+    fields = {spec(CheckOptions, f.name).flags[0]: f.default for f in dataclasses.fields(CheckOptions)
+              if not spec(CheckOptions, f.name).is_argument}
+    rows = re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", (ROOT / "docs/data-check.md").read_text(), re.M)
+    assert len(rows) >= 5
+    for flag, written in rows:
+        default = fields[flag]
+        expected = {None: "none", False: "off", True: "on"}.get(default, str(default)) if not isinstance(default, float) \
+            else f"{default:g}"
+        assert written.strip().strip("`") == expected, f"docs/data-check.md: {flag} default {written.strip()!r}, code {default!r}"
