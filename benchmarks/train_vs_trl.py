@@ -181,8 +181,11 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool =
 
     from honed.model.loading import load_model, load_tokenizer
 
+    phases = {"start": time.time() - args.launched_at}  # Python start and imports (torch, transformers, trl)
+    loading = time.perf_counter()
     tokenizer = load_tokenizer(MODEL)
     model = load_model(MODEL)
+    phases["model"] = time.perf_counter() - loading
     train = read_jsonl(work / "train.jsonl")
     # Conversational prompt-completion: TRL applies the chat template and (its default for this format)
     # computes the loss on the completion, i.e. the assistant turn with its end-of-turn token, as honed does.
@@ -220,6 +223,9 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool =
     end = time.perf_counter()
     cpu_seconds = time.process_time() - cpu_start
     trainer.save_model(str(work / f"{name}-final"))  # honed writes final/ too
+    # SFTTrainer's constructor tokenises the dataset (and wraps the model in peft): the "render" phase.
+    phases.update(render=prepared - start, steps=end - prepared, evaluations=0.0,
+                  checkpoints=time.perf_counter() - end)
     whole: dict[str, Any] = {}
     trained(whole, args.launched_at)
     peak = peak_rss_mib()
@@ -241,6 +247,7 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool =
         "bf16": config.bf16,
         "gradient_checkpointing": config.gradient_checkpointing,
         "threads": torch.get_num_threads(),
+        "phases": phases,
         **whole,
     }
     result.update(holdout_loss(trainer.model, tokenizer, read_jsonl(work / "holdout.jsonl"), max_length=args.max_length))
@@ -309,10 +316,23 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
         "final_train_loss": steps[-1]["loss"] if steps else None,
         "packing": config.packing,
         "settings": args.honed_set,
+        "phases": honed_phases(run_dir, launched_at=args.launched_at),
         "threads": torch.get_num_threads(),
     }
     result.update(holdout_loss(captured["model"], captured["tokenizer"], read_jsonl(work / "holdout.jsonl"), max_length=args.max_length))
     return result
+
+
+def honed_phases(run_dir: Path, *, launched_at: float) -> dict[str, float]:
+    """honed's own per-phase wall seconds (run.json `timings`, honed/train/timings.py), its `start` counted
+    from this script's launch of the process like TRL's; `data` (reading, the data checks) joins `render`."""
+    from honed.train.timings import process_started_at
+
+    timings = json.loads((run_dir / "run.json").read_text())["timings"]
+    phases = {name: timings.get(name, 0.0) for name in ("model", "steps", "evaluations", "checkpoints")}
+    phases["render"] = timings.get("data", 0.0) + timings.get("render", 0.0)
+    phases["start"] = timings.get("start", 0.0) + max(0.0, process_started_at() - launched_at)
+    return phases
 
 
 def time_aside(cls: Any, names: tuple[str, ...], captured: dict[str, Any]) -> None:
@@ -345,6 +365,7 @@ def child(system: str, work: Path, args: argparse.Namespace) -> None:
         result = run_trl(work, args, packing=system == "trl-packing", fp32=system == "trl-fp32")
     result["tokens_per_s"] = result["real_tokens"] / result["train_seconds"]
     result["tokens_per_cpu_s"] = result["real_tokens"] / result["cpu_seconds"]
+    result["done_at"] = time.time()  # the parent counts from here to the process's end as the `exit` phase
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -354,11 +375,14 @@ def run_child(system: str, work: Path, args: argparse.Namespace) -> dict[str, An
     # The whole-process clock starts here, before the system's Python starts (--launched-at).
     command.append(f"--launched-at={time.time()!r}")
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=child_environment())
+    ended = time.time()
     (work / f"{system}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{system} failed (exit {proc.returncode}); log: {work / f'{system}.log'}\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT ") :])
+    if "phases" in result:
+        result["phases"]["exit"] = ended - result.pop("done_at")  # interpreter teardown (threads, atexit)
     print(json.dumps(result, indent=1), flush=True)
     return result
 
@@ -470,6 +494,34 @@ def whole_process_lines(by: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+PHASE_ROWS = (
+    ("start", "process start and imports (to the training call)"),
+    ("model", "model load (and honed's LoRA wrap)"),
+    ("render", "data read, checks and tokenisation (TRL: SFTTrainer's constructor)"),
+    ("steps", "training steps (forward, backward, optimizer)"),
+    ("evaluations", "holdout evaluations (honed: before training and on its cadence; TRL: none by default)"),
+    ("checkpoints", "checkpoint saves and the final model"),
+    ("exit", "exit (interpreter teardown)"),
+)
+
+
+def phase_table(results: list[dict[str, Any]]) -> list[str]:
+    """Where each system's whole process goes, phase by phase (seconds and share of its whole process); the
+    rest is what neither clock covers (the benchmark's own holdout-loss pass after training, mostly)."""
+    timed = [r for r in results if r.get("phases")]
+    if not timed:
+        return []
+    lines = ["", "Where the time goes (wall seconds, share of the whole process; the largest row is the next target):",
+             "", "| phase | " + " | ".join(r["system"] for r in timed) + " |", "|---|" + "---|" * len(timed)]
+    for key, label in PHASE_ROWS:
+        cells = [f"{r['phases'].get(key, 0.0):.1f} ({100 * r['phases'].get(key, 0.0) / r['whole_seconds']:.0f}%)"
+                 for r in timed]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| whole process (to the trained model on disk) | "
+                 + " | ".join(f"{r['whole_seconds']:.1f}" for r in timed) + " |")
+    return lines
+
+
 LABELS = {
     "honed": "honed defaults (`honed.train`: packing, fp32, no checkpointing)",
     "honed-bf16": "honed, `precision: bf16` (bf16 autocast on AMX, as TRL's default)",
@@ -527,6 +579,7 @@ def render_report(
             f"{r['train_seconds']:.1f} | **{r['tokens_per_s']:.1f}** | {r['tokens_per_cpu_s']:.1f} | "
             f"{r['peak_rss_mib']:.0f} | {r['holdout_loss']:.4f} | {r['holdout_token_accuracy']:.3f} |"
         )
+    lines += phase_table(results)
     lines.append("")
     lines += whole_process_lines(by)
     for name in ("honed", "honed-bf16"):
