@@ -34,7 +34,10 @@ DISK_ERRORS = {
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the whole new one, never half.
 
-    >>> write_text_atomic("runs/a/note.txt", "hello\\n")  # doctest: +SKIP
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_text_atomic(Path(folder) / "note.txt", "hello\\n")
+    ...     (Path(folder) / "note.txt").read_text()
+    'hello\\n'
     """
     path = Path(path)
     with disk_errors(path):
@@ -45,8 +48,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def disk_errors(path: Path) -> Iterator[None]:
     """Disk full, read-only or permission errors while writing `path` become one DiskError naming it.
 
-    >>> with disk_errors(Path("runs/a/final")):  # doctest: +SKIP
-    ...     model.save_pretrained("runs/a/final")
+    >>> with disk_errors(Path("runs/a/final")):
+    ...     raise OSError(errno.ENOSPC, "No space left on device")
+    Traceback (most recent call last):
+    honed.errors.DiskError: runs/a/final: cannot write (disk full); nothing was half-written; ...
     """
     try:
         yield
@@ -110,8 +115,11 @@ def atomic_folder(target: str | Path, *, prefix: str | None = None) -> Iterator[
     `prefix` starts the names of the temp folder and of the old `target` while it is being removed
     (default `.`), so a reader that lists `target.parent` can tell complete folders from temp ones.
 
-    >>> with atomic_folder("runs/a/final") as tmp:  # doctest: +SKIP
-    ...     model.save_pretrained(tmp)
+    >>> with tempfile.TemporaryDirectory() as runs:
+    ...     with atomic_folder(Path(runs) / "final") as tmp:
+    ...         _ = (tmp / "weights.safetensors").write_bytes(b"...")
+    ...     [p.relative_to(runs).as_posix() for p in Path(runs).rglob("*")]
+    ['final', 'final/weights.safetensors']
     """
     target = Path(target)
     with disk_errors(target):
