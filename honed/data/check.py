@@ -5,9 +5,8 @@ Exit status (also in docs/data-check.md):
     1  --strict and the report has at least one warning
     2  the data could not be checked: invalid rows (without --skip-invalid), unreadable file, bad option
 
->>> report = run_check("train.jsonl", model="tests/assets/tiny-llama")  # doctest: +SKIP
->>> exit_status(report, strict=True)  # doctest: +SKIP
-1
+Usage: `exit_status(run_check("train.jsonl", model="smollm2-135m"), strict=True)` (1 when the report has
+a warning; the check loads the model's tokenizer: tests/unit/test_report.py and test_monitor_loop.py run it).
 """
 
 from __future__ import annotations

@@ -54,10 +54,11 @@ class Chunked:
     tokenizer) instead of pickling them; only the small per-chunk results travel back. With one worker,
     little work or no fork (Windows), `collect` runs the job in this process instead.
 
-    >>> with Chunked(workers=2) as pool:  # doctest: +SKIP
-    ...     job = pool.add(count_tokens, conversations)
+    >>> with Chunked(workers=2) as pool:
+    ...     job = pool.add(lambda words: [len(w) for w in words], ["a", "bb", "ccc"])
     ...     pool.start()
-    ...     counts = pool.collect(job)
+    ...     pool.collect(job)
+    [1, 2, 3]
     """
 
     def __init__(self, *, workers: int) -> None:

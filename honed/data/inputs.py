@@ -56,8 +56,12 @@ def max_bytes() -> int:
 def input_files(spec: str | Path) -> list[Path]:
     """The data files a path, folder or glob names, sorted; DataError when it names none.
 
-    >>> input_files("data")  # doctest: +SKIP
-    [PosixPath('data/part-0.jsonl'), PosixPath('data/part-1.jsonl')]
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     for name in ("part-1.jsonl", "part-0.jsonl", "dataset_info.json"):
+    ...         _ = (Path(folder) / name).write_text("{}\\n")
+    ...     [p.name for p in input_files(folder)]
+    ['part-0.jsonl', 'part-1.jsonl']
     """
     path = Path(spec)
     if not path.exists() and GLOB_CHARS & set(str(spec)):
@@ -198,7 +202,11 @@ def read_bytes(path: Path) -> bytes:
 def content_hash(spec: str | Path) -> str:
     """sha256 of a data input: the file's bytes, or for a folder/glob of each file's path and bytes in order.
 
-    >>> content_hash("examples/support_triage.jsonl")  # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = (Path(folder) / "train.jsonl").write_text("hello\\n")
+    ...     content_hash(Path(folder) / "train.jsonl") == hashlib.sha256(b"hello\\n").hexdigest()
+    True
     """
     files = input_files(spec)
     if len(files) == 1 and Path(spec) == files[0]:
