@@ -128,10 +128,13 @@ def read_conversations(
 ) -> ReadResult:
     """Read every row of a data file (or folder of shards, or glob) into Conversations; collect every problem.
 
-    >>> mapping = ColumnMapping("text", "category")
-    >>> result = read_conversations("banking77/train.csv", columns=mapping)  # doctest: +SKIP
-    >>> result.format, len(result.conversations), result.problems  # doctest: +SKIP
-    ('csv (prompt=text, response=category)', 10003, [])
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "train.csv"
+    ...     _ = path.write_text("text,category\\nmy card is lost,lost_card\\nrefund please,refund\\n")
+    ...     result = read_conversations(path, columns=ColumnMapping("text", "category"))
+    >>> result.format, len(result.conversations), result.problems
+    ('csv (prompt=text, response=category)', 2, [])
     """
     if fmt not in FORMATS and fmt != "openai-chat":
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -363,9 +366,13 @@ def load_or_fail(
     With `strict`, content read but not trained on (`result.notices`: images, `<image>` placeholders,
     double-encoded tool arguments) is a DataError too.
 
-    >>> result = load_or_fail("train.jsonl", skip_invalid=True)  # doctest: +SKIP
-    >>> len(result.bad_rows), result.invalid_path  # doctest: +SKIP
-    (3, PosixPath('train.jsonl.invalid.jsonl'))
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "train.jsonl"
+    ...     _ = path.write_text('{"prompt": "hi", "completion": "hello"}\\n{"prompt": "no answer"}\\n')
+    ...     result = load_or_fail(path, skip_invalid=True)
+    ...     len(result.conversations), len(result.bad_rows), result.invalid_path.name
+    (1, 1, 'train.jsonl.invalid.jsonl')
     """
     result = read_conversations(path, fmt=fmt, columns=columns)
     if strict and result.notices:
@@ -434,8 +441,13 @@ def write_jsonl(path: str | Path, conversations: Iterable[Conversation]) -> Path
 
     `read_conversations` reads the file back to equal Conversations.
 
-    >>> write_jsonl("out/train.jsonl", result.conversations)  # doctest: +SKIP
-    PosixPath('out/train.jsonl')
+    >>> import tempfile
+    >>> chat = Conversation.from_json({"messages": [{"role": "user", "content": "hi"},
+    ...                                             {"role": "assistant", "content": "hello"}]})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_jsonl(Path(folder) / "train.jsonl", [chat])
+    ...     path.read_text(), read_conversations(path).conversations[0].messages == chat.messages
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\\n', True)
     """
     lines = (json.dumps(c.to_json(), ensure_ascii=False) for c in conversations)
     return _write_lines_atomic(Path(path), lines)
@@ -451,6 +463,10 @@ def sha256_file(path: str | Path) -> str:
     """Content hash of a data input, read in 1 MiB blocks (recorded in manifests and run dirs); a folder
     or glob hashes its files in order (honed.data.inputs.content_hash).
 
-    >>> sha256_file("examples/support_triage.jsonl")  # doctest: +SKIP
+    >>> import hashlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = (Path(folder) / "train.jsonl").write_text("hello\\n")
+    ...     sha256_file(Path(folder) / "train.jsonl") == hashlib.sha256(b"hello\\n").hexdigest()
+    True
     """
     return content_hash(path)
