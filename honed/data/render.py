@@ -92,9 +92,8 @@ def _assistant_header(tokenizer: Any) -> str:
 def supervised_spans(tokenizer: Any, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
     """The full template text and the character spans [start, end) that are trained on.
 
-    >>> text, spans = supervised_spans(tok, conv)  # doctest: +SKIP
-    >>> [text[s:e] for s, e in spans]  # doctest: +SKIP
-    ['Paris<|im_end|>\\n']
+    Usage: `text, spans = supervised_spans(tokenizer, conversation)`; with ChatML, `[text[s:e] for s, e in
+    spans]` is `['Paris<|im_end|>\\n']` (needs a tokenizer: tests/unit/test_render.py checks the spans).
     """
     if conversation.plain:
         return _plain_spans(tokenizer, conversation.messages[0].content)
@@ -172,9 +171,8 @@ def _finish(ids: list[int], mask: list[bool], max_length: int | None) -> Rendere
 def render(conversation: Conversation, tokenizer: Any, *, max_length: int | None = None) -> Rendered:
     """Render one conversation to input ids and a loss mask, truncated on the right to `max_length`.
 
-    >>> r = render(conv, tokenizer, max_length=512)  # doctest: +SKIP
-    >>> r.num_supervised > 0  # doctest: +SKIP
-    True
+    Usage: `render(conversation, tokenizer, max_length=512).num_supervised` (needs a tokenizer:
+    tests/unit/test_render.py renders every kind of turn).
     """
     return render_batch([conversation], tokenizer, max_length=max_length)[0]
 
@@ -232,7 +230,7 @@ def trains_end_of_turn(rendered: Rendered, tokenizer: Any, end_of_turn: str) -> 
     Checked on the decoded text, not on ids, because an end of turn that is several tokens may be split
     differently next to the answer's last characters than on its own.
 
-    >>> trains_end_of_turn(render(conv, tok), tok, "<|im_end|>")  # doctest: +SKIP
-    True
+    Usage: `trains_end_of_turn(render(conversation, tokenizer), tokenizer, "<|im_end|>")` is True for a ChatML
+    answer (needs a tokenizer: tests/unit/test_train_guards.py's end-of-turn test goes through it).
     """
     return bool(end_of_turn) and end_of_turn in trained_text(rendered, tokenizer)

@@ -389,10 +389,9 @@ def build_report(
 ) -> Report:
     """Measure everything `honed data check` reports.
 
-    >>> report = build_report(conversations, tokenizer=tok, file="train.jsonl", format="openai-chat",
-    ...                       model="smollm2-135m")  # doctest: +SKIP
-    >>> report.tokens.supervised_share  # doctest: +SKIP
-    0.31
+    Usage: `build_report(conversations, tokenizer=tokenizer, file="train.jsonl", format="openai-chat",
+    model="smollm2-135m").tokens.supervised_share` (e.g. 0.31; needs a tokenizer: tests/unit/test_report.py
+    checks every section).
     """
     by_text = near_texts(train)
     end_of_turn = template.end_of_turn if template is not None else _end_of_turn(tokenizer)

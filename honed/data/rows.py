@@ -61,8 +61,12 @@ class Text:
 def read_text(path: Path) -> Text:
     """Decode a file as UTF-8 (BOM optional); refuse binary files; locate invalid UTF-8 by line.
 
-    >>> read_text(Path("train.jsonl")).bad_lines  # doctest: +SKIP
-    {7: 'invalid UTF-8 (byte 0xe9 at byte 17 of the line); save the file as UTF-8 ...'}
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "train.jsonl"
+    ...     _ = path.write_bytes(b'{"a": "ok"}\\n{"a": "caf\\xe9"}\\n')
+    ...     read_text(path).bad_lines
+    {2: 'invalid UTF-8 (byte 0xe9 at byte 11 of the line); save the file as UTF-8 ...'}
     """
     data = read_bytes(path)
     if data.startswith(UTF8_BOM):

@@ -62,9 +62,13 @@ def split_conversations(
 ) -> SplitResult:
     """Split off about `holdout_fraction` of the examples, keeping near-duplicate clusters whole.
 
-    >>> result = split_conversations(convs, holdout_fraction=0.2, seed=1)  # doctest: +SKIP
-    >>> len(result.holdout) / len(convs)  # doctest: +SKIP
-    0.2
+    >>> words = ["apple", "river", "engine", "violin", "planet", "garden", "copper", "winter", "market", "tunnel"]
+    >>> convs = [Conversation.from_json({"messages": [{"role": "user", "content": f"what is a {w}?"},
+    ...                                              {"role": "assistant", "content": f"a {w} is a thing"}]})
+    ...          for w in words]
+    >>> result = split_conversations(convs, holdout_fraction=0.2, seed=1)
+    >>> len(result.train), len(result.holdout), result.holdout_indices
+    (8, 2, [2, 7])
     """
     check_split_args(holdout_fraction=holdout_fraction, near_threshold=near_threshold)
     if len(conversations) < 2:
@@ -142,8 +146,11 @@ def near_duplicate_clusters(
     their responses differ). Every definition is honed.data.dedup's, at the same threshold.
     Clusters are lists of ascending indices, ordered by their first index.
 
-    >>> near_duplicate_clusters(convs)  # doctest: +SKIP
-    [[0, 7], [1], [2], ...]
+    >>> chats = [("Where is my refund?", "billing"), ("where is my  refund?", "billing"), ("App crashes", "bug")]
+    >>> near_duplicate_clusters([Conversation.from_json({"messages": [{"role": "user", "content": q},
+    ...                                                               {"role": "assistant", "content": a}]})
+    ...                          for q, a in chats])
+    [[0, 1], [2]]
     """
     joins = dedup.UnionFind(len(conversations))
     for rows in dedup.groups_of([dedup.prompt_key(c, normalized=True) for c in conversations]).values():
@@ -258,9 +265,16 @@ def split_file(
     hold the input (`force` would delete it). With `skip_invalid`, bad rows go to `<path>.invalid.jsonl`
     and the manifest counts them (`skipped_invalid`).
 
-    >>> manifest = split_file("data.jsonl", out="split", holdout_fraction=0.1, seed=0)  # doctest: +SKIP
-    >>> manifest["counts"]  # doctest: +SKIP
-    {'input': 400, 'train': 360, 'holdout': 40}
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     data = Path(folder) / "data.jsonl"
+    ...     _ = data.write_text("".join(f'{{"prompt": "what is {i} times {i + 3}?", "completion": "{i * (i + 3)}"}}\\n'
+    ...                                 for i in range(20)))
+    ...     manifest = split_file(data, out=Path(folder) / "split", holdout_fraction=0.1, seed=0)
+    ...     sorted(p.name for p in (Path(folder) / "split").iterdir())
+    ['holdout.jsonl', 'manifest.json', 'train.jsonl']
+    >>> manifest["counts"]
+    {'input': 20, 'train': 18, 'holdout': 2}
     """
     check_split_args(holdout_fraction=holdout_fraction, near_threshold=near_threshold)
     out = Path(out)
