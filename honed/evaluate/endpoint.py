@@ -9,7 +9,8 @@ gets a placeholder). $HONED_ENDPOINT_TIMEOUT sets the per-request timeout in sec
 Any failure to reach or use the endpoint (connection refused, 401/403, unknown model, timeout) is one
 `EndpointError` naming the endpoint and what to check, before or instead of a half-finished evaluation.
 
->>> outputs, stopped, tokens = answer(resolved(system), holdout, max_tokens=64)  # doctest: +SKIP
+Usage: `outputs, stopped, tokens = answer(resolved(system), holdout, max_tokens=64)` (needs a server:
+tests/unit/test_endpoint.py runs it against a local one).
 """
 
 from __future__ import annotations

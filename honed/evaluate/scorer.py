@@ -5,9 +5,9 @@ the best checkpoint is then chosen by the task metric instead of the loss. It ge
 fixed sample of the holdout (the first `examples` examples, so every evaluation sees the same ones) with
 the same batched greedy decoding `honed eval` uses, and scores them with the same metric functions.
 
->>> score_fn = make_score_fn(holdout, metric="auto", examples=64)  # doctest: +SKIP
->>> score_fn(model, tokenizer)  # doctest: +SKIP
-{'holdout_field_f1_micro': 0.71}
+Usage: `make_score_fn(holdout, metric="auto", examples=64)(model, tokenizer)` returns e.g.
+`{'holdout_field_f1_micro': 0.71}` (it decodes with the model: tests/e2e/test_eval_cli.py's
+test_task_metric_during_training_selects_the_checkpoint runs it in training).
 """
 
 from __future__ import annotations
@@ -70,7 +70,12 @@ def make_score_fn(
 def score_fn_from_config(config: Any, holdout: Sequence[Conversation]) -> ScoreFn | None:
     """The training config's task-metric hook (`eval_metric`, `eval_metric_examples`), or None when off.
 
-    >>> score_fn_from_config(load_config(None, overrides=["eval_metric=auto"]), holdout)  # doctest: +SKIP
+    >>> from honed.config import load_config
+    >>> holdout = [Conversation.from_json({"messages": [{"role": "user", "content": "2+2?"},
+    ...                                                 {"role": "assistant", "content": "4"}]})]
+    >>> score_fn_from_config(load_config(None), holdout) is None
+    True
+    >>> score_fn_from_config(load_config(None, overrides=["eval_metric=auto"]), holdout)
     <function make_score_fn.<locals>.score_fn at 0x...>
     """
     metric = getattr(config, "eval_metric", None)

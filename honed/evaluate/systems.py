@@ -96,8 +96,13 @@ def parse_endpoint(item: str) -> System:
 def parse_export(item: str) -> System:
     """`export:PATH`, `model:PATH` or `export:NAME=PATH` -> a system that loads that model (it must exist).
 
-    >>> parse_export("export:runs/demo/exports/merged").name  # doctest: +SKIP
-    'export-merged'
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     merged = Path(folder) / "merged"
+    ...     merged.mkdir()
+    ...     _ = (merged / "config.json").write_text('{"model_type": "llama"}')  # a Hugging Face folder
+    ...     parse_export(f"export:{merged}").name, parse_export(f"export:mine={merged}").name
+    ('export-merged', 'mine')
     """
     prefix, _, spec = item.partition(":")
     name, eq, path = spec.partition("=")
