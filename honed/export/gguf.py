@@ -33,7 +33,9 @@ def has_llama_cpp() -> bool:
 def check_quant(quant: str) -> None:
     """Refuse, before any work, a quant type that is unknown or cannot be produced on this machine.
 
-    >>> check_quant("q8_0")  # doctest: +SKIP
+    >>> check_quant("q5_1")
+    Traceback (most recent call last):
+    honed.errors.ConfigError: --quant q5_1: unknown quantisation; use one of f16, q8_0, q4_k_m
     """
     if quant not in QUANTS:
         raise ConfigError(f"--quant {quant}: unknown quantisation; use one of {', '.join(QUANTS)}")
@@ -93,7 +95,8 @@ def _quantize(source: Path, target: Path, *, ftype: int) -> None:
 def convert_to_gguf(model_dir: Path, outfile: Path, *, quant: str) -> Path:
     """One GGUF file from a merged Hugging Face folder, quantised as asked (check_quant first).
 
-    >>> convert_to_gguf(Path("out/merged"), Path("out/model-q8_0.gguf"), quant="q8_0")  # doctest: +SKIP
+    Usage: `convert_to_gguf(Path("out/merged"), Path("out/model-q8_0.gguf"), quant="q8_0")` (runs llama.cpp's
+    converter on a model: tests/e2e/test_export_cli.py's GGUF round trip).
     """
     if quant in ("f16", "q8_0"):
         _run_converter(model_dir, outfile, outtype=quant)
@@ -110,8 +113,8 @@ def convert_to_gguf(model_dir: Path, outfile: Path, *, quant: str) -> Path:
 def gguf_metadata(path: Path) -> dict[str, Any]:
     """The metadata a server reads from a GGUF: architecture, file type, chat template, eos, tensor types.
 
-    >>> gguf_metadata(Path("out/model-q8_0.gguf"))["chat_template"][:20]  # doctest: +SKIP
-    "{% for message in m"
+    Usage: `gguf_metadata(Path("out/model-q8_0.gguf"))["chat_template"]` (needs a GGUF file:
+    tests/e2e/test_export_cli.py and test_families.py read the ones they export).
     """
     from gguf import GGUFReader
 
@@ -202,8 +205,9 @@ def modelfile(tokenizer: Any, *, gguf_name: str, stop_tokens: list[str], family:
     model's own template), the stops (the end of turn first), greedy decoding, and the template's default
     system prompt (as SYSTEM, which Ollama uses when a request has none).
 
-    >>> "PARAMETER stop" in modelfile(tokenizer, gguf_name="m.gguf", stop_tokens=["<end_of_turn>"], family="gemma")  # doctest: +SKIP
-    True
+    >>> text = modelfile(None, gguf_name="m.gguf", stop_tokens=["<end_of_turn>"], family="gemma")  # the family's
+    >>> [line for line in text.splitlines() if line.startswith(("FROM", "PARAMETER"))]
+    ['FROM ./m.gguf', 'PARAMETER stop "<end_of_turn>"', 'PARAMETER temperature 0', 'PARAMETER top_k 1']
     """
     lines = [f"FROM ./{gguf_name}"]
     probed = None if family in GO_TEMPLATES else _probed_template(tokenizer)

@@ -20,9 +20,8 @@ from honed.export.parity import Answerer
 def answer_with_llama_cpp(path: Path, tokenizer: Any, *, threads: int | None = None) -> Answerer:
     """An Answerer backed by llama.cpp on the GGUF at `path` (loaded on first use).
 
-    >>> answer = answer_with_llama_cpp(Path("out/model-q8_0.gguf"), tokenizer)  # doctest: +SKIP
-    >>> answer(holdout[:2], 32)  # doctest: +SKIP
-    ['{"category": "bug", ...}', ...]
+    Usage: `answer_with_llama_cpp(Path("out/model-q8_0.gguf"), tokenizer)(holdout[:2], 32)` gives one answer
+    per conversation (needs a GGUF and llama-cpp-python: the GGUF parity of tests/e2e/test_export_cli.py).
     """
     loaded: list[Any] = []
 

@@ -138,7 +138,8 @@ def save_tokenizer(run: RunDir, tokenizer: Any, folder: Path) -> None:
 def save_merged(run: RunDir, *, checkpoint: str, target: Path, dtype: str) -> Path:
     """`write_merged` to `target`, written whole or not at all (what train's --merge needs too).
 
-    >>> save_merged(RunDir("runs/demo"), checkpoint="best", target=Path("out/merged"), dtype="float32")  # doctest: +SKIP
+    Usage: `save_merged(RunDir("runs/demo"), checkpoint="best", target=Path("out/merged"), dtype="float32")`
+    (needs a trained run: tests/e2e/test_export_cli.py loads the merged folder with plain transformers).
     """
     with atomic_folder(target) as tmp:
         write_merged(run, checkpoint=checkpoint, folder=tmp, dtype=dtype)
@@ -158,8 +159,9 @@ def write_adapter(run: RunDir, *, checkpoint: str, folder: Path, base_name: str)
     """The LoRA adapter, with `base_model_name_or_path` set to `base_name`, and the tokenizer, written into
     the existing `folder`.
 
-    >>> write_adapter(RunDir("runs/demo"), checkpoint="best", folder=Path("out/adapter"),
-    ...               base_name="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+    Usage: `write_adapter(RunDir("runs/demo"), checkpoint="best", folder=Path("out/adapter"),
+    base_name="HuggingFaceTB/SmolLM2-135M-Instruct")` (needs a trained run: tests/e2e/test_export_cli.py's
+    test_adapter_names_its_base_portably).
     """
     from honed.model.tokenizers import run_tokenizer
 

@@ -245,8 +245,8 @@ WRITERS = {"merged": _write_merged, "adapter": _write_adapter, "gguf": _write_gg
 def export_run(run_dir: str | Path, settings: ExportSettings, *, on_step: OnStep | None = None) -> ExportResult:
     """Export a run's tuned model; check parity; write README.md and export.json. All or nothing.
 
-    >>> export_run("runs/demo", ExportSettings(to="merged")).folder  # doctest: +SKIP
-    PosixPath('runs/demo/exports/merged-best')
+    Usage: `export_run("runs/demo", ExportSettings(to="merged")).folder` is
+    `PosixPath('runs/demo/exports/merged-best')` (needs a trained run: tests/e2e/test_export_cli.py).
     """
     plan = plan_export(run_dir, settings)
     step = on_step or (lambda message: None)

@@ -40,8 +40,12 @@ def default_location() -> Path:
 def converter_dir() -> Path | None:
     """The folder holding convert_hf_to_gguf.py: $HONED_LLAMA_CPP, else the environment's copy, else None.
 
-    >>> converter_dir()  # doctest: +SKIP
-    PosixPath('/home/me/honed/.venv/share/honed/llama.cpp')
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> with tempfile.TemporaryDirectory() as checkout, mock.patch.dict(os.environ, {"HONED_LLAMA_CPP": checkout}):
+    ...     _ = (Path(checkout) / CONVERTER).write_text("")
+    ...     converter_dir() == Path(checkout)
+    True
     """
     for folder in (os.environ.get("HONED_LLAMA_CPP"), default_location()):
         if folder and (Path(folder) / CONVERTER).is_file():
@@ -61,8 +65,8 @@ def _member_target(name: str) -> str | None:
 def install_converter(sdist: str | Path, *, target: Path | None = None) -> Path:
     """Extract the converter files from a llama-cpp-python sdist into `target` (replaced whole).
 
-    >>> install_converter("build/llama_cpp_python-0.3.36.tar.gz")  # doctest: +SKIP
-    PosixPath('.venv/share/honed/llama.cpp')
+    Usage: `install_converter("build/llama_cpp_python-0.3.36.tar.gz")` returns the folder, by default
+    `<venv>/share/honed/llama.cpp` (needs the sdist: tests/unit/test_export_tools.py extracts a small one).
     """
     target = target or default_location()
     with tarfile.open(sdist, "r:gz") as archive, atomic_folder(target) as tmp:
