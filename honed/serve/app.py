@@ -10,10 +10,10 @@ Safe by default: `--api-key` is checked on /v1/* (constant-time compare); the bo
 prompt are bounded (413 / 400 in OpenAI's error shape); a full queue answers 429; a client that goes
 away cancels its jobs. Every request field is honoured or refused (honed.serve.schemas); `n` answers
 are `n` rows of one batch. Each finished request (also a failed or abandoned one) is appended to the
-request log (docs/request-log.md) and counted in the metrics.
+request log (docs/request-log.md) and counted in the metrics. Requests are parsed in honed.serve.schemas,
+turned into token ids in honed.serve.prompts, and answered in the shapes of honed.serve.responses.
 
->>> app = create_app(served, engine, settings=Settings(api_key="k"))  # doctest: +SKIP
->>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+    app = create_app(served, engine, settings=Settings(api_key="k"))  # honed.serve.server runs it in uvicorn
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ from honed.errors import HonedError
 from honed.serve.engine import Delta, Engine, Event, Failed, Finished, Job, PromptScores, QueueFull, ShuttingDown
 from honed.serve.loading import ServedModel
 from honed.serve.metrics import CONTENT_TYPE, Metrics
+from honed.serve.prompts import check_token_ids, max_tokens_for, prompts_of, vocab_size
 from honed.serve.requestlog import RequestLog, arrival_timestamp, record
-from honed.serve.schemas import (
-    ApiError, ChatRequest, Choice, CompletionRequest, Limits, chat_logprob, check_engine, check_token_ids,
-    chunk_body, completion_body, completion_logprobs, max_tokens_for, new_id, parse_completion, parse_request, sse,
-    text_completion_body, usage,
+from honed.serve.responses import (
+    Choice, chat_logprob, chunk_body, completion_body, completion_logprobs, new_id, sse, text_completion_body, usage,
 )
-from honed.serve.toolcalls import answer_message, check_tools, prefill
+from honed.serve.schemas import (
+    ApiError, ChatRequest, CompletionRequest, Limits, check_engine, parse_completion, parse_request,
+)
+from honed.serve.toolcalls import answer_message, check_tools, tool_chunk
 
 log = logging.getLogger("honed.serve")
 DISCONNECTED = "client disconnected"
@@ -383,7 +385,12 @@ class Server:
         """The chunk one engine event of choice `a` becomes (None: nothing to send yet)."""
         tokenizer, request, name = ex.served.tokenizer, ex.request, ex.served.name
         if isinstance(request, ChatRequest) and request.calls_tools:
-            return self._tool_chunk(ex, a, event)
+            if isinstance(event, Delta):  # a tool-calling answer is read whole: its calls only parse complete
+                a.parts.append(event.text)
+                return None
+            assert isinstance(event, Finished)
+            return tool_chunk(a.text, request, ex.served, response_id=ex.response_id, index=a.index,
+                              finish_reason=event.finish_reason)
         if isinstance(event, Finished):
             if ex.chat:
                 return chunk_body(response_id=ex.response_id, model=name, delta={}, index=a.index,
@@ -404,50 +411,6 @@ class Server:
             if request.logprobs is not None else None
         a.offset += len(event.text)
         return self._text_chunk(ex, a, event.text, logprobs)
-
-
-    def _tool_chunk(self, ex: Exchange, a: Answer, event: Event) -> dict[str, Any] | None:
-        """A tool-calling answer is read whole (its calls can only be parsed complete): text is kept until it
-        finishes, then sent in one chunk as content or as `tool_calls`, with the finish reason."""
-        if isinstance(event, Delta):
-            a.parts.append(event.text)
-            return None
-        assert isinstance(event, Finished) and isinstance(ex.request, ChatRequest)
-        content, calls = answer_message(a.text, ex.request, ex.served)
-        delta: dict[str, Any] = {"content": content} if calls is None else {
-            "content": content or None, "tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
-        return chunk_body(response_id=ex.response_id, model=ex.served.name, delta=delta, index=a.index,
-                          finish_reason="tool_calls" if calls else event.finish_reason)
-
-
-def vocab_size(served: ServedModel) -> int:
-    """The number of token ids the model has (its embedding may be padded past the tokenizer)."""
-    config = getattr(served.model, "config", None)
-    size = getattr(config, "vocab_size", None)
-    return int(size) if isinstance(size, int) and size > 0 else len(served.tokenizer)
-
-
-def prompts_of(served: ServedModel, request: ChatRequest | CompletionRequest) -> list[tuple[list[int], str]]:
-    """The request's prompts as (token ids, text). Chat: the messages through the run's template (a
-    template that refuses them is a 400); completions: text tokenized as is, or token ids checked."""
-    from jinja2.exceptions import TemplateError
-
-    if isinstance(request, ChatRequest):
-        try:
-            ids = served.render(request.template_messages, tools=request.template_tools)
-        except TemplateError as exc:
-            raise ApiError(400, f"the model's chat template refused these messages ({exc})",
-                           param="messages") from exc
-        start = prefill(request, served)  # a forced tool call's opening, which the answer continues
-        return [(ids + list(served.tokenizer(start, add_special_tokens=False)["input_ids"]) if start else ids, start)]
-    out = []
-    for prompt in request.prompts:
-        if isinstance(prompt, str):
-            out.append((list(served.tokenizer(prompt)["input_ids"]), prompt))
-        else:
-            check_token_ids(prompt, vocab_size=vocab_size(served), param="prompt")
-            out.append((prompt, served.tokenizer.decode(prompt)))
-    return out
 
 
 async def _collect(ex: Exchange) -> Failed | None:

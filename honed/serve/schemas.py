@@ -1,4 +1,4 @@
-"""Requests in, OpenAI-shaped bodies out; every refusal an `ApiError` in OpenAI's shape.
+"""Requests in: OpenAI's request bodies parsed and checked; every refusal an `ApiError` in OpenAI's shape.
 
 Errors look like OpenAI's (and vLLM's), so clients raise their usual exceptions:
 
@@ -13,7 +13,7 @@ No field is silently ignored. Every field of OpenAI's chat completions and compl
 - refused with a 400 whose `param` names it and whose message says what to do (`REFUSED`).
 
 A field that is none of these (a typo, another server's extension) is a 400 too. `null` is read as the
-field's default everywhere, as OpenAI does.
+field's default everywhere, as OpenAI does. What goes back is shaped in honed.serve.responses.
 
 >>> request = parse_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}', limits=Limits())
 >>> request.model, request.messages[0].content
@@ -23,11 +23,7 @@ field's default everywhere, as OpenAI does.
 from __future__ import annotations
 
 import json
-import re
-import time
-import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -476,164 +472,3 @@ def parse_completion(body: bytes, *, limits: Limits) -> CompletionRequest:
     request = _parse(body, CompletionRequest)
     _check_limits(request, asked=request.max_tokens, choices=request.n * len(request.prompts), limits=limits)
     return request
-
-
-def check_token_ids(ids: list[int], *, vocab_size: int, param: str) -> None:
-    """Token ids a client sent (prompt, logit_bias) must exist in the model's vocabulary."""
-    bad = [i for i in ids if not 0 <= i < vocab_size]
-    if bad:
-        raise ApiError(400, f"{param}: token id {bad[0]} is outside this model's vocabulary (0 to {vocab_size - 1})",
-                       param=param)
-
-
-def max_tokens_for(request: ChatRequest | CompletionRequest, *, prompt_tokens: int, context_length: int,
-                   limits: Limits) -> int:
-    """The max_tokens to decode with: asked or the server's limit, refused when the prompt leaves no room."""
-    where = "messages" if isinstance(request, ChatRequest) else "prompt"
-    if prompt_tokens > limits.max_prompt_tokens:
-        raise ApiError(400, f"the prompt is {prompt_tokens} tokens, above this server's limit of "
-                       f"{limits.max_prompt_tokens}; shorten the {where}", param=where,
-                       code="context_length_exceeded")
-    asked = request.asked_tokens if isinstance(request, ChatRequest) else request.max_tokens
-    room = context_length - prompt_tokens
-    if asked is not None and asked > room:
-        raise ApiError(400, f"this model's maximum context length is {context_length} tokens; the {where} use "
-                       f"{prompt_tokens} and max_tokens asks for {asked}; ask for at most {max(room, 0)}",
-                       param="max_tokens", code="context_length_exceeded")
-    if room < 1 and asked != 0:
-        raise ApiError(400, f"the prompt is {prompt_tokens} tokens, at or above this model's maximum context length "
-                       f"of {context_length}; shorten the {where}", param=where, code="context_length_exceeded")
-    return min(limits.max_tokens if asked is None else asked, room)
-
-
-# ---- tokens as OpenAI shows them ------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet (each byte as a printable character), reversed."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return {char: byte for byte, char in bytes_to_unicode().items()}
-
-
-def _byte_level(tokenizer: Any) -> bool:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    return "ByteLevel" in repr(getattr(backend, "decoder", ""))
-
-
-def token_bytes(tokenizer: Any, token_id: int) -> list[int]:
-    """The exact bytes of one token (a token may hold part of a character, which its text cannot show).
-
-    >>> token_bytes(tokenizer, 100)  # doctest: +SKIP
-    [194]
-    """
-    piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    if isinstance(piece, str):
-        if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):  # sentencepiece's byte fallback
-            return [int(piece[3:5], 16)]
-        decoder = _byte_decoder()
-        if _byte_level(tokenizer) and piece and all(ch in decoder for ch in piece):
-            return [decoder[ch] for ch in piece]
-    return list(tokenizer.decode([int(token_id)]).encode("utf-8"))
-
-
-def token_text(tokenizer: Any, token_id: int) -> str:
-    return str(tokenizer.decode([int(token_id)]))
-
-
-def chat_logprob(tokenizer: Any, token: int, logprob: float, top: tuple[tuple[int, float], ...]) -> dict[str, Any]:
-    """One entry of a chat choice's `logprobs.content`: token, logprob, bytes, top_logprobs."""
-    def one(token_id: int, value: float) -> dict[str, Any]:
-        return {"token": token_text(tokenizer, token_id), "logprob": value, "bytes": token_bytes(tokenizer, token_id)}
-
-    return {**one(token, logprob), "top_logprobs": [one(t, v) for t, v in top]}
-
-
-def completion_logprobs(tokenizer: Any, entries: list[tuple[int, float | None, tuple[tuple[int, float], ...]]], *,
-                        offset: int = 0, with_top: bool = True) -> dict[str, Any]:
-    """A completions choice's `logprobs`: tokens, token_logprobs, top_logprobs (the chosen token among the
-    alternatives, as vLLM and lm-eval expect; None where there is no log-probability) and text_offset."""
-    tokens, values, tops, offsets = [], [], [], []
-    for token, logprob, top in entries:
-        text = token_text(tokenizer, token)
-        tokens.append(text)
-        values.append(logprob)
-        alternatives = {token_text(tokenizer, t): v for t, v in top}
-        if logprob is not None:
-            alternatives.setdefault(text, logprob)
-        tops.append(alternatives if logprob is not None and with_top else None)
-        offsets.append(offset)
-        offset += len(text)
-    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
-
-
-# ---- response bodies ------------------------------------------------------------------------------------
-
-
-def new_id(prefix: str = "chatcmpl") -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-@dataclass
-class Choice:
-    """One finished answer of a request: what the response bodies are built from."""
-
-    index: int
-    text: str
-    finish_reason: str
-    logprobs: Any = None  # already in the endpoint's shape, or None
-    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's `tool_calls` (then `text` is the content before them)
-
-
-def completion_body(*, response_id: str, model: str, choices: list[Choice], prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
-    """A non-streamed `chat.completion` object."""
-    return {
-        "id": response_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": c.index, "message": _message(c), "logprobs": c.logprobs,
-                     "finish_reason": c.finish_reason} for c in choices],
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
-
-
-def _message(c: Choice) -> dict[str, Any]:
-    if c.tool_calls:
-        return {"role": "assistant", "content": c.text or None, "tool_calls": c.tool_calls}
-    return {"role": "assistant", "content": c.text}
-
-
-def chunk_body(*, response_id: str, model: str, delta: dict[str, Any], finish_reason: str | None = None,
-               usage_counts: dict[str, int] | None = None, index: int = 0, logprobs: Any = None) -> dict[str, Any]:
-    """One `chat.completion.chunk` of a streamed answer (no choices in the final usage chunk)."""
-    choices = [] if usage_counts is not None else [
-        {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-    ]
-    body: dict[str, Any] = {"id": response_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                            "model": model, "choices": choices}
-    if usage_counts is not None:
-        body["usage"] = usage_counts
-    return body
-
-
-def text_completion_body(*, response_id: str, model: str, choices: list[Choice], usage_counts: dict[str, int] | None,
-                         ) -> dict[str, Any]:
-    """A `text_completion` object: the whole answer, or (streaming) one chunk of it."""
-    body: dict[str, Any] = {
-        "id": response_id, "object": "text_completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason or None}
-                    for c in choices],
-    }
-    if usage_counts is not None:
-        body["usage"] = usage_counts
-    return body
-
-
-def sse(body: dict[str, Any] | str) -> str:
-    """One server-sent event: `data: {...}\\n\\n` (or `data: [DONE]\\n\\n`)."""
-    return f"data: {body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)}\n\n"

@@ -5,10 +5,10 @@ run's chat template (the format the run was trained on), `tool_choice` "required
 starts the answer with the template's call prefix (a prefill: the model only continues a call), and the
 finished answer is parsed with the template's own format (honed.model.tools) into OpenAI `tool_calls`,
 each call's arguments validated against its tool's `parameters` schema. An answer that is not a valid
-call comes back as plain content with finish_reason "stop", as vLLM's tool parsers do.
+call comes back as plain content with finish_reason "stop", as vLLM's tool parsers do. Streamed, a
+tool-calling answer is sent in one chunk when it finishes (`tool_chunk`): its calls parse only whole.
 
->>> prefill(request, served)  # doctest: +SKIP
-'<tool_call>\\n{"name": "get_weather", "arguments": '
+    prefill(request, served)  # named tool_choice, ChatML: '<tool_call>\\n{"name": "get_weather", "arguments": '
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from honed.model.tools import check_arguments, parse_calls
 from honed.serve.loading import ServedModel
+from honed.serve.responses import chunk_body
 from honed.serve.schemas import ApiError, ChatRequest, NamedToolChoice
 
 
@@ -60,3 +61,17 @@ def answer_message(text: str, request: ChatRequest, served: ServedModel) -> tupl
          "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
         for call in calls
     ]
+
+
+def tool_chunk(text: str, request: ChatRequest, served: ServedModel, *, response_id: str, index: int,
+               finish_reason: str) -> dict[str, Any]:
+    """The one `chat.completion.chunk` a streamed tool-calling answer is sent as, once it finished: its calls
+    as `tool_calls` (each with its index, finish_reason "tool_calls"), or its text as content.
+
+        tool_chunk(answer_text, request, served, response_id="chatcmpl-1", index=0, finish_reason="stop")
+    """
+    content, calls = answer_message(text, request, served)
+    delta: dict[str, Any] = {"content": content} if calls is None else {
+        "content": content or None, "tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+    return chunk_body(response_id=response_id, model=served.name, delta=delta, index=index,
+                      finish_reason="tool_calls" if calls else finish_reason)

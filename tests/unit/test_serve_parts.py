@@ -11,9 +11,11 @@ import pytest
 from honed.errors import ConfigError
 from honed.model.loading import load_tokenizer
 from honed.serve.loading import Target, parse_target
+from honed.serve.prompts import max_tokens_for
+from honed.serve.responses import token_bytes
 from honed.serve.schemas import (
-    ApiError, HARMLESS, HARMLESS_VALUES, REFUSED, ChatRequest, CompletionRequest, Limits, check_engine, max_tokens_for,
-    parse_completion, parse_request, token_bytes,
+    ApiError, HARMLESS, HARMLESS_VALUES, REFUSED, ChatRequest, CompletionRequest, Limits, check_engine,
+    parse_completion, parse_request,
 )
 from honed.serve.textstream import TextStream, held_back
 from honed.serve.vllm import build_command, require_vllm

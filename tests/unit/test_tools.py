@@ -1,8 +1,10 @@
-"""honed.model.tools: a template's tool-call format learned from the template, and answers read back."""
+"""honed.model.tools: a template's tool-call format learned from the template, and answers read back; and
+honed.serve.toolcalls: the prefill a tool_choice forces, and a tool-calling answer as OpenAI's message and chunk."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from transformers import AutoTokenizer
@@ -10,6 +12,7 @@ from transformers import AutoTokenizer
 from honed.model.template import CHATML
 from honed.model.tools import CallFormat, ToolCall, call_format, check_arguments, parse_calls
 from honed.serve.schemas import ApiError, Limits, parse_request
+from honed.serve.toolcalls import answer_message, prefill, tool_chunk
 from tests.helpers import TINY
 
 HERMES = CallFormat("<tool_call>", "</tool_call>", "name", "arguments")
@@ -71,3 +74,41 @@ def test_tool_choice_that_cannot_be_met_is_a_400(extra: dict, param: str, says: 
     with pytest.raises(ApiError) as caught:
         parse_request(body, limits=Limits())
     assert caught.value.param == param and says in caught.value.message
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+SERVED = SimpleNamespace(name="m", tool_format=HERMES)  # what toolcalls reads of a ServedModel
+
+
+def _request(**extra):
+    body = {"model": "m", "messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER], **extra}
+    return parse_request(json.dumps(body).encode(), limits=Limits())
+
+
+def test_tool_choice_decides_what_the_answer_starts_with() -> None:
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    assert prefill(_request(tool_choice=named), SERVED) == '<tool_call>\n{"name": "get_weather", "arguments": '
+    assert prefill(_request(tool_choice="required"), SERVED) == "<tool_call>\n"
+    assert prefill(_request(), SERVED) == "" and prefill(_request(tool_choice="auto"), SERVED) == ""
+    assert prefill(_request(tool_choice="none"), SERVED) == ""
+
+
+def test_a_finished_tool_call_streams_as_one_chunk_of_tool_calls() -> None:
+    text = 'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    chunk = tool_chunk(text, _request(), SERVED, response_id="chatcmpl-1", index=2, finish_reason="stop")
+    choice = chunk["choices"][0]
+    assert chunk["object"] == "chat.completion.chunk" and chunk["model"] == "m" and choice["index"] == 2
+    assert choice["finish_reason"] == "tool_calls" and choice["delta"]["content"] == "Let me look."
+    call = choice["delta"]["tool_calls"][0]
+    assert call["index"] == 0 and call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert answer_message(text, _request(), SERVED)[1][0]["function"] == call["function"]
+
+
+def test_an_answer_that_is_no_valid_call_streams_as_content() -> None:
+    bad = '<tool_call>\n{"name": "get_weather", "arguments": {"city": 3}}\n</tool_call>'  # breaks the schema
+    for text in ("Sunny.", bad):
+        chunk = tool_chunk(text, _request(), SERVED, response_id="chatcmpl-1", index=0, finish_reason="length")
+        assert chunk["choices"][0]["delta"] == {"content": text} and chunk["choices"][0]["finish_reason"] == "length"
+        assert answer_message(text, _request(), SERVED) == (text, None)
