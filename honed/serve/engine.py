@@ -17,8 +17,11 @@ The waiting queue is bounded: `submit` raises `QueueFull` instead of letting a r
 job whose client went away is cancelled and leaves the batch at the next step, freeing its slot. An
 exception while decoding fails the jobs of that batch only; the server goes on.
 
->>> engine = Engine(max_batch=32, max_queue=256); engine.start()  # doctest: +SKIP
->>> engine.submit(Job(served=served, prompt_ids=ids, sampling=Sampling(max_tokens=64), emit=print))  # doctest: +SKIP
+The batches are transformers `RunningBatch`es; another runtime's engine subclasses `Engine` and only says
+which batch decodes a model (`new_batch`, e.g. honed.serve.llamacpp's `LlamaBatch`), so the scheduling is one.
+
+    engine = Engine(max_batch=32, max_queue=256); engine.start()
+    engine.submit(Job(served=served, prompt_ids=ids, sampling=Sampling(max_tokens=64), emit=print))
 """
 
 from __future__ import annotations
@@ -180,12 +183,18 @@ class Engine:
                     taken.append(job)
             return taken
 
+    def new_batch(self, served: ServedModel) -> RunningBatch:
+        """The empty running batch that decodes `served`'s model (a subclass gives its runtime's batch)."""
+        return RunningBatch(served.model, pad_id=served.pad_id)
+
     def _admit(self) -> None:
         groups: dict[tuple[int, str | None], list[Job]] = {}
         for job in self._take():
             groups.setdefault((id(job.served.model), job.served.adapter), []).append(job)
         for key, jobs in groups.items():
-            batch = self._batches.setdefault(key, RunningBatch(jobs[0].served.model, pad_id=jobs[0].served.pad_id))
+            if key not in self._batches:
+                self._batches[key] = self.new_batch(jobs[0].served)
+            batch = self._batches[key]
             if not batch.can_join():  # a cache layout that cannot grow a batch: wait until it is empty
                 with self._wake:
                     self._waiting.extendleft(reversed(jobs))
@@ -200,7 +209,7 @@ class Engine:
             try:
                 batch.admit(rows)
             except Exception as exc:  # e.g. out of memory on a long prompt: those jobs fail, others go on
-                log.exception("prefill failed")
+                log.exception("prefill failed on the %s engine", self.name)
                 for job in jobs:
                     job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
                 continue

@@ -39,11 +39,9 @@ from typing import Any
 from honed.errors import ConfigError, ModelError
 from honed.model.batch import Row, RunningBatch, _score_prompt
 from honed.runs.rundir import RunDir
-from honed.serve.engine import Engine, Failed, Job
+from honed.serve.engine import Engine
 from honed.serve.loading import ServedModel, Target, _check_names, _tokenizer_for, parse_target
-from honed.serve.textstream import TextStream
 
-log = logging.getLogger("honed.serve")
 
 INSTALL = "CMAKE_ARGS=\"-DLLAVA_BUILD=OFF\" pip install 'honed[llamacpp]'"
 KV_TOKENS_PER_SEQUENCE = 4096  # each batch slot's context (capped by the model's own); the front refuses longer
@@ -74,8 +72,7 @@ class GgufExport:
 def gguf_exports(run: RunDir) -> list[GgufExport]:
     """The run's GGUF exports whose file is there, newest first.
 
-    >>> [e.path.name for e in gguf_exports(RunDir("runs/demo"))]  # doctest: +SKIP
-    ['model-q8_0.gguf', 'model-f16.gguf']
+        [e.path.name for e in gguf_exports(RunDir("runs/demo"))]  # ['model-q8_0.gguf', 'model-f16.gguf']
     """
     found = []
     for record in sorted(run.exports.glob("*/export.json")) if run.exports.is_dir() else []:
@@ -131,9 +128,8 @@ class LlamaCppModel:
     `decode` feeds tokens (each with its position and sequence) and returns the logits asked for; `forget`
     empties a sequence for its next request. Only the engine's thread may call them once serving.
 
-    >>> model = LlamaCppModel(Path("model-q8_0.gguf"), sequences=16, threads=2)  # doctest: +SKIP
-    >>> model.decode([(1, 0, 0, False), (42, 1, 0, True)]).shape  # doctest: +SKIP
-    (1, 49152)
+        model = LlamaCppModel(Path("model-q8_0.gguf"), sequences=16, threads=2)
+        model.decode([(1, 0, 0, False), (42, 1, 0, True)]).shape  # (1, 49152): the flagged token's logits
     """
 
     def __init__(self, path: Path, *, sequences: int, threads: int, context: int = KV_TOKENS_PER_SEQUENCE,
@@ -346,28 +342,9 @@ class LlamaCppEngine(Engine):
 
     name = "llama.cpp"  # which request parameters it implements: honed.serve.schemas.ENGINE_PARAMS
 
-    def _admit(self) -> None:
-        groups: dict[tuple[int, str | None], list[Job]] = {}
-        for job in self._take():
-            groups.setdefault((id(job.served.model), None), []).append(job)
-        for key, jobs in groups.items():
-            if key not in self._batches:
-                self._batches[key] = LlamaBatch(jobs[0].served.model)
-            batch = self._batches[key]
-            for job in jobs:  # as Engine._admit: a multi-token end of turn is a stop string
-                turn_end = [] if job.ignore_eos else list(job.served.stops.strings)
-                job.text = TextStream(job.served.tokenizer, stop=[*job.stop, *turn_end])
-            rows = [Row(prompt_ids=job.prompt_ids, sampling=job.sampling, payload=job, constraint=job.constraint)
-                    for job in jobs]
-            try:
-                batch.admit(rows)
-            except Exception as exc:
-                log.exception("llama.cpp prefill failed")
-                for job in jobs:
-                    job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
-                continue
-            self.running += len(jobs)
-            self._after_prefill(batch, rows)
+    def new_batch(self, served: ServedModel) -> RunningBatch:
+        """A `LlamaBatch` on the served GGUF: Engine's admit loop, queue and steps do the rest."""
+        return LlamaBatch(served.model)
 
 
 # ---- loading and serving -----------------------------------------------------------------------------------
@@ -378,9 +355,8 @@ def load_llamacpp_targets(texts: list[str], *, checkpoint: str = "best", sequenc
     """What `honed serve --engine llama.cpp` serves: each run's GGUF in llama.cpp, with the run's tokenizer
     and template for the front.
 
-    >>> served = load_llamacpp_targets(["runs/demo"], sequences=16, threads=2)  # doctest: +SKIP
-    >>> served[0].checkpoint  # doctest: +SKIP
-    'exports/gguf-best-q8_0/model-q8_0.gguf'
+        served = load_llamacpp_targets(["runs/demo"], sequences=16, threads=2)
+        served[0].checkpoint  # 'exports/gguf-best-q8_0/model-q8_0.gguf'
     """
     from honed.model.decode import pad_token_id, stops_for
 

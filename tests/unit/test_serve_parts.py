@@ -215,6 +215,84 @@ def test_a_full_or_stopping_engine_refuses_at_once() -> None:
         stopping.submit(job())
 
 
+
+class _Batch:
+    """A running batch that only records what the scheduler asks of it (no model)."""
+
+    def __init__(self, *, joins: bool = True, fails: bool = False) -> None:
+        self.rows: list = []
+        self.joins, self.fails = joins, fails
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def can_join(self) -> bool:
+        return self.joins
+
+    def admit(self, rows) -> None:
+        if self.fails:
+            raise RuntimeError("out of memory")
+        self.rows.extend(rows)
+
+
+def _engine_with(batch: _Batch, events: list, *, jobs: int, max_batch: int):
+    """An Engine subclass that supplies only its batch (as LlamaCppEngine does), with `jobs` jobs queued."""
+    from types import SimpleNamespace
+
+    from honed.model.batch import Sampling
+    from honed.model.stops import StopRule
+    from honed.serve.engine import Engine, Job
+
+    class OwnBatch(Engine):
+        def new_batch(self, served):
+            self.made = [*getattr(self, "made", []), served]
+            return batch
+
+    served = SimpleNamespace(model=object(), adapter=None, stops=StopRule(frozenset({2}), strings=("</s>",)),
+                             tokenizer=None, pad_id=0)
+    engine = OwnBatch(max_batch=max_batch)
+    for i in range(jobs):
+        engine.submit(Job(served=served, prompt_ids=[1, i], sampling=Sampling(max_tokens=4),  # type: ignore[arg-type]
+                          emit=events.append, stop=["END"]))
+    return engine
+
+
+def test_the_admit_loop_prefills_into_the_batch_a_subclass_supplies() -> None:
+    events: list = []
+    batch = _Batch()
+    engine = _engine_with(batch, events, jobs=3, max_batch=2)
+    engine._admit()
+    assert len(engine.made) == 1 and engine.running == 2 and engine.queue_depth == 1  # max_batch holds
+    assert [row.prompt_ids for row in batch.rows] == [[1, 0], [1, 1]] and events == []
+    assert batch.rows[0].payload.text.stops == ["END", "</s>"]  # the end of turn's string is a stop string
+    engine._admit()
+    assert len(engine.made) == 1 and engine.queue_depth == 1  # the same batch; no slot free yet
+
+
+def test_a_batch_that_cannot_join_keeps_the_jobs_waiting_and_a_failed_prefill_fails_them() -> None:
+    from honed.serve.engine import Failed
+
+    events: list = []
+    engine = _engine_with(_Batch(joins=False), events, jobs=2, max_batch=4)
+    engine._admit()
+    assert engine.queue_depth == 2 and engine.running == 0 and events == []
+    assert [job.prompt_ids for job in engine._waiting] == [[1, 0], [1, 1]]  # back in their order
+    engine = _engine_with(_Batch(fails=True), events, jobs=2, max_batch=4)
+    engine._admit()
+    assert engine.running == 0 and engine.queue_depth == 0
+    assert len(events) == 2 and all(isinstance(e, Failed) and "out of memory" in e.message for e in events)
+
+
+def test_the_llamacpp_engine_supplies_only_its_batch() -> None:
+    from types import SimpleNamespace
+
+    from honed.serve.engine import Engine
+    from honed.serve.llamacpp import LlamaBatch, LlamaCppEngine
+
+    batch = LlamaCppEngine().new_batch(SimpleNamespace(model=SimpleNamespace(sequences=3)))  # type: ignore[arg-type]
+    assert isinstance(batch, LlamaBatch) and sorted(batch.cached) == [0, 1, 2]
+    assert "_admit" not in LlamaCppEngine.__dict__ and LlamaCppEngine._admit is Engine._admit
+
 def test_the_vllm_engine_passes_seed_penalties_and_logit_bias_through() -> None:
     from types import SimpleNamespace
 
