@@ -4,9 +4,8 @@ The same engine as `honed serve` (no HTTP in between): the same chat template, t
 printed as they come. In the terminal the conversation keeps its history; `/reset` forgets it (the
 system prompt stays), `/quit` (or Ctrl-D) leaves.
 
->>> session = ChatSession(served, engine, system="Answer in JSON.")  # doctest: +SKIP
->>> session.reply("App crashes on login", on_delta=print)  # doctest: +SKIP
-'{"category": "bug", ...}'
+    session = ChatSession(served, engine, system="Answer in JSON.")
+    session.reply("App crashes on login", on_delta=print)  # e.g. '{"category": "bug", ...}'
 """
 
 from __future__ import annotations

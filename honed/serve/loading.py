@@ -8,9 +8,8 @@ request (`set_adapter`), as vLLM serves many LoRA adapters on one base. Adapters
 costs a few small matmuls per layer but keeps a single copy of the base weights. Full fine-tunes and
 exports are whole models and get their own copy.
 
->>> served = load_targets(["runs/support", "runs/billing"])  # doctest: +SKIP
->>> [s.name for s in served], served[0].model is served[1].model  # doctest: +SKIP
-(['support', 'billing'], True)
+    served = load_targets(["runs/support", "runs/billing"])
+    [s.name for s in served], served[0].model is served[1].model  # (['support', 'billing'], True)
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ One registry per server (not the process-wide default), so tests can start sever
     honed_queue_depth                             requests waiting for a decoding slot
     honed_running_requests                        requests decoding now
 
->>> metrics = Metrics(engine); metrics.render()[:6]  # doctest: +SKIP
+>>> from honed.serve.engine import Engine
+>>> Metrics(Engine()).render()[:6]
 b'# HELP'
 """
 

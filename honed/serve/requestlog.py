@@ -6,8 +6,8 @@ lock (lines from concurrent requests never interleave); a line holds no characte
 breaks at (U+2028, U+2029 and NEL are written as JSON escapes). The file is opened by name for every
 record, so moving it away (rotation) simply starts a new one.
 
->>> log = RequestLog()  # doctest: +SKIP
->>> log.append(run_dir / "requests.jsonl", record(...))  # doctest: +SKIP
+    log = RequestLog()  # each model's own runs/<name>/requests.jsonl
+    log.append(served, record(response_id=..., ts=arrival_timestamp(), served=served, ...))
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ uvicorn handles SIGTERM and Ctrl-C: it stops accepting connections, lets in-flig
 streams) finish for up to `drain_s` seconds, then the app's lifespan stops the engine and the process
 exits.
 
->>> serve(["runs/support"], host="127.0.0.1", port=8000)  # doctest: +SKIP
->>> with ServerThread(served, engine) as url:  # doctest: +SKIP
-...     OpenAI(base_url=url + "/v1", api_key="x").models.list()
+    serve(load_targets(["runs/support"]), host="127.0.0.1", port=8000, settings=Settings())  # until SIGTERM
+    with ServerThread(served, engine) as url:
+        OpenAI(base_url=url + "/v1", api_key="x").models.list()
 """
 
 from __future__ import annotations
@@ -58,9 +58,8 @@ def serve(served: list[ServedModel], *, host: str, port: int, settings: Settings
 class ServerThread:
     """A real uvicorn server on a thread, on 127.0.0.1 and a free port; stopped on exit.
 
-    >>> with ServerThread(served, Engine()) as url:  # doctest: +SKIP
-    ...     print(url)
-    http://127.0.0.1:41234
+        with ServerThread(served, Engine()) as url:
+            print(url)  # http://127.0.0.1:41234
     """
 
     def __init__(self, served: list[ServedModel], engine: Engine, *, settings: Settings | None = None,

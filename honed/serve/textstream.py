@@ -6,8 +6,8 @@ character still incomplete (U+FFFD at the end), is held back until the next toke
 joined are exactly the non-streamed answer. `starts` records where each token's text begins in the
 decoded answer, so a token's log-probability goes out with the text it starts (`released`).
 
->>> stream = TextStream(tokenizer, stop=["\\n\\n"])  # doctest: +SKIP
->>> delta, stopped = stream.push(token_id)  # doctest: +SKIP
+    stream = TextStream(tokenizer, stop=["\\n\\n"])
+    delta, stopped = stream.push(token_id)  # the newly final text, and whether a stop string ended it
 """
 
 from __future__ import annotations

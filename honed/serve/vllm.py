@@ -12,8 +12,9 @@ streaming the text back and averaging the returned log-probabilities into `mean_
 Several GPUs: pass vLLM's own flags through, e.g. `--vllm-arg=--tensor-parallel-size=4` (one model
 sharded over 4 GPUs) or `--vllm-arg=--data-parallel-size=2` (two replicas).
 
->>> build_command(targets, port=8100)[:4]  # doctest: +SKIP
-['/usr/bin/python3', '-m', 'vllm.entrypoints.openai.api_server', '--model']
+>>> export = Target(name="exp", weights=Path("runs/demo/exports/merged"), base=None, run=None, checkpoint="merged")
+>>> build_command([export], port=8100, python="python")[:4]
+['python', '-m', 'vllm.entrypoints.openai.api_server', '--model']
 """
 
 from __future__ import annotations
