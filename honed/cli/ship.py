@@ -13,6 +13,7 @@ from honed.cli.app import app, err_console
 from honed.cli.options import command
 from honed.export.settings import ExportSettings
 from honed.options import argument, option
+from honed.serve.limits import DEFAULT_DRAIN_S, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, Limits
 
 
 @dataclass(kw_only=True)
@@ -85,15 +86,16 @@ class ServeOptions:
                          "llama-cpp-python installed) or vllm (GPU, vLLM installed)")
     no_log: bool = option(False, "write no request log")
     request_log: str | None = option(None, "one log file for every model (default: RUN/requests.jsonl)")
-    max_tokens_limit: int = option(1024, "largest max_tokens a request may ask for (also the default)", min=1)
-    max_prompt_tokens: int = option(4096, "longest prompt accepted, in tokens", min=1)
-    max_body_bytes: int = option(1 << 20, "largest request body (413 above)", min=1024)
-    max_batch: int = option(32, "requests decoded together", min=1)
-    max_queue: int = option(256, "requests allowed to wait; more get 429", min=0)
+    max_tokens_limit: int = option(Limits.max_tokens, "largest max_tokens a request may ask for (also the default)",
+                                   min=1)
+    max_prompt_tokens: int = option(Limits.max_prompt_tokens, "longest prompt accepted, in tokens", min=1)
+    max_body_bytes: int = option(Limits.max_body_bytes, "largest request body (413 above)", min=1024)
+    max_batch: int = option(DEFAULT_MAX_BATCH, "requests decoded together", min=1)
+    max_queue: int = option(DEFAULT_MAX_QUEUE, "requests allowed to wait; more get 429", min=0)
     device: str = option("auto", "auto, cpu or cuda (torch and llama.cpp engines)")
     threads: int | None = option(
         None, "CPU threads for torch and llama.cpp (default: the usable cores, see docs/train.md)", min=1)
-    drain_timeout: float = option(30.0, "seconds SIGTERM waits for in-flight requests", min=0)
+    drain_timeout: float = option(DEFAULT_DRAIN_S, "seconds SIGTERM waits for in-flight requests", min=0)
     vllm_args: list[str] | None = option(
         None, "extra argument for vLLM, e.g. --vllm-arg=--tensor-parallel-size=2", flag="--vllm-arg")
 
@@ -141,7 +143,6 @@ def _front_settings(options: ServeOptions) -> Any:
     from honed.errors import ConfigError
     from honed.serve.app import Settings
     from honed.serve.requestlog import RequestLog
-    from honed.serve.schemas import Limits
 
     if options.engine not in ("torch", "llama.cpp", "vllm"):
         raise ConfigError(f"--engine {options.engine}: use torch, llama.cpp or vllm")

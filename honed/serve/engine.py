@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from honed.model.batch import Pick, Row, RunningBatch, Sampling, Scored
 from honed.model.constrain import RowState
+from honed.serve.limits import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE
 from honed.serve.loading import ServedModel
 from honed.serve.textstream import TextStream
 
@@ -117,7 +118,7 @@ class Engine:
 
     name = "torch"  # which request parameters it implements: honed.serve.schemas.ENGINE_PARAMS
 
-    def __init__(self, *, max_batch: int = 32, max_queue: int = 256) -> None:
+    def __init__(self, *, max_batch: int = DEFAULT_MAX_BATCH, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self._waiting: deque[Job] = deque()

@@ -12,8 +12,9 @@ tool call's opening (honed.serve.toolcalls); completions: text is tokenized as i
 
 from __future__ import annotations
 
+from honed.serve.limits import Limits
 from honed.serve.loading import ServedModel
-from honed.serve.schemas import ApiError, ChatRequest, CompletionRequest, Limits
+from honed.serve.schemas import ApiError, ChatRequest, CompletionRequest
 from honed.serve.toolcalls import prefill
 
 

@@ -23,22 +23,13 @@ field's default everywhere, as OpenAI does. What goes back is shaped in honed.se
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from honed.serve.limits import Limits
+
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat; vLLM's default for both endpoints
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for (`honed serve --max-tokens-limit ...`)."""
-
-    max_body_bytes: int = 1 << 20
-    max_tokens: int = 1024  # the largest max_tokens a request may ask for; also the default
-    max_prompt_tokens: int = 4096
-    max_n: int = 8  # choices per request (rows of one batch); times the prompts of a completions request
 
 
 class ApiError(Exception):

@@ -19,6 +19,7 @@ from typing import Any
 from honed.errors import ConfigError
 from honed.serve.app import Settings, create_app
 from honed.serve.engine import Engine
+from honed.serve.limits import DEFAULT_DRAIN_S, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE
 from honed.serve.loading import ServedModel
 
 LOOPBACK = "127.0.0.1"
@@ -31,15 +32,16 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
-def uvicorn_config(app: Any, *, host: str, port: int, drain_s: float = 30.0) -> Any:
+def uvicorn_config(app: Any, *, host: str, port: int, drain_s: float = DEFAULT_DRAIN_S) -> Any:
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=drain_s,
                           access_log=False, lifespan="on")
 
 
-def serve(served: list[ServedModel], *, host: str, port: int, settings: Settings, max_batch: int = 32,
-          max_queue: int = 256, drain_s: float = 30.0, engine: Any = None) -> None:
+def serve(served: list[ServedModel], *, host: str, port: int, settings: Settings,
+          max_batch: int = DEFAULT_MAX_BATCH, max_queue: int = DEFAULT_MAX_QUEUE, drain_s: float = DEFAULT_DRAIN_S,
+          engine: Any = None) -> None:
     """Serve until SIGTERM / Ctrl-C (blocking). `engine`: another engine (honed.serve.llamacpp), else the torch
     Engine with `max_batch` and `max_queue`."""
     import uvicorn

@@ -32,6 +32,7 @@ from typing import Any
 
 from honed.errors import ConfigError
 from honed.serve.engine import Delta, Failed, Finished, Job, QueueFull
+from honed.serve.limits import DEFAULT_MAX_QUEUE
 from honed.serve.loading import Target, parse_target
 
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -94,7 +95,7 @@ class VllmEngine:
 
     name = "vllm"  # which request parameters it passes through: honed.serve.schemas.ENGINE_PARAMS
 
-    def __init__(self, base_url: str, *, max_queue: int = 256) -> None:
+    def __init__(self, base_url: str, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self.base_url = base_url
         self.max_queue = max_queue
         self.running = 0
