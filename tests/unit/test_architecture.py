@@ -48,11 +48,13 @@ def mapped_modules(lines: list[str]) -> tuple[list[str], list[str]]:
 
 def tree_modules() -> set[str]:
     """Every Python module under honed/, as a path relative to the repository root."""
-    return {p.relative_to(ROOT).as_posix() for p in (ROOT / "honed").rglob("*.py") if "__pycache__" not in p.parts}
+    paths = (ROOT / "honed").rglob("*.py")
+    return {p.relative_to(ROOT).as_posix() for p in paths if "__pycache__" not in p.parts}
 
 
 def test_the_module_map_matches_the_tree() -> None:
-    named, malformed = mapped_modules(map_section((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")))
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named, malformed = mapped_modules(map_section(text))
     tree = tree_modules()
     missing = sorted(tree - set(named))
     extra = sorted(set(named) - tree)
@@ -60,13 +62,15 @@ def test_the_module_map_matches_the_tree() -> None:
     assert not missing, f"docs/architecture.md's module map has no line for: {', '.join(missing)}"
     assert not extra, f"docs/architecture.md's module map names modules that do not exist: {', '.join(extra)}"
     assert not repeated, f"docs/architecture.md's module map names these twice: {', '.join(repeated)}"
-    assert not malformed, "module map lines not in the form '- `honed/path.py`: what it holds':\n" + "\n".join(malformed)
+    assert not malformed, ("module map lines not in the form '- `honed/path.py`: what it holds':\n"
+                           + "\n".join(malformed))
 
 
 def test_a_map_out_of_step_is_caught() -> None:
     """The check can fail: a missing module, a removed one and a line in another form are each seen."""
     tree = tree_modules()
-    named, malformed = mapped_modules(["`honed/`: the package", "- `honed/no_such_module.py`: gone", "- `atomic.py`: x"])
+    lines = ["`honed/`: the package", "- `honed/no_such_module.py`: gone", "- `atomic.py`: x"]
+    named, malformed = mapped_modules(lines)
     assert "honed/atomic.py" in tree - set(named)
     assert set(named) - tree == {"honed/no_such_module.py"}
     assert malformed == ["- `atomic.py`: x"]
