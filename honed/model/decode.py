@@ -56,8 +56,8 @@ def stops_for(tokenizer: Any, model: Any | None = None) -> StopRule:
     """The stop rule of a tokenizer whose chat template is set (honed.model.tokenizers sets it): the end
     of turn its template writes, plus the tokenizer's and the model's eos.
 
-    >>> stops_for(tokenizer).ids  # doctest: +SKIP
-    frozenset({2})
+    Usage: `stops_for(tokenizer).ids` is e.g. `frozenset({2})` for a ChatML tokenizer whose `<|im_end|>` is
+    id 2 (needs a tokenizer: tests/unit/test_decode.py's test_stop_token_is_the_templates_end_of_turn).
     """
     template = getattr(tokenizer, "chat_template", None)
     end = end_of_turn_of(tokenizer, template) if template else str(getattr(tokenizer, "eos_token", "") or "")
@@ -114,8 +114,12 @@ def cache_argument(model: Any) -> str:
 
     Read off the forward signature of the underlying model (a peft or DDP wrapper forwards **kwargs).
 
-    >>> cache_argument(model)  # doctest: +SKIP
-    'cache'
+    >>> class Older:  # a stand-in for a transformers model: only its forward's signature is read
+    ...     def forward(self, input_ids, past_key_values=None): ...
+    >>> class Newer:
+    ...     def forward(self, input_ids, cache=None): ...
+    >>> cache_argument(Older()), cache_argument(Newer())
+    ('past_key_values', 'cache')
     """
     core = model
     while True:  # peft -> its base model; DDP / FSDP wrappers -> .module
@@ -239,10 +243,9 @@ def generate(
     (honed.model.constrain: a label set, JSON, a JSON schema) restricts every row's tokens; it must
     allow one of the stop ids where an answer may end.
 
-    >>> ids = [render_prompt(conv, tokenizer) for conv in holdout]  # doctest: +SKIP
-    >>> outputs, stats = generate(model, tokenizer, ids, max_new_tokens=64)  # doctest: +SKIP
-    >>> outputs[0].text, round(stats.tokens_per_s)  # doctest: +SKIP
-    ('{"people": "4"}', 212)
+    Usage: `outputs, stats = generate(model, tokenizer, [render_prompt(c, tokenizer) for c in holdout],
+    max_new_tokens=64)`; `outputs[0].text` is the first answer, `stats.tokens_per_s` the speed (needs a model:
+    tests/unit/test_decode.py compares it with one-by-one decoding and transformers' own generate).
     """
     import torch
 

@@ -169,7 +169,7 @@ def local_path(spec: str) -> tuple[str, str | None]:
 def load_tokenizer(spec: str) -> Any:
     """Load the tokenizer for a spec (a fast tokenizer: the renderer needs character offsets).
 
-    >>> tok = load_tokenizer("smollm2-135m")  # doctest: +SKIP
+    Usage: `load_tokenizer("smollm2-135m")` (a model's files: tests/unit/test_render.py, test_models.py).
     """
     from transformers import AutoTokenizer
 
@@ -255,7 +255,11 @@ def model_type(spec: str) -> str | None:
 def model_width(spec: str) -> tuple[int, str]:
     """(hidden size, model type) from the model's config (the default learning rate needs them).
 
-    >>> model_width("smollm2-135m")  # doctest: +SKIP
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:  # a model folder's config.json is all it reads
+    ...     config = {"model_type": "llama", "hidden_size": 576}
+    ...     _ = (Path(folder) / "config.json").write_text(json.dumps(config))
+    ...     model_width(folder)
     (576, 'llama')
     """
     config = model_config(spec)
@@ -266,7 +270,7 @@ def model_width(spec: str) -> tuple[int, str]:
 def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Any:
     """Load a causal LM for a spec, in `dtype`, on `device`.
 
-    >>> model = load_model("smollm2-135m")  # doctest: +SKIP
+    Usage: `load_model("smollm2-135m", dtype="bfloat16")` (a model's weights: tests/unit/test_runs.py).
     """
     from transformers import AutoModelForCausalLM
 
@@ -326,8 +330,13 @@ def damaged_weights(folder: Path) -> Iterator[None]:
     """A torn or corrupt weights file in `folder` (safetensors header, truncated tensor, bad JSON config)
     becomes one ModelError naming the folder, instead of safetensors' or torch's traceback.
 
-    >>> with damaged_weights(Path("runs/a/final")):  # doctest: +SKIP
-    ...     load_weights(model, Path("runs/a/final"))
+    >>> import tempfile
+    >>> from safetensors.torch import load_file
+    >>> with tempfile.TemporaryDirectory() as folder, damaged_weights(Path(folder)):
+    ...     _ = (Path(folder) / "model.safetensors").write_bytes(b"torn")
+    ...     load_file(Path(folder) / "model.safetensors")
+    Traceback (most recent call last):
+    honed.errors.ModelError: ...: the saved weights cannot be read (SafetensorError: ...); the file is ...
     """
     from safetensors import SafetensorError
 

@@ -4,8 +4,8 @@ Training renders whole conversations (honed.data.render, which also decides the 
 that generates renders the turns before an answer plus the template's assistant header, with the same
 template, so what a model is asked always looks like what it was trained on.
 
->>> render_messages([{"role": "user", "content": "hi"}], tokenizer)  # doctest: +SKIP
-[1, 882, 198, 6014, 2, 198, 1, 520, 9531, 198]
+Usage: `render_messages([{"role": "user", "content": "hi"}], tokenizer)` gives the prompt's token ids, the
+assistant header last (tests/unit/test_render.py: the training prefix up to that header, exactly).
 """
 
 from __future__ import annotations

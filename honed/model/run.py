@@ -1,6 +1,6 @@
 """A training run's model, ready to generate: its base, its checkpoint's weights, its stored template.
 
->>> model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")  # doctest: +SKIP
+Usage: `model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu"
     LoRA folders are loaded onto the run's base model through peft and merged for fast inference;
     full fine-tuning folders are complete models. Weights come from safetensors only.
 
-    >>> model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")  # doctest: +SKIP
+    Usage: `model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best")` (needs a trained run:
+    tests/unit/test_runs.py and test_monitor.py load tiny ones).
     """
     folder = run.resolve_checkpoint(checkpoint)
     tokenizer, _ = run_tokenizer(run, folder)

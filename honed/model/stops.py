@@ -5,9 +5,8 @@ marker is not a token of the vocabulary). `StopRule` holds the single-token stop
 token, for free) and the longer ones as strings, which the decoder matches on the decoded tail of a row,
 so an answer stops on the whole sequence whatever the token boundaries, and never contains it.
 
->>> rule = stop_rule(tokenizer, "<|im_end|>")  # doctest: +SKIP
->>> rule.ids, rule.strings  # doctest: +SKIP
-(frozenset({2}), ())
+Usage: `stop_rule(tokenizer, "<|im_end|>")`: ChatML's one-token marker becomes an id (`ids` holds 2 for
+SmolLM2) and `strings` stays empty; `stop_rule`'s own example runs, with a longer stop becoming a string.
 """
 
 from __future__ import annotations
@@ -73,8 +72,13 @@ def stop_rule(tokenizer: Any, end_of_turn: str, model: Any | None = None, *, ext
 
     A stop that encodes to one token becomes an id; a longer one a string.
 
-    >>> stop_rule(tokenizer, "<|im_end|>").ids  # doctest: +SKIP
-    frozenset({2})
+    >>> class Tokenizer:  # a stand-in: "<|im_end|>" is token 2, other text one id per character
+    ...     eos_token_id = 0
+    ...     def __call__(self, text, add_special_tokens):
+    ...         return {"input_ids": [2] if text == "<|im_end|>" else [ord(c) for c in text]}
+    >>> rule = stop_rule(Tokenizer(), "<|im_end|>", extra=["User:"])
+    >>> rule.ids, rule.strings, rule.end_of_turn_id
+    (frozenset({0, 2}), ('User:',), 2)
     """
     ids: set[int] = set()
     strings: list[str] = []
@@ -105,8 +109,10 @@ def runtime_stops(tokenizer: Any, model: Any | None = None) -> StopRule:
     generation config's), never honed's reading of the template. Export parity decodes with this, so an
     artifact whose eos is not the end of turn fails parity instead of passing on honed's own stop ids.
 
-    >>> runtime_stops(AutoTokenizer.from_pretrained("exports/merged"), model).ids  # doctest: +SKIP
-    frozenset({2})
+    >>> from types import SimpleNamespace as Namespace  # stand-ins for a tokenizer and a model
+    >>> model = Namespace(generation_config=Namespace(eos_token_id=[2, 7]))
+    >>> runtime_stops(Namespace(eos_token_id=2), model).ids
+    frozenset({2, 7})
     """
     ids: set[int] = set()
     for source in (tokenizer, getattr(model, "generation_config", None)):

@@ -22,9 +22,9 @@ its family's training-safe template, with the reason said; an unknown one is ref
 
 `--chat-template NAME|FILE.jinja` overrides all of this.
 
->>> choice = choose_template(tokenizer, model_type="gemma3_text")  # doctest: +SKIP
->>> choice.name, choice.end_of_turn  # doctest: +SKIP
-('gemma', '<end_of_turn>')
+Usage: `choose_template(tokenizer, model_type="gemma3_text")` picks `name='gemma'`,
+`end_of_turn='<end_of_turn>'` for a Gemma 3 tokenizer without a template (tests/unit/test_template.py runs
+every family, on the tiny committed tokenizer dressed as each).
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ def end_of_turn_of(tokenizer: Any, template: str) -> str:
     """The text a template writes right after an assistant answer's content: its first token when that is
     an added (special) token, else the whole tail up to the first line break (several tokens then).
 
-    >>> end_of_turn_of(tokenizer, CHATML)  # doctest: +SKIP
-    '<|im_end|>'
+    Usage: `end_of_turn_of(tokenizer, CHATML)` is `'<|im_end|>'` (renders with the tokenizer:
+    tests/unit/test_template.py's test_end_of_turn_is_the_special_token_right_after_the_answer).
     """
     from jinja2.exceptions import TemplateError
 
@@ -248,8 +248,8 @@ def choose_template(tokenizer: Any, *, model_type: str | None, override: str | N
     """The chat template for a model: `override` (a family name or a .jinja file), else the model's own,
     else its family's by architecture and vocabulary, else ChatML with added tokens. Sets nothing.
 
-    >>> choose_template(tokenizer, model_type="llama").name  # doctest: +SKIP
-    'chatml'
+    Usage: `choose_template(tokenizer, model_type="llama").name` is `'chatml'` for a Llama tokenizer without
+    a template or Llama 3's turn tokens (tests/unit/test_template.py).
     """
     if override:
         return _override(tokenizer, override)

@@ -3,9 +3,8 @@
 `model_tokenizer` is what `data check` and `train` call: it chooses the template and says why. Every later
 stage calls `run_tokenizer`, which applies the run's stored template.json and never chooses again.
 
->>> tokenizer, choice = model_tokenizer("smollm2-135m")  # doctest: +SKIP
->>> choice.name, choice.reason  # doctest: +SKIP
-('model', "the model's own chat template")
+Usage: `tokenizer, choice = model_tokenizer("smollm2-135m")`; `choice.name, choice.reason` is then
+`('model', "the model's own chat template")` (a model's files: tests/unit/test_render.py, test_models.py).
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ the keys holding the name and the arguments are what the model was trained to wr
 `parse_calls` reads an answer written that way back into OpenAI `tool_calls`, and `check_arguments`
 validates each call's arguments against its tool's JSON schema (jsonschema).
 
->>> fmt = call_format(tokenizer, "<|im_end|>")  # doctest: +SKIP
->>> fmt.prefix, fmt.name_key, fmt.arguments_key  # doctest: +SKIP
-('<tool_call>', 'name', 'arguments')
->>> parse_calls('<tool_call>\\n{"name": "f", "arguments": {"x": 1}}\\n</tool_call>', fmt)  # doctest: +SKIP
+`call_format(tokenizer, "<|im_end|>")` learns ChatML's format from its template (tests/unit/test_tools.py);
+here it is written out:
+
+>>> fmt = CallFormat(prefix="<tool_call>", suffix="</tool_call>", name_key="name", arguments_key="arguments")
+>>> parse_calls('<tool_call>\\n{"name": "f", "arguments": {"x": 1}}\\n</tool_call>', fmt)
 ParsedAnswer(content='', calls=[ToolCall(name='f', arguments={'x': 1})])
 """
 
