@@ -109,8 +109,10 @@ def curve_of_run(run_dir: str | Path) -> Curve | None:
     when one of that curve's points is this run (`honed curve --out OUT` writes OUT/curve.json, OUT/f050/, ...).
 
     >>> import tempfile
-    >>> point = CurvePoint(fraction=1, examples=360, run="out/f100", metric=Interval(value=0.6, low=0.5, high=0.7))
-    >>> curve = Curve(main_metric="exact_match", holdout="h", points=[point], doubling=None, last_doubling=None)
+    >>> metric = Interval(value=0.6, low=0.5, high=0.7)
+    >>> point = CurvePoint(fraction=1, examples=360, run="out/f100", metric=metric)
+    >>> curve = Curve(main_metric="exact_match", holdout="h", points=[point], doubling=None,
+    ...               last_doubling=None)
     >>> with tempfile.TemporaryDirectory() as out:
     ...     write_json_atomic(Path(out) / CURVE_FILE, curve.model_dump())
     ...     (Path(out) / "f100").mkdir()

@@ -62,7 +62,7 @@ def split_conversations(
 ) -> SplitResult:
     """Split off about `holdout_fraction` of the examples, keeping near-duplicate clusters whole.
 
-    >>> words = ["apple", "river", "engine", "violin", "planet", "garden", "copper", "winter", "market", "tunnel"]
+    >>> words = "apple river engine violin planet garden copper winter market tunnel".split()
     >>> convs = [Conversation.from_json({"messages": [{"role": "user", "content": f"what is a {w}?"},
     ...                                              {"role": "assistant", "content": f"a {w} is a thing"}]})
     ...          for w in words]
@@ -146,7 +146,8 @@ def near_duplicate_clusters(
     their responses differ). Every definition is honed.data.dedup's, at the same threshold.
     Clusters are lists of ascending indices, ordered by their first index.
 
-    >>> chats = [("Where is my refund?", "billing"), ("where is my  refund?", "billing"), ("App crashes", "bug")]
+    >>> chats = [("Where is my refund?", "billing"), ("where is my  refund?", "billing"),
+    ...          ("App crashes", "bug")]
     >>> near_duplicate_clusters([Conversation.from_json({"messages": [{"role": "user", "content": q},
     ...                                                               {"role": "assistant", "content": a}]})
     ...                          for q, a in chats])
@@ -268,8 +269,9 @@ def split_file(
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     data = Path(folder) / "data.jsonl"
-    ...     _ = data.write_text("".join(f'{{"prompt": "what is {i} times {i + 3}?", "completion": "{i * (i + 3)}"}}\\n'
-    ...                                 for i in range(20)))
+    ...     rows = (f'{{"prompt": "what is {i} times {i + 3}?", "completion": "{i * (i + 3)}"}}\\n'
+    ...             for i in range(20))
+    ...     _ = data.write_text("".join(rows))
     ...     manifest = split_file(data, out=Path(folder) / "split", holdout_fraction=0.1, seed=0)
     ...     sorted(p.name for p in (Path(folder) / "split").iterdir())
     ['holdout.jsonl', 'manifest.json', 'train.jsonl']

@@ -205,7 +205,8 @@ def modelfile(tokenizer: Any, *, gguf_name: str, stop_tokens: list[str], family:
     model's own template), the stops (the end of turn first), greedy decoding, and the template's default
     system prompt (as SYSTEM, which Ollama uses when a request has none).
 
-    >>> text = modelfile(None, gguf_name="m.gguf", stop_tokens=["<end_of_turn>"], family="gemma")  # the family's
+    >>> # a family's template is written as is (no tokenizer is read)
+    >>> text = modelfile(None, gguf_name="m.gguf", stop_tokens=["<end_of_turn>"], family="gemma")
     >>> [line for line in text.splitlines() if line.startswith(("FROM", "PARAMETER"))]
     ['FROM ./m.gguf', 'PARAMETER stop "<end_of_turn>"', 'PARAMETER temperature 0', 'PARAMETER top_k 1']
     """

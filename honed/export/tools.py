@@ -42,9 +42,10 @@ def converter_dir() -> Path | None:
 
     >>> import tempfile
     >>> from unittest import mock
-    >>> with tempfile.TemporaryDirectory() as checkout, mock.patch.dict(os.environ, {"HONED_LLAMA_CPP": checkout}):
+    >>> with tempfile.TemporaryDirectory() as checkout:
     ...     _ = (Path(checkout) / CONVERTER).write_text("")
-    ...     converter_dir() == Path(checkout)
+    ...     with mock.patch.dict(os.environ, {"HONED_LLAMA_CPP": checkout}):
+    ...         converter_dir() == Path(checkout)
     True
     """
     for folder in (os.environ.get("HONED_LLAMA_CPP"), default_location()):
