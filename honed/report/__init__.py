@@ -1,7 +1,3 @@
 """The run report: one self-contained HTML page per run (or per comparison), and the export of a finished run
 to experiment trackers (MLflow, TensorBoard, Weights & Biases). Module map: docs/architecture.md.
-
->>> from honed.report.render import render_report
->>> render_report(["runs/demo"])  # doctest: +SKIP
-PosixPath('runs/demo/report.html')
 """
