@@ -3,9 +3,8 @@
 By default the tuned model embeds (so monitoring needs no extra model); any Hugging Face causal LM or
 encoder folder given with `--embed-model` works the same way.
 
->>> vectors = embed_texts(model, tokenizer, ["App crashes", "Refund please"])  # doctest: +SKIP
->>> vectors.shape  # doctest: +SKIP
-(2, 576)
+Usage: `embed_texts(model, tokenizer, ["App crashes", "Refund please"])`: a (2, hidden size) array, e.g.
+(2, 576) for SmolLM2 (needs a model: tests/unit/test_monitor.py embeds with a tiny run's).
 """
 
 from __future__ import annotations

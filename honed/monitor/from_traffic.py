@@ -12,9 +12,9 @@ Kept: chat requests that completed, since `--since`, not repeating a prompt alre
 run's training or holdout data (normalised: lower-cased, whitespace collapsed); with `--uncertain N` only the N the
 model was least sure of (lowest mean token log-probability, recorded by the server: active learning).
 
->>> result = traffic_to_data(FromTrafficSettings(log="runs/demo/requests.jsonl", out="new.jsonl"))  # doctest: +SKIP
->>> result.written  # doctest: +SKIP
-42
+Usage: `traffic_to_data(FromTrafficSettings(log="runs/demo/requests.jsonl", out="new.jsonl")).written`,
+the number of drafts written (tests/unit/test_monitor_loop.py's from-traffic tests run it on a served run's
+log).
 """
 
 from __future__ import annotations

@@ -7,9 +7,12 @@ The task kind comes from the training responses (JSON objects, labels, or free t
 
 A window is `degraded` when one of these crosses its documented limit (HEALTH_LIMITS).
 
->>> health = output_health(window_items, train_responses=responses)  # doctest: +SKIP
->>> health.problems  # doctest: +SKIP
-['json_valid 0.62 < 0.95']
+>>> outputs = ['{"category": "bug"}'] * 6 + ["Sorry, here is some text"] * 4
+>>> window = [TrafficItem(where=f"requests.jsonl:{i + 1}", prompt="...", output=o)
+...           for i, o in enumerate(outputs)]
+>>> health = output_health(window, train_responses=['{"category": "bug"}', '{"category": "billing"}'])
+>>> health.task, health.problems
+('json', ['json_valid 0.600 < 0.95'])
 """
 
 from __future__ import annotations

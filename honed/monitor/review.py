@@ -5,8 +5,8 @@ The drafts file (written by `honed data from-traffic`) keeps every row with its 
 `<drafts>.reviewed.jsonl`) holds the accepted and edited rows: ordinary training data. Both are rewritten
 atomically after every decision, so quitting (or a kill) at any point keeps every decision made so far.
 
->>> review_file("new.jsonl", out="reviewed.jsonl", decide=terminal_decider())  # doctest: +SKIP
-ReviewResult(accepted=12, edited=3, rejected=5, left=0)
+Usage: `review_file("new.jsonl", out="reviewed.jsonl", decide=terminal_decider())` returns the counts
+(accepted, edited, rejected, left); tests/unit/test_monitor_loop.py's review test decides from a script.
 """
 
 from __future__ import annotations

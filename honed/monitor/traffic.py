@@ -44,9 +44,15 @@ class TrafficItem:
 def read_traffic(path: str | Path) -> list[TrafficItem]:
     """Every request of a request log, or every example of a data file, in file order.
 
-    >>> items = read_traffic("runs/demo/requests.jsonl")  # doctest: +SKIP
-    >>> items[0].prompt, items[0].output  # doctest: +SKIP
-    ('App crashes on start', '{"category": "bug"}')
+    >>> import tempfile
+    >>> asked = [{"role": "user", "content": "App crashes on start"}]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     log = Path(folder) / "requests.jsonl"
+    ...     record = {"v": 1, "messages": asked, "output": '{"category": "bug"}'}
+    ...     _ = log.write_text(json.dumps(record) + "\\n")
+    ...     items = read_traffic(log)
+    >>> items[0].where, items[0].prompt, items[0].output
+    ('requests.jsonl:1', 'App crashes on start', '{"category": "bug"}')
     """
     path = Path(path)
     if not path.exists():

@@ -125,9 +125,9 @@ class Reference:
 def monitor_run(run_dir: str | Path, settings: MonitorSettings, *, on_progress: OnProgress | None = None) -> MonitorReport:
     """Compare the traffic in `settings.traffic` with the run's training data, window by window.
 
-    >>> report = monitor_run("runs/demo", MonitorSettings(traffic="runs/demo/requests.jsonl"))  # doctest: +SKIP
-    >>> [(w.name, w.status) for w in report.windows]  # doctest: +SKIP
-    [('2026-12-01', 'ok')]
+    Usage: `monitor_run("runs/demo", MonitorSettings(traffic="runs/demo/requests.jsonl")).windows`, each with
+    its `name` and `status`, e.g. '2026-12-01' and 'ok' (embeds with the run's model:
+    tests/unit/test_monitor.py).
     """
     run = RunDir(run_dir).require_run()
     if settings.traffic is None:
