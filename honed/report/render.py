@@ -4,10 +4,8 @@ The page holds everything inline (CSS, a few lines of JavaScript for the example
 no CDN, no network, so it opens offline and travels as an e-mail attachment. Templates are Jinja2
 (honed/report/templates/*.html.j2, autoescaped); plots come from honed.report.plots.
 
->>> render_report(["runs/demo"])  # doctest: +SKIP
-PosixPath('runs/demo/report.html')
->>> render_report(["runs/a", "runs/b"], out="compare.html")  # doctest: +SKIP
-PosixPath('compare.html')
+Usage: `render_report(["runs/demo"])` writes and returns `runs/demo/report.html`; `render_report(["runs/a",
+"runs/b"], out="compare.html")` a comparison (needs evaluated runs: tests/unit/test_report_render.py).
 """
 
 from __future__ import annotations
