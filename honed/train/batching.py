@@ -248,7 +248,13 @@ def micro_batches(
 ) -> list[MicroBatch]:
     """Plan and collate in one call.
 
-    >>> batches = micro_batches(examples, max_tokens=4096, packing=True, row_capacity=1024)  # doctest: +SKIP
+    >>> examples = [Example(i, list(range(1, n + 1)), [False] * (n - 2) + [True, True])
+    ...             for i, n in enumerate([5, 3, 4])]
+    >>> [batch] = micro_batches(examples, max_tokens=16, packing=True, row_capacity=8)
+    >>> batch.position_ids.tolist()  # examples of 4 and 3 tokens packed in one row, positions restarting
+    [[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 3, 4, 0, 0]]
+    >>> batch.targets.tolist(), batch.num_tokens
+    ([3, 4, 2, 3, 4, 5], 12)
     """
     plan = plan_micro_batches(examples, max_tokens=max_tokens, packing=packing, row_capacity=row_capacity)
     return [collate(rows, pad_id=pad_id) for rows in plan]

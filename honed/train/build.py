@@ -3,9 +3,11 @@
 
 Each piece has its own function, so the loop (honed.train.loop) reads as "build, then run":
 
->>> device, autocast = resolve_device(config, dist=Dist.current())  # doctest: +SKIP
->>> model = build_model(config, device=device, tokenizer=tokenizer, added_tokens=template.added_tokens)  # doctest: +SKIP
->>> optimizer, scheduler = build_optimizer(model, config, total_steps=total_steps(config, num_examples=320))  # doctest: +SKIP
+    device, autocast = resolve_device(config, dist=Dist.current())
+    model = build_model(config, device=device, tokenizer=tokenizer, added_tokens=template.added_tokens)
+    optimizer, scheduler = build_optimizer(model, config, total_steps=total_steps(config, num_examples=320))
+
+(a model is built: tests/unit/test_train_loop.py trains tiny ones with LoRA and full fine-tuning).
 """
 
 from __future__ import annotations

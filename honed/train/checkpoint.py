@@ -14,10 +14,11 @@ a kill mid-save leaves only a temp folder, which resume ignores and the next sav
 
 Data order is a pure function of (seed, epoch), so the step number is all resume needs to replay it.
 
->>> checkpointer = Checkpointer(run_dir, model=m, tokenizer=t, optimizer=o, scheduler=s, save_every=4,
-...                             keep_last=1, total_steps=18, dist=Dist.current(), log=print)  # doctest: +SKIP
->>> checkpointer.maybe_save(8, trainer_state={"step": 8}, best_step=4, improved=False, stopping=False)  # doctest: +SKIP
-True
+Usage (a model is saved: tests/unit/test_train_loop.py resumes from these and continues the same curve):
+
+    checkpointer = Checkpointer(run_dir, model=m, tokenizer=t, optimizer=o, scheduler=s, save_every=4,
+                                keep_last=1, total_steps=18, dist=Dist.current(), log=print)
+    checkpointer.maybe_save(8, trainer_state={"step": 8}, best_step=4, improved=False, stopping=False)  # True
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoints/step-N atomically and return its path.
 
-    >>> save_checkpoint("runs/a", 100, model=m, tokenizer=t, optimizer=o, scheduler=s, trainer_state={})  # doctest: +SKIP
-    PosixPath('runs/a/checkpoints/step-000100')
+    Usage: `save_checkpoint("runs/a", 100, model=m, tokenizer=t, optimizer=o, scheduler=s, trainer_state={})`
+    is `PosixPath('runs/a/checkpoints/step-000100')` (tests/unit/test_train_loop.py's resume tests).
     """
     target = RunDir(run_dir).checkpoint(step)
     # A folder named step-N is always complete; a kill mid-save leaves only a .tmp- folder (clean_temp).

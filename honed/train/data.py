@@ -1,9 +1,9 @@
 """The run's data: read the train (and holdout) files, split a holdout off when none is given, record
 exactly which files were used (data.json), and render the examples once for the loop.
 
->>> data = load_datasets(config, run_dir, write=True, log=print)  # doctest: +SKIP
->>> len(data.train), len(data.holdout), data.info.split.holdout_fraction  # doctest: +SKIP
-(36, 4, 0.1)
+Usage: `data = load_datasets(config, run_dir, write=True, log=print)`; then `len(data.train),
+len(data.holdout), data.info.split.holdout_fraction` is e.g. (36, 4, 0.1) (renders with the model's
+tokenizer: tests/unit/test_train_loop.py's test_run_directory_follows_the_contract reads data.json).
 """
 
 from __future__ import annotations

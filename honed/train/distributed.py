@@ -103,7 +103,8 @@ def relaunch(argv: Sequence[str], *, nproc: int) -> int:
     torchrun runs in this process (its `run` function), so a worker's user error (exit 2, its message
     already printed by rank 0) comes back as that exit status instead of torchrun's own traceback.
 
-    >>> status = relaunch(["train", "--data", "d.jsonl", "--out", "runs/x", "--nproc", "2"], nproc=2)  # doctest: +SKIP
+    Usage: `relaunch(["train", "--data", "d.jsonl", "--out", "runs/x", "--nproc", "2"], nproc=2)`, the exit
+    status (starts processes: tests/unit/test_train_distributed.py trains on two gloo processes).
     """
     import logging
 
@@ -225,8 +226,10 @@ def process_group(dist: Dist, *, device_setting: str = "auto", timeout_s: float 
 
     Outside torchrun (`dist.world_size` 1) this does nothing, so one code path serves both.
 
-    >>> with process_group(Dist.from_env(), device_setting="auto"):  # doctest: +SKIP
-    ...     train(config, out="runs/x")
+    >>> dist = Dist.from_env()  # not under torchrun: one process
+    >>> with process_group(dist, device_setting="cpu"):
+    ...     dist.world_size, torch.distributed.is_initialized()
+    (1, False)
     """
     if not dist.active or torch.distributed.is_initialized():
         yield

@@ -20,11 +20,12 @@
 Its state (best step, patience count, first/last evaluation) goes into every checkpoint's
 trainer_state.json, so a resumed run decides exactly as the uninterrupted one would have.
 
->>> evaluator = HoldoutEvaluator(batches, config=config, total_steps=18, eval_every=4, dist=dist, device="cpu",
-...                              autocast=None, score_fn=None, has_holdout=True)  # doctest: +SKIP
->>> evaluation = evaluator.maybe_evaluate(model, tokenizer, step=3)  # doctest: +SKIP
->>> evaluation.metrics["holdout_loss"], evaluation.improved, evaluator.stopped_early  # doctest: +SKIP
-(5.97, True, False)
+Usage (a model is evaluated: tests/unit/test_train_loop.py's evaluation, early-stopping and resume tests):
+
+    evaluator = HoldoutEvaluator(batches, config=config, total_steps=18, eval_every=4, dist=dist,
+                                 device="cpu", autocast=None, score_fn=None, has_holdout=True)
+    evaluation = evaluator.maybe_evaluate(model, tokenizer, step=3)
+    evaluation.metrics["holdout_loss"], evaluation.improved, evaluator.stopped_early  # (5.97, True, False)
 """
 
 from __future__ import annotations

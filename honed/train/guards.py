@@ -94,7 +94,8 @@ def require_end_of_turn(rendered: Sequence[Rendered], ends: Sequence[str], token
 def mask_preview(rendered: Rendered, tokenizer: Any, *, max_chars: int = 1200) -> str:
     """Rich markup of one example: trained-on text in green between «», the rest dimmed.
 
-    >>> print(mask_preview(rendered, tokenizer))  # doctest: +SKIP
+    Usage: `console.print(mask_preview(rendered, tokenizer))` (decodes with the tokenizer:
+    tests/unit/test_train_guards.py's test_mask_preview_marks_exactly_the_trained_text).
     """
     from rich.markup import escape
 

@@ -10,8 +10,8 @@ CPU fp32, AVX2) a step's forward and backward got ~3% faster, with bit-identical
 Only plain LoRA takes the folded path: one active adapter, not merged, no DoRA or other variant, no
 LoRA bias, no per-request adapter names. Anything else runs peft's own forward, unchanged.
 
->>> fold_lora_scale(model)  # doctest: +SKIP
-210
+Usage: `fold_lora_scale(model)` on a peft model returns how many layers it folded, e.g. 210 on smollm2-135m
+with every linear layer targeted (tests/unit/test_lora_fold.py checks the folded forward against peft's).
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ class ModelParts:
 def model_parts(model: Any) -> ModelParts:
     """Find the body and head of a transformers causal LM, also inside a peft wrapper.
 
-    >>> parts = model_parts(model)  # doctest: +SKIP
+    Usage: `model_parts(model)` on a transformers causal LM or a peft model around one (tests/unit/
+    test_train_loss.py).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = base.get_decoder()
@@ -80,9 +81,8 @@ def token_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-target cross-entropy and correctness (argmax == target), computed chunk by chunk.
 
-    >>> losses, correct = token_losses(model, batch)  # doctest: +SKIP
-    >>> losses.shape == (batch.num_targets,)  # doctest: +SKIP
-    True
+    Usage: `losses, correct = token_losses(model, batch)`: one loss per target of `batch`
+    (tests/unit/test_train_loss.py checks them against the full logits and across packing).
     """
     parts = parts or model_parts(model)
     selected = hidden_states(parts, batch)

@@ -13,10 +13,19 @@ busy CPU): a heartbeat thread then says what is going on, so a log never goes qu
     ... still training step 13/57 (elapsed 0:06:40)
     ... still evaluating the holdout (elapsed 0:07:12)
 
->>> log = MetricsLog(Path("runs/a/metrics.jsonl"), enabled=True)  # doctest: +SKIP
->>> log.write({"step": 1, "loss": 2.3})  # doctest: +SKIP
->>> with TrainProgress(Console(), total=18, start_step=0) as progress:  # doctest: +SKIP
+>>> import io, tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     MetricsLog(Path(folder) / "metrics.jsonl", enabled=True).write({"step": 1, "loss": 2.3})
+...     (Path(folder) / "metrics.jsonl").read_text()
+'{"step": 1, "loss": 2.3}\\n'
+>>> out, now = io.StringIO(), [0.0]  # a file, not a terminal (plain lines), and a clock
+>>> progress = TrainProgress(Console(file=out), total=18, start_step=0, clock=lambda: now[0],
+...                          heartbeat_s=None)  # no heartbeat thread
+>>> with progress:
+...     now[0] = 2.0
 ...     progress.update(1, loss=2.3, tokens_per_s=950.0)
+>>> print(out.getvalue(), end="")
+step 1/18  loss 2.3000  950 tok/s  elapsed 0:00:02  eta 0:00:34
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@
   - a fresh run that fails before it trained anything (bad LoRA targets, no supervised token, a select_by
     no evaluation reports, ...) leaves no folder and no registry row behind.
 
->>> with owning(RunDir("runs/a"), command="train", dist=Dist.current(), force=True):  # doctest: +SKIP
-...     ...
+Usage (takes the lock and writes the registry: tests/unit/test_ownership.py, and test_train_loop.py's
+test_a_second_train_on_a_running_out_is_refused_and_a_failed_start_leaves_no_folder):
+
+    with owning(RunDir("runs/a"), command="train", dist=Dist.current(), force=True):
+        ...
 """
 
 from __future__ import annotations

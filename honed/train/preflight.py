@@ -8,7 +8,8 @@ evaluations will report, and a task metric without a scorer. (Seeds are range-ch
 What needs the data rendered (no supervised token) fails right after, and `honed.train.ownership`
 removes the folder then.
 
->>> check_before_writing(load_config("run.yaml"), dist=Dist.current(), has_scorer=True)  # doctest: +SKIP
+Usage: `check_before_writing(load_config("run.yaml"), dist=Dist.current(), has_scorer=True)` (reads the
+model's config: tests/unit/test_train_loop.py's refusals before anything is written).
 """
 
 from __future__ import annotations
