@@ -3,7 +3,7 @@
 The defaults the data stage's functions share live here too (a light module: the CLI imports it at start).
 
 >>> ReadOptions(file="tickets.csv", prompt_col="q", response_col="a").columns()
-ColumnMapping(prompt='q', response='a', system=None, system_col=None)
+ColumnMapping(prompt_col='q', response_col='a', system=None, system_col=None)
 >>> ReadOptions(file="train.jsonl").columns() is None
 True
 """
