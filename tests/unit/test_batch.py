@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from honed.model.decode import generate
 from honed.model.stops import StopRule
-from honed.model.loading import load_model, load_tokenizer
 from honed.model.batch import Row, RunningBatch, Sampling, sample_token
-
-TINY = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def tiny() -> tuple[object, object]:
-    return load_model(TINY), load_tokenizer(TINY)
 
 
 def _prompts() -> list[list[int]]:
@@ -49,16 +41,16 @@ def _decode_staggered(model: object, prompts: list[list[int]], *, steps: int, jo
     return [out[i] for i in range(len(prompts))]
 
 
-def test_rows_joining_mid_decode_match_one_by_one(tiny) -> None:
-    model, tokenizer = tiny
+def test_rows_joining_mid_decode_match_one_by_one(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    model, tokenizer = tiny_model, tiny_tokenizer
     prompts = _prompts()
     alone = [generate(model, tokenizer, [p], max_new_tokens=10, batch_size=1, stops=StopRule(frozenset()))[0][0].token_ids for p in prompts]
     staggered = _decode_staggered(model, prompts, steps=10, join_at={0: [0, 1], 3: [2], 4: [3, 4], 12: [5]})
     assert staggered == alone
 
 
-def test_finished_rows_leave_and_padding_is_trimmed(tiny) -> None:
-    model, _ = tiny
+def test_finished_rows_leave_and_padding_is_trimmed(tiny_model: Any) -> None:
+    model = tiny_model
     long, short = [5] * 40, [7, 8]
     batch = RunningBatch(model, pad_id=0)
     with torch.inference_mode():
@@ -89,8 +81,8 @@ def _first_pick(model: object, prompt: list[int], sampling: Sampling, **row: obj
         return batch.choose()[0], batch
 
 
-def test_logit_bias_and_penalties_change_only_the_rows_that_ask(tiny) -> None:
-    model, _ = tiny
+def test_logit_bias_and_penalties_change_only_the_rows_that_ask(tiny_model: Any) -> None:
+    model = tiny_model
     prompt = _prompts()[1]
     plain, _ = _first_pick(model, prompt, Sampling(max_tokens=1, top_logprobs=3))
     assert plain.top[0][0] == plain.token and plain.top[0][1] == pytest.approx(plain.logprob)
@@ -106,8 +98,8 @@ def test_logit_bias_and_penalties_change_only_the_rows_that_ask(tiny) -> None:
         torch.log_softmax(batch.logits[0].float(), -1)[penalized.token].item())
 
 
-def test_prompt_scores_are_the_prompts_log_likelihood(tiny) -> None:
-    model, _ = tiny
+def test_prompt_scores_are_the_prompts_log_likelihood(tiny_model: Any) -> None:
+    model = tiny_model
     prompt = _prompts()[3]
     _, batch = _first_pick(model, prompt, Sampling(max_tokens=1, prompt_logprobs=2))
     scores = batch.rows[0].prompt_scores

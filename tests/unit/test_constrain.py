@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -15,9 +15,7 @@ from honed.errors import ConfigError
 from honed.evaluate.constrain import plan_constraint
 from honed.model.constrain import JsonConstraint, LabelConstraint, compile_json
 from honed.model.decode import generate, stops_for
-from honed.model.loading import load_model, load_tokenizer
 
-TINY = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
 LABELS = ["bug", "billing", "how_to", "account", "feature_request", "b"]  # "b" is a prefix of two others
 ENUM_SCHEMA = {
     "type": "object",
@@ -26,11 +24,6 @@ ENUM_SCHEMA = {
     "required": ["category", "priority", "urgent"],
     "additionalProperties": False,
 }
-
-
-@pytest.fixture(scope="module")
-def tiny() -> tuple[object, object]:
-    return load_model(TINY), load_tokenizer(TINY)
 
 
 def _prompts(tokenizer: object, n: int = 10) -> list[list[int]]:
@@ -44,8 +37,8 @@ def _labels(model: object, tokenizer: object) -> LabelConstraint:
                            vocab_size=model.config.vocab_size)
 
 
-def test_every_label_constrained_answer_is_a_label(tiny) -> None:
-    model, tokenizer = tiny
+def test_every_label_constrained_answer_is_a_label(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    model, tokenizer = tiny_model, tiny_tokenizer
     prompts = _prompts(tokenizer)
     free, _ = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=4)
     assert not any(g.text in LABELS for g in free), "the random model alone never answers with a label"
@@ -57,8 +50,10 @@ def test_every_label_constrained_answer_is_a_label(tiny) -> None:
     assert [g.token_ids for g in constrained] == one_by_one
 
 
-def test_the_label_trie_allows_only_label_continuations_and_stops_where_a_label_ends(tiny) -> None:
-    model, tokenizer = tiny
+def test_the_label_trie_allows_only_label_continuations_and_stops_where_a_label_ends(
+    tiny_model: Any, tiny_tokenizer: Any
+) -> None:
+    model, tokenizer = tiny_model, tiny_tokenizer
     constraint = _labels(model, tokenizer)
     stop = stops_for(tokenizer, model).id_list[0]
     state = constraint.start()
@@ -70,8 +65,8 @@ def test_the_label_trie_allows_only_label_continuations_and_stops_where_a_label_
     assert state.allowed().sum() > 1  # ... or go on to "bug" / "billing"
 
 
-def test_json_constrained_answers_parse_and_follow_the_schema(tiny) -> None:
-    model, tokenizer = tiny
+def test_json_constrained_answers_parse_and_follow_the_schema(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    model, tokenizer = tiny_model, tiny_tokenizer
     prompts = _prompts(tokenizer)
     stops, vocab = stops_for(tokenizer, model).id_list, model.config.vocab_size
     constraint = JsonConstraint(compile_json(ENUM_SCHEMA), tokenizer, stop_ids=stops, vocab_size=vocab)
@@ -84,11 +79,11 @@ def test_json_constrained_answers_parse_and_follow_the_schema(tiny) -> None:
     assert [g.token_ids for g in outputs[:3]] == one_by_one
 
 
-def test_any_json_object_every_finished_answer_parses(tiny) -> None:
+def test_any_json_object_every_finished_answer_parses(tiny_model: Any, tiny_tokenizer: Any) -> None:
     """Without a schema any object goes; the random model writes endless strings, so some answers are cut
     by max_new_tokens (reported as unfinished), but every answer that ended is an object, and every answer
     is the start of one."""
-    model, tokenizer = tiny
+    model, tokenizer = tiny_model, tiny_tokenizer
     constraint = JsonConstraint(compile_json(None), tokenizer, stop_ids=stops_for(tokenizer, model).id_list,
                                 vocab_size=model.config.vocab_size)
     outputs, _ = generate(model, tokenizer, _prompts(tokenizer), max_new_tokens=40, batch_size=5,

@@ -54,7 +54,7 @@ def test_unknown_or_unavailable_quant_is_refused() -> None:
 
 
 def test_modelfile_has_the_template_stop_tokens_and_default_system() -> None:
-    tokenizer = load_tokenizer(str(TINY))
+    tokenizer = load_tokenizer(str(TINY))  # its own: the test changes the template
     text = G.modelfile(tokenizer, gguf_name="model-q8_0.gguf", stop_tokens=["<|im_end|>"])
     assert text.startswith("FROM ./model-q8_0.gguf\n")
     assert '{{ if eq .Role "system" }}<|im_start|>system\n{{ .Content }}<|im_end|>\n' in text

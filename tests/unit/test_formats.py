@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -324,13 +325,11 @@ def test_unknown_format_names_the_closest_and_the_flag(tmp_path: Path, record: d
     assert expect in caught.value.message
 
 
-def test_plain_text_renders_without_a_template_and_round_trips(tmp_path: Path) -> None:
-    from transformers import AutoTokenizer
-
+def test_plain_text_renders_without_a_template_and_round_trips(tmp_path: Path, tiny_tokenizer: Any) -> None:
     from honed.data.read import write_jsonl
     from honed.data.render import render, supervised_spans
 
-    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "assets" / "tiny-llama")
+    tokenizer = tiny_tokenizer
     conversation = read_conversations(ASSETS / "text.jsonl").conversations[0]
     text, spans = supervised_spans(tokenizer, conversation)
     assert text == f"{tokenizer.bos_token}The quick brown fox jumps over the lazy dog.{tokenizer.eos_token}"

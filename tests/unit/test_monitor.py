@@ -53,6 +53,7 @@ def log_line(prompt: str, output: str, ts: datetime, i: int) -> str:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
+    # its own run, not the shared trained_run: the traffic below is drawn from the same prompts as its data
     root = tmp_path_factory.mktemp("monitor")
     data = root / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in support_rows(120, seed=0)))

@@ -30,6 +30,7 @@ from honed.train.loop import train
 
 
 def make_run(root: Path, name: str, answer: str) -> Path:
+    # its own runs, not the shared trained_run: the canary needs a run that learnt one specific answer
     rows = [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": answer}]}
             for i in range(48)]
     data = root / f"{name}.jsonl"

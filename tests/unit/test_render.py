@@ -24,11 +24,6 @@ from tests.helpers import TINY
 
 
 @pytest.fixture(scope="module")
-def tok() -> Any:
-    return load_tokenizer(str(TINY))
-
-
-@pytest.fixture(scope="module")
 def tok_no_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The tiny tokenizer with its chat template removed: honed chooses ChatML (its tokens are in the vocabulary)."""
     folder = tmp_path_factory.mktemp("no-template") / "tiny"
@@ -73,7 +68,7 @@ MULTI_TURN = conv(
 )
 
 
-@pytest.mark.parametrize("which", ["tok", "tok_no_template"])
+@pytest.mark.parametrize("which", ["tiny_tokenizer", "tok_no_template"])
 def test_single_turn_supervises_the_answer_and_end_of_turn_only(
     which: str, request: pytest.FixtureRequest
 ) -> None:
@@ -82,7 +77,9 @@ def test_single_turn_supervises_the_answer_and_end_of_turn_only(
     assert trained_on(tokenizer, c) == ["Paris<|im_end|>\n"]
 
 
-def test_tokenizer_without_template_gets_the_default_chatml(tok: Any, tok_no_template: Any) -> None:
+def test_tokenizer_without_template_gets_the_default_chatml(
+    tiny_tokenizer: Any, tok_no_template: Any
+) -> None:
     c = conv(("user", "Hi"), ("assistant", "Hello"))
     with_default = render(c, tok_no_template)
     assert tok_no_template.chat_template == CHATML
@@ -90,10 +87,10 @@ def test_tokenizer_without_template_gets_the_default_chatml(tok: Any, tok_no_tem
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
     )
     # The tiny model's own template is ChatML too, so both render identically.
-    assert with_default == render(c, tok)
+    assert with_default == render(c, tiny_tokenizer)
 
 
-@pytest.mark.parametrize("which", ["tok", "tok_no_template"])
+@pytest.mark.parametrize("which", ["tiny_tokenizer", "tok_no_template"])
 def test_every_assistant_turn_of_a_multi_turn_conversation_is_supervised(
     which: str, request: pytest.FixtureRequest
 ) -> None:
@@ -101,22 +98,22 @@ def test_every_assistant_turn_of_a_multi_turn_conversation_is_supervised(
     assert trained_on(tokenizer, MULTI_TURN) == ["Hello!<|im_end|>\n", "Paris<|im_end|>\n"]
 
 
-def test_weight_zero_assistant_turn_is_masked(tok: Any) -> None:
+def test_weight_zero_assistant_turn_is_masked(tiny_tokenizer: Any) -> None:
     c = conv(
         ("user", "Hi there"),
         ("assistant", "Hello!", 0),
         ("user", "Capital of France?"),
         ("assistant", "Paris", 1),
     )
-    assert trained_on(tok, c) == ["Paris<|im_end|>\n"]
+    assert trained_on(tiny_tokenizer, c) == ["Paris<|im_end|>\n"]
 
 
-def test_all_assistant_turns_weight_zero_supervises_nothing(tok: Any) -> None:
+def test_all_assistant_turns_weight_zero_supervises_nothing(tiny_tokenizer: Any) -> None:
     c = conv(("user", "Hi"), ("assistant", "Hello", 0))
-    assert render(c, tok).num_supervised == 0
+    assert render(c, tiny_tokenizer).num_supervised == 0
 
 
-def test_system_user_and_tool_turns_are_never_supervised(tok: Any) -> None:
+def test_system_user_and_tool_turns_are_never_supervised(tiny_tokenizer: Any) -> None:
     c = conv(
         ("system", "You can call tools."),
         ("user", "Weather in Paris?"),
@@ -125,24 +122,25 @@ def test_system_user_and_tool_turns_are_never_supervised(tok: Any) -> None:
         ("assistant", "Sunny and 21C."),
         ("user", "Thanks"),
     )
-    runs = trained_on(tok, c)
+    runs = trained_on(tiny_tokenizer, c)
     assert runs == ["Let me check.<|im_end|>\n", "Sunny and 21C.<|im_end|>\n"]
     for text in ("You can call tools.", "Weather in Paris?", "sunny, 21C", "Thanks", "<|im_start|>"):
         assert all(text not in run for run in runs)
 
 
-def test_prompt_completion_is_completion_only(tok: Any) -> None:
+def test_prompt_completion_is_completion_only(tiny_tokenizer: Any) -> None:
     # Prompt/completion rows are read as one user and one assistant turn.
     c = conv(("user", "Translate to French: cat"), ("assistant", "chat"))
-    rendered = render(c, tok)
-    assert supervised_runs(tok, rendered.input_ids, rendered.loss_mask) == ["chat<|im_end|>\n"]
+    rendered = render(c, tiny_tokenizer)
+    assert supervised_runs(tiny_tokenizer, rendered.input_ids, rendered.loss_mask) == ["chat<|im_end|>\n"]
     # Everything before the answer is context: exactly the prompt tokens are masked.
-    assert rendered.loss_mask == [False] * len(render_prompt(c, tok)) + [True] * rendered.num_supervised
+    prompt_length = len(render_prompt(c, tiny_tokenizer))
+    assert rendered.loss_mask == [False] * prompt_length + [True] * rendered.num_supervised
 
 
-def test_end_of_turn_token_is_a_target(tok: Any) -> None:
-    rendered = render(conv(("user", "Hi"), ("assistant", "Hello")), tok)
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+def test_end_of_turn_token_is_a_target(tiny_tokenizer: Any) -> None:
+    rendered = render(conv(("user", "Hi"), ("assistant", "Hello")), tiny_tokenizer)
+    im_end = tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
     targets = [t for t, m in zip(rendered.input_ids, rendered.loss_mask) if m]
     assert im_end in targets
     # ... and only the assistant's end-of-turn, not the user's.
@@ -150,17 +148,17 @@ def test_end_of_turn_token_is_a_target(tok: Any) -> None:
     assert targets.count(im_end) == 1
 
 
-def test_assistant_turn_opening_the_conversation_does_not_supervise_its_header(tok: Any) -> None:
+def test_assistant_turn_opening_the_conversation_does_not_supervise_its_header(tiny_tokenizer: Any) -> None:
     c = conv(("assistant", "Welcome!"), ("user", "Hi"), ("assistant", "Hello"))
-    assert trained_on(tok, c) == ["Welcome!<|im_end|>\n", "Hello<|im_end|>\n"]
+    assert trained_on(tiny_tokenizer, c) == ["Welcome!<|im_end|>\n", "Hello<|im_end|>\n"]
 
 
-def test_truncation_flags_and_counts(tok: Any) -> None:
+def test_truncation_flags_and_counts(tiny_tokenizer: Any) -> None:
     c = conv(("user", "Hi"), ("assistant", "Hello"))
-    full = render(c, tok)
+    full = render(c, tiny_tokenizer)
     assert not full.truncated and full.full_length == len(full.input_ids)
 
-    cut = render(c, tok, max_length=full.full_length - 2)
+    cut = render(c, tiny_tokenizer, max_length=full.full_length - 2)
     assert cut.truncated
     assert cut.full_length == full.full_length
     assert len(cut.input_ids) == len(cut.loss_mask) == full.full_length - 2
@@ -168,14 +166,14 @@ def test_truncation_flags_and_counts(tok: Any) -> None:
     assert cut.num_supervised == full.num_supervised - 2
 
     # Cut inside the prompt: nothing left to learn from.
-    prompt_only = render(c, tok, max_length=4)
+    prompt_only = render(c, tiny_tokenizer, max_length=4)
     assert prompt_only.truncated and prompt_only.num_supervised == 0
 
-    exact = render(c, tok, max_length=full.full_length)
+    exact = render(c, tiny_tokenizer, max_length=full.full_length)
     assert not exact.truncated and exact == full
 
 
-@pytest.mark.parametrize("which", ["tok", "tok_no_template"])
+@pytest.mark.parametrize("which", ["tiny_tokenizer", "tok_no_template"])
 def test_render_prompt_is_the_training_prefix_up_to_the_assistant_header(
     which: str, request: pytest.FixtureRequest
 ) -> None:
@@ -191,13 +189,14 @@ def test_render_prompt_is_the_training_prefix_up_to_the_assistant_header(
         assert all(full.loss_mask[len(prompt) :])
 
 
-def test_render_batch_equals_one_by_one(tok: Any) -> None:
+def test_render_batch_equals_one_by_one(tiny_tokenizer: Any) -> None:
     batch = [MULTI_TURN, conv(("user", "Hi"), ("assistant", "Hello"))]
-    assert render_batch(batch, tok, max_length=20) == [render(c, tok, max_length=20) for c in batch]
+    one_by_one = [render(c, tiny_tokenizer, max_length=20) for c in batch]
+    assert render_batch(batch, tiny_tokenizer, max_length=20) == one_by_one
 
 
-def test_supervised_spans_are_character_spans_of_the_template_text(tok: Any) -> None:
-    text, spans = supervised_spans(tok, MULTI_TURN)
+def test_supervised_spans_are_character_spans_of_the_template_text(tiny_tokenizer: Any) -> None:
+    text, spans = supervised_spans(tiny_tokenizer, MULTI_TURN)
     assert [text[s:e] for s, e in spans] == ["Hello!<|im_end|>\n", "Paris<|im_end|>\n"]
 
 

@@ -16,13 +16,6 @@ from honed.data.render import render_batch, supervised_spans
 from honed.data.types import Conversation, Message
 from honed.model.loading import load_tokenizer
 
-from tests.helpers import TINY
-
-
-@pytest.fixture(scope="module")
-def tok() -> Any:
-    return load_tokenizer(str(TINY))
-
 
 def reference_render(conversation: Conversation, tokenizer: Any) -> tuple[list[int], list[bool]]:
     """Straightforward path: spans from prefix renders, wrapper tokenization, per-token mask walk."""
@@ -61,11 +54,11 @@ def conversations() -> list[Conversation]:
     return out
 
 
-def test_fast_render_matches_reference(tok: Any) -> None:
+def test_fast_render_matches_reference(tiny_tokenizer: Any) -> None:
     batch = conversations()
-    fast = render_batch(batch, tok)
+    fast = render_batch(batch, tiny_tokenizer)
     for conversation, rendered in zip(batch, fast):
-        ids, mask = reference_render(conversation, tok)
+        ids, mask = reference_render(conversation, tiny_tokenizer)
         assert rendered.input_ids == ids
         assert rendered.loss_mask == mask
 

@@ -22,11 +22,6 @@ from honed.model.loading import load_tokenizer
 from tests.helpers import TINY
 
 
-@pytest.fixture(scope="module")
-def tok() -> Any:
-    return load_tokenizer(str(TINY))
-
-
 def chat(user: str, answer: str, *, weight: int | None = None, line: int = 1) -> Conversation:
     return Conversation(
         messages=(
@@ -48,14 +43,14 @@ def supervised_text(view: ExampleView) -> str:
     return "".join(t.text for t in view.tokens if t.supervised)
 
 
-def test_preview_matches_render_token_for_token(tok: Any) -> None:
+def test_preview_matches_render_token_for_token(tiny_tokenizer: Any) -> None:
     conversation = chat("What is the capital of France?", "Paris")
-    [view] = preview([conversation], tok, n=1)
-    rendered = render(conversation, tok)
+    [view] = preview([conversation], tiny_tokenizer, n=1)
+    rendered = render(conversation, tiny_tokenizer)
     assert [t.id for t in view.tokens] == rendered.input_ids
     assert [t.supervised for t in view.tokens] == rendered.loss_mask
     # The token texts put back together are the template text, whitespace and special tokens included.
-    assert "".join(t.text for t in view.tokens) == supervised_spans(tok, conversation)[0]
+    assert "".join(t.text for t in view.tokens) == supervised_spans(tiny_tokenizer, conversation)[0]
     assert supervised_text(view) == "Paris<|im_end|>\n"
     assert view.source == "data.jsonl:1"
 
@@ -65,16 +60,16 @@ def test_summary_counts_tokens_and_supervised_share() -> None:
     assert view.summary() == "4 tokens, 1 supervised (25.0%)"
 
 
-def test_preview_takes_the_first_n_and_truncates_like_training(tok: Any) -> None:
+def test_preview_takes_the_first_n_and_truncates_like_training(tiny_tokenizer: Any) -> None:
     data = [chat(f"question {i}", f"answer {i}", line=i + 1) for i in range(5)]
-    views = preview(data, tok, n=2, max_length=12)
+    views = preview(data, tiny_tokenizer, n=2, max_length=12)
     assert [v.source for v in views] == ["data.jsonl:1", "data.jsonl:2"]
     assert all(v.truncated and len(v.tokens) == 12 and v.full_length > 12 for v in views)
-    assert len(preview(data, tok, n=10)) == 5
+    assert len(preview(data, tiny_tokenizer, n=10)) == 5
 
 
-def test_weight_zero_answer_shows_nothing_supervised(tok: Any) -> None:
-    [view] = preview([chat("Hi", "Hello", weight=0)], tok)
+def test_weight_zero_answer_shows_nothing_supervised(tiny_tokenizer: Any) -> None:
+    [view] = preview([chat("Hi", "Hello", weight=0)], tiny_tokenizer)
     assert view.num_supervised == 0
 
 
@@ -90,8 +85,8 @@ def styled(ansi: str, code: str) -> str:
     return "".join(text for style, text in re.findall(r"\x1b\[([0-9;]+)m([^\x1b]*)", ansi) if style == code)
 
 
-def test_rich_output_colours_supervised_and_masked_tokens_differently(tok: Any) -> None:
-    views = preview([chat("What is the capital of France?", "Paris")], tok)
+def test_rich_output_colours_supervised_and_masked_tokens_differently(tiny_tokenizer: Any) -> None:
+    views = preview([chat("What is the capital of France?", "Paris")], tiny_tokenizer)
     ansi = render_to_ansi(views)
     example = ansi[ansi.index("example 1") :]
     # Supervised: bold green (rich writes the newline itself outside the styled segment).
@@ -102,8 +97,8 @@ def test_rich_output_colours_supervised_and_masked_tokens_differently(tok: Any) 
     assert f"{len(views[0].tokens)} tokens, {views[0].num_supervised} supervised" in ansi
 
 
-def test_rich_output_warns_about_truncation_and_empty_examples(tok: Any) -> None:
-    views = preview([chat("What is the capital of France?", "Paris")], tok, max_length=5)
+def test_rich_output_warns_about_truncation_and_empty_examples(tiny_tokenizer: Any) -> None:
+    views = preview([chat("What is the capital of France?", "Paris")], tiny_tokenizer, max_length=5)
     text = render_to_ansi(views)
     assert "truncated: 5 of" in text
     assert "no supervised tokens" in text

@@ -7,10 +7,7 @@ import pytest
 from honed.data.render import Rendered, render
 from honed.data.types import Conversation, Message
 from honed.errors import DataError, HonedError
-from honed.model.loading import load_tokenizer
 from honed.train.guards import Watchdog, mask_preview, require_end_of_turn, require_targets, summarise
-
-from tests.helpers import TINY
 
 
 def rendered(mask: list[bool], *, truncated: bool = False) -> Rendered:
@@ -30,8 +27,8 @@ def test_no_targets_anywhere_is_refused_with_a_fix():
         require_targets(summary, path="train.jsonl", max_length=2)
 
 
-def test_training_without_the_end_of_turn_in_any_answer_is_refused():
-    tokenizer = load_tokenizer(TINY)
+def test_training_without_the_end_of_turn_in_any_answer_is_refused(tiny_tokenizer):
+    tokenizer = tiny_tokenizer
     conv = Conversation(messages=(Message("user", "hello there"), Message("assistant", "general kenobi")))
     example = render(conv, tokenizer)
     require_end_of_turn([example], ["<|im_end|>"], tokenizer, path="train.jsonl")  # ChatML's answer holds it
@@ -40,8 +37,8 @@ def test_training_without_the_end_of_turn_in_any_answer_is_refused():
         require_end_of_turn([example], ["STOP"], tokenizer, path="train.jsonl")
 
 
-def test_mask_preview_marks_exactly_the_trained_text():
-    tokenizer = load_tokenizer(TINY)
+def test_mask_preview_marks_exactly_the_trained_text(tiny_tokenizer):
+    tokenizer = tiny_tokenizer
     conv = Conversation(messages=(Message("user", "hello there"), Message("assistant", "general kenobi")))
     preview = mask_preview(render(conv, tokenizer), tokenizer)
     trained = preview.split("«")[1].split("»")[0]

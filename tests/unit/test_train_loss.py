@@ -6,11 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from honed.model.loading import load_model
 from honed.train.batching import Example, collate, micro_batches
 from honed.train.loss import loss_sum, model_parts, per_example_losses, step_normaliser, token_losses
-
-from tests.helpers import TINY
 
 
 def make_examples(n: int, *, seed: int = 0) -> list[Example]:
@@ -30,11 +27,10 @@ def make_examples(n: int, *, seed: int = 0) -> list[Example]:
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = load_model(TINY)
-    m.eval()  # no dropout in the tiny model anyway; eval keeps it explicit
-    return m
+def model(tiny_model):
+    """The shared tiny model (eval mode: no dropout in it anyway); its gradients are dropped afterwards."""
+    yield tiny_model
+    tiny_model.zero_grad(set_to_none=True)
 
 
 def step_grads(model, groups: list[list[Example]]) -> dict[str, torch.Tensor]:
