@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, TINY, cli
-
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
+from tests.helpers import ROOT, TINY, cli, copy_run
 
 _spec = importlib.util.spec_from_file_location("chat_server", ROOT / "tests" / "assets" / "chat_server.py")
 chat_server = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
@@ -21,18 +18,15 @@ _spec.loader.exec_module(chat_server)  # type: ignore[union-attr]
 
 
 @pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+def _env(monkeypatch):
     monkeypatch.setenv("HONED_ENDPOINT_API_KEY", "secret")
     monkeypatch.delenv("HONED_ENDPOINT_TIMEOUT", raising=False)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "support"
-    result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST, "--json")
-    assert result.exit_code == 0, result.output
-    return out
+def run(trained_run, tmp_path_factory) -> Path:
+    """The module's copy of the shared run: each test's eval writes into its eval/."""
+    return copy_run(trained_run, tmp_path_factory.mktemp("runs") / "support")
 
 
 def _holdout(run: Path, n: int) -> list[dict]:

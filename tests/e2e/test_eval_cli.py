@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.helpers import ROOT, TINY, cli
-
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
+from tests.helpers import DATA, FAST, TINY, cli, copy_run
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> tuple[Path, Path]:
+def two_runs(trained_run, tmp_path_factory) -> tuple[Path, Path]:
+    """a: a copy of the shared run (honed's default lr); b: the same but for --lr 1e-3, for `compare`."""
     root = tmp_path_factory.mktemp("runs")
-    runs = []
-    for name, lr in (("a", "2e-4"), ("b", "1e-3")):
-        out = root / name
-        result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), "--lr", lr, *FAST, "--json")
-        assert result.exit_code == 0, result.output
-        runs.append(out)
-    return runs[0], runs[1]
+    result = cli("train", "--data", DATA, "--model", TINY, "--out", str(root / "b"), "--lr", "1e-3", *FAST,
+                 "--json")
+    assert result.exit_code == 0, result.output
+    return copy_run(trained_run, root / "a"), root / "b"
 
 
 def test_eval_writes_every_system_and_a_summary(two_runs) -> None:
@@ -65,7 +62,8 @@ def test_compare_two_evaluated_runs(two_runs) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["names"] == ["a", "b"]
-    assert report["config_differences"]["lr"] == [0.0002, 0.001]
+    default_lr = yaml.safe_load((run_a / "config.yaml").read_text())["lr"]  # the shared run's resolved lr
+    assert report["config_differences"]["lr"] == [default_lr, 0.001]
     assert report["runs"][0]["data"]["train"]["sha256"] == report["runs"][1]["data"]["train"]["sha256"]
     assert report["disagreements"]["same_holdout"] and report["disagreements"]["of"] == 6
     assert set(report["metrics"]["field_f1_micro"]) == {"a", "b"}
@@ -90,10 +88,7 @@ def test_user_errors_exit_2_without_traceback(tmp_path, two_runs) -> None:
 
 
 def test_eval_of_a_run_that_never_finished_says_so(tmp_path, two_runs) -> None:
-    import shutil
-
-    killed = tmp_path / "killed"
-    shutil.copytree(two_runs[0], killed)
+    killed = copy_run(two_runs[0], tmp_path / "killed")
     run = json.loads((killed / "run.json").read_text())
     for key in ("best_checkpoint", "best", "finished_at"):
         run.pop(key, None)
@@ -140,22 +135,13 @@ def test_task_metric_during_training_selects_the_checkpoint(tmp_path) -> None:
     assert run["selected_by"] == "holdout_field_f1_micro" and "holdout_field_f1_micro" in run["best"]
 
 
-def test_eval_reads_csv_holdouts_with_the_runs_column_mapping(tmp_path) -> None:
+def test_eval_reads_csv_holdouts_with_the_runs_column_mapping(label_run) -> None:
     """A run trained on CSV (--prompt-col/--response-col) is evaluated on CSV files read the same way."""
-    rows = [("I lost my card", "card"), ("Reset my password", "password"), ("Refund please", "refund")] * 8
-    for name in ("train.csv", "holdout.csv"):
-        text = "text,label\n" + "".join(f"{prompt} {i},{label}\n" for i, (prompt, label) in enumerate(rows))
-        (tmp_path / name).write_text(text)
-    out = tmp_path / "run"
-    mapping = ["--set", "data.prompt_col=text", "--set", "data.response_col=label", "--set", "data.system=Label it."]
-    result = cli("train", "--data", str(tmp_path / "train.csv"), "--holdout", str(tmp_path / "holdout.csv"),
-                 "--model", TINY, "--out", str(out), *mapping, *FAST, "--json")
-    assert result.exit_code == 0, result.output
-    result = cli("eval", str(out), "--limit", "6", "--baselines", "base", "--json")
+    result = cli("eval", str(label_run), "--limit", "6", "--baselines", "base", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["n"] == 6 and summary["main_metric"] == "label_accuracy"
-    first = json.loads((out / "eval" / "base.jsonl").read_text().splitlines()[0])
+    first = json.loads((label_run / "eval" / "base.jsonl").read_text().splitlines()[0])
     assert first["reference"] == "card"
 
 
@@ -177,6 +163,7 @@ def _rows(run: Path, system: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def label_run(tmp_path_factory) -> Path:
+    """Its own run: trained on CSV with a column mapping and one-word labels (the shared run answers JSON)."""
     root = tmp_path_factory.mktemp("labels")
     rows = [("I lost my card", "card"), ("Reset my password", "password"), ("Refund please", "refund_request")] * 8
     for name in ("train.csv", "holdout.csv"):

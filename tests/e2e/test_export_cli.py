@@ -11,25 +11,16 @@ import pytest
 
 from honed.export import gguf as G
 from honed.export.tools import converter_dir
-from tests.helpers import ROOT, TINY, cli
+from tests.helpers import TINY, cli, copy_run
 
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 needs_converter = pytest.mark.skipif(converter_dir() is None, reason="llama.cpp's converter is not installed "
                                      "(make gguf-tools)")
 
 
-@pytest.fixture(autouse=True)
-def _registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST, "--json")
-    assert result.exit_code == 0, result.output
-    return out
+def run(trained_run, tmp_path_factory) -> Path:
+    """The module's copy of the shared run: the exports land in its exports/."""
+    return copy_run(trained_run, tmp_path_factory.mktemp("runs") / "tiny")
 
 
 def _logits(model, ids):
@@ -111,8 +102,7 @@ def test_gguf_round_trips_with_chat_template_and_modelfile(run: Path) -> None:
 
 
 def test_parity_warns_when_the_artifact_is_significantly_worse(run: Path, tmp_path: Path) -> None:
-    evaluated = tmp_path / "evaluated"
-    shutil.copytree(run, evaluated)
+    evaluated = copy_run(run, tmp_path / "evaluated")
     assert cli("eval", str(evaluated), "--limit", "4", "--baselines", "none").exit_code == 0
     # Make the evaluated tuned model perfect: the real (untrained) artifact is then far worse than it.
     path = evaluated / "eval" / "tuned.jsonl"

@@ -48,6 +48,7 @@ def write_data(path: Path) -> Path:
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    # its own runs, not the shared trained_run: one per family model, long enough to learn its end of turn
     spec = FAMILIES[request.param]
     root = tmp_path_factory.mktemp(spec.name)
     model, data = build(spec.name, root / "model"), write_data(root / "chats.jsonl")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,11 +21,11 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.helpers import ROOT, TINY, lock_held_elsewhere
+from tests.helpers import DATA, ROOT, TINY, lock_held_elsewhere
+from tests.helpers import FAST as TWO_STEPS
 from tests.helpers import cli as run_cli
 
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2", "--no-report"]
+FAST = [*TWO_STEPS, "--no-report"]
 
 
 def cli(*args: str) -> Any:
@@ -52,25 +51,10 @@ def train_args(out: Path, *extra: str, data: str = DATA, model: str = TINY) -> l
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     # a hub id fails at once here instead of after connection retries (the constant is read at import time)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    return tmp_path / "home"
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished two-step run; each case damages its own copy."""
-    root = tmp_path_factory.mktemp("base")
-    os.environ["HONED_HOME"] = str(root / "home")
-    try:
-        result = cli(*train_args(root / "run"))
-    finally:
-        del os.environ["HONED_HOME"]
-    assert result.exit_code == 0, result.output
-    return root / "run"
 
 
 # ---- a fresh train refused before (or cleaned up after) creating --out -----------------------------------
@@ -241,11 +225,10 @@ DAMAGED: dict[str, tuple[Callable[[Path], None], Callable[[Path], list[str]], li
 
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_a_damaged_run_is_refused_in_one_line_and_nothing_is_written(
-    case: str, base_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: str, run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     damage, make_args, names = DAMAGED[case]
-    run = tmp_path / "run"
-    shutil.copytree(base_run, run)
+    run = run_copy  # the shared two-step run, this case's own copy to damage
     damage(run)
     monkeypatch.chdir(tmp_path)  # a user metric module lies beside the run
     monkeypatch.syspath_prepend(str(tmp_path))

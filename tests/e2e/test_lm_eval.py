@@ -24,24 +24,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
-from honed.cli import app
 from honed.model.run import load_run_model
 from honed.runs.rundir import RunDir
 from honed.serve.app import Settings
 from honed.serve.engine import Engine
 from honed.serve.loading import load_targets
 from honed.serve.server import ServerThread
+from tests.helpers import ROOT, copy_run
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[harness]')")
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
 TASKS = "tests/assets/lm_eval"  # relative: the task YAMLs name their JSONL relative to the repository root
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 KEY = "test-key"
 NAME = "triage"
 
@@ -69,14 +64,9 @@ def answered(url: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HONED_HOME", str(root / "home"))
-        result = CliRunner().invoke(app, ["train", "--data", DATA, "--model", TINY, "--out", str(root / NAME),
-                                          *FAST, "--json"])
-        assert result.exit_code == 0, result.output
-    return root / NAME
+def run(trained_run, tmp_path_factory) -> Path:
+    """The module's copy of the shared run (serving writes its request log), served as NAME."""
+    return copy_run(trained_run, tmp_path_factory.mktemp("runs") / NAME)
 
 
 @pytest.fixture(scope="module")

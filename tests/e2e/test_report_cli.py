@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 from pathlib import Path
 
 import lxml.html
@@ -14,11 +13,7 @@ import pytest
 from _report_run import DATA, TINY, cli, train_and_eval
 
 from honed.runs.rundir import RunDir
-
-
-@pytest.fixture(autouse=True)
-def _registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONED_HOME", str(tmp_path / "home"))
+from tests.helpers import copy_run
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +108,7 @@ def test_bad_input_is_one_message_and_exit_2(evaluated, tmp_path) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_eval_of_a_run_tracked_with_a_missing_tracker_fails_before_evaluating(evaluated, tmp_path) -> None:
     run, _, _ = evaluated
-    copy = RunDir(tmp_path / "copy")
-    shutil.copytree(run.path, copy.path)
+    copy = RunDir(copy_run(run.path, tmp_path / "copy"))
     copy.write_config(copy.config_yaml.read_text().replace("tracking:\n- tensorboard", "tracking:\n- wandb"))
     before = copy.summary_json.read_text()
     result = cli("eval", str(copy.path), "--limit", "2", "--baselines", "none")

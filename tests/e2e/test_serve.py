@@ -1,6 +1,7 @@
 """`honed serve` through the real `openai` client against a real uvicorn server on 127.0.0.1.
 
-Two tiny runs are trained once for the module; one server serves both adapters on one base model.
+Two tiny runs, a copy of the shared one and one trained with another lr, are made once for the module;
+one server serves both adapters on one base model.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 from openai import OpenAI
-from typer.testing import CliRunner
 
-from honed.cli import app
 from honed.model.prompt import render_prompt
 from honed.data.types import Conversation, Message
 from honed.model.decode import generate
@@ -27,11 +26,8 @@ from honed.serve.loading import load_targets
 from honed.serve.requestlog import RequestLog
 from honed.serve.schemas import Limits
 from honed.serve.server import ServerThread
+from tests.helpers import DATA, FAST, ROOT, TINY, cli, copy_run
 
-ROOT = Path(__file__).parents[2]
-TINY = str(ROOT / "tests" / "assets" / "tiny-llama")
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 KEY = "test-key"
 LIMITS = Limits(max_body_bytes=64 * 1024, max_tokens=400, max_prompt_tokens=400)
 
@@ -41,15 +37,15 @@ def read_log(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
+def runs(trained_run, tmp_path_factory) -> tuple[Path, Path]:
+    """a: a copy of the shared run (serving writes its request log); b: the same but for --lr 5e-3."""
     root = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HONED_HOME", str(root / "home"))
-        for name, lr in (("a", "2e-4"), ("b", "5e-3")):
-            result = CliRunner().invoke(app, ["train", "--data", DATA, "--model", TINY, "--out", str(root / name),
-                                              "--lr", lr, *FAST, "--json"])
-            assert result.exit_code == 0, result.output
-    return root / "a", root / "b"
+        result = cli("train", "--data", DATA, "--model", TINY, "--out", str(root / "b"), "--lr", "5e-3",
+                     *FAST, "--json")
+        assert result.exit_code == 0, result.output
+    return copy_run(trained_run, root / "a"), root / "b"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """`honed serve --engine llama.cpp`: a tiny run's GGUF export decoded by llama.cpp behind honed's front,
 through the real `openai` client against a real uvicorn server on 127.0.0.1.
 
-One tiny run is trained and exported to GGUF (f16) once for the module; the same front then serves it
+A copy of the shared tiny run is exported to GGUF (f16) once for the module; the same front then serves it
 with the llama.cpp engine, and with the torch engine for the greedy comparison.
 """
 
@@ -22,7 +22,7 @@ from honed.runs.rundir import RunDir
 from honed.serve.app import Settings
 from honed.serve.schemas import Limits
 from honed.serve.server import ServerThread
-from tests.helpers import ROOT, TINY, cli
+from tests.helpers import ROOT, cli, copy_run
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -30,8 +30,6 @@ pytestmark = [
     pytest.mark.skipif(converter_dir() is None, reason="llama.cpp's GGUF converter is not installed (make gguf-tools)"),
 ]
 
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 KEY = "test-key"
 LIMITS = Limits(max_body_bytes=64 * 1024, max_tokens=200, max_prompt_tokens=400)
 HOLDOUT = 16
@@ -42,16 +40,15 @@ def read_log(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, dict]:
-    """A tiny trained run and its GGUF export record (with the parity check's figures)."""
+def exported(trained_run, tmp_path_factory) -> tuple[Path, dict]:
+    """A copy of the shared run and its GGUF export record (with the parity check's figures)."""
     root = tmp_path_factory.mktemp("runs")
+    run = copy_run(trained_run, root / "tiny")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HONED_HOME", str(root / "home"))
-        result = cli("train", "--data", DATA, "--model", TINY, "--out", str(root / "tiny"), *FAST, "--json")
+        result = cli("export", str(run), "--to", "gguf", "--quant", "f16", "--parity", str(HOLDOUT), "--json")
         assert result.exit_code == 0, result.output
-        result = cli("export", str(root / "tiny"), "--to", "gguf", "--quant", "f16", "--parity", str(HOLDOUT), "--json")
-        assert result.exit_code == 0, result.output
-    return root / "tiny", json.loads(result.stdout)
+    return run, json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +234,7 @@ def test_greedy_answers_agree_with_the_torch_engine_at_the_parity_rate(client, t
 
     run, record = exported
     rundir = RunDir(run)
-    holdout = read_examples(rundir.holdout_file(), reading=rundir.read_config().get("data"))[:HOLDOUT]
+    holdout = read_examples(rundir.holdout_file())[:HOLDOUT]  # JSONL: no column mapping to read it with
     tokenizer = run_tokenizer(rundir)[0]
     references = [c.response_text() for c in holdout]
     max_new = default_max_new_tokens([len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references])

@@ -1,14 +1,14 @@
 """`honed serve` under 200 concurrent clients: the request log keeps exactly one complete line per accepted
 request (docs/request-log.md), and every refusal is an OpenAI-shaped error that leaves no line.
 
-One tiny run is trained for the module and served by a real uvicorn server with a small engine (16 rows
-decoding, 32 waiting), so part of the burst is refused with 429. The clients, on one asyncio loop with
-httpx2 (the `openai` client's HTTP library), send a mix of whole and streamed chat completions, streams
-dropped after the first chunk, clients that give up before the answer (whole or streamed), clients that
-leave halfway through sending their body, and bad requests (invalid JSON, an unknown field, a model that
-does not exist, a prompt over the limit). Each request carries its own marker in its message, so a log
-line is matched to the client that sent it, and line separators other than \n (U+2028, U+2029, NEL),
-which a reader's str.splitlines() would break a record at.
+A copy of the shared tiny run (the log is written into it) is served by a real uvicorn server with a small
+engine (16 rows decoding, 32 waiting), so part of the burst is refused with 429. The clients, on one asyncio
+loop with httpx2 (the `openai` client's HTTP library), send a mix of whole and streamed chat completions,
+streams dropped after the first chunk, clients that give up before the answer (whole or streamed), clients
+that leave halfway through sending their body, and bad requests (invalid JSON, an unknown field, a model
+that does not exist, a prompt over the limit). Each request carries its own marker in its message, so a log
+line is matched to the client that sent it, and line separators other than \n (U+2028, U+2029, NEL), which a
+reader's str.splitlines() would break a record at.
 
 A client that gives up may or may not have been accepted before it left; the server's own refusal count
 (/metrics) settles which: every request the server saw either has one log line or was counted refused.
@@ -38,10 +38,8 @@ from honed.serve.engine import Engine
 from honed.serve.loading import load_targets
 from honed.serve.schemas import Limits
 from honed.serve.server import ServerThread
-from tests.helpers import ROOT, TINY, cli
+from tests.helpers import ROOT, copy_run
 
-DATA = str(ROOT / "examples" / "support_triage.jsonl")
-FAST = ["--set", "num_threads=1", "--set", "batch_size=8", "--set", "max_length=256", "--max-steps", "2"]
 LIMITS = Limits(max_body_bytes=64 * 1024, max_tokens=64, max_prompt_tokens=200)
 CLIENTS = 200
 KINDS = ("whole", "stream", "stream_dropped", "whole_gives_up", "stream_gives_up", "leaves_mid_body",
@@ -158,11 +156,8 @@ class Records(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "support"
-    result = cli("train", "--data", DATA, "--model", TINY, "--out", str(out), *FAST, "--json")
-    assert result.exit_code == 0, result.output
-    return out
+def run(trained_run, tmp_path_factory) -> Path:
+    return copy_run(trained_run, tmp_path_factory.mktemp("runs") / "support")
 
 
 @contextlib.contextmanager

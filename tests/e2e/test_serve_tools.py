@@ -49,6 +49,7 @@ def plain_chats(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
+    # its own runs, not the shared trained_run: a Qwen2-style model fully fine-tuned on tool-call chats
     root = tmp_path_factory.mktemp("tools")
     model = build("qwen2", root / "qwen2")
     for name, data in (("tools", tool_chats(root / "t.jsonl")), ("plain", plain_chats(root / "p.jsonl"))):
