@@ -33,7 +33,7 @@ def tracking_of(run_dir: Any) -> list[str]:
     from honed.report.trackers import require_installed
     from honed.runs.rundir import RunDir
 
-    raw = RunDir(run_dir).read_config().get("tracking") or []
+    raw = RunDir(run_dir).config().tracking
     names = [n.strip() for n in raw.split(",") if n.strip()] if isinstance(raw, str) else [str(n) for n in raw]
     require_installed(names)
     return names

@@ -42,12 +42,12 @@ def _load_eval(run: RunDir) -> tuple[EvalSummary, list[dict[str, Any]]]:
 
 
 def _run_entry(run: RunDir, summary: EvalSummary) -> dict[str, Any]:
-    record, data, config = run.read_run(), run.read_data(), run.read_config()
+    record, data, config = run.read_run(), run.read_data(), run.config()
     files = {part: {k: getattr(entry, k, None) for k in ("path", "sha256", "count")}
              for part, entry in (("train", data.train), ("holdout", data.holdout))}
     return {
-        "name": record.name or run.name, "path": str(run.path), "model": config.get("model"),
-        "method": config.get("method"), "status": record.status, "best_checkpoint": record.best_checkpoint,
+        "name": record.name or run.name, "path": str(run.path), "model": config.model,
+        "method": config.method, "status": record.status, "best_checkpoint": record.best_checkpoint,
         "data": files,
         "eval": {"holdout": summary.holdout.model_dump() if summary.holdout else None,
                  "main_metric": summary.main_metric, "verdict": summary.verdict, "checkpoint": summary.checkpoint},
@@ -75,9 +75,8 @@ def _unique_names(runs: Sequence[RunDir]) -> list[str]:
 def compare_runs(run_dirs: Sequence[str | Path], *, limit: int = 10) -> dict[str, Any]:
     """Data versions, config differences, tuned metrics with intervals, and disagreeing examples.
 
-    >>> report = compare_runs(["runs/a", "runs/b"])  # doctest: +SKIP
-    >>> report["disagreements"]["count"]  # doctest: +SKIP
-    17
+    Usage: `compare_runs(["runs/a", "runs/b"])["disagreements"]["count"]` gives e.g. 17 (two evaluated runs:
+    tests/unit/test_compare.py and tests/unit/test_rundir.py compare copies of a stored run).
     """
     if len(run_dirs) < 2:
         raise ConfigError("compare needs at least two run directories, e.g. honed compare runs/a runs/b")
@@ -97,7 +96,7 @@ def compare_runs(run_dirs: Sequence[str | Path], *, limit: int = 10) -> dict[str
     return {
         "runs": [_run_entry(run, summary) for run, (summary, _) in zip(runs, loaded)],
         "names": names,
-        "config_differences": config_differences([run.read_config() for run in runs]),
+        "config_differences": config_differences([run.config_fields() for run in runs]),
         "metrics": metrics,
         "disagreements": disagree,
         "changes": changes,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from honed.config import DataSettings
 from honed.data.read import ColumnMapping, read_conversations, sha256_file
 from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
@@ -61,20 +62,33 @@ OnProgress = Callable[[str, int, int], None]  # (system, examples done, total)
 TABULAR_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
-def read_examples(path: str | Path, *, reading: dict[str, Any] | None = None) -> list[Conversation]:
+def reading_of(path: Path, reading: DataSettings | None) -> tuple[str, ColumnMapping | None]:
+    """The format and column mapping training read `path` with (`reading`: the run's `data` config).
+
+    >>> from honed.config import DataSettings
+    >>> reading_of(Path("holdout.csv"), DataSettings(format="csv", prompt_col="text", response_col="label"))
+    ('csv', ColumnMapping(prompt_col='text', response_col='label', system=None, system_col=None))
+    >>> reading_of(Path("holdout.jsonl"), DataSettings(format="csv", prompt_col="text", response_col="label"))
+    ('auto', None)
+    """
+    tabular = path.suffix.lower() in TABULAR_SUFFIXES
+    if reading is None or not (tabular or path.is_dir()):
+        return "auto", None
+    columns = None
+    if reading.prompt_col and reading.response_col:
+        columns = ColumnMapping(reading.prompt_col, reading.response_col, system=reading.system,
+                                system_col=reading.system_col)
+    return (reading.format if tabular else "auto"), columns
+
+
+def read_examples(path: str | Path, *, reading: DataSettings | None = None) -> list[Conversation]:
     """Conversations of a data file; any bad row is a DataError listing every problem (file:line).
 
-    `reading` is the run's `data` config: a CSV/Parquet file is read with its format and column mapping
-    (prompt_col, response_col, system), as training read it.
+    `reading` is the run's `data` config (`run.config().data`): a CSV/Parquet file is read with its format
+    and column mapping (prompt_col, response_col, system), as training read it.
     """
     path = Path(path)  # a file, a folder of shards or a glob: read_conversations explains what it cannot read
-    fmt, columns = "auto", None
-    reading = reading or {}
-    if path.suffix.lower() in TABULAR_SUFFIXES or path.is_dir():
-        fmt = str(reading.get("format") or "auto") if path.suffix.lower() in TABULAR_SUFFIXES else "auto"
-        if reading.get("prompt_col") and reading.get("response_col"):
-            columns = ColumnMapping(reading["prompt_col"], reading["response_col"], system=reading.get("system"),
-                                    system_col=reading.get("system_col"))
+    fmt, columns = reading_of(path, reading)
     result = read_conversations(path, fmt=fmt, columns=columns)
     if result.problems:
         raise DataError(
@@ -143,7 +157,7 @@ class EvalData:
         return [c.response_text() for c in self.train]
 
 
-def load_eval_data(run: RunDir, settings: EvalSettings, *, reading: dict[str, Any] | None = None) -> EvalData:
+def load_eval_data(run: RunDir, settings: EvalSettings, *, reading: DataSettings | None = None) -> EvalData:
     """Read the holdout (--data or the run's) and the training examples the run recorded; `reading` is
     the run's data config (format and column mapping for CSV/Parquet files)."""
     hold_path = run.holdout_file(settings.data)
@@ -258,23 +272,23 @@ def check_systems(systems: list[System], data: EvalData, *, run_dir: Path) -> li
 def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: OnProgress | None = None) -> EvalSummary:
     """Evaluate a run's tuned model against the baselines; write RUN_DIR/eval/*.jsonl and summary.json.
 
-    >>> summary = evaluate_run("runs/demo", EvalSettings(limit=200))  # doctest: +SKIP
-    >>> summary.verdict  # doctest: +SKIP
-    'Fine-tuning helped: field_f1_micro 0.812 vs 0.204 for the base model (+0.608, 95% CI +0.561 to +0.655); ...'
+    Usage: `evaluate_run("runs/demo", EvalSettings(limit=200)).verdict` gives e.g. 'Fine-tuning helped:
+    field_f1_micro 0.812 vs 0.204 for the base model (+0.608, 95% CI +0.561 to +0.655); ...' (it loads and
+    runs the models: tests/unit/test_monitor_loop.py evaluates trained runs with it).
     """
     apply_threads(settings.threads)  # --threads, else the rule in honed/threads.py
     run = RunDir(run_dir).require_run()
-    config = run.read_config()
+    config = run.config()
     require_finished(run, checkpoint=settings.checkpoint)
     systems = [System(TUNED, TUNED, kind="tuned")] + parse_baselines(settings.baselines)
-    data = load_eval_data(run, settings, reading=config.get("data"))
+    data = load_eval_data(run, settings, reading=config.data)
     systems = check_systems(systems, data, run_dir=run.path)
     schema = read_schema(settings.schema) if settings.schema else None
     constraint = plan_constraint(settings.constrain, train_targets=data.train_targets, schema=schema,
                                  schema_path=settings.schema) if settings.constrain else None
     systems = with_constrained(systems, settings.constrain)
     plan = plan_metrics(data.references, train_targets=data.train_targets, requested=settings.metric_names(), schema=schema)
-    models = _load_models(run, systems, checkpoint=settings.checkpoint, model_spec=str(config.get("model")))
+    models = _load_models(run, systems, checkpoint=settings.checkpoint, model_spec=config.model)
     tokenizer = models[TUNED][1]
     max_new = settings.max_new_tokens or max(default_max_new_tokens(
         [len(ids) for ids in tokenizer(data.references, add_special_tokens=False)["input_ids"]]

@@ -62,13 +62,21 @@ def model_card(run: RunDir, *, target: str, checkpoint: str, base_spec: str, bas
                parity: dict[str, Any] | None, details: dict[str, Any]) -> str:
     """README.md for an export folder (markdown with Hugging Face front matter).
 
-    >>> print(model_card(RunDir("runs/demo"), target="merged", checkpoint="best", base_spec="smollm2-135m",
-    ...                  base_name="HuggingFaceTB/SmolLM2-135M-Instruct", files=["model.safetensors"],
-    ...                  parity=None, details={}))  # doctest: +SKIP
+    >>> import tempfile
+    >>> from honed.config import config_to_yaml, load_config
+    >>> with tempfile.TemporaryDirectory() as folder:  # a run with its config.yaml, nothing evaluated yet
+    ...     RunDir(folder).write_config(config_to_yaml(load_config(None)))
+    ...     card = model_card(RunDir(folder), target="merged", checkpoint="best", base_spec="smollm2-135m",
+    ...                       base_name="HuggingFaceTB/SmolLM2-135M-Instruct", files=["model.safetensors"],
+    ...                       parity=None, details={})
+    >>> print(next(line for line in card.splitlines() if line.startswith("Fine-tuned")))
+    Fine-tuned with honed from `HuggingFaceTB/SmolLM2-135M-Instruct` (trained as `smollm2-135m`), method lora, checkpoint `best`.
+    >>> [line for line in card.splitlines() if line.startswith("## ")]
+    ['## Data', '## Evaluation', '## Parity', '## Training config']
     """
-    config = run.read_config()
+    config = run.config()
     lines = [_front_matter(base_name, target), f"# {run.name} ({target})", "",
-             f"Fine-tuned with honed from `{base_name}` (trained as `{base_spec}`), method {config.get('method')}, "
+             f"Fine-tuned with honed from `{base_name}` (trained as `{base_spec}`), method {config.method}, "
              f"checkpoint `{checkpoint}`.", "", "Files: " + ", ".join(f"`{f}`" for f in files), ""]
     lines += [f"- {key}: {value}" for key, value in details.items()] + ([""] if details else [])
     lines += _data_section(run)
@@ -77,5 +85,5 @@ def model_card(run: RunDir, *, target: str, checkpoint: str, base_spec: str, bas
     else:
         lines += ["## Evaluation", "", f"Not evaluated yet: run `honed eval {run.path}`.", ""]
     lines += _parity_section(parity)
-    lines += ["## Training config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
+    lines += ["## Training config", "", "```yaml", yaml.safe_dump(run.config_fields(), sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)

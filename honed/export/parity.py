@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from honed.config import DataSettings
 from honed.data.read import sha256_file
 from honed.data.types import Conversation
 from honed.evaluate.run_eval import plan_metrics, read_examples, score_examples
@@ -109,11 +110,11 @@ def check_parity(
 ) -> Parity:
     """Answer the first `n` holdout examples with the tuned model and the artifact; compare them.
 
-    >>> check_parity(run, checkpoint="best", artifact=answer_with_transformers(m, t), n=64,
-    ...              backend="transformers").significantly_worse  # doctest: +SKIP
-    False
+    Usage: `check_parity(run, checkpoint="best", artifact=answer_with_transformers(m, t), n=64,
+    backend="transformers").significantly_worse` (it runs both models: tests/e2e/test_export_cli.py checks
+    an export's parity; tests/unit/test_export.py the comparison on given answers).
     """
-    reading = run.read_config().get("data")
+    reading = run.config().data
     holdout_path = run.holdout_file()
     holdout = read_examples(holdout_path, reading=reading)[:n]
     references = [c.response_text() for c in holdout]
@@ -126,7 +127,7 @@ def check_parity(
     return _compare(plan, references, tuned, answers, seed=seed, backend=backend, source=source)
 
 
-def _metric_plan(run: RunDir, references: list[str], *, summary: Any | None, reading: Any) -> Any:
+def _metric_plan(run: RunDir, references: list[str], *, summary: Any | None, reading: DataSettings) -> Any:
     """The metrics `honed eval` used on this run (or would pick), with the same JSON schema."""
     train_file = run.train_file()
     train = read_examples(train_file, reading=reading) if train_file is not None else []
@@ -141,9 +142,8 @@ def _max_new_tokens(run: RunDir, references: list[str], *, summary: Any | None) 
     if summary is not None and summary.decoding.get("max_new_tokens"):
         return int(summary.decoding["max_new_tokens"])
     from honed.model.loading import load_tokenizer
-    from honed.export.merged import run_base_spec
 
-    tokenizer = load_tokenizer(run_base_spec(run))
+    tokenizer = load_tokenizer(run.base_model())
     return default_max_new_tokens([len(ids) for ids in tokenizer(references, add_special_tokens=False)["input_ids"]])
 
 

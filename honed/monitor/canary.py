@@ -6,9 +6,9 @@ OpenAI-compatible endpoint with greedy decoding, scored with the evaluation's pe
 and compared with the tuned model's own score on the same example (paired bootstrap, as in eval). A
 significant drop is `degraded`: a wrong adapter, a bad export or a changed server shows up here.
 
->>> result = run_canary("runs/demo", endpoint="http://127.0.0.1:8000/v1")  # doctest: +SKIP
->>> result.status, result.difference  # doctest: +SKIP
-('ok', {'value': 0.0, 'low': 0.0, 'high': 0.0})
+Usage: `run_canary("runs/demo", endpoint="http://127.0.0.1:8000/v1")` gives a result whose `.status,
+.difference` read e.g. `('ok', {'value': 0.0, 'low': 0.0, 'high': 0.0})` (it needs an evaluated run and a
+server: tests/unit/test_monitor_loop.py replays one against a right and a wrong model).
 """
 
 from __future__ import annotations
@@ -90,4 +90,4 @@ def _holdout(run: RunDir, summary: EvalSummary) -> list[Any]:
     if not path.is_file() or sha256_file(path) != summary.holdout.sha256:
         raise ConfigError(f"{path}: the holdout the evaluation used is gone or changed (sha256); "
                           f"the canary replays it: restore it or run `honed eval {run.path}` again")
-    return read_examples(path, reading=run.read_config().get("data"))
+    return read_examples(path, reading=run.config().data)

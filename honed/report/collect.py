@@ -4,9 +4,13 @@ Nothing here assumes a fixed list of systems or metrics: the page shows whatever
 (tuned, base, few-shot-K, majority, tuned+labels, ... and any metric), so a newer `honed eval` that adds
 systems or metrics needs no change here.
 
->>> view = read_run_view("runs/demo", data_check=False)  # doctest: +SKIP
->>> view.verdict  # doctest: +SKIP
-'Fine-tuning helped: field_f1 0.812 vs 0.204 for the base model ...'
+>>> import tempfile
+>>> from honed.config import config_to_yaml, load_config
+>>> with tempfile.TemporaryDirectory() as folder:  # a run train started, not evaluated yet
+...     RunDir(folder).write_config(config_to_yaml(load_config(None, overrides=["lr=0.001"])))
+...     view = read_run_view(folder, data_check=False)
+...     view.config["lr"], [c.key for c in view.config_changes], view.verdict.startswith("Not evaluated yet")
+(0.001, ['lr'], True)
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class RunView:
     run: RunDir
     record: RunRecord
     data: DataRecord
-    config: dict[str, Any]
+    config: dict[str, Any]  # RunDir.config_fields(): every field, as plain values
     metrics: list[dict[str, Any]]
     summary: EvalSummary | None
     rows: dict[str, list[dict[str, Any]]]  # system -> eval/<system>.jsonl rows (systems whose file exists)
@@ -147,13 +151,13 @@ def read_run_view(path: str | Path, *, data_check: bool = True) -> RunView:
     """
     run = RunDir(path).require_run()
     summary = run.read_summary() if run.has_summary() else None
-    config = run.read_config()
+    fields = run.config_fields()
     view = RunView(
-        run=run, record=run.read_run(), data=run.read_data(), config=config, metrics=run.read_metrics(),
-        summary=summary, rows=_read_rows(run, summary), config_changes=config_changes(config),
+        run=run, record=run.read_run(), data=run.read_data(), config=fields, metrics=run.read_metrics(),
+        summary=summary, rows=_read_rows(run, summary), config_changes=config_changes(fields),
     )
     if data_check:
-        view.data_check = check_run_data(run, config=config)
+        view.data_check = check_run_data(run)
     view.curve, view.curve_error = _learning_curve(run)
     return view
 
@@ -168,22 +172,24 @@ def _learning_curve(run: RunDir) -> tuple[Any | None, str | None]:
         return None, exc.message
 
 
-def check_run_data(run: RunDir, *, config: dict[str, Any]) -> DataCheck:
+def check_run_data(run: RunDir) -> DataCheck:
     """`honed data check` on the files the run trained and held out on, with the run's model and length.
 
     The run directory stores no data check of its own, so it is measured here, the same way the command
     does; any problem (a file that is gone, rows that no longer parse) is shown instead of the findings.
     """
     from honed.data.check import run_check
+    from honed.evaluate.run_eval import reading_of
 
     train = run.train_file()
     if train is None:
         return DataCheck(error="the training file recorded in data.json is gone; nothing to check")
     try:
         holdout = _holdout_or_none(run)
-        fmt, columns = _reading(train, config.get("data") or {})
-        report = run_check(str(train), holdout=str(holdout) if holdout else None, model=str(config.get("model")),
-                           max_length=int(config.get("max_length") or 2048), fmt=fmt, columns=columns)
+        config = run.config()
+        fmt, columns = reading_of(train, config.data)
+        report = run_check(str(train), holdout=str(holdout) if holdout else None, model=config.model,
+                           max_length=config.max_length, fmt=fmt, columns=columns)
     except HonedError as exc:
         return DataCheck(error=exc.message)
     return DataCheck(report=report)
@@ -195,14 +201,3 @@ def _holdout_or_none(run: RunDir) -> Path | None:
     except HonedError:  # trained without a holdout
         return None
     return holdout if holdout.is_file() else None
-
-
-def _reading(path: Path, data_config: dict[str, Any]) -> tuple[str, Any]:
-    """The format and column mapping training read `path` with: tables need them, JSON describes itself."""
-    from honed.data.read import ColumnMapping
-
-    if path.suffix.lower() not in (".csv", ".tsv", ".parquet"):
-        return "auto", None
-    prompt, response = data_config.get("prompt_col"), data_config.get("response_col")
-    columns = ColumnMapping(prompt, response, system=data_config.get("system")) if prompt and response else None
-    return str(data_config.get("format") or "auto"), columns

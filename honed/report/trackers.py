@@ -17,7 +17,8 @@ Where the numbers go (nothing leaves the machine unless you point a tracker else
 A tracker is anything with the four methods of `Tracker`; live logging from the training loop calls
 `log_metrics(step, record)` with each metrics.jsonl record as it is written.
 
->>> export_run("runs/demo", ["mlflow"], stage="train")  # doctest: +SKIP
+Usage: `export_run("runs/demo", ["mlflow"], stage="train")` (each tracker is an optional extra:
+tests/unit/test_report_trackers.py replays a trained run into each one installed).
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def replay(run: RunDir, trackers: Sequence[Tracker], *, stage: Stage = "all", re
     try:
         if stage in ("train", "all"):
             for tracker in trackers:
-                tracker.log_config(run.read_config())
+                tracker.log_config(run.config_fields())
             for record in run.read_metrics():
                 if isinstance(record.get("step"), int):
                     for tracker in trackers:
@@ -265,8 +266,8 @@ def export_run(
 ) -> list[str]:
     """Replay a run directory into the named trackers; returns where each one wrote, for the user.
 
-    >>> export_run("runs/demo", ["tensorboard"], stage="all")  # doctest: +SKIP
-    ['tensorboard: runs/demo/tensorboard']
+    Usage: `export_run("runs/demo", ["tensorboard"], stage="all")` returns
+    `['tensorboard: runs/demo/tensorboard']` (tests/unit/test_report_trackers.py).
     """
     if not names:
         return []

@@ -5,8 +5,14 @@ host, command and start time. The lock is `fcntl.flock` on RUN/.lock, so the ker
 process exits however it dies, and `is_locked` tells a reader whether a run that says "running" still
 has its process (`honed runs list` shows "stale" otherwise).
 
->>> with RunDir("runs/a").lock("train"):  # doctest: +SKIP
-...     ...
+>>> import tempfile
+>>> from honed.runs.rundir import RunDir
+>>> with tempfile.TemporaryDirectory() as folder:
+...     run = RunDir(folder)
+...     with run.lock("train"):
+...         held = is_locked(run), owner_alive(run), read_owner(run)["command"]
+...     held, is_locked(run)
+((True, True, 'train'), False)
 """
 
 from __future__ import annotations
@@ -51,8 +57,13 @@ class RunLock:
     it dies; the file also names the owner (pid, host, command, start time) for the message a second
     writer gets. `is_locked` tells a reader (`runs list`) whether a "running" run still has its process.
 
-    >>> with RunDir("runs/a").lock("train"):  # doctest: +SKIP
-    ...     ...
+    >>> import tempfile
+    >>> from honed.runs.rundir import RunDir
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with RunDir(folder).lock("train"):
+    ...         RunDir(folder).lock("export").acquire()
+    Traceback (most recent call last):
+    honed.errors.ConfigError: ... is in use: honed train, pid ... on host ... since ...; wait for it to finish or stop that process, then try again
     """
 
     def __init__(self, run: Lockable, command: str) -> None:
@@ -152,7 +163,10 @@ def owner_alive(run: Lockable) -> bool:
     """Whether the process that owns the run is still there. On this host the kernel knows (the flock is
     held, or not); for a run owned by another host (a shared file system) only the heartbeat can tell.
 
-    >>> owner_alive(RunDir("runs/a"))  # doctest: +SKIP
+    >>> import tempfile
+    >>> from honed.runs.rundir import RunDir
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     owner_alive(RunDir(folder))  # no lock file: nobody writes it
     False
     """
     owner = read_owner(run)

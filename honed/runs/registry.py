@@ -3,9 +3,15 @@
 One row per run directory: its name, status, model, method, times, config, data hashes and best metrics,
 copied from the run directory's own files (which stay the source of truth). `honed runs list/show` read it.
 
->>> record_run(RunDir("runs/demo"))  # doctest: +SKIP
->>> [r["name"] for r in list_runs()]  # doctest: +SKIP
-['demo']
+>>> import os, tempfile
+>>> from unittest import mock
+>>> from honed.config import config_to_yaml, load_config
+>>> with tempfile.TemporaryDirectory() as home, mock.patch.dict(os.environ, {"HONED_HOME": home}):
+...     run = RunDir(Path(home) / "demo")
+...     run.write_config(config_to_yaml(load_config(None, overrides=["method=full"])))  # as train saves it
+...     record_run(run)
+...     [(r["name"], r["method"], r["status"]) for r in list_runs()]
+[('demo', 'full', 'unknown')]
 """
 
 from __future__ import annotations
@@ -84,17 +90,16 @@ def check_registry() -> None:
 
 def record_run(run: RunDir) -> None:
     """Insert or update the registry row of a run from the files in its directory."""
-    record = run.read_run()
-    config = run.read_config()
+    record, config = run.read_run(), run.config()
     row = {
         "run_dir": str(run.path.resolve()),
         "name": record.name or run.name,
         "status": record.status,
-        "model": str(config.get("model") or record.model),
-        "method": str(config.get("method") or record.method or "lora"),
+        "model": config.model,
+        "method": config.method,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
-        "config_json": json.dumps(config),
+        "config_json": json.dumps(run.config_fields()),
         "data_json": json.dumps(run.read_data().model_dump(mode="json")),
         "best_json": json.dumps(record.best),
         "parent": record.parent,
@@ -137,11 +142,7 @@ def live_status(row: dict[str, Any]) -> str:
 
 
 def list_runs() -> list[dict[str, Any]]:
-    """Every registered run, newest first.
-
-    >>> [r["name"] for r in list_runs()]  # doctest: +SKIP
-    ['demo']
-    """
+    """Every registered run, newest first (the module docstring's example lists one)."""
     try:
         with closing(_connect()) as conn:
             rows = conn.execute("SELECT * FROM runs ORDER BY started_at DESC, name").fetchall()

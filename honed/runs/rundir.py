@@ -16,9 +16,14 @@
 Nothing outside this module opens run.json, data.json or summary.json by name: code asks a `RunDir`.
 Every record carries a `schema_version`; files written before it existed (version 1, no field) still load.
 
->>> run = RunDir("runs/demo")  # doctest: +SKIP
->>> run.read_run().status, run.read_data().train.count  # doctest: +SKIP
-('completed', 320)
+>>> import tempfile
+>>> from honed.config import config_to_yaml, load_config
+>>> with tempfile.TemporaryDirectory() as folder:
+...     run = RunDir(folder)
+...     run.write_config(config_to_yaml(load_config(None, overrides=["lr=0.0002"])))  # as train saves it
+...     run.write_run(RunRecord(name="demo", status="completed"))
+...     run.config().lr, run.base_model(), run.read_run().status, run.read_data().train
+(0.0002, 'smollm2-135m', 'completed', None)
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from honed.atomic import write_json_atomic, write_text_atomic
+from honed.config import TrainConfig, validate_config
 from honed.errors import ConfigError, HonedError
 from honed.runs.lock import RunLock, now_iso, owner_alive  # noqa: F401  (now_iso: records stamp times with it)
 
@@ -204,6 +210,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._config: TrainConfig | None = None  # config.yaml, validated on first use (config())
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -290,8 +297,6 @@ class RunDir:
 
     def lock(self, command: str) -> RunLock:
         """The exclusive lock a writer holds while it changes this run directory (honed.runs.lock.RunLock)."""
-        from honed.runs.lock import RunLock
-
         return RunLock(self, command)
 
     def status(self) -> str:
@@ -330,8 +335,31 @@ class RunDir:
         return found[-1] if found else None
 
     # -- config.yaml
-    def read_config(self) -> dict[str, Any]:
-        """The resolved config as a mapping (validate with honed.config.validate_config for a TrainConfig)."""
+    def config(self) -> TrainConfig:
+        """The resolved TrainConfig train saved as config.yaml, validated once and kept on this RunDir.
+
+        A config.yaml that is not YAML, not a mapping or not a valid config is a ConfigError naming it.
+        Usage: `RunDir("runs/demo").config().model` (tests/unit/test_rundir.py reads a real run's).
+        """
+        if self._config is None:
+            self._config = validate_config(self._config_mapping(), origin=str(self.config_yaml))
+        return self._config
+
+    def config_fields(self) -> dict[str, Any]:
+        """The resolved config as nested plain fields (JSON types), every field there: what `honed compare`
+        diffs, `train --from-run` inherits and the trackers log. Derived from `config()`."""
+        return self.config().model_dump(mode="json")
+
+    def base_model(self) -> str:
+        """The model spec the run was trained from (config.yaml's `model`)."""
+        return self.config().model
+
+    def write_config(self, yaml_text: str) -> None:
+        write_text_atomic(self.config_yaml, yaml_text)
+        self._config = None  # read it again from the file now written
+
+    def _config_mapping(self) -> dict[str, Any]:
+        """config.yaml parsed; a file that is not a YAML mapping is one ConfigError naming it."""
         import yaml
 
         self.require_run()
@@ -344,13 +372,6 @@ class RunDir:
         if not isinstance(config, dict):
             raise ConfigError(f"{self.config_yaml}: should be a mapping of config fields; the run directory is damaged")
         return config
-
-    def write_config(self, yaml_text: str) -> None:
-        write_text_atomic(self.config_yaml, yaml_text)
-
-    def base_model(self) -> str:
-        """The model spec the run was trained from (config.yaml's `model`, else run.json's)."""
-        return str(self.read_config().get("model") or self.read_run().model)
 
     # -- run.json
     def read_run(self) -> RunRecord:

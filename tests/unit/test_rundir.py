@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from honed.atomic import atomic_folder, write_json_atomic
+from honed.config import TrainConfig, config_to_yaml, load_config
 from honed.errors import ConfigError
 from honed.evaluate.compare import compare_runs
 from honed.runs.rundir import DataRecord, EvalSummary, RunDir, RunRecord, checkpoint_name
@@ -65,10 +66,37 @@ def test_a_damaged_run_json_is_one_clear_error(tmp_path, text):
         RunDir(tmp_path).read_run()
 
 
-def test_a_list_valued_config_yaml_is_a_config_error(tmp_path):
-    (tmp_path / "config.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="mapping"):
-        RunDir(tmp_path).read_config()
+def test_the_config_is_the_typed_train_config_read_once():
+    run = RunDir(V1)
+    config = run.config()
+    assert isinstance(config, TrainConfig) and config.lr == 0.0002 and config.data.holdout_fraction == 0.25
+    assert run.base_model() == config.model == "/tmp/wt-old/tests/assets/tiny-llama"
+    assert run.config() is config  # validated once per RunDir
+    fields = run.config_fields()
+    assert fields["lora"]["r"] == 16 and fields["adam_betas"] == [0.9, 0.999]
+    assert fields["tracking"] == [] and fields["data"]["strict"] is False  # fields v1 never wrote read as defaults
+
+
+def test_writing_the_config_replaces_the_one_read(tmp_path):
+    run = RunDir(tmp_path)
+    run.write_config(config_to_yaml(load_config(None, overrides=["lr=0.001"])))
+    assert run.config().lr == 0.001
+    run.write_config(config_to_yaml(load_config(None, overrides=["lr=0.002", "model=other"])))
+    assert run.config().lr == 0.002 and run.base_model() == "other"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("- 1\n- 2\n", "should be a mapping"),
+    ("model: [unclosed\n", "not valid YAML"),
+    ("model: m\nlearning_rate: 0.1\nlora:\n  r: 0\n", "2 problem"),
+])
+def test_a_damaged_config_yaml_is_one_config_error_naming_it(tmp_path, text, match):
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=match) as caught:
+        RunDir(tmp_path).config()
+    assert str(tmp_path / "config.yaml") in caught.value.message
+    if match == "2 problem":  # every problem listed, by field
+        assert sorted(d.split(":")[0] for d in caught.value.details) == ["learning_rate", "lora.r"]
 
 
 def test_checkpoints_are_listed_in_step_order_and_temp_folders_never(tmp_path):

@@ -63,13 +63,14 @@ def test_load_trained_model_full_and_checkpoint_names(tmp_path, data):
 def test_load_run_reads_the_contract_files(tmp_path, data):
     result = make_run(tmp_path, data, "info")
     run = RunDir(result.run_dir)
-    record, config, data = run.read_run(), run.read_config(), run.read_data()
-    assert record.status == "completed" and config["model"] == str(Path(TINY).resolve())
-    assert config["lr"] == 0.01 and config["epochs"] == 1
-    assert data.train.count + data.holdout.count == 16
-    assert record.schema_version == data.schema_version == 2
+    record, config, data_record = run.read_run(), run.config(), run.read_data()
+    assert record.status == "completed" and config.model == run.base_model() == str(Path(TINY).resolve())
+    assert config.lr == 0.01 and config.epochs == 1 and config.data.train == str(data.resolve())
+    assert run.config_fields()["lora"] == config.lora.model_dump()  # the raw fields, for compare and trackers
+    assert data_record.train.count + data_record.holdout.count == 16
+    assert record.schema_version == data_record.schema_version == 2
     with pytest.raises(ConfigError, match="not a honed run directory"):
-        RunDir(tmp_path).read_config()
+        RunDir(tmp_path).config()
 
 
 def test_registry_records_every_run(tmp_path, data):
@@ -101,9 +102,10 @@ def test_from_run_continues_from_the_parents_weights_mixes_old_data_and_records_
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     child = RunDir(tmp_path / "v2")
-    config, data_record = child.read_config(), child.read_data()
+    config, data_record = child.config(), child.read_data()
     assert child.read_run().parent == str(parent.run_dir.resolve())
-    assert config["init_from"].endswith("checkpoints/step-000004") and config["lr"] == 0.01  # inherited
+    assert config.init_from.endswith("checkpoints/step-000004") and config.lr == 0.01  # inherited
+    assert config.parent_run == str(parent.run_dir.resolve()) and config.data.train == str(more.resolve())
     assert data_record.mixed.count == 4 and data_record.train.count == 12  # 8 new + 4 of the parent's
     assert data_record.holdout.path == str((parent.run_dir / "data" / "holdout.jsonl").resolve())  # same holdout
     listed = CliRunner().invoke(app, ["runs", "list"])
