@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import torch
 from rich.console import Console
 
-from honed.config import TrainConfig, config_to_yaml, validate_config
+from honed.config import TrainConfig, config_to_yaml
 from honed.data.types import Conversation
 from honed.errors import ConfigError, HonedError
 from honed.machine import machine_info
@@ -344,10 +344,8 @@ def train(
     better, unless the name ends in "loss"). `make_score_fn(config, holdout)` builds one from the run's
     resolved config and holdout (on resume too); `eval_metric` in the config needs one of the two.
 
-    >>> from honed.config import load_config
-    >>> result = train(load_config("run.yaml"), out="runs/first", make_score_fn=score_fn_from_config)  # doctest: +SKIP
-    >>> result.first_eval["holdout_loss"], result.best["holdout_loss"]  # doctest: +SKIP
-    (2.31, 0.84)
+    Usage: `train(load_config("run.yaml"), out="runs/first", make_score_fn=score_fn_from_config).best`
+    (`honed train` calls it; tests/unit/test_train_loop.py and tests/e2e/test_train_cli.py run it).
     """
     console = console or Console()
     dist = Dist.current()
@@ -446,7 +444,7 @@ def open_run(
     if resume:
         if not run.is_run():
             raise ConfigError(f"--resume: {run.path} has no config.yaml; it is not a run started by `honed train`")
-        saved = validate_config(run.read_config(), origin=str(run.config_yaml))
+        saved = run.config()
         return saved, load_run_datasets(run.path, saved.data)
     if not run.is_empty():
         raise refuse_existing(run)  # says what the folder holds and whether --resume or --force recovers it

@@ -38,8 +38,6 @@ def skipped_examples(root: Path) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(reason="modules other helpers own still skip examples (honed/evaluate/compare.py and "
-                          "honed/train/loop.py when written); remove this mark once none is left", strict=False)
 def test_no_docstring_example_is_skipped() -> None:
     skipped = skipped_examples(PACKAGE)
     assert not skipped, ("docstring examples marked `doctest: +SKIP` (make each run, or write it as a plain "
