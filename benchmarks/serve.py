@@ -269,7 +269,7 @@ def agreement(run_dir: str, *, threads: int) -> dict[str, Any]:
     run = RunDir(run_dir)
     export = newest_gguf(run, weights=run.resolve_checkpoint("best"), checkpoint="best")
     parity = export.parity or {}
-    holdout = read_examples(run.holdout_file(), reading=run.read_config().get("data"))[: int(parity.get("n", 64))]
+    holdout = read_examples(run.holdout_file(), reading=run.config().data)[: int(parity.get("n", 64))]
     references = [c.response_text() for c in holdout]
     summary = _usable_eval(run, checkpoint=export.checkpoint, holdout_path=run.holdout_file(), n=len(holdout))
     max_new = _max_new_tokens(run, references, summary=summary)
