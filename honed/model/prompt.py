@@ -10,12 +10,14 @@ assistant header last (tests/unit/test_render.py: the training prefix up to that
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2.exceptions import TemplateError
 
-from honed.data.types import Conversation
 from honed.errors import DataError
+
+if TYPE_CHECKING:  # a type only: importing honed.data here would make a model <-> data circle
+    from honed.data.types import Conversation
 
 
 def render_messages(messages: list[dict[str, Any]], tokenizer: Any, *, tools: list[dict[str, Any]] | None = None) -> list[int]:
