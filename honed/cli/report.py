@@ -33,8 +33,7 @@ def tracking_of(run_dir: Any) -> list[str]:
     from honed.report.trackers import require_installed
     from honed.runs.rundir import RunDir
 
-    raw = RunDir(run_dir).config().tracking
-    names = [n.strip() for n in raw.split(",") if n.strip()] if isinstance(raw, str) else [str(n) for n in raw]
+    names = RunDir(run_dir).config().tracking  # a list: the config splits "mlflow,wandb" when it validates
     require_installed(names)
     return names
 
