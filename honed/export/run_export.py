@@ -24,6 +24,7 @@ from honed.errors import ConfigError, ModelError
 from honed.export import gguf as G
 from honed.export.card import model_card
 from honed.export.settings import ExportSettings
+from honed.model.merge import DTYPES, base_dtype, save_merged, write_merged
 from honed.export import merged as M
 from honed.export.parity import Answerer, Parity, answer_with_transformers, check_parity
 from honed.runs.rundir import RunDir, now_iso
@@ -98,8 +99,8 @@ def _check_target(settings: ExportSettings) -> str | None:
     if settings.to != "gguf":
         if settings.quant is not None or settings.ollama:
             raise ConfigError(f"--quant and --ollama apply to --to gguf only (not --to {settings.to})")
-        if settings.dtype is not None and settings.dtype not in M.DTYPES:
-            raise ConfigError(f"--dtype {settings.dtype}: use one of {', '.join(M.DTYPES)}")
+        if settings.dtype is not None and settings.dtype not in DTYPES:
+            raise ConfigError(f"--dtype {settings.dtype}: use one of {', '.join(DTYPES)}")
         return None
     quant = settings.quant or G.DEFAULT_QUANT
     G.check_quant(quant)
@@ -127,9 +128,9 @@ def plan_export(run_dir: str | Path, settings: ExportSettings) -> ExportPlan:
 
 
 def _write_merged(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer, dict[str, Any]]:
-    dtype = plan.settings.dtype or M.base_dtype(plan.base_spec)
+    dtype = plan.settings.dtype or base_dtype(plan.base_spec)
     on_step(f"merging the adapter into the base model ({dtype})")
-    M.write_merged(plan.run, checkpoint=plan.checkpoint, folder=tmp, dtype=dtype)
+    write_merged(plan.run, checkpoint=plan.checkpoint, folder=tmp, dtype=dtype)
     require_end_of_turn_eos(plan.run, _folder_eos_ids(tmp), artifact=tmp.name)
 
     def load() -> Any:
@@ -166,7 +167,7 @@ def _write_gguf(plan: ExportPlan, tmp: Path, on_step: OnStep) -> tuple[Answerer,
     assert plan.quant is not None
     staging = tmp / ".merged"
     on_step("merging the adapter into the base model (float32, for the converter)")
-    M.save_merged(plan.run, checkpoint=plan.checkpoint, target=staging, dtype="float32")
+    save_merged(plan.run, checkpoint=plan.checkpoint, target=staging, dtype="float32")
     name = f"model-{plan.quant}.gguf"
     on_step(f"converting to GGUF {plan.quant} with llama.cpp's converter")
     G.convert_to_gguf(staging, tmp / name, quant=plan.quant)

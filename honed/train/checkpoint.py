@@ -267,7 +267,7 @@ class Checkpointer:
         self.log(f"final weights ({'best' if use_best else 'last'} checkpoint, {source.name}) in {final_dir}")
         if merge_with is not None:
             # One implementation with `honed export --to merged`: the same dtype, tokenizer and generation config.
-            from honed.export.merged import base_dtype, save_merged
+            from honed.model.merge import base_dtype, save_merged
 
             merged = save_merged(self.run, checkpoint="final", target=self.run.merged, dtype=base_dtype(merge_with))
             self.log(f"merged weights in {merged}")

@@ -8,7 +8,8 @@ import pytest
 
 from honed.errors import ConfigError
 from honed.export import gguf as G
-from honed.export.merged import BUILTIN_HUB_IDS, base_dtype, portable_base_name
+from honed.export.merged import BUILTIN_HUB_IDS, portable_base_name
+from honed.model.merge import base_dtype
 from honed.export.parity import _compare
 from honed.export.run_export import normalize_checkpoint
 from honed.evaluate.run_eval import plan_metrics

@@ -41,9 +41,6 @@ RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
 # Imports that go the wrong way today, each with the change that removes it. When one is fixed, delete its
 # entry (test_known_exceptions_are_still_there says so); never add one without saying why it must stay.
 KNOWN: dict[tuple[str, str], str] = {
-    ("honed/train/checkpoint.py", "honed.export.merged"):
-        "`train --merge` calls export's save_merged/base_dtype: merging base + adapter is a model-layer operation; "
-        "move them into honed/model/ and let export.merged and train both import them from there",
 }
 
 

@@ -371,7 +371,7 @@ def test_a_second_train_on_a_running_out_is_refused_and_a_failed_start_leaves_no
 
 
 def test_merge_writes_what_export_merged_writes(tmp_path):
-    # train --merge goes through honed.export.merged.save_merged: the merged folder loads with plain
+    # train --merge goes through honed.model.merge.save_merged (as export --to merged does): the merged folder loads with plain
     # transformers, gives the run's logits, and stops at the chat template's end of turn like the export.
     from transformers import AutoModelForCausalLM
 
