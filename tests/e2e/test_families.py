@@ -144,12 +144,12 @@ def test_serve_answers_stop_with_finish_reason_stop(trained: Trained) -> None:
 
 def test_an_export_whose_eos_misses_the_end_of_turn_fails_loudly(trained: Trained, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from honed.export import merged
+    from honed.model import merge
 
     if trained.spec.end_of_turn == trained.spec.eos:
         pytest.skip("the family's end of turn is its eos: nothing to miss")
-    monkeypatch.setattr(merged, "name_end_of_turn_as_eos", lambda tokenizer: None)
-    monkeypatch.setattr(merged, "_set_generation_config", lambda model, tokenizer: None)
+    monkeypatch.setattr(merge, "name_end_of_turn_as_eos", lambda tokenizer: None)
+    monkeypatch.setattr(merge, "_set_generation_config", lambda model, tokenizer: None)
     result = cli("export", str(trained.run), "--to", "merged", "--out", str(tmp_path / "bad"), "--parity", "2")
     assert result.exit_code == 2 and "not the end of turn" in result.stderr, result.output
     assert not (tmp_path / "bad").exists()
