@@ -39,19 +39,19 @@ class OptionSpec:
     min: float | None = None
     max: float | None = None
     envvar: str | None = None
-    show_default: bool = True
 
 
 def option(default: Any, help: str, *, flag: str | None = None, short: str | None = None, min: float | None = None,
-           max: float | None = None, envvar: str | None = None, show_default: bool = True) -> Any:
+           max: float | None = None, envvar: str | None = None) -> Any:
     """A settings field shown as `--flag` (default: the field's name with dashes).
 
-    `default` REQUIRED makes the flag mandatory. A list default is not allowed (it would be shared between instances): use None and read it as empty.
+    `default` REQUIRED makes the flag mandatory. A list default is not allowed (it would be shared between
+    instances): use None and read it as empty.
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("option(): a mutable default would be shared; use None")
     flags = tuple(f for f in (flag, short) if f)
-    spec = OptionSpec(help=help, flags=flags, min=min, max=max, envvar=envvar, show_default=show_default)
+    spec = OptionSpec(help=help, flags=flags, min=min, max=max, envvar=envvar)
     return dataclasses.field(default=default, metadata={SPEC_KEY: spec})
 
 

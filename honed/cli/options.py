@@ -53,7 +53,6 @@ def signature_of(settings: type) -> inspect.Signature:
 def _typer_parameter(field: dataclasses.Field, spec: OptionSpec) -> Any:
     default = ... if field.default is dataclasses.MISSING else field.default
     if spec.is_argument:
-        return typer.Argument(default, help=spec.help, show_default=spec.show_default)
-    return typer.Option(default, *spec.flags, help=spec.help, min=spec.min, max=spec.max, envvar=spec.envvar,
-                        show_default=spec.show_default)
+        return typer.Argument(default, help=spec.help)
+    return typer.Option(default, *spec.flags, help=spec.help, min=spec.min, max=spec.max, envvar=spec.envvar)
 
