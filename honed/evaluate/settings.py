@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from honed.evaluate.stats import DEFAULT_RESAMPLES
 from honed.options import option
+
+DEFAULT_RESAMPLES = 2000  # bootstrap resamples of each confidence interval (honed.evaluate.stats)
 
 
 @dataclass(kw_only=True)

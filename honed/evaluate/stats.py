@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_RESAMPLES = 2000
+from honed.evaluate.settings import DEFAULT_RESAMPLES
 
 
 @dataclass(frozen=True)
