@@ -5,7 +5,6 @@ Usage: `model, tokenizer = load_run_model(RunDir("runs/demo"), checkpoint="best"
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ def load_adapter(base: Any, folder: Path, *, adapter_name: str = "default") -> A
     """peft's PeftModel for a LoRA folder on `base` (safetensors only), peft's deprecation warning silenced."""
     from peft import PeftModel
 
-    with quiet_transformers(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with quiet_transformers():  # also peft's FutureWarning about a deprecated transformers attribute
         return PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name)
 
 

@@ -14,7 +14,6 @@ exports are whole models and get their own copy.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,14 +157,13 @@ def _load_adapters(base_spec: str, targets: list[Target], *, device: str, dtype:
 
     Run names may hold dots, which peft refuses in adapter names (they become module keys).
     """
-    from honed.model.loading import load_model
+    from honed.model.loading import load_model, quiet_transformers
     from honed.model.run import fit_vocabulary, load_adapter
 
     base = fit_vocabulary(load_model(base_spec, device=device, dtype=dtype), _tokenizer_for(targets[0]))
     names = [f"a{i}" for i in range(len(targets))]
     model = load_adapter(base, targets[0].weights, adapter_name=names[0])
-    with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with quiet_transformers():  # as load_adapter: peft reads a deprecated transformers attribute
         for target, adapter in zip(targets[1:], names[1:]):
             model.load_adapter(str(target.weights), adapter_name=adapter)
     model.eval()
