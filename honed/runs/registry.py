@@ -85,7 +85,8 @@ def check_registry() -> None:
     """Open the registry once, so a train fails on an unusable one before it creates a run directory."""
     with closing(_connect()) as conn, conn:
         conn.execute("CREATE TABLE IF NOT EXISTS _probe (x)")  # a write: a read-only registry fails here
-        conn.execute("DROP TABLE _probe")
+        # IF EXISTS: the ranks of one torchrun job probe the same registry at once, and one may drop first
+        conn.execute("DROP TABLE IF EXISTS _probe")
 
 
 def record_run(run: RunDir) -> None:
