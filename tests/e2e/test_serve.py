@@ -74,6 +74,17 @@ def test_one_base_model_carries_both_adapters(served) -> None:
     assert served[0].model is served[1].model and served[0].adapter != served[1].adapter
 
 
+def test_one_run_on_its_base_is_served_merged(runs) -> None:
+    """Alone on its base, the adapter is merged into the weights, as `honed eval` loads the run: no peft
+    wrapper, no adapter to switch, and the same weights as the evaluation's model."""
+    (alone,) = load_targets([str(runs[0])])
+    assert alone.adapter is None and not hasattr(alone.model, "peft_config")
+    evaluated, _ = load_run_model(RunDir(runs[0]))
+    served_weights, eval_weights = alone.model.state_dict(), evaluated.state_dict()
+    assert served_weights.keys() == eval_weights.keys()
+    assert all(served_weights[k].equal(eval_weights[k]) for k in eval_weights)
+
+
 def test_completion_usage_and_request_log(client, runs) -> None:
     before = len(read_log(runs[0])) if RunDir(runs[0]).requests_log.exists() else 0
     reply = ask(client, "a", "App crashes when I log in", max_tokens=12, seed=3)
