@@ -17,7 +17,15 @@ peak memory and threads do not mix):
                 completion (the assistant turn) only, like honed;
 - trl-packing:  the same with `packing=True` (best-fit-decreasing packing, padding-free);
 - trl-fp32:     TRL's defaults with `bf16=False`: what a user sets on a CPU without fast bf16 (AVX2 only),
-                where bf16 autocast has no fast kernels (measured 2026-12-02: not done after 30 min for 25 steps; fp32 3.5 min).
+                where bf16 autocast has no fast kernels (measured 2026-12-02: not done after 30 min for 25 steps; fp32 3.5 min);
+- trl-evals:    TRL's defaults evaluating the same holdout as often as honed does (`eval_on_start` and every
+                `eval_steps` = honed's evaluation interval for this job), so both tools do the same work.
+
+`--model gemma3-270m` (or any model honed loads) runs the same job on another model: both tools get honed's
+chat template for it (the family's, chosen by honed.model.template), and its section sits beside the built-in
+model's. For each system the output head's share of a training step is measured too (`head_share`): the
+head's forward and backward alone, on as many positions as the system computes logits for in a step (honed:
+the supervised ones; TRL: every position), against the system's mean step time.
 
 For every system: the whole process (wall and CPU seconds from the command's start, measured by this script
 before it launches the system's process, to the trained model saved on disk: Python start, imports, model
@@ -58,9 +66,19 @@ SYSTEM_PROMPT = (
 )
 SECTION_START = "<!-- train_vs_trl:start -->"
 SECTION_END = "<!-- train_vs_trl:end -->"
-SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing", "trl-fp32")
+SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing", "trl-fp32", "trl-evals")
 RESULTS_NAME = "runs/bench-train-vs-trl/results.jsonl"
-RESULTS = ROOT / RESULTS_NAME
+
+
+def results_path(model: str) -> Path:
+    """Where the systems' results are saved as they come: one file per model."""
+    return ROOT / (RESULTS_NAME if model == MODEL else RESULTS_NAME.replace(".jsonl", f"-{model}.jsonl"))
+
+
+def section_markers(model: str) -> tuple[str, str]:
+    """The built-in model's section keeps its markers; another model's sits beside it."""
+    return (SECTION_START, SECTION_END) if model == MODEL else (
+        f"<!-- train_vs_trl:{model}:start -->", f"<!-- train_vs_trl:{model}:end -->")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -169,29 +187,75 @@ def lora_flops_per_token(*, body_params: int, head_params: int, lora_params: int
     return 4 * body_params + 6 * lora_params + 4 * head_params * supervised_share
 
 
+def head_seconds(model: Any, *, positions: int, bf16: bool, repeats: int = 5) -> float:
+    """Wall seconds of the output head's forward and backward (cross-entropy on `positions` hidden states),
+    the best of `repeats`, under bf16 autocast when the system trains under it."""
+    import torch
+
+    head = model.get_output_embeddings()
+    width = head.weight.shape[1]
+    labels = torch.randint(0, head.weight.shape[0], (positions,))
+    best = float("inf")
+    for _ in range(repeats):
+        hidden = torch.randn(positions, width, requires_grad=True)
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(head(hidden).float(), labels)
+        loss.backward()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def head_share(result: dict[str, Any], model: Any, *, positions_per_step: float, bf16: bool) -> None:
+    """Add the head's seconds per step and its share of the system's mean step time to `result`."""
+    seconds = head_seconds(model, positions=max(1, round(positions_per_step)), bf16=bf16)
+    step = result["train_seconds"] / max(1, result["optimizer_steps"])
+    result.update(head_seconds_per_step=seconds, head_share=seconds / step, head_positions_per_step=positions_per_step)
+
+
 # ---------------------------------------------------------------------------------------------- systems
 
 
-def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool = False) -> dict[str, Any]:
-    """Train with TRL's SFTTrainer (its defaults, packing on or off, bf16 off when `fp32`); return the figures."""
-    import torch
+def chats_dataset(records: list[dict[str, Any]]) -> Any:
+    """Conversational prompt-completion: TRL applies the chat template and (its default for this format)
+    computes the loss on the completion, i.e. the assistant turn with its end-of-turn token, as honed does."""
     from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records])
+
+
+def trl_evaluations(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """SFTConfig fields that make TRL evaluate the holdout when honed does for this job: before training
+    (`eval_on_start`) and every honed evaluation interval (honed.train.evaluator.eval_interval)."""
+    from honed.config import load_config
+    from honed.train.build import total_steps
+    from honed.train.evaluator import eval_interval
+
+    config = load_config(None, overrides=honed_overrides(work, args, bf16=False))
+    steps = total_steps(config, num_examples=args.train)
+    return {"eval_strategy": "steps", "eval_steps": eval_interval(config, total_steps=steps, holdout=args.holdout),
+            "eval_on_start": True, "per_device_eval_batch_size": args.batch}
+
+
+def run_trl(work: Path, args: argparse.Namespace, *, name: str) -> dict[str, Any]:
+    """Train with TRL's SFTTrainer (its defaults; `name` says which variant: packing, bf16 off, evaluating
+    the holdout as honed does); return the figures."""
+    import torch
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from honed.model.loading import load_model, load_tokenizer
+    from honed.model.loading import load_model
+    from honed.model.tokenizers import model_tokenizer
 
     phases = {"start": time.time() - args.launched_at}  # Python start and imports (torch, transformers, trl)
     loading = time.perf_counter()
-    tokenizer = load_tokenizer(MODEL)
-    model = load_model(MODEL)
+    tokenizer, _ = model_tokenizer(args.model)  # honed's template for the model: both tools render alike
+    model = load_model(args.model)
     phases["model"] = time.perf_counter() - loading
-    train = read_jsonl(work / "train.jsonl")
-    # Conversational prompt-completion: TRL applies the chat template and (its default for this format)
-    # computes the loss on the completion, i.e. the assistant turn with its end-of-turn token, as honed does.
-    dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in train])
-    name = "trl-packing" if packing else "trl-fp32" if fp32 else "trl"
+    dataset = chats_dataset(read_jsonl(work / "train.jsonl"))
+    packing, fp32, evaluating = name == "trl-packing", name == "trl-fp32", name == "trl-evals"
     precision = {"bf16": False} if fp32 else {}  # else TRL's default
+    evaluations = trl_evaluations(work, args) if evaluating else {}
     config = SFTConfig(
         output_dir=str(work / name),
         per_device_train_batch_size=args.batch,
@@ -213,19 +277,24 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool =
         # model on CPU"; doing what the message says keeps its other defaults (bf16 autocast, checkpointing).
         use_cpu=True,
         **precision,
+        **evaluations,
     )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    holdout = chats_dataset(read_jsonl(work / "holdout.jsonl")) if evaluating else None
+    captured: dict[str, Any] = {"side_seconds": 0.0, "side_cpu_seconds": 0.0}
+    time_aside(SFTTrainer, ("evaluate",), captured)
     start = time.perf_counter()
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=holdout,
+                         processing_class=tokenizer, peft_config=lora)
     prepared = time.perf_counter()
     cpu_start = time.process_time()
     trainer.train()
     end = time.perf_counter()
-    cpu_seconds = time.process_time() - cpu_start
+    cpu_seconds = time.process_time() - cpu_start - captured["side_cpu_seconds"]
     trainer.save_model(str(work / f"{name}-final"))  # honed writes final/ too
     # SFTTrainer's constructor tokenises the dataset (and wraps the model in peft): the "render" phase.
-    phases.update(render=prepared - start, steps=end - prepared, evaluations=0.0,
-                  checkpoints=time.perf_counter() - end)
+    phases.update(render=prepared - start, steps=end - prepared - captured["side_seconds"],
+                  evaluations=captured["side_seconds"], checkpoints=time.perf_counter() - end)
     whole: dict[str, Any] = {}
     trained(whole, args.launched_at)
     peak = peak_rss_mib()
@@ -234,7 +303,9 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool =
     logged = [h for h in trainer.state.log_history if "num_tokens" in h]
     result = {
         "system": name,
-        "train_seconds": end - prepared,
+        "train_seconds": end - prepared - captured["side_seconds"],
+        "eval_and_checkpoint_seconds": captured["side_seconds"],
+        "evaluations": sum(1 for h in trainer.state.log_history if "eval_loss" in h),
         "cpu_seconds": cpu_seconds,
         "setup_seconds": prepared - start,
         "real_tokens": real_tokens,
@@ -251,7 +322,20 @@ def run_trl(work: Path, args: argparse.Namespace, *, packing: bool, fp32: bool =
         **whole,
     }
     result.update(holdout_loss(trainer.model, tokenizer, read_jsonl(work / "holdout.jsonl"), max_length=args.max_length))
+    # TRL (transformers' causal-LM loss) computes logits at every position (its padding too, not counted here)
+    head_share(result, trainer.model, positions_per_step=real_tokens / max(1, trainer.state.global_step), bf16=bool(config.bf16))
     return result
+
+
+def honed_overrides(work: Path, args: argparse.Namespace, *, bf16: bool) -> list[str]:
+    """honed's settings for the job (the same LoRA, optimizer, batch and data as TRL gets)."""
+    return [
+        f"model={args.model}", "method=lora", "lora.r=16", "lora.alpha=32", "lora.dropout=0",
+        "lora.target_modules=all-linear", f"lr={args.lr}", "schedule=constant", "warmup_ratio=0",
+        "weight_decay=0", f"epochs={args.epochs}", f"batch_size={args.batch}", f"max_length={args.max_length}",
+        f"seed={args.seed}", f"num_threads={args.threads}", f"data.holdout={work / 'holdout.jsonl'}",
+        f"data.train={work / 'train.jsonl'}", f"precision={'bf16' if bf16 else 'fp32'}", *args.honed_set,
+    ]
 
 
 def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, Any]:
@@ -270,16 +354,7 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
     from honed.train.checkpoint import Checkpointer
     from honed.train.evaluator import HoldoutEvaluator
 
-    config = load_config(
-        None,
-        overrides=[
-            f"model={MODEL}", "method=lora", "lora.r=16", "lora.alpha=32", "lora.dropout=0",
-            "lora.target_modules=all-linear", f"lr={args.lr}", "schedule=constant", "warmup_ratio=0",
-            "weight_decay=0", f"epochs={args.epochs}", f"batch_size={args.batch}", f"max_length={args.max_length}",
-            f"seed={args.seed}", f"num_threads={args.threads}", f"data.holdout={work / 'holdout.jsonl'}",
-            f"data.train={work / 'train.jsonl'}", f"precision={'bf16' if bf16 else 'fp32'}", *args.honed_set,
-        ],
-    )
+    config = load_config(None, overrides=honed_overrides(work, args, bf16=bf16))
     captured: dict[str, Any] = {"side_seconds": 0.0, "side_cpu_seconds": 0.0}
     original_fit = loop.Trainer.fit
 
@@ -320,6 +395,9 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
         "threads": torch.get_num_threads(),
     }
     result.update(holdout_loss(captured["model"], captured["tokenizer"], read_jsonl(work / "holdout.jsonl"), max_length=args.max_length))
+    result["evaluations"] = sum(1 for m in metrics if "holdout_loss" in m)
+    # honed's loss computes logits only where a target is (honed/train/loss.py)
+    head_share(result, captured["model"], positions_per_step=result["supervised_tokens"] / max(1, len(steps)), bf16=bf16)
     return result
 
 
@@ -362,7 +440,7 @@ def child(system: str, work: Path, args: argparse.Namespace) -> None:
     if system.startswith("honed"):
         result = run_honed(work, args, bf16=system == "honed-bf16")
     else:
-        result = run_trl(work, args, packing=system == "trl-packing", fp32=system == "trl-fp32")
+        result = run_trl(work, args, name=system)
     result["tokens_per_s"] = result["real_tokens"] / result["train_seconds"]
     result["tokens_per_cpu_s"] = result["real_tokens"] / result["cpu_seconds"]
     result["done_at"] = time.time()  # the parent counts from here to the process's end as the `exit` phase
@@ -396,7 +474,7 @@ def child_flags(args: argparse.Namespace) -> list[str]:
     return [
         f"--train={args.train}", f"--holdout={args.holdout}", f"--batch={args.batch}", f"--lr={args.lr}",
         f"--epochs={args.epochs}", f"--max-length={args.max_length}", f"--seed={args.seed}",
-        f"--threads={args.threads}", *[f"--honed-set={kv}" for kv in args.honed_set],
+        f"--threads={args.threads}", f"--model={args.model}", *[f"--honed-set={kv}" for kv in args.honed_set],
     ]
 
 
@@ -413,11 +491,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=MODEL, help=f"model both tools train (default: the built-in {MODEL})")
     parser.add_argument("--systems", default=None, help="comma-separated (default: all where bf16 is fast; else honed,trl-fp32, "
                         "since TRL's bf16 defaults take over 30 min on an AVX2-only CPU: name trl to run them anyway)")
     parser.add_argument("--honed-set", action="append", default=[], help="extra honed config override (key=value)")
     parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
-    parser.add_argument("--render-only", action="store_true", help=f"render the results saved in {RESULTS_NAME}")
+    parser.add_argument("--render-only", action="store_true", help=f"render the results saved in {RESULTS_NAME} "
+                        "(-MODEL.jsonl for another --model)")
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--launched-at", type=float, help=argparse.SUPPRESS)
@@ -435,7 +515,7 @@ def main() -> None:
 
     load_before = os.getloadavg()
     if args.render_only:  # the systems' results as saved by an earlier run (one JSON object per line)
-        results = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+        results = [json.loads(line) for line in results_path(args.model).read_text().splitlines() if line.strip()]
     else:
         if args.systems is None:
             args.systems = ",".join(SYSTEMS) if cpu_has_fast_bf16() else "honed,trl-fp32"
@@ -447,14 +527,16 @@ def main() -> None:
     report = render_report(results, flops, bf16_flops, args, load=(load_before, load_after))
     print(report)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)
+        start, end = section_markers(args.model)
+        write_section(ROOT / "BENCHMARKS.md", report, start=start, end=end)
 
 
 def run_systems(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each system in its own process, one after another; each result is also saved to RESULTS as it comes,
     so a slow peer can be stopped without losing the others (`--render-only` renders them)."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("")
+    results_file = results_path(args.model)
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.write_text("")
     results = []
     with tempfile.TemporaryDirectory(prefix="honed-bench-") as tmp:
         work = Path(tmp)
@@ -462,7 +544,7 @@ def run_systems(args: argparse.Namespace) -> list[dict[str, Any]]:
         write_jsonl(work / "holdout.jsonl", read_banking77(DATA / "test.csv", count=args.holdout, seed=args.seed))
         for system in args.systems.split(","):
             results.append(run_child(system, work, args))
-            with RESULTS.open("a", encoding="utf-8") as handle:
+            with results_file.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(results[-1]) + "\n")
     return results
 
@@ -479,17 +561,19 @@ def whole_process_lines(by: dict[str, dict[str, Any]]) -> list[str]:
     """honed's whole process against TRL's: how many times faster the user gets a trained model (target 2x)."""
     lines = []
     for name in ("honed", "honed-bf16"):
-        for peer in ("trl", "trl-packing", "trl-fp32"):
+        for peer in ("trl", "trl-packing", "trl-fp32", "trl-evals"):
             if name in by and peer in by:
                 mine, theirs = by[name], by[peer]
                 ratio = theirs["whole_seconds"] / mine["whole_seconds"]
                 cpu = theirs["whole_cpu_seconds"] / mine["whole_cpu_seconds"]
                 verdict = "met" if ratio >= 2.0 else "NOT met"
+                same = (f"; both evaluated the holdout {mine.get('evaluations')} / {theirs.get('evaluations')} times"
+                        if peer == "trl-evals" else "")
                 lines.append(
                     f"- whole process, {peer} / {name}: **{ratio:.2f}x** faster to a trained model "
                     f"({mine['whole_seconds']:.0f} s vs {theirs['whole_seconds']:.0f} s; target 2x: {verdict}), "
                     f"{cpu:.2f}x less CPU; honed spent {mine['eval_and_checkpoint_seconds']:.1f} s of it in holdout "
-                    "evaluations and checkpoints"
+                    f"evaluations and checkpoints{same}"
                 )
     return lines
 
@@ -499,7 +583,7 @@ PHASE_ROWS = (
     ("model", "model load (and honed's LoRA wrap)"),
     ("render", "data read, checks and tokenisation (TRL: SFTTrainer's constructor)"),
     ("steps", "training steps (forward, backward, optimizer)"),
-    ("evaluations", "holdout evaluations (honed: before training and on its cadence; TRL: none by default)"),
+    ("evaluations", "holdout evaluations (honed: before training and on its cadence; TRL: none by default, trl-evals: as honed)"),
     ("checkpoints", "checkpoint saves and the final model"),
     ("exit", "exit (interpreter teardown)"),
 )
@@ -528,7 +612,19 @@ LABELS = {
     "trl": "TRL SFTTrainer defaults (no packing, bf16 autocast, gradient checkpointing)",
     "trl-packing": "TRL SFTTrainer, `packing=True` (bfd, padding-free)",
     "trl-fp32": "TRL SFTTrainer defaults with `bf16=False` (fp32, no packing, gradient checkpointing)",
+    "trl-evals": "TRL SFTTrainer defaults, evaluating the holdout when honed does (`eval_on_start`, `eval_steps`)",
 }
+
+
+def head_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The output head's share of each system's training step (measured alone: see `head_share`)."""
+    timed = [r for r in results if "head_share" in r]
+    if not timed:
+        return []
+    cells = ", ".join(f"{r['system']} {100 * r['head_share']:.0f}% ({r['head_seconds_per_step']:.2f} s of a step, "
+                      f"{r['head_positions_per_step']:.0f} positions)" for r in timed)
+    return [f"- the output head's share of a training step (its forward and backward alone, on the positions the "
+            f"system computes logits for, against the mean step): {cells}"]
 
 
 def render_report(
@@ -543,7 +639,7 @@ def render_report(
     command = ("python benchmarks/train_vs_trl.py --systems " + ",".join(r["system"] for r in results) + " "
                + " ".join(child_flags(args)))
     lines = [
-        "## Training speed: honed vs TRL SFTTrainer (LoRA r=16, smollm2-135m, banking77 chats)",
+        f"## Training speed: honed vs TRL SFTTrainer (LoRA r=16, {args.model}, banking77 chats)",
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{os.cpu_count()} cores, CPU flags {cpu_flags()}, Linux {platform.release()}, no GPU; torch {torch.__version__}, "
@@ -582,6 +678,7 @@ def render_report(
     lines += phase_table(results)
     lines.append("")
     lines += whole_process_lines(by)
+    lines += head_lines(results)
     for name in ("honed", "honed-bf16"):
         mine = by.get(name)
         for peer, target in (("trl", 3.0), ("trl-packing", 1.3), ("trl-fp32", 3.0)):
