@@ -21,6 +21,7 @@ import torch
 
 from honed.config import TrainConfig, auto_epochs
 from honed.errors import ConfigError
+from honed.machine import cpu_has_fast_bf16  # noqa: F401  (re-exported: tests and benchmarks ask it here)
 from honed.model.loading import quiet_transformers  # noqa: F401  (re-exported: the loop uses it)
 from honed.train.batching import steps_in_epoch
 from honed.train.distributed import Dist
@@ -84,13 +85,6 @@ def resolve_device(config: TrainConfig, *, dist: Dist) -> tuple[str, torch.dtype
         # with AMX: LoRA forward+backward of smollm2-135m ~1.5x faster than fp32 (BENCHMARKS.md).
         bf16 = config.precision == "bf16"
     return device, (torch.bfloat16 if bf16 else None)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU multiplies bf16 in hardware (AMX tiles or AVX-512 BF16), so autocast pays off."""
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.9
-    capabilities = get_capabilities() if get_capabilities is not None else {}
-    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
 
 
 def build_model(config: TrainConfig, *, device: str, tokenizer: Any = None, added_tokens: Sequence[str] = ()) -> Any:

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from openai import OpenAI
 
 from honed import __version__
@@ -40,6 +41,27 @@ def test_engine_vllm_without_vllm_is_one_clear_error() -> None:
 def test_serve_refuses_a_folder_that_is_not_a_model(tmp_path) -> None:
     result = cli("serve", str(tmp_path), "--no-log")
     assert result.exit_code == 2 and "not a Hugging Face model folder" in result.output
+
+
+def test_precision_is_checked_before_anything_loads(monkeypatch) -> None:
+    wrong = cli("serve", TINY, "--precision", "fp16", "--no-log")
+    assert wrong.exit_code == 2 and "use fp32 or bf16" in wrong.output
+    other_engine = cli("serve", TINY, "--engine", "llama.cpp", "--precision", "bf16", "--no-log")
+    assert other_engine.exit_code == 2 and "applies to the torch engine" in other_engine.output
+    monkeypatch.setattr("honed.machine.cpu_has_fast_bf16", lambda: False)  # an AVX2-only CPU
+    slow = cli("serve", TINY, "--precision", "bf16", "--device", "cpu", "--no-log")
+    assert slow.exit_code == 2 and "slower than fp32" in slow.output and "Traceback" not in slow.output
+
+
+def test_bf16_weights_serve_in_bf16() -> None:
+    from honed.model.batch import Row, RunningBatch, Sampling
+    from honed.serve.loading import load_targets
+
+    (served,) = load_targets([TINY], dtype="bfloat16")
+    assert {p.dtype for p in served.model.parameters()} == {torch.bfloat16}
+    batch = RunningBatch(served.model, pad_id=served.pad_id)
+    batch.admit([Row(prompt_ids=[1, 2, 3], sampling=Sampling(max_tokens=2))])
+    assert len(batch.choose()) == 1
 
 
 def test_chat_once_and_interactive() -> None:
