@@ -89,11 +89,8 @@ def write_adapter(run: RunDir, *, checkpoint: str, folder: Path, base_name: str)
 def load_adapter_model(folder: Path, *, base_spec: str) -> tuple[Any, Any]:
     """An exported adapter on its base (loaded from `base_spec`, this machine's copy), merged, ready to
     generate: what a user of the adapter gets."""
-    from honed.model.loading import load_model
-    from honed.model.run import fit_vocabulary, load_adapter
+    from honed.model.run import merged_model
     from honed.model.tokenizers import model_tokenizer
 
     tokenizer, _ = model_tokenizer(str(folder))
-    model = load_adapter(fit_vocabulary(load_model(base_spec), tokenizer), folder).merge_and_unload()
-    model.eval()
-    return model, tokenizer
+    return merged_model(base_spec, folder, tokenizer), tokenizer

@@ -32,6 +32,14 @@ def load_adapter(base: Any, folder: Path, *, adapter_name: str = "default") -> A
         return PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name)
 
 
+def merged_model(base_spec: str, folder: Path, tokenizer: Any, *, device: str = "cpu", dtype: str = "float32") -> Any:
+    """`base_spec`'s model with the LoRA adapter in `folder` merged into its weights (the embeddings grown to
+    `tokenizer` first), in eval mode: how a run is evaluated, served alone on its base, and how an exported
+    adapter is checked."""
+    base = fit_vocabulary(load_model(base_spec, device=device, dtype=dtype), tokenizer)
+    return load_adapter(base, folder).merge_and_unload().eval()
+
+
 def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu") -> tuple[Any, Any]:
     """The model and tokenizer of a training run, ready for generation (LoRA merged in).
 
@@ -45,9 +53,7 @@ def load_run_model(run: RunDir, *, checkpoint: str = "best", device: str = "cpu"
     tokenizer, _ = run_tokenizer(run, folder)
     with damaged_weights(folder):
         if (folder / "adapter_config.json").is_file():
-            base = fit_vocabulary(load_model(run.base_model(), device=device), tokenizer)
-            model = load_adapter(base, folder).merge_and_unload()
+            model = merged_model(run.base_model(), folder, tokenizer, device=device)
         else:
-            model = load_model(str(folder), device=device)
-    model.eval()
+            model = load_model(str(folder), device=device).eval()
     return model, tokenizer

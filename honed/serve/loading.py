@@ -161,11 +161,12 @@ def _load_adapters(base_spec: str, targets: list[Target], *, device: str, dtype:
     faster on smollm2-135m). Several adapters on one base stay apart, switched per batch.
     """
     from honed.model.loading import load_model, quiet_transformers
-    from honed.model.run import fit_vocabulary, load_adapter
+    from honed.model.run import fit_vocabulary, load_adapter, merged_model
 
-    base = fit_vocabulary(load_model(base_spec, device=device, dtype=dtype), _tokenizer_for(targets[0]))
+    tokenizer = _tokenizer_for(targets[0])
     if len(targets) == 1:
-        return load_adapter(base, targets[0].weights).merge_and_unload().eval(), [None]
+        return merged_model(base_spec, targets[0].weights, tokenizer, device=device, dtype=dtype), [None]
+    base = fit_vocabulary(load_model(base_spec, device=device, dtype=dtype), tokenizer)
     names: list[str | None] = [f"a{i}" for i in range(len(targets))]
     model = load_adapter(base, targets[0].weights, adapter_name=names[0])
     with quiet_transformers():  # as load_adapter: peft reads a deprecated transformers attribute
