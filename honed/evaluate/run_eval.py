@@ -4,7 +4,8 @@
       -> RUN_DIR/eval/tuned.jsonl, base.jsonl, few-shot-5.jsonl, majority.jsonl, ...  (one line per example)
          RUN_DIR/eval/summary.json                          (metrics with 95% CIs, differences, verdict)
 
-Every local model answers the same holdout prompts (rendered with its chat template by `render_prompt`)
+Every local model answers the same holdout prompts (rendered with its chat template by `render_prompt`;
+a base model that ships no chat template is prompted as plain text instead: honed/evaluate/base_prompt.py)
 with the same greedy decoding (`generate`). The base systems load `honed.model.loading.load_model(config.model)`;
 the tuned system loads the run's best checkpoint through `honed.model.loading.load_run_model` (LoRA merged);
 exported models load from their path. Endpoints get the same messages over the chat API. Which systems
@@ -27,6 +28,7 @@ from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
 from honed.errors import ConfigError, DataError
 from honed.evaluate.answer_end import PROMPTED_KINDS, answer_end_rule, end_answer
+from honed.evaluate.base_prompt import plain_prompt, plain_stops, ships_chat_template
 from honed.evaluate.constrain import ConstraintPlan, plan_constraint
 from honed.evaluate.settings import EvalSettings
 from honed.model.decode import default_max_new_tokens, generate
@@ -128,14 +130,19 @@ def _load_models(run: RunDir, systems: Sequence[System], *, checkpoint: str, mod
 
 def run_system(
     model: Any, tokenizer: Any, conversations: Sequence[Conversation], *, max_new_tokens: int, batch_size: int,
-    progress: Callable[[int], None] | None = None, constraint: Any = None,
+    progress: Callable[[int], None] | None = None, constraint: Any = None, plain: bool = False,
 ) -> tuple[list[str], list[bool], Any]:
     """Generate one local model's answers to the conversations (already carrying any few-shot turns);
-    decoding is restricted by `constraint` (a honed.evaluate.constrain.Constraint) when given."""
-    prompts = [render_prompt(c, tokenizer) for c in conversations]
+    decoding is restricted by `constraint` (a honed.evaluate.constrain.Constraint) when given. `plain`:
+    prompted as plain text, as a base model without a chat template is (honed.evaluate.base_prompt)."""
+    if plain:
+        prompts = [render_prompt(c, tokenizer) if c.plain else plain_prompt(c, tokenizer) for c in conversations]
+        stops = plain_stops(tokenizer, model)
+    else:
+        prompts, stops = [render_prompt(c, tokenizer) for c in conversations], None
     generations, stats = generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-        constraint=constraint,
+        constraint=constraint, stops=stops,
     )
     return [g.text for g in generations], [g.stopped for g in generations], stats
 
@@ -168,9 +175,10 @@ def load_eval_data(run: RunDir, settings: EvalSettings, *, reading: DataSettings
 
 def answer_with(
     system: System, models: dict[str, Any], data: EvalData, *, settings: EvalSettings, max_new_tokens: int,
-    progress: Callable[[int], None], constraint: Any = None,
+    progress: Callable[[int], None], constraint: Any = None, plain_base: bool = False,
 ) -> tuple[list[str], list[bool], int, float]:
-    """(outputs, stopped, new tokens, seconds) of one system on the holdout."""
+    """(outputs, stopped, new tokens, seconds) of one system on the holdout; `plain_base`: the base model
+    ships no chat template, so the prompted systems prompt it as plain text."""
     started = time.perf_counter()
     if system.kind == "constant":
         answer = majority_answer(data.train_targets)
@@ -184,7 +192,8 @@ def answer_with(
     model, tokenizer = models[system.model]
     conversations = prompts_for(system, data.holdout, data.train, seed=settings.seed)
     outputs, stopped, stats = run_system(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                                         batch_size=settings.batch_size, progress=progress, constraint=constraint)
+                                         batch_size=settings.batch_size, progress=progress, constraint=constraint,
+                                         plain=plain_base and system.kind in PROMPTED_KINDS)
     return outputs, stopped, stats.new_tokens, stats.seconds
 
 
@@ -200,9 +209,10 @@ def _constraint_for(system: System, models: dict[str, Any], plan: ConstraintPlan
 def run_systems(
     systems: Sequence[System], models: dict[str, Any], data: EvalData, plan: MetricPlan, settings: EvalSettings,
     *, max_new_tokens: int, on_progress: OnProgress | None, constraint: ConstraintPlan | None = None,
+    plain_base: bool = False,
 ) -> list[SystemResult]:
     """Generate and score every system's answers, one system after another (constrained systems decode
-    under `constraint`, built once per model)."""
+    under `constraint`, built once per model; `plain_base`: see `answer_with`)."""
     results: list[SystemResult] = []
     references = data.references
     rule = answer_end_rule(references)  # where a prompted base model's answer ends (honed.evaluate.answer_end)
@@ -217,7 +227,8 @@ def run_systems(
 
         raw, stopped, tokens, seconds = answer_with(system, models, data, settings=settings,
                                                     max_new_tokens=max_new_tokens, progress=progress,
-                                                    constraint=_constraint_for(system, models, constraint, built))
+                                                    constraint=_constraint_for(system, models, constraint, built),
+                                                    plain_base=plain_base)
         outputs = [end_answer(o, rule) for o in raw] if system.kind in PROMPTED_KINDS else raw
         results.append(SystemResult(system, outputs, stopped, score_examples(plan, references, outputs),
                                     tokens / seconds if seconds > 0 else 0.0, tokens, seconds, raw=raw))
@@ -293,8 +304,9 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
     max_new = settings.max_new_tokens or max(default_max_new_tokens(
         [len(ids) for ids in tokenizer(data.references, add_special_tokens=False)["input_ids"]]
     ), constraint.min_new_tokens(tokenizer) if constraint else 0)
+    plain_base = any(s.kind in PROMPTED_KINDS for s in systems) and not ships_chat_template(config.model)
     results = run_systems(systems, models, data, plan, settings, max_new_tokens=max_new, on_progress=on_progress,
-                          constraint=constraint)
+                          constraint=constraint, plain_base=plain_base)
     summary = summarize(plan, data.references, results, train_targets=data.train_targets,
                         seed=settings.seed, resamples=settings.resamples)
     summary = summary.model_copy(update={
@@ -303,7 +315,8 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, on_progress: On
         "holdout": FileEntry(path=str(data.holdout_path.resolve()), sha256=sha256_file(data.holdout_path),
                              count=len(data.holdout)),
         "decoding": {"greedy": True, "max_new_tokens": max_new, "batch_size": settings.batch_size,
-                     "constrain": settings.constrain, "baseline_answer_end": answer_end_rule(data.references)},
+                     "constrain": settings.constrain, "baseline_answer_end": answer_end_rule(data.references),
+                     "baseline_prompt": "plain text" if plain_base else "chat template"},
         "few_shot_seed": settings.seed,
         "schema_": plan.schema or None,
     })

@@ -52,16 +52,16 @@ class GenerationStats:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def stops_for(tokenizer: Any, model: Any | None = None) -> StopRule:
+def stops_for(tokenizer: Any, model: Any | None = None, *, extra: Sequence[str] = ()) -> StopRule:
     """The stop rule of a tokenizer whose chat template is set (honed.model.tokenizers sets it): the end
-    of turn its template writes, plus the tokenizer's and the model's eos.
+    of turn its template writes, plus the tokenizer's and the model's eos, and any `extra` stop strings.
 
     Usage: `stops_for(tokenizer).ids` is e.g. `frozenset({2})` for a ChatML tokenizer whose `<|im_end|>` is
     id 2 (needs a tokenizer: tests/unit/test_decode.py's test_stop_token_is_the_templates_end_of_turn).
     """
     template = getattr(tokenizer, "chat_template", None)
     end = end_of_turn_of(tokenizer, template) if template else str(getattr(tokenizer, "eos_token", "") or "")
-    return stop_rule(tokenizer, end, model)
+    return stop_rule(tokenizer, end, model, extra=extra)
 
 
 def pad_token_id(tokenizer: Any, stops: StopRule) -> int:

@@ -60,6 +60,7 @@ def test_knn_endpoint_export_and_majority_side_by_side(run) -> None:
     # a prompted base model's answer ends after its first JSON value (the stop a prompting user sets); the
     # tuned model is scored exactly as it answers, as it is served
     assert summary["decoding"]["baseline_answer_end"] == "json"
+    assert summary["decoding"]["baseline_prompt"] == "chat template"  # the tiny model ships its own template
     assert all(r["raw_output"].lstrip().startswith(r["output"]) for r in knn_rows if "raw_output" in r)
     tuned_rows = [json.loads(line) for line in (run / "eval" / "tuned.jsonl").read_text().splitlines()]
     assert not any("raw_output" in r for r in tuned_rows)

@@ -83,6 +83,14 @@ def test_every_eval_answer_stops_at_the_end_of_turn(trained: Trained) -> None:
     assert [r["output"] for r in rows] == [ANSWER] * len(rows)
 
 
+def test_prompted_baselines_prompt_a_base_without_a_template_as_plain_text(trained: Trained) -> None:
+    # the base model never saw the turn markers honed chose for it (honed.evaluate.base_prompt)
+    result = cli("eval", str(trained.run), "--baselines", "few-shot:2", "--limit", "4", "--max-new-tokens", "4",
+                 "--threads", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["decoding"]["baseline_prompt"] == "plain text"
+
+
 def test_merged_export_loads_in_plain_transformers_with_the_same_logits(trained: Trained, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
