@@ -7,6 +7,8 @@
   user/assistant turns after the system prompt; the same K for every holdout prompt.
 - `few-shot-knn:K`: the same, but the K examples are chosen per holdout prompt: the training examples
   whose user text is most similar to it by BM25 (bm25s), the most similar last (next to the question).
+  A base model that ships no chat template gets these prompts as plain text instead of turns
+  (honed/evaluate/base_prompt.py).
 - `majority`: always the most common training response (for label data the most common label). No model,
   so it is always evaluated: a tuned model must beat it to mean anything.
 - `endpoint:NAME=URL[#model]`: any OpenAI-compatible chat endpoint (see honed/evaluate/endpoint.py).
