@@ -152,6 +152,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         if earlier.is_file():
             before = json.loads(earlier.read_text())
             train_s, train_cpu = before.get("train_seconds", train_s), before.get("train_cpu_seconds", train_cpu)
+        else:  # trained outside this script: the run's own wall clock (run.json timings), CPU time unknown
+            train_s = float((trained.get("timings") or {}).get("total", train_s))
     else:
         if run_dir.exists():
             import shutil
