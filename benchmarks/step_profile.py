@@ -8,7 +8,9 @@ The work: forward + backward of 16 banking77 chats (one micro-batch, packed rows
 smollm2-135m with LoRA r=16 on every linear layer, fp32, as `honed train` runs it (honed.train.loss). Two
 variants alternate in the same process, `--reps` times each, so machine noise hits both alike:
 - before: peft's own LoRA forward (`base(x) + B(A(x)) * scale`) and the head's chunks always checkpointed;
-- after:  honed's folded forward (honed/train/lora_fold.py: one addmm) and small logits kept (honed/train/loss.py).
+- after:  honed's folded forward (honed/train/lora_fold.py: one addmm) and small logits kept (honed/train/loss.py);
+- compiled: "after" with each decoder layer torch.compile'd, as `compile: auto` does for long runs
+  (honed/train/compile.py); its compile time is reported apart, and not counted in the medians.
 Reported: median wall and CPU seconds, real tokens per second, the largest gradient difference between the
 two (the changes must not change the numbers), then torch.profiler's top operators for "after" with the
 share of time of each, and the fraction of this machine's fp32 matmul peak the step reaches.
@@ -60,8 +62,12 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
     return model, batches, loss_module.model_parts(model), folded
 
 
-def use(variant: str, folded: dict[Any, Any], *, keep_logits_bytes: int) -> None:
-    """Switch the model to "before" (peft's forward, head always recomputed) or "after" (as shipped)."""
+VARIANTS = ("before", "after", "compiled")
+
+
+def use(variant: str, folded: dict[Any, Any], *, keep_logits_bytes: int, compiled: dict[Any, Any]) -> None:
+    """Switch the model to "before" (peft's forward, head always recomputed), "after" (as shipped, eager)
+    or "compiled" (as shipped, decoder layers compiled: `compiled` maps each layer to its compiled call)."""
     from honed.train import loss as loss_module
 
     for layer, forward in folded.items():
@@ -69,7 +75,17 @@ def use(variant: str, folded: dict[Any, Any], *, keep_logits_bytes: int) -> None
             layer.__dict__.pop("forward", None)
         else:
             layer.forward = forward
+    for layer, call in compiled.items():  # nn.Module.compile's own switch: None runs the layer eagerly
+        layer._compiled_call_impl = call if variant == "compiled" else None
     loss_module.KEEP_LOGITS_BYTES = 0 if variant == "before" else keep_logits_bytes
+
+
+def compile_all(model: Any) -> dict[Any, Any]:
+    """honed's regional compilation of every decoder layer; each layer's compiled call, for `use`."""
+    from honed.train.compile import compile_layers, decoder_layers
+
+    compile_layers(model)
+    return {layer: layer._compiled_call_impl for layer in decoder_layers(model)}
 
 
 def step(model: Any, batches: list[Any], parts: Any) -> None:
@@ -87,12 +103,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from honed.train.loss import KEEP_LOGITS_BYTES
 
     model, batches, parts, folded = build(args.chats)
+    compiled = compile_all(model)
     tokens = sum(b.num_tokens for b in batches)
-    times: dict[str, tuple[list[float], list[float]]] = {"before": ([], []), "after": ([], [])}
+    times: dict[str, tuple[list[float], list[float]]] = {v: ([], []) for v in VARIANTS}
     grads: dict[str, list[Any]] = {}
-    for rep in range(args.reps + 1):  # the first round warms up and is not counted
-        for variant in ("before", "after"):
-            use(variant, folded, keep_logits_bytes=KEEP_LOGITS_BYTES)
+    compile_s = 0.0
+    for rep in range(args.reps + 1):  # the first round warms up (and compiles) and is not counted
+        for variant in VARIANTS:
+            use(variant, folded, keep_logits_bytes=KEEP_LOGITS_BYTES, compiled=compiled)
             model.zero_grad(set_to_none=True)
             wall, cpu = time.perf_counter(), time.process_time()
             step(model, batches, parts)
@@ -101,8 +119,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 times[variant][1].append(time.process_time() - cpu)
             else:
                 grads[variant] = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-    difference = max(float((a - b).abs().max()) for a, b in zip(grads["before"], grads["after"]))
-    use("after", folded, keep_logits_bytes=KEEP_LOGITS_BYTES)
+                compile_s = time.perf_counter() - wall if variant == "compiled" else compile_s
+    difference = {v: max(float((a - b).abs().max()) for a, b in zip(grads["before"], grads[v])) for v in VARIANTS[1:]}
+    use("after", folded, keep_logits_bytes=KEEP_LOGITS_BYTES, compiled=compiled)
     with torch.profiler.profile() as profile:
         for _ in range(2):
             model.zero_grad(set_to_none=True)
@@ -111,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     total = sum(e.self_cpu_time_total for e in events)
     top = [(e.key, e.self_cpu_time_total / total, e.count // 2) for e in events[: args.top]]
     return {"tokens": tokens, "shapes": [tuple(b.input_ids.shape) for b in batches], "times": times,
-            "grad_difference": difference, "top": top, "supervised_share": sum(b.num_targets for b in batches) / tokens,
+            "grad_difference": difference, "compile_seconds": compile_s, "top": top, "supervised_share": sum(b.num_targets for b in batches) / tokens,
             **param_counts(model)}
 
 
@@ -124,14 +143,15 @@ def render(result: dict[str, Any], args: argparse.Namespace, *, peak: float, flo
         f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU flags {cpu_flags()}; torch {torch.__version__}, "
         f"2 threads; command: `.venv/bin/python benchmarks/step_profile.py --chats {args.chats} --reps {args.reps}`",
         f"- Work: forward + backward of {args.chats} banking77 chats ({result['tokens']} real tokens, rows "
-        f"{result['shapes']}), smollm2-135m, LoRA r=16 all-linear, fp32; before/after alternate in one process, "
+        f"{result['shapes']}), smollm2-135m, LoRA r=16 all-linear, fp32; the variants alternate in one process, "
         f"{args.reps} timed rounds each (medians).",
         "",
         "| variant | wall s | CPU s | real tokens/s | tokens/CPU-s | share of the fp32 matmul peak |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for variant, label in (("before", "before: peft's forward, head always recomputed"),
-                           ("after", "after: folded addmm, small logits kept")):
+                           ("after", "after: folded addmm, small logits kept"),
+                           ("compiled", "compiled: after + each decoder layer torch.compile'd (`compile: auto`)")):
         wall = statistics.median(result["times"][variant][0])
         cpu = statistics.median(result["times"][variant][1])
         rate = result["tokens"] / wall
@@ -139,10 +159,17 @@ def render(result: dict[str, Any], args: argparse.Namespace, *, peak: float, flo
                      f"{100 * rate * flops_per_token / peak:.0f}% |")
     before = statistics.median(result["times"]["before"][0])
     after = statistics.median(result["times"]["after"][0])
+    compiled = statistics.median(result["times"]["compiled"][0])
+    rounds = list(zip(result["times"]["after"][0], result["times"]["compiled"][0]))
+    faster = sum(1 for a, c in rounds if c < a)
     lines += [
         "",
         f"- after / before: **{before / after:.3f}x** tokens per wall second; largest gradient difference "
-        f"{result['grad_difference']:.1e} (the same numbers)",
+        f"{result['grad_difference']['after']:.1e} (the same numbers)",
+        f"- compiled / after: **{after / compiled:.3f}x** tokens per wall second (compiled faster in {faster} of "
+        f"{len(rounds)} rounds); largest gradient difference from before {result['grad_difference']['compiled']:.1e} "
+        f"(float reassociation); compiling took {result['compile_seconds']:.0f} s in the first round (less when "
+        "inductor's on-disk cache already holds the graphs)",
         f"- fp32 matmul peak of this machine, 2 threads (`benchmarks/matmul_flops.py`): {peak / 1e9:.0f} GFLOP/s; "
         f"model FLOPs per real token {flops_per_token / 1e6:.0f} M (the formula of `benchmarks/train_vs_trl.py`)",
         "",

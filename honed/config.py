@@ -120,6 +120,9 @@ class TrainConfig(_Strict):
     final: Literal["best", "last"] = "best"
     merge: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile each decoder layer; auto = runs of >= 200 steps in one process (honed/train/compile.py)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sharding: Literal["auto", "none", "fsdp"] = Field(
         "auto", description="with --nproc: fsdp shards the model (FSDP2); auto = fsdp for full fine-tuning on GPUs"
@@ -138,6 +141,12 @@ class TrainConfig(_Strict):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
         raise ValueError("must be a whole number of epochs >= 1, or 'auto'")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_yaml_booleans(cls, value: Any) -> Any:
+        # YAML reads `compile: on` / `--set compile=off` as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("eval_subsample", mode="before")
     @classmethod
