@@ -5,7 +5,8 @@ Each optimizer step takes `batch_size` examples; they are split into micro-batch
 How they are split never changes the gradient, because the loss is normalised by the supervised-token
 count of the whole step (see loss.py), so the split is free to optimise speed:
 
-- packing on: examples are packed into rows of at most `row_capacity` tokens, balanced so the rows are
+- packing on: examples are packed into rows of at most `row_capacity` tokens (in training about twice
+  the median example, `packed_row_capacity`: attention costs a row's length squared), balanced so the rows are
   about equally long, or best-fit decreasing when that pads less (a micro-batch is as wide as its longest
   row, and best-fit's last row is often near empty: balanced rows measured ~15% faster on CPU for short
   chats, see BENCHMARKS.md); each example keeps its own position ids (0, 1, 2, ...) and a
@@ -168,6 +169,26 @@ def pack_least_padding(lengths: Sequence[int], *, capacity: int) -> list[list[in
         return len(bins) * max((sum(lengths[i] for i in b) for b in bins), default=0)
 
     return min(candidates, key=padded_size)
+
+
+def packed_row_capacity(examples: Sequence[Example], *, max_length: int) -> int:
+    """How long a packed row may be: room for about two typical examples (twice the median length), and
+    never less than the longest example, capped at `max_length`.
+
+    Attention over a packed row costs its length squared, whatever the block-diagonal mask hides, while
+    padding costs every layer: measured on smollm2-135m (LoRA, fp32, 2 cores, 16 banking77 chats of 56-101
+    tokens a step), rows of up to 1024 tokens (max_length, the old capacity) ran 190 tokens/s, rows of 256
+    213, rows of 128-160 (about twice the median) 224-230, rows of just the longest example (one per row,
+    28% padding) 182 (BENCHMARKS.md, "Training speed" notes).
+
+    >>> packed_row_capacity([Example(i, [0] * n, [True] * n) for i, n in enumerate([56, 63, 70, 101])], max_length=1024)
+    140
+    """
+    lengths = sorted(len(e) for e in examples)
+    if not lengths:
+        return max_length
+    median = lengths[len(lengths) // 2]
+    return min(max_length, max(lengths[-1], 2 * median))
 
 
 def plan_rows(examples: Sequence[Example], *, packing: bool, row_capacity: int) -> list[list[Example]]:

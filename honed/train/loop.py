@@ -44,9 +44,10 @@ from honed.model.template import ChatTemplate, write_template
 from honed.runs.registry import record_run
 from honed.runs.rundir import RunDir, RunRecord, now_iso
 from honed.threads import apply_threads
-from honed.train.batching import Example, micro_batches, shard, step_examples, steps_in_epoch
+from honed.train.batching import Example, micro_batches, packed_row_capacity, shard, step_examples, steps_in_epoch
 from honed.train.build import build_model, build_optimizer, quiet_transformers, resolve_config, resolve_device, total_steps
 from honed.train.checkpoint import Checkpointer
+from honed.train.compile import compile_layers, compile_plan
 from honed.train.data import Datasets, load_datasets, load_run_datasets, to_examples
 from honed.train.distributed import Dist, all_reduce_gradients, is_fsdp, pad_micro_batch_count, prepare_model
 from honed.train.evaluator import (
@@ -109,6 +110,12 @@ class Trainer:
                 device=self.device, world_size=dist.world_size, resume=resume, task_metric=score_fn is not None,
             )
         self.total_steps = total_steps(config, num_examples=len(self.examples))
+        compiling, why = compile_plan(config, total_steps=self.total_steps, world_size=dist.world_size,
+                                      task_metric=score_fn is not None, device=self.device)
+        if compiling:
+            compile_layers(self.model)
+        if compiling or config.compile == "on":
+            self.say(why)
         self.optimizer, self.scheduler = build_optimizer(self.model, config, total_steps=self.total_steps)
         self.evaluator = self.build_evaluator(holdout, score_fn=score_fn)
         self.checkpointer = Checkpointer(
@@ -160,7 +167,7 @@ class Trainer:
         pad_id = self.tokenizer.pad_token_id or 0
         batches = micro_batches(
             examples, max_tokens=self.config.micro_batch_tokens, packing=self.config.packing,
-            row_capacity=self.config.max_length, pad_id=pad_id,
+            row_capacity=packed_row_capacity(examples, max_length=self.config.max_length), pad_id=pad_id,
         )
         return pad_micro_batch_count(batches, model=self.model, pad_id=pad_id)
 
