@@ -271,9 +271,23 @@ def render_report(result: dict[str, Any], args: argparse.Namespace) -> str:
         "the holdout for early stopping and the best checkpoint (never the test examples); honed's default training "
         f"settings (no lr, epoch or batch flags); greedy decoding stopped at {end_of_turn}; `*` marks a difference "
         "whose 95% CI excludes 0.",
+        *_baseline_prompt_line(result),
         "",
     ]
     return "\n".join(lines + render_task(result)[2:]) + "\n"
+
+
+def _baseline_prompt_line(result: dict[str, Any]) -> list[str]:
+    """How the prompted baselines asked the base model (summary decoding.baseline_prompt, honed eval)."""
+    decoding = result["summary"].get("decoding") or {}
+    prompt, end = decoding.get("baseline_prompt"), decoding.get("baseline_answer_end")
+    if not prompt:
+        return []
+    how = ("as plain text (Input:/Output: lines: the base model ships no chat template; docs/evaluate.md)"
+           if prompt == "plain text" else "through the chat template")
+    where = {"json": "after the first JSON value", "line": "at the first line break"}.get(end or "", "where the model stops")
+    return [f"- Few-shot baselines prompt the base model {how}; their answers end {where} "
+            "(`decoding.baseline_answer_end`)."]
 
 
 def _end_of_turn(result: dict[str, Any]) -> str:
