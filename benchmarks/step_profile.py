@@ -4,7 +4,7 @@ Usage:
     .venv/bin/python benchmarks/step_profile.py            # ~5 min on 2 cores; writes BENCHMARKS.md
     .venv/bin/python benchmarks/step_profile.py --reps 3 --no-write
 
-The work: forward + backward of 16 banking77 chats (one micro-batch, packed rows of <= 256 tokens) on
+The work: forward + backward of 16 banking77 chats (one micro-batch, packed as `honed train` packs them) on
 smollm2-135m with LoRA r=16 on every linear layer, fp32, as `honed train` runs it (honed.train.loss). Two
 variants alternate in the same process, `--reps` times each, so machine noise hits both alike:
 - before: peft's own LoRA forward (`base(x) + B(A(x)) * scale`) and the head's chunks always checkpointed;
@@ -42,7 +42,7 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
     from honed.config import load_config
     from honed.model.tokenizers import model_tokenizer
     from honed.train import loss as loss_module
-    from honed.train.batching import micro_batches
+    from honed.train.batching import micro_batches, packed_row_capacity
     from honed.train.build import build_model
     from honed.train.data import to_examples
 
@@ -58,7 +58,8 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
         if isinstance(layer, LoraLinear):
             torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.01)
     folded = {m: m.forward for m in model.modules() if isinstance(m, LoraLinear) and "forward" in m.__dict__}
-    batches = micro_batches(examples, max_tokens=4096, packing=True, row_capacity=256)
+    batches = micro_batches(examples, max_tokens=4096, packing=True,
+                            row_capacity=packed_row_capacity(examples, max_length=1024))  # as `honed train` packs
     return model, batches, loss_module.model_parts(model), folded
 
 
