@@ -6,9 +6,9 @@ memory. Inductor fuses those passes into generated C++ (Triton on CUDA). Compili
 rather than the whole model is PyTorch's recommended "regional compilation": every layer has the same
 code, so one compiled graph serves them all and compiling costs seconds, not minutes, and the loss head,
 packing masks and peft wrappers stay eager. Measured on smollm2-135m (LoRA r=16 on every linear layer,
-16 packed banking77 chats, fp32, 2 cores, AVX-512): forward + backward 15% faster, gradients equal to
-eager within 6e-5 (float reassociation); compiling took 20-60 s before the first step (BENCHMARKS.md,
-step_profile).
+16 packed banking77 chats, fp32, 2 cores, AVX-512, quiet, alternating with eager in one process):
+forward + backward 1.057x faster (6 of 6 rounds), gradients equal to eager within 6e-5 (float
+reassociation); compiling took 16-60 s before the first step (BENCHMARKS.md, step_profile).
 
 Layers are compiled in place (`nn.Module.compile`), so parameter names, state dicts and checkpoints do
 not change. `dynamic=True`: packed micro-batches differ in length, and one graph serves them all (plus
@@ -33,7 +33,7 @@ from typing import Any
 
 from honed.config import TrainConfig
 
-AUTO_MIN_STEPS = 200  # at ~5-8 s a step and 15% saved, 200 steps win back a minute of compiling several times
+AUTO_MIN_STEPS = 200  # at ~5-8 s a step and ~6% saved, 200 steps win back about a minute of compiling
 
 
 def compiler_present(device: str) -> bool:
