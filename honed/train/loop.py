@@ -44,7 +44,9 @@ from honed.model.template import ChatTemplate, write_template
 from honed.runs.registry import record_run
 from honed.runs.rundir import RunDir, RunRecord, now_iso
 from honed.threads import apply_threads
-from honed.train.batching import Example, micro_batches, packed_row_capacity, shard, step_examples, steps_in_epoch
+from honed.train.batching import (
+    Example, micro_batches, packed_row_capacity, shard, shared_prefix_length, step_examples, steps_in_epoch,
+)
 from honed.train.build import build_model, build_optimizer, quiet_transformers, resolve_config, resolve_device, total_steps
 from honed.train.checkpoint import Checkpointer
 from honed.train.compile import compile_layers, compile_plan
@@ -134,6 +136,9 @@ class Trainer:
                 f"{config.epochs} epoch(s), {self.total_steps} steps of {config.batch_size}, "
                 f"lr {config.resolved_lr():g}, {len(holdout)} holdout examples, device {self.device}"
             )
+        prefix = shared_prefix_length(self.examples) if config.packing else 0
+        if prefix:
+            self.say(f"every example starts with the same {prefix} tokens: packed rows hold them once (exact)")
         if self.evaluator.sample_size:
             self.say(f"intermediate evaluations on a fixed sample of {self.evaluator.sample_size} holdout examples "
                      "(eval_subsample); step 0, the last step and the best checkpoint on all of them")

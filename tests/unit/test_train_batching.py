@@ -5,13 +5,16 @@ from __future__ import annotations
 import torch
 
 from honed.train.batching import (
+    SHARED,
     Example,
     block_causal_mask,
     collate,
     epoch_order,
+    micro_batches,
     pack_best_fit,
     plan_micro_batches,
     shard,
+    shared_prefix_length,
     step_examples,
 )
 
@@ -81,6 +84,53 @@ def test_collate_positions_and_targets_follow_the_loss_mask():
     assert batch.targets.tolist() == [a.input_ids[2], a.input_ids[3], b.input_ids[2]]
     assert batch.target_example.tolist() == [0, 0, 1]
     assert batch.num_tokens == 7
+
+
+def with_prefix(index: int, prefix: list[int], own: int, targets: tuple[int, ...]) -> Example:
+    ids = prefix + list(range(500 + index * 100, 500 + index * 100 + own))
+    return Example(index=index, input_ids=ids, loss_mask=[t in targets for t in range(len(ids))])
+
+
+def test_shared_prefix_is_the_common_start_but_leaves_each_example_a_token():
+    prefix = [7, 8, 9]
+    assert shared_prefix_length([with_prefix(0, prefix, 2, ()), with_prefix(1, prefix, 1, ())]) == 3
+    assert shared_prefix_length([with_prefix(0, prefix, 2, ()), Example(1, [7, 8, 9], [False] * 3)]) == 2
+    assert shared_prefix_length([with_prefix(0, prefix, 2, ())]) == 0  # nothing to share with
+    assert shared_prefix_length([with_prefix(0, prefix, 2, ()), ex(1, 4)]) == 0
+
+
+def test_shared_prefix_is_stored_once_and_every_target_keeps_its_predicting_token():
+    prefix = [7, 8, 9]
+    # targets inside the prefix (1), right after it (3: predicted from the prefix's last token) and later
+    a, b = with_prefix(0, prefix, 3, targets=(1, 3, 4, 5)), with_prefix(1, prefix, 2, targets=(3, 4))
+    (batch,) = micro_batches([a, b], max_tokens=64, packing=True, row_capacity=64)
+    assert batch.input_ids.tolist() == [prefix + a.input_ids[3:] + b.input_ids[3:]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 3, 4]]
+    assert batch.num_tokens == len(a) + len(b)  # real tokens of the data, as without sharing
+    flat = batch.input_ids.flatten()
+    for hidden, target, index in zip(batch.hidden_index, batch.targets, batch.target_example):
+        example = (a, b)[int(index)]
+        t = example.input_ids.index(int(target))
+        assert int(flat[hidden]) == example.input_ids[t - 1]  # the token before the target, in its example
+    assert batch.targets.tolist() == [8, *a.input_ids[3:6], *b.input_ids[3:5]]
+    mask = batch.attention_mask[0, 0]
+    assert mask[6, :3].all() and not mask[6, 3:6].any() and mask[6, 6]  # b sees the prefix and itself, not a
+    assert not mask[1, 2]  # the prefix stays causal
+
+
+def test_shared_prefix_is_off_without_packing_or_when_asked():
+    prefix = [7, 8, 9]
+    examples = [with_prefix(0, prefix, 3, (4,)), with_prefix(1, prefix, 2, (4,))]
+    for packing, share in ((False, True), (True, False)):
+        batches = micro_batches(examples, max_tokens=64, packing=packing, row_capacity=64, share_prefix=share)
+        assert sum(b.input_ids.numel() for b in batches) >= sum(len(e) for e in examples)
+
+
+def test_block_causal_mask_lets_every_example_see_the_shared_prefix():
+    segment = torch.tensor([[SHARED, SHARED, 1, 1, 2, 0]])
+    mask = block_causal_mask(segment)[0, 0]
+    assert mask[2, :3].tolist() == [True, True, True] and mask[4].tolist() == [True, True, False, False, True, False]
+    assert mask[5].tolist() == [False] * 5 + [True]
 
 
 def test_first_token_is_never_a_target_even_if_masked():

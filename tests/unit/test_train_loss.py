@@ -89,6 +89,48 @@ def test_packed_and_unpacked_give_the_same_per_example_losses(model):
         assert packed[index] == pytest.approx(unpacked[index], abs=1e-5)
 
 
+def prefixed_examples(n: int, *, prefix: int, seed: int) -> list[Example]:
+    """Examples that start with the same `prefix` tokens (a system prompt), one supervised inside it."""
+    shared = torch.randint(3, 427, (prefix,), generator=torch.Generator().manual_seed(seed + 100)).tolist()
+    out = []
+    for e in make_examples(n, seed=seed):
+        mask = [False] * prefix + e.loss_mask
+        if e.index == 1:
+            mask[prefix // 2] = True  # a target inside the shared prefix
+        out.append(Example(index=e.index, input_ids=shared + e.input_ids, loss_mask=mask))
+    return out
+
+
+def test_a_shared_prefix_computed_once_gives_the_same_losses_and_gradients(model):
+    examples = prefixed_examples(6, prefix=12, seed=4)
+    (shared,) = micro_batches(examples, max_tokens=4096, packing=True, row_capacity=400)
+    assert shared.input_ids.numel() < sum(len(e) for e in examples) - 12  # the prefix really is stored once
+    with torch.no_grad():
+        unshared = per_example_losses(model, collate([[e] for e in examples]))
+        losses = per_example_losses(model, shared)
+    assert losses.keys() == unshared.keys()
+    for index in unshared:
+        assert losses[index] == pytest.approx(unshared[index], abs=1e-5)
+    reference = step_grads(model, [examples])
+    model.zero_grad(set_to_none=True)
+    (loss_sum(model, shared) / shared.num_targets).backward()
+    for name, grad in reference.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_shared_prefix_the_examples_cannot_see_would_change_the_losses(model):
+    """Guards the test above: without the prefix columns of the mask, the examples' losses change."""
+    examples = prefixed_examples(3, prefix=12, seed=5)
+    (batch,) = micro_batches(examples, max_tokens=4096, packing=True, row_capacity=400)
+    with torch.no_grad():
+        good = per_example_losses(model, batch)
+        blind = torch.zeros_like(batch.attention_mask)
+        blind[..., :12, :12] = batch.attention_mask[..., :12, :12]
+        blind[..., 12:, 12:] = batch.attention_mask[..., 12:, 12:]
+        batch.attention_mask = blind
+        assert per_example_losses(model, batch)[2] != pytest.approx(good[2], abs=1e-4)
+
+
 def test_packing_without_the_block_mask_would_leak(model):
     """Guards the test above: a plain causal mask over a packed row changes the second example's loss."""
     a, b = make_examples(2, seed=3)
