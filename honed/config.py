@@ -45,7 +45,10 @@ class LoraSettings(_Strict):
 
     r: int = Field(16, ge=1, le=1024)
     alpha: float = Field(32.0, gt=0)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # 0 as peft, torchtune, LLaMA-Factory and Unsloth default: a dropout mask on the input of every adapted
+    # layer cost 1.28x in training steps here (smollm2-135m, 16 banking77 chats a step, CPU: 226 vs 290 tokens/s),
+    # and early stopping on the holdout already guards against overfitting (BENCHMARKS.md, banking77).
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
 
 
