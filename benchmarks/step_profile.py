@@ -7,13 +7,17 @@ Usage:
 The work: forward + backward of 16 banking77 chats (one micro-batch, packed as `honed train` packs them) on
 smollm2-135m with LoRA r=16 on every linear layer, fp32, as `honed train` runs it (honed.train.loss). Two
 variants alternate in the same process, `--reps` times each, so machine noise hits both alike:
-- before: peft's own LoRA forward (`base(x) + B(A(x)) * scale`) and the head's chunks always checkpointed;
-- after:  honed's folded forward (honed/train/lora_fold.py: one addmm) and small logits kept (honed/train/loss.py);
+- before: peft's own LoRA forward (`base(x) + B(A(x)) * scale`), the head's chunks always checkpointed, and
+  every example's tokens in its packed row (no shared prefix);
+- unshared: "after" without the shared prefix (every example's tokens in its row, as before);
+- after:  honed's folded forward (honed/train/lora_fold.py: one addmm), small logits kept (honed/train/loss.py)
+  and the tokens all the chats start with held once per row (honed/train/batching.py);
 - compiled: "after" with each decoder layer torch.compile'd, as `compile: auto` does for long runs
   (honed/train/compile.py); its compile time is reported apart, and not counted in the medians.
-Reported: median wall and CPU seconds, real tokens per second, the largest gradient difference between the
-two (the changes must not change the numbers), then torch.profiler's top operators for "after" with the
-share of time of each, and the fraction of this machine's fp32 matmul peak the step reaches.
+Reported: median wall and CPU seconds, real tokens per second, the largest gradient difference from
+"before" (the changes must not change the numbers), then torch.profiler's top operators for "after" with the
+share of time of each, and the fraction of this machine's fp32 matmul peak each variant reaches (counting the
+positions it computes: a shared prefix is computed once).
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ DATA = ROOT.parent / "shared" / "data" / "banking77"
 SECTION_START, SECTION_END = "<!-- step_profile:start -->", "<!-- step_profile:end -->"
 
 
-def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
-    """The LoRA model (folded), one step's micro-batches, the loss parts, and each layer's folded forward."""
+def build(chats: int) -> tuple[Any, dict[str, list[Any]], Any, dict[Any, Any]]:
+    """The LoRA model (folded), one step's micro-batches ("shared": as `honed train` packs them, "unshared":
+    without the shared prefix), the loss parts, and each layer's folded forward."""
     import torch
     from peft.tuners.lora import Linear as LoraLinear
     from train_vs_trl import conversations, read_banking77
@@ -58,12 +63,15 @@ def build(chats: int) -> tuple[Any, list[Any], Any, dict[Any, Any]]:
         if isinstance(layer, LoraLinear):
             torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.01)
     folded = {m: m.forward for m in model.modules() if isinstance(m, LoraLinear) and "forward" in m.__dict__}
-    batches = micro_batches(examples, max_tokens=4096, packing=True,
-                            row_capacity=packed_row_capacity(examples, max_length=1024))  # as `honed train` packs
+    capacity = packed_row_capacity(examples, max_length=1024)  # as `honed train` packs
+    batches = {"shared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=capacity),
+               "unshared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=capacity,
+                                         share_prefix=False)}
     return model, batches, loss_module.model_parts(model), folded
 
 
-VARIANTS = ("before", "after", "compiled")
+VARIANTS = ("before", "unshared", "after", "compiled")
+UNSHARED = ("before", "unshared")  # the variants that run the batches without the shared prefix
 
 
 def use(variant: str, folded: dict[Any, Any], *, keep_logits_bytes: int, compiled: dict[Any, Any]) -> None:
@@ -103,9 +111,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from honed.train.loss import KEEP_LOGITS_BYTES
 
-    model, batches, parts, folded = build(args.chats)
+    model, plans, parts, folded = build(args.chats)
     compiled = compile_all(model)
-    tokens = sum(b.num_tokens for b in batches)
+    batches_of = {v: plans["unshared" if v in UNSHARED else "shared"] for v in VARIANTS}
+    tokens = sum(b.num_tokens for b in plans["shared"])
+    positions = {v: sum(b.num_positions for b in batches_of[v]) for v in VARIANTS}
     times: dict[str, tuple[list[float], list[float]]] = {v: ([], []) for v in VARIANTS}
     grads: dict[str, list[Any]] = {}
     compile_s = 0.0
@@ -114,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             use(variant, folded, keep_logits_bytes=KEEP_LOGITS_BYTES, compiled=compiled)
             model.zero_grad(set_to_none=True)
             wall, cpu = time.perf_counter(), time.process_time()
-            step(model, batches, parts)
+            step(model, batches_of[variant], parts)
             if rep:
                 times[variant][0].append(time.perf_counter() - wall)
                 times[variant][1].append(time.process_time() - cpu)
@@ -126,53 +136,65 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with torch.profiler.profile() as profile:
         for _ in range(2):
             model.zero_grad(set_to_none=True)
-            step(model, batches, parts)
+            step(model, batches_of["after"], parts)
     events = sorted(profile.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
     top = [(e.key, e.self_cpu_time_total / total, e.count // 2) for e in events[: args.top]]
-    return {"tokens": tokens, "shapes": [tuple(b.input_ids.shape) for b in batches], "times": times,
-            "grad_difference": difference, "compile_seconds": compile_s, "top": top, "supervised_share": sum(b.num_targets for b in batches) / tokens,
-            **param_counts(model)}
+    shapes = {v: [tuple(b.input_ids.shape) for b in batches_of[v]] for v in ("unshared", "after")}
+    return {"tokens": tokens, "positions": positions, "shapes": shapes, "times": times,
+            "grad_difference": difference, "compile_seconds": compile_s, "top": top,
+            "targets": sum(b.num_targets for b in plans["shared"]), **param_counts(model)}
 
 
-def render(result: dict[str, Any], args: argparse.Namespace, *, peak: float, flops_per_token: float) -> str:
+def render(result: dict[str, Any], args: argparse.Namespace, *, peak: float) -> str:
     import torch
+    from train_vs_trl import lora_flops_per_token
 
     lines = [
         "## Where a training step goes, and the speed changes before/after (`benchmarks/step_profile.py`)",
         "",
         f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU flags {cpu_flags()}; torch {torch.__version__}, "
         f"2 threads; command: `.venv/bin/python benchmarks/step_profile.py --chats {args.chats} --reps {args.reps}`",
-        f"- Work: forward + backward of {args.chats} banking77 chats ({result['tokens']} real tokens, rows "
-        f"{result['shapes']}), smollm2-135m, LoRA r=16 all-linear, fp32; the variants alternate in one process, "
-        f"{args.reps} timed rounds each (medians).",
+        f"- Work: forward + backward of {args.chats} banking77 chats ({result['tokens']} real tokens; rows "
+        f"{result['shapes']['unshared']} without the shared prefix, {result['shapes']['after']} with it, "
+        f"{result['positions']['after']} positions computed), smollm2-135m, LoRA r=16 all-linear, fp32; the "
+        f"variants alternate in one process, {args.reps} timed rounds each (medians).",
         "",
         "| variant | wall s | CPU s | real tokens/s | tokens/CPU-s | share of the fp32 matmul peak |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for variant, label in (("before", "before: peft's forward, head always recomputed"),
-                           ("after", "after: folded addmm, small logits kept"),
+    for variant, label in (("before", "before: peft's forward, head always recomputed, no shared prefix"),
+                           ("unshared", "unshared: folded addmm, small logits kept, no shared prefix"),
+                           ("after", "after: folded addmm, small logits kept, shared prefix once per row"),
                            ("compiled", "compiled: after + each decoder layer torch.compile'd (`compile: auto`)")):
         wall = statistics.median(result["times"][variant][0])
         cpu = statistics.median(result["times"][variant][1])
         rate = result["tokens"] / wall
+        positions = result["positions"][variant]
+        flops = positions * lora_flops_per_token(
+            body_params=result["body_params"], head_params=result["head_params"], lora_params=result["lora_params"],
+            supervised_share=result["targets"] / positions)
         lines.append(f"| {label} | {wall:.2f} | {cpu:.2f} | **{rate:.1f}** | {result['tokens'] / cpu:.1f} | "
-                     f"{100 * rate * flops_per_token / peak:.0f}% |")
+                     f"{100 * flops / wall / peak:.0f}% |")
     before = statistics.median(result["times"]["before"][0])
+    unshared = statistics.median(result["times"]["unshared"][0])
     after = statistics.median(result["times"]["after"][0])
     compiled = statistics.median(result["times"]["compiled"][0])
     rounds = list(zip(result["times"]["after"][0], result["times"]["compiled"][0]))
     faster = sum(1 for a, c in rounds if c < a)
     lines += [
         "",
-        f"- after / before: **{before / after:.3f}x** tokens per wall second; largest gradient difference "
-        f"{result['grad_difference']['after']:.1e} (the same numbers)",
+        f"- after / before: **{before / after:.3f}x** real tokens per wall second, of which the shared prefix "
+        f"**{unshared / after:.3f}x** (after / unshared; {result['positions']['after']} positions computed instead "
+        f"of {result['positions']['unshared']}); largest gradient difference from before: unshared "
+        f"{result['grad_difference']['unshared']:.1e}, after {result['grad_difference']['after']:.1e} (float "
+        "reassociation: the same numbers)",
         f"- compiled / after: **{after / compiled:.3f}x** tokens per wall second (compiled faster in {faster} of "
         f"{len(rounds)} rounds); largest gradient difference from before {result['grad_difference']['compiled']:.1e} "
         f"(float reassociation); compiling took {result['compile_seconds']:.0f} s in the first round (less when "
         "inductor's on-disk cache already holds the graphs)",
         f"- fp32 matmul peak of this machine, 2 threads (`benchmarks/matmul_flops.py`): {peak / 1e9:.0f} GFLOP/s; "
-        f"model FLOPs per real token {flops_per_token / 1e6:.0f} M (the formula of `benchmarks/train_vs_trl.py`)",
+        "model FLOPs per computed position: the formula of `benchmarks/train_vs_trl.py` (~470 M here)",
         "",
         "Top operators of the step after the changes (torch.profiler, self time):",
         "",
@@ -193,13 +215,10 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"{DATA} is missing: this benchmark reads ../shared/data beside the repository")
     from matmul_flops import measure as matmul_peak
-    from train_vs_trl import lora_flops_per_token
 
     result = measure(args)
     peak = matmul_peak(threads=2)["best_flops"]
-    flops = lora_flops_per_token(body_params=result["body_params"], head_params=result["head_params"],
-                                 lora_params=result["lora_params"], supervised_share=result["supervised_share"])
-    report = render(result, args, peak=peak, flops_per_token=flops)
+    report = render(result, args, peak=peak)
     print(report)
     if not args.no_write:
         write_section(ROOT / "BENCHMARKS.md", report, start=SECTION_START, end=SECTION_END)

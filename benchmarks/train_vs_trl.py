@@ -387,6 +387,7 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
         "supervised_tokens": sum(e.num_targets for e in examples) * args.epochs,
         "sequences": len(examples),
         "optimizer_steps": len(steps),
+        "computed_tokens": computed_positions(captured["trainer"], steps=len(steps)),
         "peak_rss_mib": peak,
         "final_train_loss": steps[-1]["loss"] if steps else None,
         "packing": config.packing,
@@ -399,6 +400,19 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
     # honed's loss computes logits only where a target is (honed/train/loss.py)
     head_share(result, captured["model"], positions_per_step=result["supervised_tokens"] / max(1, len(steps)), bf16=bf16)
     return result
+
+
+def computed_positions(trainer: Any, *, steps: int) -> int:
+    """Positions honed's model computed over the run's steps (its micro-batches replanned: the shared prefix
+    counted once per row, no padding), for the FLOP accounting; fewer than the real tokens."""
+    from honed.train.batching import step_examples
+
+    total = 0
+    for step in range(1, steps + 1):
+        _, indices = step_examples(len(trainer.examples), seed=trainer.config.seed, step=step,
+                                   batch_size=trainer.config.batch_size)
+        total += sum(b.num_positions for b in trainer.micro_batches([trainer.examples[i] for i in indices]))
+    return total
 
 
 def honed_phases(run_dir: Path, *, launched_at: float) -> dict[str, float]:
@@ -607,7 +621,7 @@ def phase_table(results: list[dict[str, Any]]) -> list[str]:
 
 
 LABELS = {
-    "honed": "honed defaults (`honed.train`: packing, fp32, no checkpointing)",
+    "honed": "honed defaults (`honed.train`: packing with the shared prefix once per row, fp32, no checkpointing)",
     "honed-bf16": "honed, `precision: bf16` (bf16 autocast on AMX, as TRL's default)",
     "trl": "TRL SFTTrainer defaults (no packing, bf16 autocast, gradient checkpointing)",
     "trl-packing": "TRL SFTTrainer, `packing=True` (bfd, padding-free)",
@@ -692,7 +706,8 @@ def render_report(
                 )
     honed = by.get("honed")
     if honed:
-        share = honed["supervised_tokens"] / honed["real_tokens"]
+        computed = honed.get("computed_tokens") or honed["real_tokens"]
+        share = honed["supervised_tokens"] / computed
         per_token = lora_flops_per_token(
             body_params=honed["body_params"], head_params=honed["head_params"],
             lora_params=honed["lora_params"], supervised_share=share,
@@ -701,16 +716,20 @@ def render_report(
             f"- this machine's matmul peak with {args.threads} threads (`benchmarks/matmul_flops.py`, best of "
             f"transformer-shaped and square products): fp32 **{flops / 1e9:.0f} GFLOP/s**, bf16 (AMX) "
             + (f"**{bf16_flops / 1e9:.0f} GFLOP/s**" if bf16_flops else "not measured (this CPU has no AMX / AVX-512 BF16)"),
-            f"- LoRA model FLOPs per real token = 4*N_body + 6*N_lora + 4*N_head*s = 4*{honed['body_params'] / 1e6:.1f}M"
+            f"- honed computed {computed} positions for the {honed['real_tokens']} real tokens "
+            f"({computed / honed['real_tokens']:.2f}: the tokens every example of a step starts with are held once "
+            "per packed row, honed/train/batching.py); the FLOP accounting counts the computed positions",
+            f"- LoRA model FLOPs per computed position = 4*N_body + 6*N_lora + 4*N_head*s = 4*{honed['body_params'] / 1e6:.1f}M"
             f" + 6*{honed['lora_params'] / 1e6:.2f}M + 4*{honed['head_params'] / 1e6:.1f}M*{share:.3f} = "
             f"{per_token / 1e6:.0f} MFLOP: forward 2*N through the frozen blocks and adapters, backward only the "
             "activation gradients 2*N plus the adapters' weight gradients 2*N_lora (no frozen-weight gradients), "
-            "the output head only on the supervised share s of positions; attention scores left out (<2% here). "
-            "Full fine-tuning would count 6*N.",
+            "the output head only on the supervised positions (s of the computed ones); attention scores left out "
+            "(<2% here). Full fine-tuning would count 6*N.",
         ]
         for name, peak, kind in (("honed", flops, "fp32"), ("honed-bf16", bf16_flops, "bf16")):
             if name in by and peak:
-                achieved = per_token * by[name]["tokens_per_s"]
+                mine = by[name]
+                achieved = per_token * mine["tokens_per_s"] * (mine.get("computed_tokens") or mine["real_tokens"]) / mine["real_tokens"]
                 lines.append(
                     f"- {name} reaches {achieved / 1e9:.1f} GFLOP/s of model FLOPs = **{100 * achieved / peak:.0f}%** "
                     f"of the {kind} matmul peak"

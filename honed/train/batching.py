@@ -59,7 +59,8 @@ class MicroBatch:
 
     `attention_mask` is 4D boolean [rows, 1, L, L], True = may attend. `hidden_index` holds flat
     positions (row * L + t - 1) whose hidden state predicts `targets`; `target_example` names the
-    example each target belongs to (for per-example losses).
+    example each target belongs to (for per-example losses). `num_tokens` counts the examples' tokens,
+    `num_positions` the positions the model computes for them (fewer with a shared prefix; no padding).
     """
 
     input_ids: torch.Tensor
@@ -69,6 +70,7 @@ class MicroBatch:
     targets: torch.Tensor
     target_example: torch.Tensor
     num_tokens: int
+    num_positions: int = 0
 
     @property
     def num_targets(self) -> int:
@@ -83,6 +85,7 @@ class MicroBatch:
             targets=self.targets.to(device),
             target_example=self.target_example.to(device),
             num_tokens=self.num_tokens,
+            num_positions=self.num_positions,
         )
 
 
@@ -291,6 +294,7 @@ def collate(rows: Sequence[Sequence[Example]], *, pad_id: int = 0, shared_prefix
         targets=torch.tensor(targets, dtype=torch.long),
         target_example=torch.tensor(target_example, dtype=torch.long),
         num_tokens=sum(len(e) for row in rows for e in row),
+        num_positions=sum(row_length(row, shared_prefix=p) for row in rows),
     )
 
 

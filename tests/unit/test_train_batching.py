@@ -107,6 +107,7 @@ def test_shared_prefix_is_stored_once_and_every_target_keeps_its_predicting_toke
     assert batch.input_ids.tolist() == [prefix + a.input_ids[3:] + b.input_ids[3:]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 3, 4]]
     assert batch.num_tokens == len(a) + len(b)  # real tokens of the data, as without sharing
+    assert batch.num_positions == 8  # what the model computes
     flat = batch.input_ids.flatten()
     for hidden, target, index in zip(batch.hidden_index, batch.targets, batch.target_example):
         example = (a, b)[int(index)]
