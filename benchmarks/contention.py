@@ -17,7 +17,7 @@ each run in its own fresh process per condition:
 Conditions: alone, and with 1 and 2 competing CPU-bound processes (`python -c "while True: pass"`), started
 by this script a moment before the training process and killed after it. The figure is real (non-padding)
 tokens per wall second over the optimizer steps after the first (the first step warms up the thread pools
-and allocator), from the steps' own timings in metrics.jsonl. Target: with one competitor, at least 0.4x
+and allocator), from the steps' own timings in metrics.jsonl. Target: with one competitor, at least 0.5x
 the quiet tokens/s (a fair share of the cores is 0.5x).
 """
 
@@ -44,7 +44,7 @@ SECTION_START = "<!-- contention:start -->"
 SECTION_END = "<!-- contention:end -->"
 MODES = ("rule", "old")
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")
-TARGET = 0.4
+TARGET = 0.5  # issue 23: keep at least half the quiet speed beside one competing process
 
 
 # ---------------------------------------------------------------------------------------------- child
