@@ -261,7 +261,8 @@ def collate(rows: Sequence[Sequence[Example]], *, pad_id: int = 0, shared_prefix
     hidden state lies in the prefix points at the prefix's one copy (several targets may share it).
     """
     p = shared_prefix
-    width = max(row_length(row, shared_prefix=p) for row in rows)
+    lengths = [row_length(row, shared_prefix=p) for row in rows]
+    width = max(lengths)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
     segment = torch.zeros((len(rows), width), dtype=torch.long)  # 0 = padding, k = k-th example in the row
@@ -294,7 +295,7 @@ def collate(rows: Sequence[Sequence[Example]], *, pad_id: int = 0, shared_prefix
         targets=torch.tensor(targets, dtype=torch.long),
         target_example=torch.tensor(target_example, dtype=torch.long),
         num_tokens=sum(len(e) for row in rows for e in row),
-        num_positions=sum(row_length(row, shared_prefix=p) for row in rows),
+        num_positions=sum(lengths),
     )
 
 
