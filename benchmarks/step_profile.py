@@ -47,8 +47,8 @@ def build(chats: int) -> tuple[Any, dict[str, list[Any]], Any, dict[Any, Any]]:
     from honed.config import load_config
     from honed.model.tokenizers import model_tokenizer
     from honed.train import loss as loss_module
-    from honed.train.batching import micro_batches, packed_row_capacity
-    from honed.train.build import build_model
+    from honed.train.batching import micro_batches, packed_row_capacity, shared_prefix_length
+    from honed.train.build import attention_length, build_model
     from honed.train.data import to_examples
 
     torch.set_num_threads(2)
@@ -63,8 +63,10 @@ def build(chats: int) -> tuple[Any, dict[str, list[Any]], Any, dict[Any, Any]]:
         if isinstance(layer, LoraLinear):
             torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.01)
     folded = {m: m.forward for m in model.modules() if isinstance(m, LoraLinear) and "forward" in m.__dict__}
-    capacity = packed_row_capacity(examples, max_length=1024)  # as `honed train` packs
-    batches = {"shared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=capacity),
+    capacity = packed_row_capacity(examples, max_length=1024)  # as `honed train` packs, without a shared prefix
+    shared_capacity = packed_row_capacity(examples, max_length=1024, shared_prefix=shared_prefix_length(examples),
+                                          attention_length=attention_length(model))  # and with one
+    batches = {"shared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=shared_capacity),
                "unshared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=capacity,
                                          share_prefix=False)}
     return model, batches, loss_module.model_parts(model), folded

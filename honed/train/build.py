@@ -23,7 +23,8 @@ from honed.config import TrainConfig, auto_epochs
 from honed.errors import ConfigError
 from honed.machine import cpu_has_fast_bf16  # noqa: F401  (re-exported: tests and benchmarks ask it here)
 from honed.model.loading import quiet_transformers  # noqa: F401  (re-exported: the loop uses it)
-from honed.train.batching import steps_in_epoch
+from honed.train.batching import attention_break_even, steps_in_epoch
+from honed.train.compile import decoder_layers
 from honed.train.distributed import Dist
 from honed.train.hparams import default_lr
 from honed.train.lora_fold import fold_lora_scale
@@ -111,6 +112,20 @@ def build_model(config: TrainConfig, *, device: str, tokenizer: Any = None, adde
     if config.init_from:
         _load_adapter(model, Path(config.init_from))
     return model
+
+
+def attention_length(model: Any) -> int:
+    """The packed-row length at which `model`'s attention costs as much as its linear layers
+    (`attention_break_even`, from its first decoder layer's parameters and its attention width); 0 when the
+    model has no decoder layers to count (packing then keeps its length rule without this)."""
+    layers = decoder_layers(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = base.config.get_text_config()
+    heads = getattr(text, "num_attention_heads", 0)
+    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else 0)
+    if not layers or not heads:
+        return 0
+    return attention_break_even(sum(p.numel() for p in layers[0].parameters()), heads * head_dim)
 
 
 def _load_adapter(model: Any, folder: Path) -> None:

@@ -47,7 +47,7 @@ from honed.threads import apply_threads
 from honed.train.batching import (
     Example, micro_batches, packed_row_capacity, shard, shared_prefix_length, step_examples, steps_in_epoch,
 )
-from honed.train.build import build_model, build_optimizer, quiet_transformers, resolve_config, resolve_device, total_steps
+from honed.train.build import attention_length, build_model, build_optimizer, quiet_transformers, resolve_config, resolve_device, total_steps
 from honed.train.checkpoint import Checkpointer
 from honed.train.compile import compile_layers, compile_plan
 from honed.train.data import Datasets, load_datasets, load_run_datasets, to_examples
@@ -111,6 +111,7 @@ class Trainer:
                 sharding=config.sharding, method=config.method,
                 device=self.device, world_size=dist.world_size, resume=resume, task_metric=score_fn is not None,
             )
+        self.attention_length = attention_length(self.model)  # how long packed rows with a shared prefix may be
         self.total_steps = total_steps(config, num_examples=len(self.examples))
         compiling, why = compile_plan(config, total_steps=self.total_steps, world_size=dist.world_size,
                                       task_metric=score_fn is not None, device=self.device)
@@ -170,9 +171,12 @@ class Trainer:
     def micro_batches(self, examples: list[Example]) -> list[Any]:
         """`examples` as micro-batches of at most `micro_batch_tokens` (the same count on every rank under FSDP2)."""
         pad_id = self.tokenizer.pad_token_id or 0
+        prefix = shared_prefix_length(examples) if self.config.packing else 0
+        capacity = packed_row_capacity(examples, max_length=self.config.max_length, shared_prefix=prefix,
+                                       attention_length=self.attention_length)
         batches = micro_batches(
             examples, max_tokens=self.config.micro_batch_tokens, packing=self.config.packing,
-            row_capacity=packed_row_capacity(examples, max_length=self.config.max_length), pad_id=pad_id,
+            row_capacity=capacity, pad_id=pad_id,
         )
         return pad_micro_batch_count(batches, model=self.model, pad_id=pad_id)
 
