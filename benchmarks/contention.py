@@ -6,13 +6,15 @@ Usage:
     .venv/bin/python benchmarks/contention.py --steps 2 --chats 16 --batch 4 --model tests/assets/tiny-llama --no-write
 
 The job: `honed.train` (what `honed train` calls), LoRA r=16 on smollm2-135m, `--steps` optimizer steps of
-`--batch` banking77 chats (seeded sample of `--chats`), no holdout (no evaluations), fp32. Two behaviours,
-each run in its own fresh process per condition:
+`--batch` banking77 chats (seeded sample of `--chats`), no holdout (no evaluations), fp32. Two behaviours
+(a third on request), each run in its own fresh process per condition:
 
 - rule: honed as shipped: OMP_WAIT_POLICY=PASSIVE (set by `import honed` before torch), torch threads by
         the rule in honed/threads.py, 1 inter-op thread;
 - old:  honed before the rule: torch imported first with libgomp's default wait policy (threads spin
-        before they sleep), threads = os.cpu_count().
+        before they sleep), threads = os.cpu_count();
+- spin: (`--modes rule,old,spin`) the rule with GOMP_SPINCOUNT=`--spincount` instead of PASSIVE: a
+        bounded spin, the candidate for a quiet machine's speed without collapsing under contention.
 
 Conditions: alone, and with 1 and 2 competing CPU-bound processes (`python -c "while True: pass"`), started
 by this script a moment before the training process and killed after it. The figure is real (non-padding)
@@ -42,7 +44,7 @@ DATA = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
 FALLBACK_DATA = ROOT / "examples" / "support_triage.jsonl"
 SECTION_START = "<!-- contention:start -->"
 SECTION_END = "<!-- contention:end -->"
-MODES = ("rule", "old")
+MODES = ("rule", "old", "spin")
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")
 TARGET = 0.5  # issue 23: keep at least half the quiet speed beside one competing process
 
@@ -56,6 +58,9 @@ def child(args: argparse.Namespace) -> None:
         import torch  # noqa: F401  (first, so libgomp reads the environment without honed's wait policy)
 
         threads: int | None = os.cpu_count() or 1
+    elif args.child == "spin":  # a bounded spin: honed leaves a wait setting the user chose alone
+        os.environ["GOMP_SPINCOUNT"] = str(args.spincount)
+        threads = None
     else:
         threads = None  # the rule
     import honed  # noqa: F401  (sets OMP_WAIT_POLICY, too late for libgomp in the old mode: intended)
@@ -81,10 +86,16 @@ def child(args: argparse.Namespace) -> None:
     seconds = sum(m["tokens"] / m["tokens_per_s"] for m in timed)
     print("RESULT " + json.dumps({
         "mode": args.child, "competitors": args.competitors, "threads": torch.get_num_threads(),
-        "wait_policy": os.environ.get("OMP_WAIT_POLICY") if args.child == "rule" else "libgomp default",
+        "wait_policy": wait_policy_label(args),
         "steps": len(timed), "tokens": sum(m["tokens"] for m in timed), "seconds": seconds,
         "tokens_per_s": sum(m["tokens"] for m in timed) / seconds,
     }), flush=True)
+
+
+def wait_policy_label(args: argparse.Namespace) -> str:
+    if args.child == "rule":
+        return os.environ.get("OMP_WAIT_POLICY", "libgomp default")
+    return f"GOMP_SPINCOUNT={args.spincount}" if args.child == "spin" else "libgomp default"
 
 
 # ---------------------------------------------------------------------------------------------- parent
@@ -132,7 +143,8 @@ def run_one(mode: str, competitors: int, args: argparse.Namespace) -> dict[str, 
 
 
 def child_flags(args: argparse.Namespace) -> list[str]:
-    return [f"--steps={args.steps}", f"--chats={args.chats}", f"--batch={args.batch}", f"--model={args.model}"]
+    return [f"--steps={args.steps}", f"--chats={args.chats}", f"--batch={args.batch}", f"--model={args.model}",
+            f"--spincount={args.spincount}"]
 
 
 def write_chats(path: Path, *, count: int) -> str:
@@ -168,7 +180,9 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, *, data: str
         f"- Job: {args.model}, LoRA r=16 all-linear, fp32, {args.steps} optimizer steps of {args.batch} chats "
         f"({data}), no holdout; each row its own process; tokens/s over the steps after the first.",
         "- rule: honed as shipped (honed/threads.py: OMP_WAIT_POLICY=PASSIVE, threads = usable cores, 1 inter-op "
-        "thread); old: torch imported before honed (libgomp's default spin-then-sleep wait), threads = all cores.",
+        "thread); old: torch imported before honed (libgomp's default spin-then-sleep wait), threads = all cores"
+        + (f"; spin: the rule with a bounded spin (GOMP_SPINCOUNT={args.spincount}) instead of PASSIVE."
+           if "spin" in args.modes.split(",") else "."),
         "",
         "| behaviour | competing processes | threads | wait policy | 1-min load at start | real tokens/s | "
         "vs alone | fair share |",
@@ -203,7 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="chats per optimizer step")
     parser.add_argument("--model", default="smollm2-135m", help="model spec (tests/assets/tiny-llama for a smoke run)")
     parser.add_argument("--competitors", default="0,1,2", help="numbers of competing processes to run beside")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default="rule,old")
+    parser.add_argument("--spincount", type=int, default=10000, help="GOMP_SPINCOUNT of the `spin` mode")
     parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
