@@ -7,12 +7,11 @@ count of the whole step (see loss.py), so the split is free to optimise speed:
 
 - packing on: examples are packed into rows of at most `row_capacity` tokens (in training about twice
   the median example, longer when the examples share a prefix, `packed_row_capacity`: attention costs a
-  row's length squared), balanced so the rows are
-  about equally long, or best-fit decreasing when that pads less (a micro-batch is as wide as its longest
-  row, and best-fit's last row is often near empty: balanced rows measured ~15% faster on CPU for short
-  chats, see BENCHMARKS.md); each example keeps its own position ids (0, 1, 2, ...) and a
-  block-diagonal causal mask stops it from attending to its neighbours (position ids alone are not
-  enough with SDPA: measured, see DESIGN.md);
+  row's length squared), balanced so the rows are about equally long, or best-fit decreasing when that
+  pads less (a micro-batch is as wide as its longest row, and best-fit's last row is often near empty:
+  balanced rows measured ~15% faster on CPU for short chats, see BENCHMARKS.md); each example keeps its
+  own position ids (0, 1, 2, ...) and a block-diagonal causal mask stops it from attending to its
+  neighbours (position ids alone are not enough with SDPA: measured, see DESIGN.md);
 - shared prefix (with packing): the tokens every example of a micro-batch call starts with (the chat
   template's preamble, a fixed system prompt or instruction) sit once at the start of each row, and each
   example's own tokens follow, at the positions they have in the example, attending to that prefix and to
@@ -223,7 +222,8 @@ def cheapest_shared_row(shared_prefix: int, *, attention_length: int) -> int:
     attention_length): longer rows than twice the median example, because each row computes the prefix
     once whatever it holds. Measured on smollm2-135m (LoRA, fp32, 2 cores, 8 banking77 chats a step, 35 of
     62 tokens shared): one row of 256 per step instead of three of 116 computed 13% fewer positions and
-    ran 7% faster; a forward over 100 holdout chats, rows of 251 instead of 124, ~11% faster.
+    ran 1.07x faster; a forward over 100 holdout chats in rows of 251 instead of 141, 1.16x (noisy;
+    BENCHMARKS.md, "Longer rows when the examples share a prefix").
 
     >>> cheapest_shared_row(35, attention_length=3072)
     364

@@ -159,3 +159,18 @@ def test_packing_pads_no_more_than_best_fit_decreasing():
     # 8 short chats, the benchmark's case: best fit leaves a near-empty third row, balanced does not
     lengths = [70, 68, 66, 66, 65, 64, 62, 60]
     assert padded(pack_least_padding(lengths, capacity=256)) < padded(pack_best_fit(lengths, capacity=256))
+
+
+def test_a_shared_prefix_lengthens_packed_rows_by_the_models_attention_cost(tiny_model) -> None:
+    from honed.train.batching import packed_row_capacity
+    from honed.train.build import attention_length
+
+    text = tiny_model.config.get_text_config()
+    width = text.num_attention_heads * (getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
+    layer_parameters = sum(p.numel() for p in tiny_model.get_decoder().layers[0].parameters())
+    assert attention_length(tiny_model) == layer_parameters // (2 * width)
+    examples = [Example(i, [7] * 30 + [i + 1] * 10, [False] * 38 + [True] * 2) for i in range(8)]  # 40 tokens, 30 shared
+    plain = packed_row_capacity(examples, max_length=1024)
+    shared = packed_row_capacity(examples, max_length=1024, shared_prefix=30, attention_length=3000)
+    assert plain == 80 and shared > plain  # 30 + isqrt(900 + 90000) = 331
+    assert packed_row_capacity(examples, max_length=200, shared_prefix=30, attention_length=3000) == 200
