@@ -63,12 +63,14 @@ def build(chats: int) -> tuple[Any, dict[str, list[Any]], Any, dict[Any, Any]]:
         if isinstance(layer, LoraLinear):
             torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.01)
     folded = {m: m.forward for m in model.modules() if isinstance(m, LoraLinear) and "forward" in m.__dict__}
+    prefix = shared_prefix_length(examples)
     capacity = packed_row_capacity(examples, max_length=1024)  # as `honed train` packs, without a shared prefix
-    shared_capacity = packed_row_capacity(examples, max_length=1024, shared_prefix=shared_prefix_length(examples),
+    shared_capacity = packed_row_capacity(examples, max_length=1024, shared_prefix=prefix,
                                           attention_length=attention_length(model))  # and with one
-    batches = {"shared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=shared_capacity),
+    batches = {"shared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=shared_capacity,
+                                       shared_prefix=prefix),
                "unshared": micro_batches(examples, max_tokens=4096, packing=True, row_capacity=capacity,
-                                         share_prefix=False)}
+                                         shared_prefix=0)}
     return model, batches, loss_module.model_parts(model), folded
 
 

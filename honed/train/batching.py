@@ -358,13 +358,14 @@ def block_causal_mask(segment: torch.Tensor) -> torch.Tensor:
 
 def micro_batches(
     examples: Sequence[Example], *, max_tokens: int, packing: bool, row_capacity: int, pad_id: int = 0,
-    share_prefix: bool = True,
+    shared_prefix: int | None = None,
 ) -> list[MicroBatch]:
-    """Plan and collate in one call.
+    """Plan and collate in one call. With packing, rows hold `shared_prefix` tokens once (None: as many as
+    all `examples` start with, `shared_prefix_length`; 0: none); without packing, none.
 
     >>> examples = [Example(i, list(range(1, n + 1)), [False] * (n - 2) + [True, True])
     ...             for i, n in enumerate([5, 3, 4])]
-    >>> [batch] = micro_batches(examples, max_tokens=16, packing=True, row_capacity=8, share_prefix=False)
+    >>> [batch] = micro_batches(examples, max_tokens=16, packing=True, row_capacity=8, shared_prefix=0)
     >>> batch.position_ids.tolist()  # examples of 4 and 3 tokens packed in one row, positions restarting
     [[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 3, 4, 0, 0]]
     >>> batch.targets.tolist(), batch.num_tokens
@@ -373,7 +374,7 @@ def micro_batches(
     >>> batch.input_ids.tolist(), batch.position_ids.tolist()  # 1, 2 once, then each example's own tokens
     ([[1, 2, 3, 4, 5, 3, 4, 3]], [[0, 1, 2, 3, 4, 2, 3, 2]])
     """
-    prefix = shared_prefix_length(examples) if packing and share_prefix else 0
+    prefix = (shared_prefix_length(examples) if shared_prefix is None else shared_prefix) if packing else 0
     plan = plan_micro_batches(examples, max_tokens=max_tokens, packing=packing, row_capacity=row_capacity,
                               shared_prefix=prefix)
     return [collate(rows, pad_id=pad_id, shared_prefix=prefix) for rows in plan]

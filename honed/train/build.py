@@ -122,9 +122,9 @@ def attention_length(model: Any) -> int:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text = base.config.get_text_config()
     heads = getattr(text, "num_attention_heads", 0)
-    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else 0)
     if not layers or not heads:
         return 0
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     return attention_break_even(sum(p.numel() for p in layers[0].parameters()), heads * head_dim)
 
 

@@ -176,7 +176,7 @@ class Trainer:
                                        attention_length=self.attention_length)
         batches = micro_batches(
             examples, max_tokens=self.config.micro_batch_tokens, packing=self.config.packing,
-            row_capacity=capacity, pad_id=pad_id,
+            row_capacity=capacity, pad_id=pad_id, shared_prefix=prefix,
         )
         return pad_micro_batch_count(batches, model=self.model, pad_id=pad_id)
 
