@@ -65,6 +65,7 @@ test-slow: install
 bench: install
 	$(BIN)/python benchmarks/data_check.py
 	$(BIN)/python benchmarks/train_vs_trl.py
+	$(BIN)/python benchmarks/train_vs_trl.py --isa avx2 --rounds 3
 	$(BIN)/python benchmarks/step_profile.py
 	$(BIN)/python benchmarks/contention.py
 	$(BIN)/python benchmarks/eval_generation.py

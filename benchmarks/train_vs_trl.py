@@ -19,7 +19,15 @@ peak memory and threads do not mix):
 - trl-fp32:     TRL's defaults with `bf16=False`: what a user sets on a CPU without fast bf16 (AVX2 only),
                 where bf16 autocast has no fast kernels (measured 2026-12-02: not done after 30 min for 25 steps; fp32 3.5 min);
 - trl-evals:    TRL's defaults evaluating the same holdout as often as honed does (`eval_on_start` and every
-                `eval_steps` = honed's evaluation interval for this job), so both tools do the same work.
+                `eval_steps` = honed's evaluation interval for this job), so both tools do the same work;
+- trl-fp32-evals: the same in fp32 (`bf16=False`): the like-for-like peer where bf16 is slow.
+
+`--isa avx2` caps the instructions every system (and the matmul peak) may use to AVX2, through the switches
+torch and its libraries read (ATEN_CPU_CAPABILITY for torch's own kernels, ONEDNN_MAX_CPU_ISA for oneDNN,
+MKL_ENABLE_INSTRUCTIONS for MKL): a stand-in for an AVX2-only CPU on an AVX-512 one. It is not that CPU (its
+caches, clock and memory stay this machine's), so the section says so. `--rounds N` runs the systems N times,
+interleaved (A B A B ...), and reports each system's median run with every round's figure beside it: on a
+shared VM one run of each is not a margin to trust.
 
 `--model gemma3-270m` (or any model honed loads) runs the same job on another model: both tools get honed's
 chat template for it (the family's, chosen by honed.model.template), and its section sits beside the built-in
@@ -48,6 +56,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,19 +75,35 @@ SYSTEM_PROMPT = (
 )
 SECTION_START = "<!-- train_vs_trl:start -->"
 SECTION_END = "<!-- train_vs_trl:end -->"
-SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing", "trl-fp32", "trl-evals")
+SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing", "trl-fp32", "trl-evals", "trl-fp32-evals")
+# Where bf16 is slow (no AMX / AVX-512 BF16, or capped by --isa), TRL's bf16 defaults take over 30 min:
+# the peers are TRL in fp32, evaluating nothing (its default) and evaluating as honed does.
+SLOW_BF16_SYSTEMS = "honed,trl-fp32,trl-fp32-evals"
+# --isa: the environment that caps torch, oneDNN and MKL to an instruction set.
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 RESULTS_NAME = "runs/bench-train-vs-trl/results.jsonl"
 
 
-def results_path(model: str) -> Path:
-    """Where the systems' results are saved as they come: one file per model."""
-    return ROOT / (RESULTS_NAME if model == MODEL else RESULTS_NAME.replace(".jsonl", f"-{model}.jsonl"))
+def variant(model: str, isa: str | None) -> str:
+    """The name a run's results and section carry beside the built-in model's at full ISA ('' for that one).
+
+    >>> variant(MODEL, None), variant(MODEL, "avx2"), variant("gemma3-270m", None), variant("gemma3-270m", "avx2")
+    ('', 'avx2', 'gemma3-270m', 'gemma3-270m:avx2')
+    """
+    return ":".join(part for part in ("" if model == MODEL else model, isa or "") if part)
 
 
-def section_markers(model: str) -> tuple[str, str]:
-    """The built-in model's section keeps its markers; another model's sits beside it."""
-    return (SECTION_START, SECTION_END) if model == MODEL else (
-        f"<!-- train_vs_trl:{model}:start -->", f"<!-- train_vs_trl:{model}:end -->")
+def results_path(model: str, isa: str | None = None) -> Path:
+    """Where the systems' results are saved as they come: one file per model and ISA cap."""
+    name = variant(model, isa).replace(":", "-")
+    return ROOT / (RESULTS_NAME.replace(".jsonl", f"-{name}.jsonl") if name else RESULTS_NAME)
+
+
+def section_markers(model: str, isa: str | None = None) -> tuple[str, str]:
+    """The built-in model's section keeps its markers; another model's (or an ISA cap's) sits beside it."""
+    name = variant(model, isa)
+    return (f"<!-- train_vs_trl:{name}:start -->", f"<!-- train_vs_trl:{name}:end -->") if name else (
+        SECTION_START, SECTION_END)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -253,7 +278,8 @@ def run_trl(work: Path, args: argparse.Namespace, *, name: str) -> dict[str, Any
     model = load_model(args.model)
     phases["model"] = time.perf_counter() - loading
     dataset = chats_dataset(read_jsonl(work / "train.jsonl"))
-    packing, fp32, evaluating = name == "trl-packing", name == "trl-fp32", name == "trl-evals"
+    packing = name == "trl-packing"
+    fp32, evaluating = name in ("trl-fp32", "trl-fp32-evals"), name in ("trl-evals", "trl-fp32-evals")
     precision = {"bf16": False} if fp32 else {}  # else TRL's default
     evaluations = trl_evaluations(work, args) if evaluating else {}
     config = SFTConfig(
@@ -369,6 +395,7 @@ def run_honed(work: Path, args: argparse.Namespace, *, bf16: bool) -> dict[str, 
     time_aside(Checkpointer, ("maybe_save",), captured)
     os.environ.setdefault("HONED_HOME", str(work / "honed-home"))
     run_dir = work / ("honed-bf16-run" if bf16 else "honed-run")
+    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier round's run (--rounds): this round trains afresh
     loop.train(config, out=run_dir, console=Console(quiet=True))
     whole: dict[str, Any] = {}
     trained(whole, args.launched_at)
@@ -509,6 +536,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--systems", default=None, help="comma-separated (default: all where bf16 is fast; else honed,trl-fp32, "
                         "since TRL's bf16 defaults take over 30 min on an AVX2-only CPU: name trl to run them anyway)")
     parser.add_argument("--honed-set", action="append", default=[], help="extra honed config override (key=value)")
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap every system to this instruction set "
+                        "(a stand-in for an older CPU: see the module's docstring)")
+    parser.add_argument("--rounds", type=int, default=1, help="run the systems this many times, interleaved; "
+                        "the report holds each one's median run")
     parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
     parser.add_argument("--render-only", action="store_true", help=f"render the results saved in {RESULTS_NAME} "
                         "(-MODEL.jsonl for another --model)")
@@ -525,14 +556,16 @@ def main() -> None:
         return
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: this benchmark reads banking77 from ../shared/data")
+    os.environ.update(ISA_CAPS.get(args.isa or "", {}))  # before torch loads; the systems' processes inherit it
     from honed.train.build import cpu_has_fast_bf16
 
     load_before = os.getloadavg()
     if args.render_only:  # the systems' results as saved by an earlier run (one JSON object per line)
-        results = [json.loads(line) for line in results_path(args.model).read_text().splitlines() if line.strip()]
+        results = [json.loads(line) for line in results_path(args.model, args.isa).read_text().splitlines()
+                   if line.strip()]
     else:
         if args.systems is None:
-            args.systems = ",".join(SYSTEMS) if cpu_has_fast_bf16() else "honed,trl-fp32"
+            args.systems = ",".join(s for s in SYSTEMS if s != "trl-fp32-evals") if cpu_has_fast_bf16() else SLOW_BF16_SYSTEMS
         results = run_systems(args)
     flops = matmul_flops(args.threads, "float32")
     # bf16 matmuls without AMX / AVX-512 BF16 run at ~2% of fp32's speed: not worth minutes of measuring
@@ -541,14 +574,14 @@ def main() -> None:
     report = render_report(results, flops, bf16_flops, args, load=(load_before, load_after))
     print(report)
     if not args.no_write:
-        start, end = section_markers(args.model)
+        start, end = section_markers(args.model, args.isa)
         write_section(ROOT / "BENCHMARKS.md", report, start=start, end=end)
 
 
 def run_systems(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each system in its own process, one after another; each result is also saved to RESULTS as it comes,
     so a slow peer can be stopped without losing the others (`--render-only` renders them)."""
-    results_file = results_path(args.model)
+    results_file = results_path(args.model, args.isa)
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.write_text("")
     results = []
@@ -556,11 +589,44 @@ def run_systems(args: argparse.Namespace) -> list[dict[str, Any]]:
         work = Path(tmp)
         write_jsonl(work / "train.jsonl", read_banking77(DATA / "train.csv", count=args.train, seed=args.seed))
         write_jsonl(work / "holdout.jsonl", read_banking77(DATA / "test.csv", count=args.holdout, seed=args.seed))
-        for system in args.systems.split(","):
-            results.append(run_child(system, work, args))
-            with results_file.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(results[-1]) + "\n")
+        for round_ in range(1, args.rounds + 1):  # interleaved: A B A B ..., so drifting load hits all alike
+            for system in args.systems.split(","):
+                results.append({**run_child(system, work, args), "round": round_})
+                with results_file.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(results[-1]) + "\n")
     return results
+
+
+def median_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each system's median run by whole-process seconds (the lower middle of an even count), in first-seen order.
+
+    >>> runs = [{"system": "a", "whole_seconds": s} for s in (9.0, 5.0, 7.0)] + [{"system": "b", "whole_seconds": 1.0}]
+    >>> [(r["system"], r["whole_seconds"]) for r in median_runs(runs)]
+    [('a', 7.0), ('b', 1.0)]
+    """
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by.setdefault(r["system"], []).append(r)
+    return [sorted(runs, key=lambda r: r["whole_seconds"])[(len(runs) - 1) // 2] for runs in by.values()]
+
+
+def rounds_lines(results: list[dict[str, Any]]) -> list[str]:
+    """Every round's whole-process seconds per system, and honed's ratio to each peer round by round."""
+    rounds = sorted({r.get("round", 1) for r in results})
+    if len(rounds) < 2:
+        return []
+    seconds = {(r["system"], r.get("round", 1)): r["whole_seconds"] for r in results}
+    systems = list(dict.fromkeys(r["system"] for r in results))
+    lines = ["", f"{len(rounds)} interleaved rounds (the table above holds each system's median run): whole "
+             "process seconds, round by round:", ""]
+    for system in systems:
+        lines.append(f"- {system}: " + ", ".join(f"{seconds[system, k]:.1f}" for k in rounds if (system, k) in seconds))
+    for peer in (s for s in systems if not s.startswith("honed")):
+        ratios = [seconds[peer, k] / seconds["honed", k] for k in rounds if (peer, k) in seconds and ("honed", k) in seconds]
+        if ratios:
+            lines.append(f"- {peer} / honed, round by round: " + ", ".join(f"{x:.2f}x" for x in ratios)
+                         + f" (lowest {min(ratios):.2f}x)")
+    return lines
 
 
 def matmul_flops(threads: int, dtype: str) -> float:
@@ -575,14 +641,14 @@ def whole_process_lines(by: dict[str, dict[str, Any]]) -> list[str]:
     """honed's whole process against TRL's: how many times faster the user gets a trained model (target 2x)."""
     lines = []
     for name in ("honed", "honed-bf16"):
-        for peer in ("trl", "trl-packing", "trl-fp32", "trl-evals"):
+        for peer in ("trl", "trl-packing", "trl-fp32", "trl-evals", "trl-fp32-evals"):
             if name in by and peer in by:
                 mine, theirs = by[name], by[peer]
                 ratio = theirs["whole_seconds"] / mine["whole_seconds"]
                 cpu = theirs["whole_cpu_seconds"] / mine["whole_cpu_seconds"]
                 verdict = "met" if ratio >= 2.0 else "NOT met"
                 same = (f"; both evaluated the holdout {mine.get('evaluations')} / {theirs.get('evaluations')} times"
-                        if peer == "trl-evals" else "")
+                        if peer.endswith("-evals") else "")
                 lines.append(
                     f"- whole process, {peer} / {name}: **{ratio:.2f}x** faster to a trained model "
                     f"({mine['whole_seconds']:.0f} s vs {theirs['whole_seconds']:.0f} s; target 2x: {verdict}), "
@@ -627,6 +693,7 @@ LABELS = {
     "trl-packing": "TRL SFTTrainer, `packing=True` (bfd, padding-free)",
     "trl-fp32": "TRL SFTTrainer defaults with `bf16=False` (fp32, no packing, gradient checkpointing)",
     "trl-evals": "TRL SFTTrainer defaults, evaluating the holdout when honed does (`eval_on_start`, `eval_steps`)",
+    "trl-fp32-evals": "TRL SFTTrainer with `bf16=False`, evaluating the holdout when honed does",
 }
 
 
@@ -649,11 +716,15 @@ def render_report(
     import transformers
     import trl
 
+    every_round, results = results, median_runs(results)
     by = {r["system"]: r for r in results}
-    command = ("python benchmarks/train_vs_trl.py --systems " + ",".join(r["system"] for r in results) + " "
+    extra = (f" --isa {args.isa}" if args.isa else "") + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
+    command = ("python benchmarks/train_vs_trl.py --systems " + ",".join(r["system"] for r in results) + extra + " "
                + " ".join(child_flags(args)))
+    capped = (f", every system capped to {args.isa.upper()} ({', '.join(f'{k}={v}' for k, v in ISA_CAPS[args.isa].items())}): "
+              f"a stand-in for an {args.isa.upper()}-only CPU, with this machine's caches, clock and memory" if args.isa else "")
     lines = [
-        f"## Training speed: honed vs TRL SFTTrainer (LoRA r=16, {args.model}, banking77 chats)",
+        f"## Training speed: honed vs TRL SFTTrainer (LoRA r=16, {args.model}, banking77 chats{capped})",
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{os.cpu_count()} cores, CPU flags {cpu_flags()}, Linux {platform.release()}, no GPU; torch {torch.__version__}, "
@@ -690,6 +761,7 @@ def render_report(
             f"{r['peak_rss_mib']:.0f} | {r['holdout_loss']:.4f} | {r['holdout_token_accuracy']:.3f} |"
         )
     lines += phase_table(results)
+    lines += rounds_lines(every_round)
     lines.append("")
     lines += whole_process_lines(by)
     lines += head_lines(results)
@@ -715,7 +787,7 @@ def render_report(
         lines += [
             f"- this machine's matmul peak with {args.threads} threads (`benchmarks/matmul_flops.py`, best of "
             f"transformer-shaped and square products): fp32 **{flops / 1e9:.0f} GFLOP/s**, bf16 (AMX) "
-            + (f"**{bf16_flops / 1e9:.0f} GFLOP/s**" if bf16_flops else "not measured (this CPU has no AMX / AVX-512 BF16)"),
+            + (f"**{bf16_flops / 1e9:.0f} GFLOP/s**" if bf16_flops else "not measured (bf16 is slow here: no AMX / AVX-512 BF16, or capped by --isa)"),
             f"- honed computed {computed} positions for the {honed['real_tokens']} real tokens "
             f"({computed / honed['real_tokens']:.2f}: the tokens every example of a step starts with are held once "
             "per packed row, honed/train/batching.py); the FLOP accounting counts the computed positions",

@@ -42,13 +42,28 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when this CPU multiplies bf16 in hardware (AMX tiles or AVX-512 BF16), so bf16 pays off: bf16
-    autocast in training, bf16 weights in serving. Elsewhere bf16 runs at a few percent of fp32's speed."""
+    """True when this CPU multiplies bf16 in hardware (AMX tiles or AVX-512 BF16) and torch may use it, so bf16
+    pays off: bf16 autocast in training, bf16 weights in serving. Elsewhere bf16 runs at a few percent of fp32's
+    speed. A user (or a benchmark standing in for an older CPU) can cap the instructions torch uses with
+    ATEN_CPU_CAPABILITY (torch's own kernels) and ONEDNN_MAX_CPU_ISA (its matmuls); below AVX-512 BF16 the
+    hardware is there but unused, so bf16 is slow again."""
     import torch
 
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.9
     capabilities = get_capabilities() if get_capabilities is not None else {}
-    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+    hardware = bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+    return hardware and torch.backends.cpu.get_cpu_capability() == "AVX512" and onednn_allows_bf16(
+        os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
+
+
+def onednn_allows_bf16(max_isa: str) -> bool:
+    """Whether oneDNN's ISA cap (the ONEDNN_MAX_CPU_ISA value; empty: none) leaves it bf16 instructions.
+
+    >>> [onednn_allows_bf16(v) for v in ("", "ALL", "AVX2", "AVX512_CORE", "AVX512_CORE_BF16", "AVX512_CORE_AMX")]
+    [True, True, False, False, True, True]
+    """
+    cap = max_isa.strip().upper()
+    return cap in ("", "ALL", "DEFAULT") or "BF16" in cap or "AMX" in cap or "FP16" in cap or cap.startswith("AVX10")
 
 
 def machine_text(machine: Any) -> str | None:
