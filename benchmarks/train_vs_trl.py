@@ -533,7 +533,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=MODEL, help=f"model both tools train (default: the built-in {MODEL})")
-    parser.add_argument("--systems", default=None, help="comma-separated (default: all where bf16 is fast; else honed,trl-fp32, "
+    parser.add_argument("--systems", default=None, help=f"comma-separated (default: all but trl-fp32-evals where bf16 is fast; else {SLOW_BF16_SYSTEMS}, "
                         "since TRL's bf16 defaults take over 30 min on an AVX2-only CPU: name trl to run them anyway)")
     parser.add_argument("--honed-set", action="append", default=[], help="extra honed config override (key=value)")
     parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap every system to this instruction set "
