@@ -76,8 +76,10 @@ SYSTEM_PROMPT = (
 SECTION_START = "<!-- train_vs_trl:start -->"
 SECTION_END = "<!-- train_vs_trl:end -->"
 SYSTEMS = ("honed", "honed-bf16", "trl", "trl-packing", "trl-fp32", "trl-evals", "trl-fp32-evals")
-# Where bf16 is slow (no AMX / AVX-512 BF16, or capped by --isa), TRL's bf16 defaults take over 30 min:
-# the peers are TRL in fp32, evaluating nothing (its default) and evaluating as honed does.
+# The default systems. Where bf16 is fast (AMX / AVX-512 BF16), TRL's defaults are bf16 autocast. Where it is
+# slow (neither, or capped by --isa), TRL's bf16 defaults take over 30 min: the peers are TRL in fp32,
+# evaluating nothing (its default) and evaluating as honed does.
+FAST_BF16_SYSTEMS = "honed,honed-bf16,trl,trl-packing,trl-fp32,trl-evals"
 SLOW_BF16_SYSTEMS = "honed,trl-fp32,trl-fp32-evals"
 # --isa: the environment that caps torch, oneDNN and MKL to an instruction set.
 ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
@@ -533,7 +535,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=MODEL, help=f"model both tools train (default: the built-in {MODEL})")
-    parser.add_argument("--systems", default=None, help=f"comma-separated (default: all but trl-fp32-evals where bf16 is fast; else {SLOW_BF16_SYSTEMS}, "
+    parser.add_argument("--systems", default=None, help=f"comma-separated (default: {FAST_BF16_SYSTEMS} where bf16 is fast; "
+                        f"else {SLOW_BF16_SYSTEMS}, "
                         "since TRL's bf16 defaults take over 30 min on an AVX2-only CPU: name trl to run them anyway)")
     parser.add_argument("--honed-set", action="append", default=[], help="extra honed config override (key=value)")
     parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap every system to this instruction set "
@@ -565,7 +568,7 @@ def main() -> None:
                    if line.strip()]
     else:
         if args.systems is None:
-            args.systems = ",".join(s for s in SYSTEMS if s != "trl-fp32-evals") if cpu_has_fast_bf16() else SLOW_BF16_SYSTEMS
+            args.systems = FAST_BF16_SYSTEMS if cpu_has_fast_bf16() else SLOW_BF16_SYSTEMS
         results = run_systems(args)
     flops = matmul_flops(args.threads, "float32")
     # bf16 matmuls without AMX / AVX-512 BF16 run at ~2% of fp32's speed: not worth minutes of measuring
@@ -622,7 +625,8 @@ def rounds_lines(results: list[dict[str, Any]]) -> list[str]:
     for system in systems:
         lines.append(f"- {system}: " + ", ".join(f"{seconds[system, k]:.1f}" for k in rounds if (system, k) in seconds))
     for peer in (s for s in systems if not s.startswith("honed")):
-        ratios = [seconds[peer, k] / seconds["honed", k] for k in rounds if (peer, k) in seconds and ("honed", k) in seconds]
+        ratios = [seconds[peer, k] / seconds["honed", k] for k in rounds
+                  if (peer, k) in seconds and ("honed", k) in seconds]
         if ratios:
             lines.append(f"- {peer} / honed, round by round: " + ", ".join(f"{x:.2f}x" for x in ratios)
                          + f" (lowest {min(ratios):.2f}x)")
@@ -718,11 +722,13 @@ def render_report(
 
     every_round, results = results, median_runs(results)
     by = {r["system"]: r for r in results}
-    extra = (f" --isa {args.isa}" if args.isa else "") + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
-    command = ("python benchmarks/train_vs_trl.py --systems " + ",".join(r["system"] for r in results) + extra + " "
-               + " ".join(child_flags(args)))
-    capped = (f", every system capped to {args.isa.upper()} ({', '.join(f'{k}={v}' for k, v in ISA_CAPS[args.isa].items())}): "
-              f"a stand-in for an {args.isa.upper()}-only CPU, with this machine's caches, clock and memory" if args.isa else "")
+    rounds = len({r.get("round", 1) for r in every_round})  # from the results: --render-only renders saved rounds
+    extra = (f" --isa {args.isa}" if args.isa else "") + (f" --rounds {rounds}" if rounds > 1 else "")
+    command = ("python benchmarks/train_vs_trl.py --systems " + ",".join(r["system"] for r in results) + extra
+               + " " + " ".join(child_flags(args)))
+    switches = ", ".join(f"{k}={v}" for k, v in ISA_CAPS[args.isa].items()) if args.isa else ""
+    capped = (f", every system capped to {args.isa.upper()} ({switches}): a stand-in for an {args.isa.upper()}-only "
+              "CPU, with this machine's caches, clock and memory" if args.isa else "")
     lines = [
         f"## Training speed: honed vs TRL SFTTrainer (LoRA r=16, {args.model}, banking77 chats{capped})",
         "",
@@ -787,7 +793,8 @@ def render_report(
         lines += [
             f"- this machine's matmul peak with {args.threads} threads (`benchmarks/matmul_flops.py`, best of "
             f"transformer-shaped and square products): fp32 **{flops / 1e9:.0f} GFLOP/s**, bf16 (AMX) "
-            + (f"**{bf16_flops / 1e9:.0f} GFLOP/s**" if bf16_flops else "not measured (bf16 is slow here: no AMX / AVX-512 BF16, or capped by --isa)"),
+            + (f"**{bf16_flops / 1e9:.0f} GFLOP/s**" if bf16_flops
+               else "not measured (bf16 is slow here: no AMX / AVX-512 BF16, or capped by --isa)"),
             f"- honed computed {computed} positions for the {honed['real_tokens']} real tokens "
             f"({computed / honed['real_tokens']:.2f}: the tokens every example of a step starts with are held once "
             "per packed row, honed/train/batching.py); the FLOP accounting counts the computed positions",

@@ -123,7 +123,8 @@ def test_shared_prefix_is_off_without_packing_or_when_asked():
     prefix = [7, 8, 9]
     examples = [with_prefix(0, prefix, 3, (4,)), with_prefix(1, prefix, 2, (4,))]
     for packing, share in ((False, True), (True, False)):
-        batches = micro_batches(examples, max_tokens=64, packing=packing, row_capacity=64, shared_prefix=None if share else 0)
+        batches = micro_batches(examples, max_tokens=64, packing=packing, row_capacity=64,
+                                shared_prefix=None if share else 0)
         assert sum(b.input_ids.numel() for b in batches) >= sum(len(e) for e in examples)
 
 
