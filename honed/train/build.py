@@ -83,7 +83,8 @@ def resolve_device(config: TrainConfig, *, dist: Dist) -> tuple[str, torch.dtype
         bf16 = config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
     else:
         # On CPU, auto stays fp32 (exact, reproducible across machines); bf16 autocast is opt-in. Measured
-        # with AMX: LoRA forward+backward of smollm2-135m ~1.5x faster than fp32 (BENCHMARKS.md).
+        # on a 2-core AMX Xeon (bf16 matmuls 6.5x fp32's): whole LoRA steps of smollm2-135m at batch 8 no
+        # faster than fp32, holdout loss 1.705 vs 1.679 (BENCHMARKS.md, train_speed_notes).
         bf16 = config.precision == "bf16"
     return device, (torch.bfloat16 if bf16 else None)
 
