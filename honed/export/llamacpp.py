@@ -14,6 +14,7 @@ from typing import Any
 
 from honed.model.prompt import render_prompt
 from honed.data.types import Conversation
+from honed.export.llamacpp_buffers import plain_weight_buffers
 from honed.export.parity import Answerer
 
 
@@ -35,8 +36,9 @@ def answer_with_llama_cpp(path: Path, tokenizer: Any, *, threads: int | None = N
             # llama.cpp prints its loading chatter (e.g. "using full-size SWA cache") until verbose=False takes
             # effect; its logger at ERROR keeps it out of honed's output from the start
             logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-            loaded.append(Llama(model_path=str(path), n_ctx=0, n_threads=threads or torch.get_num_threads(),
-                                seed=0, verbose=False))
+            with plain_weight_buffers():  # AMX repacking crashes llama.cpp (see llamacpp_buffers)
+                loaded.append(Llama(model_path=str(path), n_ctx=0, n_threads=threads or torch.get_num_threads(),
+                                    seed=0, verbose=False))
         llm = loaded[0]
         outputs = []
         for conversation in holdout:

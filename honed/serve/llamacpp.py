@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import ConfigError, ModelError
+from honed.export.llamacpp_buffers import extra_buffers_safe
 from honed.model.batch import Row, RunningBatch, _score_prompt
 from honed.runs.rundir import RunDir
 from honed.serve.engine import Engine
@@ -141,6 +142,7 @@ class LlamaCppModel:
         self.path = path
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 999 if gpu else 0
+        params.use_extra_bufts = extra_buffers_safe()  # AMX repacking crashes llama.cpp (see llamacpp_buffers)
         model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
         if model is None:
             raise ModelError(f"{path}: llama.cpp could not load this GGUF file (its messages are above)")
