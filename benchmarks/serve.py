@@ -19,7 +19,9 @@ produce the same amount of text.
                     once with llama.cpp's converter, as `honed export --to gguf` does): honed's front, one llama.cpp
                     sequence per request, every running sequence decoded in one llama_decode per step;
 - llama.cpp-server: llama-cpp-python's own server (`python -m llama_cpp.server`, its own process) on the
-                    same GGUF; needs llama-cpp-python and its [server] extra's pure-Python packages;
+                    same GGUF; needs llama-cpp-python and its [server] extra's pure-Python packages; on an AMX
+                    CPU it loads weights as honed's engine does, without the AMX repacking that crashes
+                    llama.cpp (honed/export/llamacpp_buffers.py);
 - transformers:     the server most people write first: one `model.generate()` per request behind a lock.
 
 Reported per system and client count: total output tokens/s (all clients' tokens / wall seconds) and
@@ -226,6 +228,11 @@ def transformers_system(client_counts: list[int], *, per_client: int, max_tokens
                           max_tokens=max_tokens)
 
 
+# `python -m llama_cpp.server`, its weights loaded as honed's llama.cpp engine loads them (llamacpp_buffers)
+LLAMA_CPP_SERVER = ("import runpy; from honed.export.llamacpp_buffers import plain_weight_buffers\n"
+                    "with plain_weight_buffers(): runpy.run_module('llama_cpp.server', run_name='__main__')")
+
+
 def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: int, threads: int,
                      quant: str) -> dict[int, dict[str, float]]:
     """llama-cpp-python's OpenAI server on the same GGUF (its own process), as many threads as the others."""
@@ -235,7 +242,7 @@ def llama_cpp_system(client_counts: list[int], *, per_client: int, max_tokens: i
     from honed.serve.server import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_file(quant)), "--host", "127.0.0.1",
+    command = [sys.executable, "-c", LLAMA_CPP_SERVER, "--model", str(gguf_file(quant)), "--host", "127.0.0.1",
                "--port", str(port), "--model_alias", "smollm2", "--n_threads", str(threads),
                "--n_threads_batch", str(threads), "--n_ctx", "2048"]
     import tempfile
