@@ -22,6 +22,10 @@ produce the same amount of text.
                     same GGUF; needs llama-cpp-python and its [server] extra's pure-Python packages; on an AMX
                     CPU it loads weights as honed's engine does, without the AMX repacking that crashes
                     llama.cpp (honed/export/llamacpp_buffers.py);
+- llama.cpp-batched: no server: llama.cpp's own batched decode on the same GGUF, in one process, N sequences
+                    prefilled then decoded together, one llama_decode per step (greedy, numpy argmax): what
+                    llama.cpp's kernels gain from 1 to 16 sequences on this CPU, the llama.cpp engine's bound
+                    (the engine also reuses a finished prompt's shared prefix, so it can edge past it);
 - transformers:     the server most people write first: one `model.generate()` per request behind a lock.
 
 Reported per system and client count: total output tokens/s (all clients' tokens / wall seconds) and
@@ -53,7 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "restaurant8k" / "test.jsonl"
 MODEL = "smollm2-135m"
 ISSUE_SINGLE_CLIENT = 6.7  # tokens/s of one client on the torch engine when the serving issue was filed
-SYSTEMS = ("honed-torch", "honed-torch-bf16", "honed-llama.cpp", "llama.cpp-server", "transformers")
+SYSTEMS = ("honed-torch", "honed-torch-bf16", "honed-llama.cpp", "llama.cpp-server", "llama.cpp-batched",
+           "transformers")
 SECTION_START = "<!-- serve:start -->"
 SECTION_END = "<!-- serve:end -->"
 AGREEMENT_START = "<!-- serve_agreement:start -->"
@@ -218,6 +223,46 @@ def honed_llamacpp_system(client_counts: list[int], *, per_client: int, max_toke
             torch.set_num_threads(threads)
 
 
+def llama_cpp_batched_system(client_counts: list[int], *, per_client: int, max_tokens: int, threads: int,
+                             quant: str) -> dict[int, dict[str, float]]:
+    """llama.cpp alone: for each count N, `per_client` rounds of N prompts prefilled and decoded together."""
+    import numpy as np
+
+    from honed.data.types import Conversation, Message
+    from honed.model.prompt import render_prompt
+    from honed.model.tokenizers import model_tokenizer
+    from honed.serve.llamacpp import LlamaCppModel
+
+    tokenizer = model_tokenizer(MODEL)[0]
+    model = LlamaCppModel(gguf_file(quant), sequences=max(client_counts), threads=threads, context=2048)
+    results = {}
+    for clients in [1, *client_counts]:  # the first pass warms up and is not kept
+        ids = [render_prompt(Conversation(messages=(Message("user", t), Message("assistant", ""))), tokenizer)
+               for t in prompts(clients * per_client)]  # as honed's front renders a chat request
+        rounds, started = [], time.perf_counter()
+        for r in range(per_client):
+            begun = time.perf_counter()
+            batch = ids[r * clients:(r + 1) * clients]
+            for sequence in range(clients):
+                model.forget(sequence)
+            logits = model.decode([(token, i, seq, i == len(p) - 1) for seq, p in enumerate(batch)
+                                   for i, token in enumerate(p)])
+            for step in range(max_tokens - 1):
+                chosen = np.argmax(logits, axis=1)
+                logits = model.decode([(int(chosen[seq]), len(p) + step, seq, True) for seq, p in enumerate(batch)])
+            rounds.append(time.perf_counter() - begun)
+        wall = time.perf_counter() - started
+        results[clients] = {"tokens_per_s": clients * per_client * max_tokens / wall, "p50": statistics.median(rounds),
+                            "p95": max(rounds), "requests": clients * per_client,
+                            "tokens": clients * per_client * max_tokens, "wall": wall}
+    model.close()
+    for clients in client_counts:
+        r = results[clients]
+        print(f"{'llama.cpp-batched':>16} {clients:>3} clients: {r['tokens_per_s']:7.1f} tok/s  ({r['wall']:.1f}s)",
+              file=sys.stderr, flush=True)
+    return {c: results[c] for c in client_counts}
+
+
 def transformers_system(client_counts: list[int], *, per_client: int, max_tokens: int) -> dict[int, dict[str, float]]:
     from honed.model.loading import load_model
     from honed.model.tokenizers import model_tokenizer
@@ -349,6 +394,15 @@ def _ratio_lines(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
             verdict = "met" if gain >= 6 else "not met"
             lines += ["", f"Target for {name} ({max(rows)} clients >= 6x one client's total tokens/s): "
                           f"{verdict} ({gain:.1f}x)."]
+    batched = results.get("llama.cpp-batched", {})
+    engine = results.get("honed-llama.cpp", {})
+    if len(batched) > 1 and len(engine) > 1 and max(batched) == max(engine):
+        ceiling = batched[max(batched)]["tokens_per_s"] / batched[min(batched)]["tokens_per_s"]
+        gain = engine[max(engine)]["tokens_per_s"] / engine[min(engine)]["tokens_per_s"]
+        lines += ["", f"llama.cpp's own batched decode (no server; every prompt prefilled in full) gains "
+                      f"{ceiling:.1f}x from {min(batched)} to {max(batched)} sequences on this CPU, the llama.cpp "
+                      f"engine {gain:.1f}x from 1 to {max(engine)} clients: the engine's gain is bounded by "
+                      "llama.cpp's kernels, not by honed's front."]
     for name in ("honed-torch", "honed-torch-bf16"):
         rows = results.get(name, {})
         if 1 in rows:
@@ -380,10 +434,12 @@ def section(results: dict[str, dict[int, dict[str, float]]], *, args: argparse.N
         f"--max-tokens {args.max_tokens} --threads {args.threads} --quant {args.quant} --systems {args.systems}`. "
         f"Each client sends {args.requests} requests one after another; every request generates exactly "
         f"{args.max_tokens} tokens, greedy, same prompts. honed-torch runs the fp32 safetensors (honed-torch-bf16 "
-        f"the same weights in bf16, `--precision bf16`); honed-llama.cpp "
-        f"and llama.cpp-server run the same {args.quant} GGUF of those weights (llama.cpp's converter). Each "
-        "system's clients run in its worker process, with honed's servers (127.0.0.1) beside them; llama.cpp's "
-        "server runs in a process of its own.", "",
+        f"the same weights in bf16, `--precision bf16`); honed-llama.cpp, "
+        f"llama.cpp-server and llama.cpp-batched run the same {args.quant} GGUF of those weights (llama.cpp's "
+        "converter). Each system's clients run in its worker process, with honed's servers (127.0.0.1) beside "
+        "them; llama.cpp's server runs in a process of its own. llama.cpp-batched is no server: llama.cpp "
+        "decoding N prompts together, one `llama_decode` per step, each round's N requests finishing together "
+        "(its latencies are those rounds').", "",
         "| system | clients | total output tokens/s | vs 1 client | p50 latency (s) | p95 latency (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -423,6 +479,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict[int, dict[str, float]]:
         return honed_llamacpp_system(counts, **common, threads=args.threads, quant=args.quant)
     if name == "llama.cpp-server":
         return llama_cpp_system(counts, **common, threads=args.threads, quant=args.quant)
+    if name == "llama.cpp-batched":
+        return llama_cpp_batched_system(counts, **common, threads=args.threads, quant=args.quant)
     return transformers_system(counts, **common)
 
 
