@@ -8,8 +8,9 @@ of llama.cpp issue 20824 (open, no fix), which took `honed export --parity` and 
 llama.cpp` down with it. Without the extra buffers the same GGUFs run, and no slower: q8_0 67 tokens/s for
 one sequence and 254 for sixteen; f16 47.6 and 216 without, 45.8 and 174 with the AMX buffer.
 
-So on a CPU where llama.cpp reports AMX, honed loads weights without the extra buffers; elsewhere (AVX2,
-AVX-512 without AMX, GPUs) llama.cpp's default stands and its CPU_REPACK layouts keep their speed.
+So on a CPU where llama.cpp reports AMX, honed loads weights without the extra buffers (also when layers go
+to a GPU: the rule follows the CPU); elsewhere (AVX2, AVX-512 without AMX) llama.cpp's default stands and
+its CPU_REPACK layouts keep their speed.
 
     params = llama_cpp.llama_model_default_params()
     params.use_extra_bufts = extra_buffers_safe()
