@@ -228,8 +228,7 @@ def llama_cpp_batched_system(client_counts: list[int], *, per_client: int, max_t
     """llama.cpp alone: for each count N, `per_client` rounds of N prompts prefilled and decoded together."""
     import numpy as np
 
-    from honed.data.types import Conversation, Message
-    from honed.model.prompt import render_prompt
+    from honed.model.prompt import render_messages
     from honed.model.tokenizers import model_tokenizer
     from honed.serve.llamacpp import LlamaCppModel
 
@@ -237,8 +236,8 @@ def llama_cpp_batched_system(client_counts: list[int], *, per_client: int, max_t
     model = LlamaCppModel(gguf_file(quant), sequences=max(client_counts), threads=threads, context=2048)
     results = {}
     for clients in [1, *client_counts]:  # the first pass warms up and is not kept
-        ids = [render_prompt(Conversation(messages=(Message("user", t), Message("assistant", ""))), tokenizer)
-               for t in prompts(clients * per_client)]  # as honed's front renders a chat request
+        ids = [render_messages([{"role": "user", "content": t}], tokenizer)  # as honed's front renders a chat
+               for t in prompts(clients * per_client)]
         rounds, started = [], time.perf_counter()
         for r in range(per_client):
             begun = time.perf_counter()
@@ -395,8 +394,7 @@ def _ratio_lines(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
             lines += ["", f"Target for {name} ({max(rows)} clients >= 6x one client's total tokens/s): "
                           f"{verdict} ({gain:.1f}x)."]
     batched = results.get("llama.cpp-batched", {})
-    engine = results.get("honed-llama.cpp", {})
-    if len(batched) > 1 and len(engine) > 1 and max(batched) == max(engine):
+    if engine and len(batched) > 1 and len(engine) > 1 and max(batched) == max(engine):
         ceiling = batched[max(batched)]["tokens_per_s"] / batched[min(batched)]["tokens_per_s"]
         gain = engine[max(engine)]["tokens_per_s"] / engine[min(engine)]["tokens_per_s"]
         lines += ["", f"llama.cpp's own batched decode (no server; every prompt prefilled in full) gains "
